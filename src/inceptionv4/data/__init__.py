@@ -1,0 +1,1 @@
+"""Datasets and Inception preprocessing (issue 4)."""

@@ -1,0 +1,1 @@
+"""Training and evaluation loops (issues 4 and 5)."""

@@ -1,0 +1,16 @@
+"""The networks of Szegedy et al. 2016, one module per figure (see docs/architecture.md)."""
+
+from .complexity import count_flops, count_params
+from .network import FeatureInfo, InceptionNet
+from .registry import ModelCard, create_model, get_model_card, list_models
+
+__all__ = [
+    "FeatureInfo",
+    "InceptionNet",
+    "ModelCard",
+    "count_flops",
+    "count_params",
+    "create_model",
+    "get_model_card",
+    "list_models",
+]

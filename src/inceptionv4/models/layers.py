@@ -1,0 +1,133 @@
+"""The few layers every block is made of.
+
+Every convolution in the paper is conv -> BN -> ReLU unless marked "linear" (PAPER.md), so one
+small module, :class:`ConvBNReLU`, carries all of them. Padding is spelled the way the paper
+draws it: ``"valid"`` (the figures' "V") or ``"same"`` (everything else, stride 1 only).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: BatchNorm epsilon of the released TensorFlow checkpoints (and of every port of them).
+BN_EPS = 1e-3
+
+Size2 = int | tuple[int, int]
+
+
+def _pair(v: Size2) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _padding(kernel_size: Size2, stride: int, padding: str) -> tuple[int, int]:
+    """TensorFlow's SAME (stride 1, odd kernel) or VALID as explicit symmetric padding."""
+    kh, kw = _pair(kernel_size)
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        if stride != 1 or kh % 2 == 0 or kw % 2 == 0:
+            # SAME with stride 2 pads asymmetrically in TF; the paper never uses it.
+            raise ValueError(f"'same' padding needs stride 1 and odd kernels, got {kernel_size}/{stride}")
+        return (kh // 2, kw // 2)
+    raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+
+
+class ConvBNReLU(nn.Module):
+    """conv (no bias) -> BatchNorm (eps 1e-3) -> ReLU: the paper's ordinary layer."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: Size2,
+        stride: int = 1,
+        padding: str = "same",
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_chs, out_chs, kernel_size, stride=stride, padding=_padding(kernel_size, stride, padding), bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_chs, eps=BN_EPS)
+        self.act = nn.ReLU(inplace=True)
+        self.out_chs = out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+def conv_chain(in_chs: int, *layers: tuple) -> nn.Sequential:
+    """A branch: a chain of ConvBNReLU given as ``(out_chs, kernel[, stride[, padding]])`` tuples."""
+    mods = []
+    for spec in layers:
+        out_chs, kernel, *rest = spec
+        mods.append(ConvBNReLU(in_chs, out_chs, kernel, *rest))
+        in_chs = out_chs
+    return nn.Sequential(*mods)
+
+
+def avg_pool_branch(in_chs: int, out_chs: int) -> nn.Sequential:
+    """3x3 average pool (stride 1, SAME) -> 1x1 conv.
+
+    ``count_include_pad=False`` matches TensorFlow, which averages only real pixels at the border.
+    """
+    return nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), ConvBNReLU(in_chs, out_chs, 1))
+
+
+def max_pool_valid() -> nn.MaxPool2d:
+    """The 3x3/2 VALID max pool that every reduction uses."""
+    return nn.MaxPool2d(3, stride=2)
+
+
+class ClassifierHead(nn.Module):
+    """Global pool -> dropout (keep 0.8 in the paper) -> fully connected (Fig. 9, Fig. 15)."""
+
+    POOLS = ("avg", "max", "avgmax")
+
+    def __init__(self, in_chs: int, num_classes: int, pool: str = "avg", drop_rate: float = 0.2) -> None:
+        super().__init__()
+        if pool not in self.POOLS:
+            raise ValueError(f"global_pool must be one of {self.POOLS}, got {pool!r}")
+        self.pool_type = pool
+        self.in_chs = in_chs
+        self.num_features = in_chs * (2 if pool == "avgmax" else 1)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        # (N, C, H, W) -> (N, C) or (N, 2C)
+        if self.pool_type == "avg":
+            return x.mean((2, 3))
+        if self.pool_type == "max":
+            return x.amax((2, 3))
+        return torch.cat((x.mean((2, 3)), x.amax((2, 3))), 1)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.pool(x))
+        return x if pre_logits else self.fc(x)
+
+
+class ResidualInception(nn.Module):
+    """What every Inception-ResNet block shares (Figs. 10-13, 16-19, Sec. 3.3 and Fig. 20).
+
+    ``branches(x)`` -> concatenation -> 1x1 *linear* "filter expansion" conv back to the input
+    width (no BN, no ReLU; with a bias, as in every released checkpoint) -> multiply by the
+    residual ``scale`` -> add to the input -> ReLU (skipped for the released code's last block).
+    """
+
+    def __init__(self, in_chs: int, mixed_chs: int, scale: float, activate: bool = True) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(mixed_chs, in_chs, 1, bias=True)
+        self.scale = float(scale)
+        self.activate = activate
+        self.out_chs = in_chs
+
+    def branches(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x + self.expand(self.branches(x)) * self.scale
+        return torch.relu(out) if self.activate else out
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, activate={self.activate}"

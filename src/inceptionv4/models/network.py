@@ -1,0 +1,189 @@
+"""The one interface every network of this package shares (timm's contract, big_vision's taps).
+
+A network is a stem followed by the six stages of Figs. 9 and 15 -- ``stage_a``, ``reduction_a``,
+``stage_b``, ``reduction_b``, ``stage_c`` and ``post`` (the released Inception-ResNet-v2's 1x1
+conv to 1536; an identity elsewhere) -- and a classifier head. The stem is a Sequential, so
+feature taps at strides 2 and 4 can sit between its steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .layers import ClassifierHead
+
+STAGES = ("stage_a", "reduction_a", "stage_b", "reduction_b", "stage_c", "post")
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map a backbone can hand to a detector: where it is tapped, width, stride."""
+
+    module: str
+    num_chs: int
+    reduction: int
+
+    def to_dict(self) -> dict:
+        return {"module": self.module, "num_chs": self.num_chs, "reduction": self.reduction}
+
+
+class InceptionNet(nn.Module):
+    """Stem -> stages -> pooled head; see :func:`inceptionv4.create_model` for the arguments."""
+
+    def __init__(
+        self,
+        *,
+        stem: nn.Sequential,
+        stage_a: nn.Sequential,
+        reduction_a: nn.Module,
+        stage_b: nn.Sequential,
+        reduction_b: nn.Module,
+        stage_c: nn.Sequential,
+        post: nn.Module | None,
+        num_features: int,
+        feature_info: list[FeatureInfo],
+        in_chans: int,
+        min_input_size: int,
+        num_classes: int = 1000,
+        drop_rate: float = 0.2,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        self.stem = stem
+        self.stage_a = stage_a
+        self.reduction_a = reduction_a
+        self.stage_b = stage_b
+        self.reduction_b = reduction_b
+        self.stage_c = stage_c
+        self.post = post if post is not None else nn.Identity()
+        self.num_features = num_features
+        self.in_chans = in_chans
+        self.min_input_size = min_input_size
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.feature_info = list(feature_info)
+        self.grad_checkpointing = False
+        self.features_only = False
+        self.out_indices: tuple[int, ...] = tuple(range(len(self.feature_info)))
+        self.head: ClassifierHead | None = ClassifierHead(num_features, num_classes, global_pool, drop_rate)
+
+    # -- the trunk as one flat list of steps, for taps and activation checkpointing ----------------
+    def trunk(self) -> Iterator[tuple[str, nn.Module]]:
+        """Yield ``(name, module)`` for every step of the trunk in execution order."""
+        for name, module in self.stem.named_children():
+            yield f"stem.{name}", module
+        for stage in STAGES:
+            module = getattr(self, stage)
+            if isinstance(module, nn.Sequential):
+                for i, block in enumerate(module):
+                    yield f"{stage}.{i}", block
+            else:
+                yield stage, module
+
+    def _tap_steps(self) -> list[int]:
+        """Index of the trunk step after which each feature_info entry is taken."""
+        names = [name for name, _ in self.trunk()]
+        steps = []
+        for info in self.feature_info:
+            hits = [i for i, n in enumerate(names) if n == info.module or n.startswith(info.module + ".")]
+            steps.append(hits[-1])
+        return steps
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError for a tensor the network cannot take, before any convolution runs."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected a batch of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2], x.shape[-1]
+        if h < self.min_input_size or w < self.min_input_size:
+            raise ValueError(
+                f"input {h}x{w} is smaller than the minimum {self.min_input_size}x{self.min_input_size} "
+                "this network can reduce to a 1x1 map"
+            )
+
+    def _step(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(module, x, use_reentrant=False)
+        return module(x)
+
+    # -- the public interface ---------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the last feature map, e.g. (N, 1536, 8, 8) for Inception-v4 at 299."""
+        self.check_input(x)
+        for _, module in self.trunk():
+            x = self._step(module, x)
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor, indices: tuple[int, ...] | None = None) -> list[torch.Tensor]:
+        """The feature maps of ``feature_info[i]`` for i in ``indices`` (strides 2, 4, 8, 16, 32)."""
+        self.check_input(x)
+        indices = self.out_indices if indices is None else tuple(indices)
+        taps = self._tap_steps()
+        wanted = {taps[i]: i for i in indices}
+        last = max(wanted)
+        out: dict[int, torch.Tensor] = {}
+        for step, (_, module) in enumerate(self.trunk()):
+            x = self._step(module, x)
+            if step in wanted:
+                out[wanted[step]] = x
+            if step == last:
+                break
+        return [out[i] for i in indices]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout and classify a feature map; ``pre_logits=True`` stops before the classifier."""
+        if self.head is None:
+            raise RuntimeError("this model was built with features_only=True and has no head")
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_intermediates(x)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        if self.head is None:
+            raise RuntimeError("this model was built with features_only=True and has no head")
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh head for ``num_classes`` (0 gives pooled features), e.g. to fine-tune."""
+        _check_num_classes(num_classes)
+        pool = global_pool if global_pool is not None else (self.head.pool_type if self.head else "avg")
+        self.head = ClassifierHead(self.num_features, num_classes, pool, self.drop_rate)
+        self.num_classes = num_classes
+        self.features_only = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass: less memory, ~30% more compute."""
+        self.grad_checkpointing = bool(enable)
+
+    def as_features_only(self, out_indices: tuple[int, ...] | None = None) -> InceptionNet:
+        """Turn this model into a backbone that returns the maps at ``out_indices``; drops the head
+        and every step after the last tap (so each remaining parameter gets a gradient)."""
+        n = len(self.feature_info)
+        indices = tuple(range(n)) if out_indices is None else tuple(out_indices)
+        if not indices or any(not isinstance(i, int) or not -n <= i < n for i in indices):
+            raise ValueError(f"out_indices must be integers in [0, {n}), got {out_indices!r}")
+        indices = tuple(i % n for i in indices)
+        taps = self._tap_steps()
+        last = max(taps[i] for i in indices)
+        for step, (name, _) in enumerate(list(self.trunk())):
+            if step > last:
+                parent, _, child = name.rpartition(".")
+                setattr(self.get_submodule(parent) if parent else self, child, nn.Identity())
+        self.head = None
+        self.features_only = True
+        self.out_indices = indices
+        return self
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")

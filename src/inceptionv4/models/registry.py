@@ -1,0 +1,196 @@
+"""``create_model`` / ``list_models`` and the model cards (weights as data, torchvision-style)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .inception_resnet import inception_resnet_v1, inception_resnet_v2, inception_resnet_v2_paper
+from .inception_v4 import inception_v4
+from .layers import ClassifierHead
+from .network import InceptionNet, _check_num_classes
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a user needs to know to feed, judge and cite a network.
+
+    ``num_params`` and ``gflops`` are for 1000 classes at 299x299 (2 FLOPs per multiply-add) and
+    are recomputed from the model by the tests. Accuracies are ILSVRC-2012 validation top-1/top-5
+    in percent: ``paper_*`` from Table 2 (single crop, 100 - error), ``released_*`` from the
+    released checkpoints; None where no such figure exists.
+    """
+
+    name: str
+    title: str
+    figures: str
+    layout: str  # "released": weight-compatible with the named checkpoints; "paper": the figures
+    num_params: int
+    gflops: float
+    input_size: tuple[int, int, int] = (3, 299, 299)
+    min_input_size: tuple[int, int, int] = (3, 75, 75)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    num_classes: int = 1000
+    paper_top1: float | None = None
+    paper_top5: float | None = None
+    released_top1: float | None = None
+    released_top5: float | None = None
+    weights_from: tuple[str, ...] = field(default_factory=tuple)
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_BUILDERS: dict[str, Callable[..., InceptionNet]] = {}
+_CARDS: dict[str, ModelCard] = {}
+
+
+def register_model(builder: Callable[..., InceptionNet], card: ModelCard) -> None:
+    _BUILDERS[card.name] = builder
+    _CARDS[card.name] = card
+
+
+register_model(
+    inception_v4,
+    ModelCard(
+        name="inception_v4",
+        title="Inception-v4",
+        figures="Figs. 3-9",
+        layout="released",
+        num_params=42_679_816,
+        gflops=24.51,
+        paper_top1=80.0,
+        paper_top5=95.0,
+        released_top1=80.2,
+        released_top5=95.2,
+        weights_from=("timm/inception_v4.tf_in1k", "tf-slim inception_v4_2016_09_09", "cadene inceptionv4"),
+        notes="Branch order and 1x7/7x1 order of the released checkpoint (docs/architecture.md).",
+    ),
+)
+register_model(
+    inception_resnet_v1,
+    ModelCard(
+        name="inception_resnet_v1",
+        title="Inception-ResNet-v1",
+        figures="Figs. 10-15",
+        layout="paper",
+        num_params=24_357_096,
+        gflops=12.62,
+        paper_top1=78.7,
+        paper_top5=94.5,
+        weights_from=("facenet-pytorch vggface2", "facenet-pytorch casia-webface"),
+        notes="5/10/5 blocks plus facenet's final linear IR-C block (final_linear_block=False drops it).",
+    ),
+)
+register_model(
+    inception_resnet_v2,
+    ModelCard(
+        name="inception_resnet_v2",
+        title="Inception-ResNet-v2 (released)",
+        figures="Fig. 15 (released layout, see PAPER.md)",
+        layout="released",
+        num_params=55_843_464,
+        gflops=26.31,
+        crop_pct=0.8975,
+        paper_top1=80.1,
+        paper_top5=95.1,
+        released_top1=80.4,
+        released_top5=95.3,
+        weights_from=(
+            "timm/inception_resnet_v2.tf_in1k",
+            "keras InceptionResNetV2",
+            "tf-slim inception_resnet_v2_2016_08_30",
+            "cadene inceptionresnetv2",
+        ),
+        notes="The network of the released checkpoint, not of the figures (docs/architecture.md).",
+    ),
+)
+register_model(
+    inception_resnet_v2_paper,
+    ModelCard(
+        name="inception_resnet_v2_paper",
+        title="Inception-ResNet-v2 (paper figures)",
+        figures="Figs. 3, 15-19, Table 1",
+        layout="paper",
+        num_params=32_433_928,
+        gflops=18.52,
+        paper_top1=80.1,
+        paper_top5=95.1,
+        notes="Expansions sized 1152 and 2144 where the figures say 1154 and 2048 (docs/architecture.md).",
+    ),
+)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(_BUILDERS)
+
+
+def get_model_card(name: str) -> ModelCard:
+    """The card of a network, by name."""
+    _check_name(name)
+    return _CARDS[name]
+
+
+def _check_name(name: str) -> None:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    residual_scale: float | tuple[float, float, float] | None = None,
+    global_pool: str = "avg",
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    **kwargs: object,
+) -> InceptionNet:
+    """Build a network by name, randomly initialised.
+
+    Args:
+        name: one of :func:`list_models`.
+        num_classes: classifier outputs; 0 for pooled features.
+        in_chans: input channels (3 for RGB).
+        drop_rate: dropout before the classifier (the paper keeps 0.8, i.e. drops 0.2).
+        residual_scale: Sec. 3.3's scaling of residual branches, a float or an (a, b, c) triple;
+            None for the released 0.17 / 0.10 / 0.20. Only for the Inception-ResNets.
+        global_pool: "avg" (the paper), "max" or "avgmax".
+        features_only: return the feature maps at strides 2, 4, 8, 16, 32 instead of logits.
+        out_indices: which of those maps, with ``features_only``.
+        kwargs: model-specific options (``final_linear_block`` for inception_resnet_v1).
+    """
+    _check_name(name)
+    _check_num_classes(num_classes)
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be an integer >= 1, got {in_chans!r}")
+    if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) or not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be a float in [0, 1), got {drop_rate!r}")
+    if global_pool not in ClassifierHead.POOLS:
+        raise ValueError(f"global_pool must be one of {ClassifierHead.POOLS}, got {global_pool!r}")
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices is only meaningful with features_only=True")
+    try:
+        model = _BUILDERS[name](
+            in_chans=in_chans,
+            residual_scale=residual_scale,
+            num_classes=num_classes,
+            drop_rate=float(drop_rate),
+            global_pool=global_pool,
+            **kwargs,
+        )
+    except TypeError as err:
+        raise ValueError(f"{name}: unsupported option(s) {sorted(kwargs)}: {err}") from None
+    model.pretrained_cfg = dataclasses.replace(_CARDS[name], num_classes=num_classes)
+    model.model_name = name
+    if features_only:
+        model.as_features_only(out_indices)
+    return model

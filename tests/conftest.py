@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+import inceptionv4 as iv
+
+torch.set_num_threads(2)
+
+ALL_MODELS = iv.list_models()
+
+
+@pytest.fixture(params=ALL_MODELS)
+def model_name(request) -> str:
+    return request.param
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics and affine terms, so eval-mode comparisons mean something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
