@@ -1,7 +1,18 @@
 """inceptionv4: Inception-v4, Inception-ResNet-v1 and -v2 (Szegedy et al. 2016) for PyTorch."""
 
-from .models import FeatureInfo, InceptionNet, ModelCard, create_model, get_model_card, list_models
+from .api import create_model, load_weights, save_weights
+from .models import FeatureInfo, InceptionNet, ModelCard, get_model_card, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["FeatureInfo", "InceptionNet", "ModelCard", "__version__", "create_model", "get_model_card", "list_models"]
+__all__ = [
+    "FeatureInfo",
+    "InceptionNet",
+    "ModelCard",
+    "__version__",
+    "create_model",
+    "get_model_card",
+    "list_models",
+    "load_weights",
+    "save_weights",
+]

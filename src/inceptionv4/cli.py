@@ -47,6 +47,15 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from .weights.bundle import convert_file, read_bundle_metadata
+
+    out = convert_file(args.src, args.dst, source=args.source, model=args.model, keep_background=args.keep_background)
+    meta = read_bundle_metadata(out)
+    print(f"wrote {out}: {meta['architecture']}, {meta['num_classes']} classes, from {meta['source']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inceptionv4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a name from `inceptionv4 list`")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_info)
+    p = sub.add_parser("convert", help="a released checkpoint -> an inceptionv4 .safetensors bundle")
+    p.add_argument("--from", dest="source", choices=("timm", "cadene", "facenet", "keras", "tf-slim"), default=None,
+                   help="who wrote SRC (detected from its names when omitted)")  # fmt: skip
+    p.add_argument("--model", required=True, help="the network SRC holds (see `inceptionv4 list`)")
+    p.add_argument("--keep-background", action="store_true", help="keep class 0 of 1001-class TensorFlow heads")
+    p.add_argument("src", help="the checkpoint: .safetensors, .pth/.bin (read without unpickling code), .h5, TF prefix")
+    p.add_argument("dst", help="the bundle to write (.safetensors)")
+    p.set_defaults(func=_convert)
     return parser
 
 
@@ -63,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as err:
         print(f"inceptionv4 {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -30,16 +30,10 @@ class InceptionC(nn.Module):
         self.out_chs = 1536
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # branches run in the released code's order, which the Keras/TF-slim converters rely on
+        x0 = self.branch_1x1(x)  # 8x8x256
         b1 = self.branch_3x3_reduce(x)  # 8x8x384
+        x1a, x1b = self.branch_3x3_1x3(b1), self.branch_3x3_3x1(b1)  # 2 x 8x8x256
         b2 = self.branch_3x3dbl_1x3(self.branch_3x3dbl_3x1(self.branch_3x3dbl_reduce(x)))  # 8x8x512
-        return torch.cat(
-            (
-                self.branch_1x1(x),  # 256
-                self.branch_3x3_1x3(b1),  # 256
-                self.branch_3x3_3x1(b1),  # 256
-                self.branch_3x3dbl_split_1x3(b2),  # 256
-                self.branch_3x3dbl_split_3x1(b2),  # 256
-                self.branch_pool(x),  # 256
-            ),
-            1,
-        )
+        x2a, x2b = self.branch_3x3dbl_split_1x3(b2), self.branch_3x3dbl_split_3x1(b2)  # 2 x 8x8x256
+        return torch.cat((x0, x1a, x1b, x2a, x2b, self.branch_pool(x)), 1)  # 8x8x1536

@@ -94,12 +94,18 @@ def _residual_net(
 
 
 def inception_resnet_v1(
-    *, in_chans: int = 3, residual_scale: object = None, final_linear_block: bool = True, **head
+    *,
+    in_chans: int = 3,
+    residual_scale: object = None,
+    final_linear_block: bool = True,
+    embedding_dim: int = 0,
+    **head,
 ) -> InceptionNet:
     """Inception-ResNet-v1 (Figs. 10-15): 35x35x256 -> 17x17x896 -> 8x8x1792.
 
     ``final_linear_block=True`` (default) appends facenet's 6th IR-C block (no ReLU, scale 1.0)
     after the paper's five, so facenet-pytorch's weights map one to one; False builds Fig. 15 exactly.
+    ``embedding_dim=512`` gives facenet's face-embedding head (L2-normalised with ``num_classes=0``).
     """
     return _residual_net(
         stem=StemResNetV1(in_chans),
@@ -111,6 +117,7 @@ def inception_resnet_v1(
         final_linear_block=final_linear_block,
         post_chs=None,
         in_chans=in_chans,
+        embedding_dim=embedding_dim,
         **head,
     )
 

@@ -106,6 +106,38 @@ class ClassifierHead(nn.Module):
         x = self.drop(self.pool(x))
         return x if pre_logits else self.fc(x)
 
+    def reset(self, num_classes: int, pool: str | None = None) -> ClassifierHead:
+        """The same kind of head for another class count (a fresh classifier)."""
+        return ClassifierHead(self.in_chs, num_classes, pool or self.pool_type, self.drop.p)
+
+
+class EmbeddingHead(ClassifierHead):
+    """facenet's face-embedding head: pool -> dropout -> linear (no bias) -> BatchNorm1d ->
+    L2-normalised embedding, or logits over identities when ``num_classes`` > 0."""
+
+    def __init__(
+        self, in_chs: int, embedding_dim: int, num_classes: int = 0, pool: str = "avg", drop_rate: float = 0.2
+    ):
+        super().__init__(in_chs, 0, pool, drop_rate)
+        self.embedding_dim = embedding_dim
+        self.proj = nn.Linear(self.num_features, embedding_dim, bias=False)
+        self.bn = nn.BatchNorm1d(embedding_dim, eps=BN_EPS)
+        self.fc = nn.Linear(embedding_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.normalize = num_classes == 0
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.pool(x))  # (N, C)
+        if pre_logits:
+            return x
+        emb = self.bn(self.proj(x))  # (N, embedding_dim)
+        return nn.functional.normalize(emb, dim=1) if self.normalize else self.fc(emb)
+
+    def reset(self, num_classes: int, pool: str | None = None) -> EmbeddingHead:
+        """A fresh classifier over the embedding; the projection and its BatchNorm are kept."""
+        head = EmbeddingHead(self.in_chs, self.embedding_dim, num_classes, pool or self.pool_type, self.drop.p)
+        head.proj, head.bn = self.proj, self.bn
+        return head
+
 
 class ResidualInception(nn.Module):
     """What every Inception-ResNet block shares (Figs. 10-13, 16-19, Sec. 3.3 and Fig. 20).

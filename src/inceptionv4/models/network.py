@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import ClassifierHead
+from .layers import ClassifierHead, EmbeddingHead
 
 STAGES = ("stage_a", "reduction_a", "stage_b", "reduction_b", "stage_c", "post")
 
@@ -52,6 +52,7 @@ class InceptionNet(nn.Module):
         num_classes: int = 1000,
         drop_rate: float = 0.2,
         global_pool: str = "avg",
+        embedding_dim: int = 0,
     ) -> None:
         super().__init__()
         self.stem = stem
@@ -70,7 +71,13 @@ class InceptionNet(nn.Module):
         self.grad_checkpointing = False
         self.features_only = False
         self.out_indices: tuple[int, ...] = tuple(range(len(self.feature_info)))
-        self.head: ClassifierHead | None = ClassifierHead(num_features, num_classes, global_pool, drop_rate)
+        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 0:
+            raise ValueError(f"embedding_dim must be an integer >= 0, got {embedding_dim!r}")
+        self.head: ClassifierHead | None = (
+            EmbeddingHead(num_features, embedding_dim, num_classes, global_pool, drop_rate)
+            if embedding_dim
+            else ClassifierHead(num_features, num_classes, global_pool, drop_rate)
+        )
 
     # -- the trunk as one flat list of steps, for taps and activation checkpointing ----------------
     def trunk(self) -> Iterator[tuple[str, nn.Module]]:
@@ -155,8 +162,10 @@ class InceptionNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A fresh head for ``num_classes`` (0 gives pooled features), e.g. to fine-tune."""
         _check_num_classes(num_classes)
-        pool = global_pool if global_pool is not None else (self.head.pool_type if self.head else "avg")
-        self.head = ClassifierHead(self.num_features, num_classes, pool, self.drop_rate)
+        if self.head is None:
+            self.head = ClassifierHead(self.num_features, num_classes, global_pool or "avg", self.drop_rate)
+        else:
+            self.head = self.head.reset(num_classes, global_pool)
         self.num_classes = num_classes
         self.features_only = False
 

@@ -191,6 +191,13 @@ def create_model(
         raise ValueError(f"{name}: unsupported option(s) {sorted(kwargs)}: {err}") from None
     model.pretrained_cfg = dataclasses.replace(_CARDS[name], num_classes=num_classes)
     model.model_name = name
+    # what rebuilds this network from a weights bundle (num_classes and pool are read at save time)
+    model.build_kwargs = {
+        "in_chans": in_chans,
+        "drop_rate": float(drop_rate),
+        "residual_scale": residual_scale,
+        **kwargs,
+    }
     if features_only:
         model.as_features_only(out_indices)
     return model

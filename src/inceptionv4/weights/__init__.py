@@ -1,5 +1,20 @@
-"""Weights: converters from the released sources (more formats arrive with issue 3)."""
+"""Weights: the native safetensors bundle, converters from every released source, safe reading."""
 
+from .bundle import load_weights, read_bundle_metadata, save_weights
 from .convert import SOURCES, convert_state_dict
+from .hub import HUB_WEIGHTS, PretrainedUnavailableError
+from .io import UnsafeFileError
+from .labels import class_names, imagenet1k
 
-__all__ = ["SOURCES", "convert_state_dict"]
+__all__ = [
+    "HUB_WEIGHTS",
+    "SOURCES",
+    "PretrainedUnavailableError",
+    "UnsafeFileError",
+    "class_names",
+    "convert_state_dict",
+    "imagenet1k",
+    "load_weights",
+    "read_bundle_metadata",
+    "save_weights",
+]

@@ -7,12 +7,15 @@ The result is checked key by key and shape by shape against the model it is mean
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..models import create_model, list_models
+from ..models.layers import ConvBNReLU, ResidualInception
 
 BlockTable = dict[str, tuple[str, dict[str, str]]]
 
@@ -71,10 +74,29 @@ TIMM_INCEPTION_RESNET_V2: BlockTable = {
     "last_linear": ("head.fc", {}),
 }
 
+
+# -- facenet-pytorch InceptionResnetV1 ----------------------------------------------------------
+FACENET_INCEPTION_RESNET_V1: BlockTable = {
+    **{f"conv2d_{k}": (f"stem.conv{k}", {}) for k in ("1a", "2a", "2b", "3b", "4a", "4b")},
+    **{f"repeat_1.{i}": (f"stage_a.{i}", _BLOCK35) for i in range(5)},
+    "mixed_6a": ("reduction_a", {"branch0": "branch_3x3", "branch1": "branch_3x3dbl"}),
+    **{f"repeat_2.{i}": (f"stage_b.{i}", _BLOCK17) for i in range(10)},
+    "mixed_7a": ("reduction_b", {"branch0": "branch_3x3a", "branch1": "branch_3x3b", "branch2": "branch_3x3dbl"}),
+    **{f"repeat_3.{i}": (f"stage_c.{i}", _BLOCK8) for i in range(5)},
+    "block8": ("stage_c.5", _BLOCK8),
+    "last_linear": ("head.proj", {}),
+    "last_bn": ("head.bn", {}),
+    "logits": ("head.fc", {}),
+}
+
 TABLES: dict[str, dict[str, BlockTable]] = {
     "timm": {"inception_v4": TIMM_INCEPTION_V4, "inception_resnet_v2": TIMM_INCEPTION_RESNET_V2},
+    # Cadene's pretrainedmodels is where timm's ports came from: the same names.
+    "cadene": {"inception_v4": TIMM_INCEPTION_V4, "inception_resnet_v2": TIMM_INCEPTION_RESNET_V2},
+    "facenet": {"inception_resnet_v1": FACENET_INCEPTION_RESNET_V1},
 }
-SOURCES = tuple(TABLES)
+ORDERED_SOURCES = {"keras": ("inception_resnet_v2",), "tf-slim": ("inception_v4", "inception_resnet_v2")}
+SOURCES = (*TABLES, *ORDERED_SOURCES)
 
 
 def rename_key(key: str, table: BlockTable) -> str | None:
@@ -93,7 +115,7 @@ def rename_key(key: str, table: BlockTable) -> str | None:
     return None
 
 
-def _as_state_dict(obj: object) -> Mapping[str, torch.Tensor]:
+def _as_state_dict(obj: object) -> Mapping[str, object]:
     if isinstance(obj, nn.Module):
         return obj.state_dict()
     if isinstance(obj, Mapping):
@@ -104,34 +126,242 @@ def _as_state_dict(obj: object) -> Mapping[str, torch.Tensor]:
     raise TypeError(f"expected a state dict (a mapping of names to tensors) or a module, got {type(obj).__name__}")
 
 
-def convert_state_dict(obj: object, *, source: str, model: str) -> dict[str, torch.Tensor]:
-    """Translate a ``source`` state dict of network ``model`` into this package's names.
+def _tensor(value: object) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
 
-    Raises ValueError naming every source key it cannot place, every key of ours left without a
-    value, and every shape that differs, so a checkpoint of another architecture fails loudly.
+
+# -- sources whose names carry no structure we can rename: walk the network in execution order ---
+def conv_units(model: nn.Module, input_size: int = 75) -> list[tuple[str, nn.Module]]:
+    """Our conv layers in the order the forward pass runs them: (name, ConvBNReLU or expansion conv).
+
+    Keras and TF-slim create their layers in the same order as the paper's code runs them, so this
+    order (and not the order attributes were registered in) is what their weights line up with.
     """
-    if source not in TABLES:
+    names = {m: n for n, m in model.named_modules()}
+    order: list[tuple[str, nn.Module]] = []
+    hooks = []
+    for module in names:
+        if isinstance(module, ConvBNReLU):
+            hooks.append(module.register_forward_pre_hook(lambda m, _x: order.append((names[m], m))))
+        elif isinstance(module, ResidualInception):
+            hooks.append(module.expand.register_forward_pre_hook(lambda m, _x: order.append((names[m], m))))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, model.in_chans, input_size, input_size, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def _hwio(kernel: np.ndarray) -> torch.Tensor:
+    """TensorFlow's (H, W, in, out) kernel as PyTorch's (out, in, H, W)."""
+    return _tensor(np.transpose(np.asarray(kernel), (3, 2, 0, 1)))
+
+
+def _bn(prefix: str, out: dict, beta, mean, var, gamma=None) -> None:
+    out[f"{prefix}.bn.weight"] = _tensor(gamma) if gamma is not None else torch.ones(len(beta))
+    out[f"{prefix}.bn.bias"] = _tensor(beta)
+    out[f"{prefix}.bn.running_mean"] = _tensor(mean)
+    out[f"{prefix}.bn.running_var"] = _tensor(var)
+    out[f"{prefix}.bn.num_batches_tracked"] = torch.tensor(0)
+
+
+def _suffix_number(name: str) -> int:
+    m = re.search(r"_(\d+)$", name)
+    return int(m.group(1)) if m else 0
+
+
+def convert_keras(arrays: Mapping[str, object], model: str) -> dict[str, torch.Tensor]:
+    """Keras Applications' InceptionResNetV2 arrays, keyed ``layer/var`` (see :func:`read_keras_h5`).
+
+    The unnamed conv/BN pairs are matched by creation order -- the relative order of Keras's
+    counters, whatever number they start from (older files count from ``conv2d_1``, Keras 3
+    from ``conv2d``) -- and every shape is checked; the named layers (``block35_1_conv`` ...,
+    ``conv_7b``, ``predictions``) by name.
+    """
+    layers: dict[str, dict[str, object]] = {}
+    for key, value in arrays.items():
+        layer, _, var = key.rpartition("/")
+        layers.setdefault(layer, {})[var] = value
+    convs = sorted((n for n in layers if re.fullmatch(r"conv2d(_\d+)?", n)), key=_suffix_number)
+    bns = sorted((n for n in layers if re.fullmatch(r"batch_normalization(_\d+)?", n)), key=_suffix_number)
+    expansions = [n for n in layers if re.fullmatch(r"block(35|17|8)_\d+_conv", n)]
+    expansions.sort(key=lambda n: ({"35": 0, "17": 1, "8": 2}[n.split("_")[0][5:]], int(n.split("_")[1])))
+    with torch.device("meta"):
+        net = create_model(model, num_classes=1)
+    units = conv_units(net)
+    plain = [(n, m) for n, m in units if isinstance(m, ConvBNReLU) and n != "post"]
+    expand = [(n, m) for n, m in units if not isinstance(m, ConvBNReLU)]
+    if (len(convs), len(bns), len(expansions)) != (len(plain), len(plain), len(expand)):
+        raise ValueError(
+            f"expected {len(plain)} conv/BN pairs and {len(expand)} residual convs of a Keras {model}, "
+            f"found {len(convs)} convs, {len(bns)} BNs and {len(expansions)} residual convs"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for (name, _), conv, bn in zip(plain, convs, bns, strict=True):
+        out[f"{name}.conv.weight"] = _hwio(layers[conv]["kernel"])
+        b = layers[bn]
+        _bn(name, out, b["beta"], b["moving_mean"], b["moving_variance"], b.get("gamma"))
+    for (name, _), layer in zip(expand, expansions, strict=True):
+        out[f"{name}.weight"] = _hwio(layers[layer]["kernel"])
+        out[f"{name}.bias"] = _tensor(layers[layer]["bias"])
+    if "conv_7b" in layers:
+        out["post.conv.weight"] = _hwio(layers["conv_7b"]["kernel"])
+        b = layers["conv_7b_bn"]
+        _bn("post", out, b["beta"], b["moving_mean"], b["moving_variance"], b.get("gamma"))
+    if "predictions" in layers:
+        out["head.fc.weight"] = _tensor(np.asarray(layers["predictions"]["kernel"]).T)
+        out["head.fc.bias"] = _tensor(layers["predictions"]["bias"])
+    return out
+
+
+# TF-slim scope names, in the order the slim code creates them (inception_v4.py, inception_resnet_v2.py).
+def _slim_v4_scopes() -> list[str]:
+    a = ["Branch_0/Conv2d_0a_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3", "Branch_2/Conv2d_0a_1x1",
+         "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_0c_3x3", "Branch_3/Conv2d_0b_1x1"]  # fmt: skip
+    b = ["Branch_0/Conv2d_0a_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x7", "Branch_1/Conv2d_0c_7x1",
+         "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_7x1", "Branch_2/Conv2d_0c_1x7", "Branch_2/Conv2d_0d_7x1",
+         "Branch_2/Conv2d_0e_1x7", "Branch_3/Conv2d_0b_1x1"]  # fmt: skip
+    c = ["Branch_0/Conv2d_0a_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x3", "Branch_1/Conv2d_0c_3x1",
+         "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x1", "Branch_2/Conv2d_0c_1x3", "Branch_2/Conv2d_0d_1x3",
+         "Branch_2/Conv2d_0e_3x1", "Branch_3/Conv2d_0b_1x1"]  # fmt: skip
+    scopes = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Mixed_3a/Branch_1/Conv2d_0a_3x3"]
+    scopes += [f"Mixed_4a/{s}" for s in ("Branch_0/Conv2d_0a_1x1", "Branch_0/Conv2d_1a_3x3", "Branch_1/Conv2d_0a_1x1",
+                                         "Branch_1/Conv2d_0b_1x7", "Branch_1/Conv2d_0c_7x1", "Branch_1/Conv2d_1a_3x3")]  # fmt: skip
+    scopes += ["Mixed_5a/Branch_0/Conv2d_1a_3x3"]
+    scopes += [f"Mixed_5{x}/{s}" for x in "bcde" for s in a]
+    scopes += [f"Mixed_6a/{s}" for s in ("Branch_0/Conv2d_1a_3x3", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3",
+                                         "Branch_1/Conv2d_1a_3x3")]  # fmt: skip
+    scopes += [f"Mixed_6{x}/{s}" for x in "bcdefgh" for s in b]
+    scopes += [f"Mixed_7a/{s}" for s in ("Branch_0/Conv2d_0a_1x1", "Branch_0/Conv2d_1a_3x3", "Branch_1/Conv2d_0a_1x1",
+                                         "Branch_1/Conv2d_0b_1x7", "Branch_1/Conv2d_0c_7x1", "Branch_1/Conv2d_1a_3x3")]  # fmt: skip
+    scopes += [f"Mixed_7{x}/{s}" for x in "bcd" for s in c]
+    return [f"InceptionV4/{s}" for s in scopes]
+
+
+def _slim_irv2_scopes() -> list[str]:
+    def block(name: str, branches: list[str]) -> list[str]:
+        return [f"{name}/{s}" for s in branches] + [f"{name}/Conv2d_1x1"]
+
+    b35 = ["Branch_0/Conv2d_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3", "Branch_2/Conv2d_0a_1x1",
+           "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_0c_3x3"]  # fmt: skip
+    b17 = ["Branch_0/Conv2d_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x7", "Branch_1/Conv2d_0c_7x1"]
+    b8 = ["Branch_0/Conv2d_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x3", "Branch_1/Conv2d_0c_3x1"]
+    scopes = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"]
+    scopes += [f"Mixed_5b/{s}" for s in ("Branch_0/Conv2d_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_5x5",
+                                         "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_0c_3x3",
+                                         "Branch_3/Conv2d_0b_1x1")]  # fmt: skip
+    for i in range(1, 11):
+        scopes += block(f"Repeat/block35_{i}", b35)
+    scopes += [f"Mixed_6a/{s}" for s in ("Branch_0/Conv2d_1a_3x3", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3",
+                                         "Branch_1/Conv2d_1a_3x3")]  # fmt: skip
+    for i in range(1, 21):
+        scopes += block(f"Repeat_1/block17_{i}", b17)
+    scopes += [f"Mixed_7a/{s}" for s in ("Branch_0/Conv2d_0a_1x1", "Branch_0/Conv2d_1a_3x3", "Branch_1/Conv2d_0a_1x1",
+                                         "Branch_1/Conv2d_1a_3x3", "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3",
+                                         "Branch_2/Conv2d_1a_3x3")]  # fmt: skip
+    for i in range(1, 10):
+        scopes += block(f"Repeat_2/block8_{i}", b8)
+    scopes += block("Block8", b8) + ["Conv2d_7b_1x1"]
+    return [f"InceptionResnetV2/{s}" for s in scopes]
+
+
+SLIM_SCOPES: dict[str, Callable[[], list[str]]] = {
+    "inception_v4": _slim_v4_scopes,
+    "inception_resnet_v2": _slim_irv2_scopes,
+}
+SLIM_ROOT = {"inception_v4": "InceptionV4", "inception_resnet_v2": "InceptionResnetV2"}
+
+
+def convert_tf_slim(arrays: Mapping[str, object], model: str) -> dict[str, torch.Tensor]:
+    """TF-slim checkpoint variables (``scope/weights``, ``scope/BatchNorm/beta`` ...) into ours.
+
+    Scopes are listed in slim's creation order and zipped with our convs in execution order;
+    the auxiliary head (``AuxLogits``) and optimizer slots are ignored.
+    """
+    with torch.device("meta"):
+        net = create_model(model, num_classes=1)
+    units = conv_units(net)
+    scopes = SLIM_SCOPES[model]()
+    if len(scopes) != len(units):  # pragma: no cover - a table error, caught by the tests
+        raise AssertionError(f"{len(scopes)} slim scopes for {len(units)} convs")
+    out: dict[str, torch.Tensor] = {}
+    missing = []
+    for (name, module), scope in zip(units, scopes, strict=True):
+        if f"{scope}/weights" not in arrays:
+            missing.append(f"{scope}/weights")
+            continue
+        if isinstance(module, ConvBNReLU):
+            out[f"{name}.conv.weight"] = _hwio(arrays[f"{scope}/weights"])
+            bn = f"{scope}/BatchNorm"
+            _bn(name, out, arrays[f"{bn}/beta"], arrays[f"{bn}/moving_mean"], arrays[f"{bn}/moving_variance"],
+                arrays.get(f"{bn}/gamma"))  # fmt: skip
+        else:
+            out[f"{name}.weight"] = _hwio(arrays[f"{scope}/weights"])
+            out[f"{name}.bias"] = _tensor(arrays[f"{scope}/biases"])
+    if missing:
+        raise ValueError(f"{len(missing)} variables of a TF-slim {model} are missing (e.g. {missing[:3]})")
+    logits = f"{SLIM_ROOT[model]}/Logits/Logits"
+    if f"{logits}/weights" in arrays:
+        w = np.asarray(arrays[f"{logits}/weights"])  # (1, 1, C, classes) in slim's 1x1 conv form, or (C, classes)
+        out["head.fc.weight"] = _tensor(w.reshape(w.shape[-2], w.shape[-1]).T)
+        out["head.fc.bias"] = _tensor(arrays[f"{logits}/biases"])
+    return out
+
+
+ORDERED_CONVERTERS = {"keras": convert_keras, "tf-slim": convert_tf_slim}
+
+
+def _drop_background(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """TensorFlow's 1001-class heads put a background class at 0: drop it to get ImageNet's 1000."""
+    sd = dict(sd)
+    sd["head.fc.weight"] = sd["head.fc.weight"][1:]
+    sd["head.fc.bias"] = sd["head.fc.bias"][1:]
+    return sd
+
+
+def convert_state_dict(
+    obj: object, *, source: str, model: str, keep_background: bool = False
+) -> dict[str, torch.Tensor]:
+    """Translate a ``source`` checkpoint of network ``model`` into this package's names.
+
+    ``obj`` is a state dict (or module) for timm, cadene and facenet; a mapping of variable names
+    to arrays for keras and tf-slim (as their readers return). 1001-class TensorFlow heads lose
+    their background class unless ``keep_background``. Raises ValueError naming every source key it
+    cannot place, every weight of ours left without a value, and every shape that differs, so a
+    checkpoint of another architecture fails loudly.
+    """
+    if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; known sources: {', '.join(SOURCES)}")
-    if model not in TABLES[source]:
-        known = ", ".join(TABLES[source]) or "none"
+    models_of_source = tuple(TABLES[source]) if source in TABLES else ORDERED_SOURCES[source]
+    if model not in models_of_source:
         if model not in list_models():
             raise ValueError(f"unknown model {model!r}; known models: {', '.join(list_models())}")
-        raise ValueError(f"source {source!r} has no {model} checkpoints; it converts: {known}")
-    table = TABLES[source][model]
+        raise ValueError(f"source {source!r} has no {model} checkpoints; it converts: {', '.join(models_of_source)}")
     sd = _as_state_dict(obj)
-    out: dict[str, torch.Tensor] = {}
     unplaced = []
-    for key, value in sd.items():
-        new = rename_key(key, table)
-        if new is None:
-            unplaced.append(key)
-        else:
-            out[new] = value
+    out: dict[str, torch.Tensor] = {}
+    if source in TABLES:
+        for key, value in sd.items():
+            new = rename_key(key, TABLES[source][model])
+            if new is None:
+                unplaced.append(key)
+            else:
+                out[new] = _tensor(value)
+    else:
+        out = ORDERED_CONVERTERS[source](sd, model)
     fc = out.get("head.fc.weight")
-    num_classes = int(fc.shape[0]) if fc is not None else 0
+    if fc is not None and fc.shape[0] == 1001 and not keep_background:
+        out = _drop_background(out)
+        fc = out["head.fc.weight"]
+    kwargs: dict[str, int] = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
+    if "head.proj.weight" in out:
+        kwargs["embedding_dim"] = int(out["head.proj.weight"].shape[0])
     with torch.device("meta"):
-        expected = create_model(model, num_classes=num_classes).state_dict()
+        expected = create_model(model, **kwargs).state_dict()
     missing = sorted(set(expected) - set(out))
+    unplaced += sorted(set(out) - set(expected)) if source not in TABLES else []
     shapes = [
         f"{k}: {tuple(out[k].shape)} vs {tuple(v.shape)}"
         for k, v in expected.items()
@@ -146,4 +376,4 @@ def convert_state_dict(obj: object, *, source: str, model: str) -> dict[str, tor
         if shapes:
             problems.append(f"{len(shapes)} shapes differ (e.g. {shapes[:5]})")
         raise ValueError(f"this does not look like a {source} {model} checkpoint: " + "; ".join(problems))
-    return out
+    return {k: out[k].to(expected[k].dtype) for k in expected}

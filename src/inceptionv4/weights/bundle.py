@@ -1,0 +1,229 @@
+"""The native weights format: one ``.safetensors`` file that knows what it is.
+
+Its metadata names the architecture and how to rebuild it, the classes (names, or a shipped
+label set), the preprocessing, and where the weights came from, so that
+``load_weights(path)`` alone gives back a ready model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..models import InceptionNet, create_model, list_models
+
+FORMAT = "inceptionv4.weights"
+FORMAT_VERSION = "1"
+
+
+def save_weights(
+    model: InceptionNet,
+    path: str | Path,
+    *,
+    class_names: list[str] | None = None,
+    label_set: str | None = None,
+    source: str = "",
+    **meta: object,
+) -> Path:
+    """Write ``model`` as a self-describing safetensors bundle (atomically: temp file + rename).
+
+    ``class_names`` (one per output) or ``label_set`` (e.g. "imagenet-1k") name the classes;
+    ``source`` says where the weights came from; any other keyword is stored as JSON.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, InceptionNet) or not hasattr(model, "model_name"):
+        raise TypeError(f"expected a model built by inceptionv4.create_model, got {type(model).__name__}")
+    if class_names is not None and len(class_names) != model.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+    if class_names is None and label_set is None:
+        class_names = getattr(model, "class_names", None)
+        label_set = getattr(model, "label_set", None)
+    card = model.pretrained_cfg
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.model_name,
+        "num_classes": str(model.num_classes),
+        "global_pool": model.head.pool_type if model.head is not None else "avg",
+        "features_only": json.dumps(list(model.out_indices) if model.features_only else None),
+        "build_kwargs": json.dumps(model.build_kwargs),
+        "preprocessing": json.dumps(
+            {
+                "input_size": list(card.input_size),
+                "mean": list(card.mean),
+                "std": list(card.std),
+                "interpolation": card.interpolation,
+                "crop_pct": card.crop_pct,
+            }
+        ),
+        "class_names": json.dumps(class_names) if class_names is not None else "",
+        "label_set": label_set or "",
+        "source": source,
+        "meta": json.dumps(meta, default=str),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_bundle_metadata(path: str | Path) -> dict[str, object]:
+    """The decoded metadata of a bundle (architecture, classes, preprocessing, source, ...)."""
+    meta = _safetensors_meta(path)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an inceptionv4 weights bundle (no '{FORMAT}' metadata)")
+    return _decode(meta)
+
+
+def _safetensors_meta(path: str | Path) -> dict[str, str]:
+    from safetensors import SafetensorError, safe_open
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no such weights file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+def _decode(meta: dict[str, str]) -> dict[str, object]:
+    out: dict[str, object] = dict(meta)
+    for key in ("build_kwargs", "preprocessing", "meta", "features_only"):
+        out[key] = json.loads(meta[key]) if meta.get(key) else None
+    out["class_names"] = json.loads(meta["class_names"]) if meta.get("class_names") else None
+    out["num_classes"] = int(meta["num_classes"])
+    return out
+
+
+def load_weights(
+    path: str | Path,
+    model: InceptionNet | None = None,
+    *,
+    source: str | None = None,
+    architecture: str | None = None,
+    strict: bool = True,
+    backbone_only: bool = False,
+    keep_background: bool = False,
+) -> InceptionNet:
+    """Load weights from ``path`` into ``model``, or build the model the bundle describes.
+
+    Args:
+        path: a bundle written by :func:`save_weights`, or a checkpoint of a supported source
+            (``.safetensors``, ``.pt/.pth/.bin`` read with ``weights_only=True``, Keras ``.h5``,
+            a TF-slim checkpoint prefix).
+        model: load into this model instead of building one.
+        source: the source of a foreign checkpoint ("timm", "cadene", "facenet", "keras",
+            "tf-slim"); detected from the names when None.
+        architecture: the network of a foreign checkpoint when no ``model`` is given.
+        strict: every weight must be present and used.
+        backbone_only: skip the classifier (fine-tuning with a fresh head of another size).
+        keep_background: keep class 0 of 1001-class TensorFlow checkpoints.
+    """
+    from .convert import convert_state_dict
+    from .readers import detect_source, read_source_file
+
+    tensors, meta = read_source_file(path, source)
+    if meta.get("format") == FORMAT:
+        info = _decode(meta)
+        arch = str(info["architecture"])
+        sd = tensors
+        kwargs = dict(info["build_kwargs"] or {})
+        kwargs.update(num_classes=info["num_classes"], global_pool=info.get("global_pool") or "avg")
+    else:
+        arch = model.model_name if model is not None else architecture
+        if arch is None:
+            raise ValueError(f"{path} is a foreign checkpoint: say which network it is (architecture=...)")
+        if arch not in list_models():
+            raise ValueError(f"unknown model {arch!r}; known models: {', '.join(list_models())}")
+        src = source or detect_source(tensors, path)
+        sd = (
+            tensors
+            if src == "inceptionv4"
+            else convert_state_dict(tensors, source=src, model=arch, keep_background=keep_background)
+        )
+        fc = sd.get("head.fc.weight")
+        kwargs = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
+        info = {
+            "class_names": None,
+            "label_set": "imagenet-1k" if kwargs["num_classes"] == 1000 else "",
+            "source": f"{src}: {path}",
+        }
+    if model is None:
+        model = create_model(arch, **kwargs)
+        if info.get("features_only") is not None:
+            model.as_features_only(tuple(info["features_only"]))
+    elif getattr(model, "model_name", None) != arch:
+        raise ValueError(
+            f"{path} holds {arch} weights, but the model is {getattr(model, 'model_name', type(model).__name__)}"
+        )
+    _load_into(model, sd, path, strict=strict, backbone_only=backbone_only)
+    if not backbone_only:
+        model.class_names = info.get("class_names")
+        model.label_set = info.get("label_set") or None
+    model.weights_source = str(info.get("source") or path)
+    return model
+
+
+def _load_into(
+    model: InceptionNet, sd: dict[str, torch.Tensor], path: object, *, strict: bool, backbone_only: bool
+) -> None:
+    fc = sd.get("head.fc.weight")
+    theirs = int(fc.shape[0]) if fc is not None else 0
+    if backbone_only:
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    elif theirs != model.num_classes and model.head is not None:
+        raise ValueError(
+            f"{path} has {theirs} classes but the model has {model.num_classes}; "
+            "pass backbone_only=True to load everything but the classifier"
+        )
+    ours = model.state_dict()
+    if model.features_only:  # a backbone takes what it has of a full network
+        sd = {k: v for k, v in sd.items() if k in ours}
+    wanted = {k for k in ours if not (backbone_only and k.startswith("head."))}
+    missing = sorted(wanted - set(sd))
+    unexpected = sorted(set(sd) - set(ours))
+    shapes = [
+        f"{k}: {tuple(v.shape)} vs {tuple(ours[k].shape)}"
+        for k, v in sd.items()
+        if k in ours and v.shape != ours[k].shape
+    ]
+    if shapes or (strict and (missing or unexpected)):
+        problems = [f"{len(missing)} missing (e.g. {missing[:3]})"] if missing else []
+        problems += [f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"] if unexpected else []
+        problems += [f"{len(shapes)} of another shape (e.g. {shapes[:3]})"] if shapes else []
+        raise ValueError(f"{path} does not fit {model.model_name}: " + "; ".join(problems))
+    with torch.no_grad():
+        model.load_state_dict(sd, strict=False)
+
+
+def convert_file(
+    src: str | Path, dst: str | Path, *, source: str | None, model: str, keep_background: bool = False
+) -> Path:
+    """Convert a released checkpoint of any supported source into a bundle (``inceptionv4 convert``)."""
+    from .labels import class_names
+
+    net = load_weights(src, architecture=model, source=source, keep_background=keep_background)
+    names = None
+    if net.num_classes == 1000 and source != "facenet":
+        label_set = "imagenet-1k"
+    elif net.num_classes == 1001:
+        label_set, names = None, ["background", *class_names("imagenet-1k")]
+    else:
+        label_set = None
+    return save_weights(
+        net, dst, class_names=names, label_set=label_set, source=f"{source or 'detected'}: {Path(src).name}"
+    )

@@ -1,0 +1,84 @@
+"""``pretrained=`` by name: released weights from the Hugging Face Hub, or a local file.
+
+Downloads go through huggingface_hub's cache (the optional extra ``hub``). Without a network,
+a call fails at once -- no retry loop -- with the file to fetch and how to pass it locally.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    repo_id: str
+    filename: str
+    model: str
+    source: str
+
+
+#: Public checkpoints of these networks, by id.
+HUB_WEIGHTS = {
+    w.repo_id: w
+    for w in (
+        HubWeights("timm/inception_v4.tf_in1k", "model.safetensors", "inception_v4", "timm"),
+        HubWeights("timm/inception_resnet_v2.tf_in1k", "model.safetensors", "inception_resnet_v2", "timm"),
+        HubWeights("timm/inception_resnet_v2.tf_ens_adv_in1k", "model.safetensors", "inception_resnet_v2", "timm"),
+    )
+}
+
+
+class PretrainedUnavailableError(RuntimeError):
+    """Released weights that cannot be fetched here; the message says how to supply them."""
+
+
+def _reachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """None if the hub answers a TCP connect, else the reason."""
+    url = urlparse(endpoint)
+    try:
+        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"{url.hostname} is unreachable ({err})"
+
+
+def download(repo_id: str) -> tuple[str, HubWeights]:
+    """The local path of a hub checkpoint (cached, or downloaded now), and what it is."""
+    if repo_id not in HUB_WEIGHTS:
+        known = ", ".join(sorted(HUB_WEIGHTS))
+        raise ValueError(f"unknown pretrained weights {repo_id!r}; known: {known}, or a local file path")
+    w = HUB_WEIGHTS[repo_id]
+    try:
+        from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    except ImportError:
+        raise PretrainedUnavailableError(
+            f"downloading {repo_id} needs huggingface_hub: pip install 'inceptionv4[hub]'; " + _manual(w)
+        ) from None
+    cached = try_to_load_from_cache(w.repo_id, w.filename)
+    if isinstance(cached, str):
+        return cached, w
+    reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _reachable(constants.ENDPOINT)
+    if reason:
+        raise PretrainedUnavailableError(f"cannot download {repo_id}: {reason}. " + _manual(w))
+    try:
+        return hf_hub_download(w.repo_id, w.filename), w
+    except Exception as err:  # noqa: BLE001 - any hub failure gets the same way out
+        raise PretrainedUnavailableError(f"cannot download {repo_id}: {err}. " + _manual(w)) from None
+
+
+def _manual(w: HubWeights) -> str:
+    return (
+        f"Fetch https://huggingface.co/{w.repo_id}/resolve/main/{w.filename} where you have a network "
+        f"(or `hf download {w.repo_id} {w.filename}`) and pass pretrained='/path/to/{w.filename}'."
+    )
+
+
+def is_local(pretrained: str) -> bool:
+    """A file path rather than a hub id: it exists, or it is spelled like a path."""
+    if pretrained in HUB_WEIGHTS:
+        return False
+    suffixes = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".h5", ".hdf5", ".index")
+    return os.path.exists(pretrained) or pretrained.startswith(("/", ".", "~")) or pretrained.endswith(suffixes)

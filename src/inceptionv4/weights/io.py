@@ -1,0 +1,75 @@
+"""Reading weight files without ever executing what is inside them.
+
+safetensors files are plain tensors. Pickle-based files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``)
+are read only through ``torch.load(weights_only=True)``, which refuses any object that is not a
+tensor or a plain container, so a file handed to us cannot run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import torch
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+
+
+class UnsafeFileError(ValueError):
+    """A pickle that holds more than tensors and plain containers: refused, never executed."""
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, metadata) of a safetensors or pickle-based checkpoint file, on the CPU."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such weights file: {path}")
+    if path.is_dir():
+        raise ValueError(f"expected a weights file, got a directory: {path}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    return _read_pickle(path), {}
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (safe_open is no dict)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then handles or refuses
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        raise UnsafeFileError(
+            f"refusing to load {path}: it holds Python objects other than tensors, and unpickling them "
+            f"could run code ({first}). Convert it where you trust it, e.g. to .safetensors."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
+    return _find_state_dict(obj, path)
+
+
+def _find_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """Unwrap the usual training-checkpoint containers ({'state_dict': ...}, {'model': ...})."""
+    for _ in range(3):
+        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        if isinstance(obj, dict):
+            inner = next(
+                (obj[k] for k in ("state_dict", "model", "model_state", "ema") if isinstance(obj.get(k), dict)), None
+            )
+            if inner is not None:
+                obj = inner
+                continue
+        break
+    raise ValueError(f"{path} holds no state dict (a mapping of names to tensors), got {type(obj).__name__}")

@@ -1,0 +1,119 @@
+"""The native bundle: round trip, metadata, strict checks, backbone-only loading, labels."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import inceptionv4 as iv
+from inceptionv4.weights import class_names, imagenet1k, read_bundle_metadata
+
+from .conftest import randomize_bn
+
+
+@pytest.fixture(scope="module")
+def v1_bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    model = randomize_bn(iv.create_model("inception_resnet_v1", num_classes=3, residual_scale=0.25)).eval()
+    path = tmp_path_factory.mktemp("w") / "v1.safetensors"
+    iv.save_weights(model, path, class_names=["cat", "dog", "fox"], source="unit test", epochs=3)
+    return model, path
+
+
+def test_round_trip_gives_identical_outputs(v1_bundle):
+    model, path = v1_bundle
+    loaded = iv.load_weights(path).eval()
+    x = torch.randn(2, 3, 80, 80)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded.model_name == "inception_resnet_v1"
+    assert loaded.class_names == ["cat", "dog", "fox"]
+    assert loaded.stage_a[0].scale == 0.25  # build options travel with the weights
+
+
+def test_metadata(v1_bundle):
+    _, path = v1_bundle
+    meta = read_bundle_metadata(path)
+    assert meta["architecture"] == "inception_resnet_v1" and meta["num_classes"] == 3
+    assert meta["preprocessing"] == {
+        "input_size": [3, 299, 299],
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bicubic",
+        "crop_pct": 0.875,
+    }
+    assert meta["source"] == "unit test" and meta["meta"] == {"epochs": 3}
+
+
+def test_load_into_existing_model(v1_bundle):
+    model, path = v1_bundle
+    target = iv.create_model("inception_resnet_v1", num_classes=3, residual_scale=0.25)
+    iv.load_weights(path, model=target)
+    assert torch.equal(target.head.fc.weight, model.head.fc.weight)
+
+
+def test_other_architecture_is_refused_naming_both(v1_bundle):
+    _, path = v1_bundle
+    with pytest.raises(ValueError, match="holds inception_resnet_v1 weights, but the model is inception_v4"):
+        iv.load_weights(path, model=iv.create_model("inception_v4", num_classes=3))
+
+
+def test_other_class_count_needs_backbone_only(v1_bundle):
+    model, path = v1_bundle
+    target = iv.create_model("inception_resnet_v1", num_classes=10, residual_scale=0.25)
+    with pytest.raises(ValueError, match="has 3 classes but the model has 10; pass backbone_only=True"):
+        iv.load_weights(path, model=target)
+    fresh_head = target.head.fc.weight.clone()
+    iv.load_weights(path, model=target, backbone_only=True)
+    assert torch.equal(target.stem.conv1a.conv.weight, model.stem.conv1a.conv.weight)
+    assert torch.equal(target.head.fc.weight, fresh_head)
+
+
+def test_pretrained_local_file_with_new_head(v1_bundle):
+    model, path = v1_bundle
+    tuned = iv.create_model("inception_resnet_v1", pretrained=str(path), num_classes=7, residual_scale=0.25)
+    assert tuned.num_classes == 7
+    assert torch.equal(tuned.stage_b[3].expand.weight, model.stage_b[3].expand.weight)
+    same = iv.create_model("inception_resnet_v1", pretrained=str(path))
+    assert same.num_classes == 3 and same.class_names == ["cat", "dog", "fox"]
+    with pytest.raises(ValueError, match="holds inception_resnet_v1 weights, not inception_v4"):
+        iv.create_model("inception_v4", pretrained=str(path))
+
+
+def test_features_only_backbone_loads_a_full_bundle(v1_bundle):
+    model, path = v1_bundle
+    backbone = iv.create_model("inception_resnet_v1", features_only=True, out_indices=(2,))
+    iv.load_weights(path, model=backbone)
+    assert torch.equal(backbone.stage_a[4].expand.weight, model.stage_a[4].expand.weight)
+
+
+def test_incomplete_file_is_named(tmp_path):
+    model = iv.create_model("inception_v4", num_classes=2)
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith("stage_c.2")}
+    save_file(sd, tmp_path / "partial.safetensors")
+    with pytest.raises(ValueError, match=r"does not fit inception_v4: \d+ missing \(e.g. \['stage_c.2"):
+        iv.load_weights(tmp_path / "partial.safetensors", model=iv.create_model("inception_v4", num_classes=2))
+
+
+def test_bad_paths_and_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such weights file"):
+        iv.load_weights(tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+        iv.load_weights(junk)
+    with pytest.raises(ValueError, match="say which network it is"):
+        save_file({"a": torch.zeros(1)}, tmp_path / "raw.safetensors")
+        iv.load_weights(tmp_path / "raw.safetensors")
+    with pytest.raises(ValueError, match="class names for a model with"):
+        iv.save_weights(iv.create_model("inception_v4", num_classes=2), tmp_path / "x.safetensors", class_names=["a"])
+
+
+def test_imagenet_labels_ship_with_the_package():
+    classes = imagenet1k()
+    assert len(classes) == 1000 and len({c.wnid for c in classes}) == 1000
+    assert [c.wnid for c in classes] == sorted(c.wnid for c in classes)
+    assert (classes[0].wnid, classes[0].name) == ("n01440764", "tench")
+    assert classes[207].name == "golden retriever"
+    assert class_names("imagenet-1k")[-1] == "toilet tissue"
+    with pytest.raises(ValueError, match="shipped label sets: imagenet-1k"):
+        class_names("imagenet-21k")
