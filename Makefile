@@ -12,6 +12,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[test]'
+	# facenet-pytorch pins an old torch; its model code runs on ours, so take it without its pins
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -25,3 +25,33 @@ def test_unknown_model_is_one_clear_line():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("inceptionv4 info: error: unknown model 'inception_v9'; known models:")
     assert "Traceback" not in proc.stderr
+
+
+def test_convert_timm_checkpoint_to_bundle(tmp_path, capsys):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    import inceptionv4 as iv
+
+    ref = timm.create_model("inception_v4").eval()
+    save_file(ref.state_dict(), tmp_path / "model.safetensors")  # what the hub serves
+    out = tmp_path / "inception_v4.safetensors"
+    assert (
+        main(["convert", "--from", "timm", "--model", "inception_v4", str(tmp_path / "model.safetensors"), str(out)])
+        == 0
+    )
+    assert "1000 classes" in capsys.readouterr().out
+    model = iv.load_weights(out).eval()
+    assert model.label_set == "imagenet-1k"
+    x = torch.randn(1, 3, 120, 120)
+    with torch.no_grad():
+        assert (model(x) - ref(x)).abs().max() < 1e-4
+
+
+def test_convert_errors_are_one_line(tmp_path, capsys):
+    assert (
+        main(["convert", "--model", "inception_v4", str(tmp_path / "missing.pth"), str(tmp_path / "o.safetensors")])
+        == 2
+    )
+    assert "no such weights file" in capsys.readouterr().err

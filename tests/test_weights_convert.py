@@ -66,7 +66,10 @@ def test_num_classes_follows_the_checkpoint():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"source": "caffe", "model": "inception_v4"}, "unknown source 'caffe'; known sources: timm"),
+        (
+            {"source": "caffe", "model": "inception_v4"},
+            "unknown source .caffe.; known sources: timm, cadene, facenet, keras, tf-slim",
+        ),
         ({"source": "timm", "model": "inception_v9"}, "unknown model 'inception_v9'"),
         ({"source": "timm", "model": "inception_resnet_v1"}, "has no inception_resnet_v1 checkpoints"),
     ],

@@ -7,7 +7,7 @@ import os
 from .models import InceptionNet
 from .models import create_model as _build
 from .weights.bundle import load_weights, save_weights
-from .weights.hub import download, is_local
+from .weights.hub import HUB_WEIGHTS, download, is_local
 
 
 def create_model(
@@ -33,9 +33,10 @@ def create_model(
     if is_local(pretrained):
         path = os.path.expanduser(pretrained)
     else:
+        known = HUB_WEIGHTS.get(pretrained)
+        if known is not None and known.model != name:  # before any download
+            raise ValueError(f"{pretrained} holds {known.model} weights, not {name}")
         path, hub = download(pretrained)
-        if hub.model != name:
-            raise ValueError(f"{pretrained} holds {hub.model} weights, not {name}")
         source = source or hub.source
     full = load_weights(path, architecture=name, source=source)
     if full.model_name != name:

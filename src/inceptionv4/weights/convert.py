@@ -147,7 +147,8 @@ def conv_units(model: nn.Module, input_size: int = 75) -> list[tuple[str, nn.Mod
             hooks.append(module.expand.register_forward_pre_hook(lambda m, _x: order.append((names[m], m))))
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, model.in_chans, input_size, input_size, device="meta"))
+            device = next(model.parameters()).device
+            model.eval()(torch.zeros(1, model.in_chans, input_size, input_size, device=device))
     finally:
         for h in hooks:
             h.remove()
@@ -167,52 +168,68 @@ def _bn(prefix: str, out: dict, beta, mean, var, gamma=None) -> None:
     out[f"{prefix}.bn.num_batches_tracked"] = torch.tensor(0)
 
 
-def _suffix_number(name: str) -> int:
-    m = re.search(r"_(\d+)$", name)
-    return int(m.group(1)) if m else 0
+def keras_order(units: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """Our convs in the order a Keras functional model lists its layers.
+
+    Keras orders ``model.layers`` by depth (distance to the output), ties by traversal order. Inside
+    a block every branch ends at the same concatenation, so a block's convs come deepest first:
+    by how many convs still follow in their branch, then in branch order; the residual expansion
+    comes after the branches, and blocks follow one another.
+    """
+    pattern = re.compile(r"^(stem\.\w+|stage_\w\.\d+|reduction_\w|post)(?:\.(\w+?))?(?:\.(\d+))?(?:\.\w+)?$")
+    parsed = []
+    for i, (name, module) in enumerate(units):
+        m = pattern.match(name)
+        if m is None:  # pragma: no cover - a new layout must extend the pattern
+            raise AssertionError(f"cannot place {name} in a block")
+        block, branch, idx = m.group(1), m.group(2) or "", int(m.group(3) or 0)
+        parsed.append((block, branch, idx, i, name, module))
+    block_rank = {b: n for n, b in enumerate(dict.fromkeys(p[0] for p in parsed))}
+
+    def key(p):
+        block, branch, idx, i, _, module = p
+        expand = not isinstance(module, ConvBNReLU)
+        convs_after = 0 if expand else sum(1 for q in parsed if q[:2] == (block, branch) and q[2] > idx)
+        return (block_rank[block], expand, -convs_after, i)
+
+    return [(p[4], p[5]) for p in sorted(parsed, key=key)]
 
 
 def convert_keras(arrays: Mapping[str, object], model: str) -> dict[str, torch.Tensor]:
-    """Keras Applications' InceptionResNetV2 arrays, keyed ``layer/var`` (see :func:`read_keras_h5`).
+    """Keras Applications' InceptionResNetV2, as ``layer/var`` arrays in the file's layer order
+    (see :func:`~inceptionv4.weights.readers.read_keras_h5`).
 
-    The unnamed conv/BN pairs are matched by creation order -- the relative order of Keras's
-    counters, whatever number they start from (older files count from ``conv2d_1``, Keras 3
-    from ``conv2d``) -- and every shape is checked; the named layers (``block35_1_conv`` ...,
-    ``conv_7b``, ``predictions``) by name.
+    Matched by layer order and shape alone, never by layer names: auto-generated names differ
+    between Keras versions, and Keras 3 files rename even the named layers by their class.
     """
     layers: dict[str, dict[str, object]] = {}
     for key, value in arrays.items():
         layer, _, var = key.rpartition("/")
         layers.setdefault(layer, {})[var] = value
-    convs = sorted((n for n in layers if re.fullmatch(r"conv2d(_\d+)?", n)), key=_suffix_number)
-    bns = sorted((n for n in layers if re.fullmatch(r"batch_normalization(_\d+)?", n)), key=_suffix_number)
-    expansions = [n for n in layers if re.fullmatch(r"block(35|17|8)_\d+_conv", n)]
-    expansions.sort(key=lambda n: ({"35": 0, "17": 1, "8": 2}[n.split("_")[0][5:]], int(n.split("_")[1])))
+    convs = [n for n, v in layers.items() if "kernel" in v and np.ndim(v["kernel"]) == 4]
+    bns = [n for n, v in layers.items() if "moving_mean" in v]
+    dense = [n for n, v in layers.items() if "kernel" in v and np.ndim(v["kernel"]) == 2]
     with torch.device("meta"):
         net = create_model(model, num_classes=1)
-    units = conv_units(net)
-    plain = [(n, m) for n, m in units if isinstance(m, ConvBNReLU) and n != "post"]
-    expand = [(n, m) for n, m in units if not isinstance(m, ConvBNReLU)]
-    if (len(convs), len(bns), len(expansions)) != (len(plain), len(plain), len(expand)):
+    units = keras_order(conv_units(net))
+    with_bn = [(n, m) for n, m in units if isinstance(m, ConvBNReLU)]
+    if (len(convs), len(bns)) != (len(units), len(with_bn)) or len(dense) > 1:
         raise ValueError(
-            f"expected {len(plain)} conv/BN pairs and {len(expand)} residual convs of a Keras {model}, "
-            f"found {len(convs)} convs, {len(bns)} BNs and {len(expansions)} residual convs"
+            f"expected {len(units)} convolutions and {len(with_bn)} batch norms of a Keras {model}, "
+            f"found {len(convs)} convolutions, {len(bns)} batch norms and {len(dense)} dense layers"
         )
     out: dict[str, torch.Tensor] = {}
-    for (name, _), conv, bn in zip(plain, convs, bns, strict=True):
-        out[f"{name}.conv.weight"] = _hwio(layers[conv]["kernel"])
-        b = layers[bn]
+    for (name, module), layer in zip(units, convs, strict=True):
+        weight = "conv.weight" if isinstance(module, ConvBNReLU) else "weight"
+        out[f"{name}.{weight}"] = _hwio(layers[layer]["kernel"])
+        if "bias" in layers[layer]:
+            out[f"{name}.bias"] = _tensor(layers[layer]["bias"])
+    for (name, _), layer in zip(with_bn, bns, strict=True):
+        b = layers[layer]
         _bn(name, out, b["beta"], b["moving_mean"], b["moving_variance"], b.get("gamma"))
-    for (name, _), layer in zip(expand, expansions, strict=True):
-        out[f"{name}.weight"] = _hwio(layers[layer]["kernel"])
-        out[f"{name}.bias"] = _tensor(layers[layer]["bias"])
-    if "conv_7b" in layers:
-        out["post.conv.weight"] = _hwio(layers["conv_7b"]["kernel"])
-        b = layers["conv_7b_bn"]
-        _bn("post", out, b["beta"], b["moving_mean"], b["moving_variance"], b.get("gamma"))
-    if "predictions" in layers:
-        out["head.fc.weight"] = _tensor(np.asarray(layers["predictions"]["kernel"]).T)
-        out["head.fc.bias"] = _tensor(layers["predictions"]["bias"])
+    if dense:
+        out["head.fc.weight"] = _tensor(np.asarray(layers[dense[0]]["kernel"]).T)
+        out["head.fc.bias"] = _tensor(layers[dense[0]]["bias"])
     return out
 
 

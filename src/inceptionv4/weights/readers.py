@@ -22,6 +22,7 @@ def read_keras_h5(path: str | Path) -> dict[str, np.ndarray]:
     Reads the legacy HDF5 layout (``layer_names`` / ``weight_names`` attributes: the released
     Keras Applications files and ``model.save('x.h5')``) and Keras 3's ``.weights.h5``
     (``layers/<name>/vars/<i>``, whose variables carry no names: they are named by layer kind).
+    Either way the result lists the layers in the model's layer order.
     """
     try:
         import h5py
@@ -64,9 +65,15 @@ _KERAS3_VARS = {
 }
 
 
+def _layer_position(name: str) -> tuple[str, int]:
+    """Keras 3 keys its groups by class and position in model.layers: conv2d, conv2d_1, ..."""
+    stem, _, number = name.rpartition("_")
+    return (stem, int(number)) if number.isdigit() and stem else (name, 0)
+
+
 def _read_keras3(layers) -> dict[str, np.ndarray]:
     out = {}
-    for layer in layers:
+    for layer in sorted(layers, key=_layer_position):  # h5py lists them alphabetically
         vars_group = layers[layer].get("vars")
         if vars_group is None or len(vars_group) == 0:
             continue
