@@ -1,1 +1,20 @@
-"""Datasets and Inception preprocessing (issue 4)."""
+"""Datasets, robust decoding and Inception preprocessing."""
+
+from .datasets import Augmented, Digits, ImageFolder, ListFile, Synthetic, build_dataset, collate
+from .decode import DecodeError, load_rgb
+from .transforms import Preprocessing, eval_transform, train_transform
+
+__all__ = [
+    "Augmented",
+    "DecodeError",
+    "Digits",
+    "ImageFolder",
+    "ListFile",
+    "Preprocessing",
+    "Synthetic",
+    "build_dataset",
+    "collate",
+    "eval_transform",
+    "load_rgb",
+    "train_transform",
+]

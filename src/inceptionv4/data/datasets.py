@@ -1,0 +1,234 @@
+"""Datasets: image folders, list files, and two built-ins that need no download.
+
+Every dataset yields ``(PIL image, label)`` from ``load(i)`` and knows its ``classes``;
+:class:`Augmented` applies a transform with randomness fixed by (seed, epoch, index), so that a
+run resumed mid-epoch, or split over several processes, sees exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .decode import IMAGE_SUFFIXES, DecodeError, load_rgb
+
+log = logging.getLogger(__name__)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Base: ``samples`` (path or payload, label) and ``classes``."""
+
+    classes: list[str]
+    samples: list[tuple[object, int]]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[index]
+        return load_rgb(path), label
+
+    def name_of(self, index: int) -> str:
+        return str(self.samples[index][0])
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+
+class ImageFolder(ImageDataset):
+    """``root/<class>/<image>``: one folder per class, classes in sorted order.
+
+    ``classes`` fixes the class list (e.g. the 1000 ImageNet WordNet ids), so that a validation
+    folder with a subset of classes keeps the training indices.
+    """
+
+    def __init__(self, root: str | Path, classes: list[str] | None = None) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"no such dataset folder: {root}")
+        found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not found:
+            raise ValueError(f"{root} has no class folders (expected {root}/<class>/<image>)")
+        self.classes = list(classes) if classes is not None else found
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = [c for c in found if c not in index]
+        if unknown:
+            raise ValueError(f"{root} has class folders not in the class list: {unknown[:5]}")
+        self.root = root
+        self.samples = [
+            (p, index[c])
+            for c in found
+            for p in sorted((root / c).rglob("*"))
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        ]
+        if not self.samples:
+            raise ValueError(f"{root} has class folders but no images ({', '.join(IMAGE_SUFFIXES)})")
+
+
+class ListFile(ImageDataset):
+    """A text file of ``<path> <label>`` lines (label: an index or a class name); paths relative to ``root``."""
+
+    def __init__(self, list_file: str | Path, root: str | Path | None = None, classes: list[str] | None = None) -> None:
+        list_file = Path(list_file)
+        if not list_file.is_file():
+            raise FileNotFoundError(f"no such list file: {list_file}")
+        base = Path(root) if root is not None else list_file.parent
+        rows = []
+        for n, line in enumerate(list_file.read_text().splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            path, sep, label = line.strip().rpartition(" ") if "\t" not in line else line.strip().rpartition("\t")
+            if not sep:
+                raise ValueError(f"{list_file}:{n}: expected '<path> <label>', got {line!r}")
+            rows.append((base / path.strip(), label.strip()))
+        names = sorted({lab for _, lab in rows if not lab.isdigit()})
+        self.classes = list(classes) if classes is not None else names
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.samples = []
+        for path, lab in rows:
+            if lab.isdigit():
+                self.samples.append((path, int(lab)))
+            elif lab in index:
+                self.samples.append((path, index[lab]))
+            else:
+                raise ValueError(f"{list_file}: label {lab!r} is not a known class")
+        if not self.classes:
+            self.classes = [str(i) for i in range(max(lab for _, lab in self.samples) + 1)]
+
+
+class Digits(ImageDataset):
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans), split by a fixed seed.
+
+    ``split`` is "train" (80%) or "val" (20%), stratified; the same seed gives the same split.
+    """
+
+    def __init__(self, split: str = "train", seed: int = 0, val_fraction: float = 0.2) -> None:
+        from sklearn.datasets import load_digits
+
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        data = load_digits()
+        images = (data.images * (255.0 / 16.0)).round().astype(np.uint8)  # (N, 8, 8), 0..16 -> 0..255
+        rng = np.random.default_rng(seed)
+        val = np.zeros(len(images), bool)
+        for c in range(10):
+            idx = np.flatnonzero(data.target == c)
+            val[rng.choice(idx, round(len(idx) * val_fraction), replace=False)] = True
+        keep = np.flatnonzero(val if split == "val" else ~val)
+        self.classes = [str(c) for c in range(10)]
+        self.samples = [(images[i], int(data.target[i])) for i in keep]
+        self.ids = [int(i) for i in keep]
+
+    def load(self, index: int) -> tuple[Image.Image, int]:
+        pixels, label = self.samples[index]
+        return Image.fromarray(255 - pixels, mode="L").convert("RGB"), label  # dark ink on white
+
+    def name_of(self, index: int) -> str:
+        return f"digits#{self.ids[index]}"
+
+
+class Synthetic(ImageDataset):
+    """Procedural images, deterministic by (seed, index): each class a stripe orientation and hue."""
+
+    def __init__(self, num_samples: int = 256, num_classes: int = 4, size: int = 96, seed: int = 0) -> None:
+        if num_samples < 1 or num_classes < 2:
+            raise ValueError(f"need num_samples >= 1 and num_classes >= 2, got {num_samples}, {num_classes}")
+        self.classes = [f"class_{c}" for c in range(num_classes)]
+        self.size, self.seed = size, seed
+        self.samples = [(i, i % num_classes) for i in range(num_samples)]
+
+    def load(self, index: int) -> tuple[Image.Image, int]:
+        i, label = self.samples[index]
+        rng = np.random.default_rng([self.seed, i])
+        n = len(self.classes)
+        yy, xx = np.mgrid[0 : self.size, 0 : self.size] / self.size
+        angle = np.pi * label / n + rng.normal(0, 0.05)
+        wave = np.sin(2 * np.pi * 6 * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 2 * np.pi))
+        hue = np.array(
+            [np.cos(2 * np.pi * label / n), np.cos(2 * np.pi * label / n + 2.1), np.cos(2 * np.pi * label / n + 4.2)]
+        )
+        img = 0.5 + 0.25 * wave[..., None] * (0.6 + 0.4 * hue) + rng.normal(0, 0.05, (self.size, self.size, 3))
+        return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="RGB"), label
+
+    def name_of(self, index: int) -> str:
+        return f"synthetic#{index}"
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class Augmented(torch.utils.data.Dataset):
+    """``base`` through ``transform``; randomness fixed by (seed, epoch, index); bad files skipped.
+
+    A file that cannot be decoded yields ``None`` (dropped by :func:`collate`) and one warning
+    naming it, instead of crashing the run.
+    """
+
+    def __init__(self, base: ImageDataset, transform: Callable, seed: int = 0) -> None:
+        self.base, self.transform, self.seed = base, transform, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | tuple[None, int, str]:
+        try:
+            img, label = self.base.load(index)
+        except DecodeError as err:
+            log.warning("skipping %s", err)
+            return None, index, str(err)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
+            x = self.transform(img)
+        return x, label, index
+
+
+def collate(batch: list) -> dict[str, object]:
+    """Stack the good samples; report the skipped ones (their reasons) alongside."""
+    good = [b for b in batch if b[0] is not None]
+    skipped = [b[2] for b in batch if b[0] is None]
+    if not good:
+        return {"images": None, "labels": None, "indices": None, "skipped": skipped}
+    return {
+        "images": torch.stack([b[0] for b in good]),
+        "labels": torch.tensor([b[1] for b in good], dtype=torch.long),
+        "indices": torch.tensor([b[2] for b in good], dtype=torch.long),
+        "skipped": skipped,
+    }
+
+
+def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed: int = 0, **options) -> ImageDataset:
+    """A dataset by kind: "digits", "synthetic", "folder" (root/train, root/val) or "list" (a list file)."""
+    if kind == "digits":
+        return Digits(split, seed=seed)
+    if kind == "synthetic":
+        n = options.get("num_samples", 256 if split == "train" else 64)
+        return Synthetic(
+            n, options.get("num_classes", 4), options.get("size", 96), seed=seed + (0 if split == "train" else 10_000)
+        )
+    if kind == "folder":
+        if root is None:
+            raise ValueError("dataset 'folder' needs a root with train/ and val/ (or class folders)")
+        root = Path(root)
+        sub = root / split
+        classes = options.get("classes")
+        if split == "val" and classes is None and (root / "train").is_dir():
+            classes = ImageFolder(root / "train").classes
+        return ImageFolder(sub if sub.is_dir() else root, classes=classes)
+    if kind == "list":
+        if root is None:
+            raise ValueError("dataset 'list' needs the list file")
+        return ListFile(root, options.get("image_root"), classes=options.get("classes"))
+    raise ValueError(f"unknown dataset {kind!r}; known: digits, synthetic, folder, list")

@@ -1,0 +1,71 @@
+"""Robust image decoding: every real-world file either becomes an RGB image or a clear reason.
+
+Grayscale, CMYK, palette, RGBA (composited on white) and 16-bit images are converted; EXIF
+orientation is applied; a decompression bomb is refused before its pixels are allocated.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Refuse images above this many pixels (a 16k x 16k photo): a decompression-bomb guard.
+MAX_PIXELS = 16_384 * 16_384
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class DecodeError(ValueError):
+    """A file that is not a usable image; the message names the file and the reason."""
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``path`` as an 8-bit RGB image, or raise :class:`DecodeError` saying why not."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise DecodeError(f"{path}: {w}x{h} pixels is over the {max_pixels:,}-pixel limit")
+                img.load()  # decode now: truncated files fail here, not later in a worker
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except FileNotFoundError:
+        raise DecodeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DecodeError(f"{path}: is a directory") from None
+    except UnidentifiedImageError:
+        raise DecodeError(f"{path}: not an image (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DecodeError(f"{path}: refused as a decompression bomb ({err})") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, DecodeError):
+            raise
+        raise DecodeError(f"{path}: corrupt or truncated image ({err})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (alpha composited on white, 16-bit scaled down)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode != "I" or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)).convert(
+            "RGB"
+        )
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV

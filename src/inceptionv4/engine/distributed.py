@@ -1,0 +1,65 @@
+"""torchrun-launched DDP: read the environment torchrun sets, NCCL on GPU, gloo on CPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 (immutable)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def init_distributed(device: str | None = None) -> World:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...).
+
+    Without those variables this is a single process. Multi-node runs need nothing more than
+    torchrun's own rendezvous flags (``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``).
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return World(rank, local_rank, size, dev)
+
+
+def all_reduce_sum(values: list[float], world: World) -> list[float]:
+    if not world.distributed:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=world.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_flag(flag: bool, world: World) -> bool:
+    """True on every rank if it is True on any (a SIGTERM seen by one process stops all)."""
+    if not world.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=world.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def cleanup(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,139 @@
+"""The run folder: resolved config, one JSON object per line, a CSV of epochs, PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+EPOCH_FIELDS = [
+    "epoch",
+    "step",
+    "train_loss",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "lr",
+    "epoch_time_s",
+    "img_per_s",
+    "skipped",
+]
+
+
+class RunLog:
+    """Writes ``config.yaml``, ``metrics.jsonl``, ``metrics.csv`` (and TensorBoard if installed)."""
+
+    def __init__(self, out_dir: str | Path, config: dict, *, resume: bool = False, tensorboard: bool = True) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        mode = "a" if resume else "w"
+        self._jsonl = open(self.dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115 (lives with the run)
+        new_csv = not resume or not (self.dir / "metrics.csv").exists()
+        self._csv_file = open(self.dir / "metrics.csv", mode, newline="", encoding="utf-8")  # noqa: SIM115
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=EPOCH_FIELDS, extrasaction="ignore")
+        if new_csv:
+            self._csv.writeheader()
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+            except ImportError:  # TensorBoard is optional
+                self._tb = None
+
+    def write(self, record: dict) -> None:
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if record.get("kind") == "epoch":
+            self._csv.writerow(record)
+            self._csv_file.flush()
+        if self._tb is not None:
+            step = record.get("step", 0)
+            for k, v in record.items():
+                if isinstance(v, int | float) and k not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{record.get('kind', 'x')}/{k}", v, step)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._csv_file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_run(out_dir: str | Path) -> list[Path]:
+    """PNG plots of loss, accuracy and learning rate from ``metrics.jsonl``; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    records = read_metrics(out_dir / "metrics.jsonl")
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    written = []
+
+    def figure(name: str, series: list[tuple[list, list, str]], xlabel: str, ylabel: str) -> None:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for xs, ys, label in series:
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if any(s[0] for s in series):
+            ax.legend()
+        fig.tight_layout()
+        path = plot_dir / f"{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+
+    figure("loss", [([r["step"] for r in steps], [r["loss"] for r in steps], "train (step)"),
+                    ([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "val (epoch)")], "step", "loss")  # fmt: skip
+    figure("accuracy", [([r["epoch"] for r in epochs], [r["val_top1"] for r in epochs], "val top-1"),
+                        ([r["epoch"] for r in epochs], [r["val_top5"] for r in epochs], "val top-5")], "epoch", "%")  # fmt: skip
+    figure("lr", [([r["step"] for r in steps], [r["lr"] for r in steps], "learning rate")], "step", "lr")
+    return written
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path) -> Path:
+    """The confusion matrix as a PNG (rows: true class, columns: prediction)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(confusion)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 1.5)), dpi=100)
+    ax.imshow(m, cmap="Blues")
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                if m[i, j]:
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if m[i, j] > m.max() / 2 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

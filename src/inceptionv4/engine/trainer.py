@@ -1,0 +1,363 @@
+"""``train``: the whole training run as one importable function (the CLI only parses flags).
+
+Resumable to the bit: the data order is a function of (seed, epoch), each sample's augmentation
+of (seed, epoch, index), and each step's dropout of (seed, rank, step), so a run killed at any
+point and resumed from its last checkpoint computes exactly what an uninterrupted run computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Augmented, Preprocessing, build_dataset, collate, eval_transform, train_transform
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import World, broadcast_flag, cleanup, init_distributed
+from .evaluate import _amp_dtype, evaluate
+from .optim import EMA, build_optimizer, lr_at
+from .runlog import RunLog, plot_confusion, plot_run
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; no checkpoint was written after it."""
+
+
+def _seed_of(*parts: object) -> int:
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Micro-batches of indices for this rank, step by step from ``start_step`` of an epoch.
+
+    Global batch s of epoch e is ``perm_e[s*B:(s+1)*B]`` with ``perm_e`` fixed by (seed, e); it is
+    cut into ``accum`` micro-batches, each cut into ``world`` equal slices, one per rank. So one
+    process with batch B sees exactly the samples two processes with B/2 each see together.
+    """
+
+    def __init__(self, n: int, batch: int, *, seed: int, epoch: int, accum: int, world: World, start_step: int = 0):
+        self.n, self.batch, self.seed, self.epoch = n, batch, seed, epoch
+        self.accum, self.world, self.start_step = accum, world, start_step
+        self.micro = batch // accum
+        self.per_rank = self.micro // world.size
+        self.steps = n // batch
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed_of(self.seed, "epoch", self.epoch)))
+        for s in range(self.start_step, self.steps):
+            for m in range(self.accum):
+                lo = s * self.batch + m * self.micro + self.world.rank * self.per_rank
+                yield perm[lo : lo + self.per_rank].tolist()
+
+    def __len__(self) -> int:
+        return (self.steps - self.start_step) * self.accum
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def _build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    from ..api import create_model
+
+    kwargs: dict = {"drop_rate": cfg.drop_rate}
+    if cfg.residual_scale is not None:
+        kwargs["residual_scale"] = cfg.residual_scale
+    model = create_model(cfg.model, pretrained=cfg.pretrained, num_classes=num_classes, **kwargs)
+    if cfg.freeze_backbone:
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("head.")
+    return model
+
+
+def _set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:  # keep the running statistics as loaded (small batches, fine-tuning)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def train(config: TrainConfig | None = None, **overrides) -> dict:
+    """Train a network as ``config`` (or keyword settings of :class:`TrainConfig`) says.
+
+    Returns a summary dict: status ("finished" or "preempted"), steps, the last validation
+    metrics, and the paths written (weights bundle, metrics, plots).
+    """
+    cfg = config if config is not None else TrainConfig.from_sources(**overrides)
+    cfg.validate()
+    r = cfg.resolved()
+    world = init_distributed()
+    try:
+        return _train(cfg, r, world)
+    finally:
+        cleanup(world)
+
+
+def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read top to bottom
+    start_time = time.time()
+    out_dir = Path(cfg.out_dir)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    if cfg.batch_size % (world.size * cfg.accum_steps):
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must divide into {world.size} processes x {cfg.accum_steps} accumulation steps"
+        )
+
+    # -- data ---------------------------------------------------------------------------------------
+    train_base = build_dataset(cfg.dataset, "train", root=cfg.data, seed=cfg.seed)
+    val_root = cfg.val_data if cfg.dataset == "list" else cfg.data
+    val_base = build_dataset(cfg.dataset, "val", root=val_root, seed=cfg.seed, classes=train_base.classes)
+    classes = list(train_base.classes)
+    if len(train_base) < cfg.batch_size:
+        raise ValueError(f"the training set has {len(train_base)} images, fewer than one batch of {cfg.batch_size}")
+
+    # -- model, optimiser ---------------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = _build_model(cfg, len(classes)).to(world.device)
+    if cfg.sync_bn and world.distributed and world.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    pre = Preprocessing.of(model, cfg.input_size)
+    train_ds = Augmented(
+        train_base,
+        train_transform(pre, scale=(cfg.min_crop_area, 1.0), hflip=cfg.hflip, color_jitter=cfg.color_jitter),
+        cfg.seed,
+    )
+    val_ds = Augmented(val_base, eval_transform(pre), cfg.seed)
+    optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"])
+    ema = EMA(model, r["ema_decay"]) if r["ema_decay"] else None
+    scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.amp == "fp16")
+    steps_per_epoch = len(train_base) // cfg.batch_size
+    total_steps = (
+        steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    )
+
+    # -- resume -------------------------------------------------------------------------------------
+    ckpt_dir = out_dir / "checkpoints"
+    global_step = 0
+    skipped_steps = 0
+    resumed_from = None
+    if cfg.resume and (latest := latest_checkpoint(ckpt_dir)) is not None:
+        state = load_checkpoint(latest)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        scaler.load_state_dict(state["scaler"])
+        global_step, skipped_steps = state["step"], state.get("skipped_steps", 0)
+        torch.set_rng_state(state["rng"]["torch"])
+        resumed_from = str(latest)
+        log.info("resumed from %s at step %d", latest, global_step)
+
+    net: nn.Module = model
+    if world.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[world.local_rank] if world.device.type == "cuda" else None
+        )
+    if cfg.compile:
+        net = torch.compile(net)
+
+    runlog = RunLog(out_dir, r, resume=resumed_from is not None) if world.is_main else None
+    stop = {"sigterm": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("sigterm", True))
+
+    def checkpoint() -> Path | None:
+        if not world.is_main:
+            return None
+        return save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "scaler": scaler.state_dict(),
+                "scheduler": {"step": global_step, "lr": lr_at(global_step, **sched)},
+                "rng": {"torch": torch.get_rng_state()},
+                "step": global_step,
+                "epoch": global_step // steps_per_epoch,
+                "step_in_epoch": global_step % steps_per_epoch,
+                "skipped_steps": skipped_steps,
+                "config": r,
+            },
+            ckpt_dir,
+            global_step,
+        )
+
+    sched = {
+        "base_lr": r["lr"],
+        "schedule": r["schedule"],
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": cfg.epochs,
+        "warmup_epochs": r["warmup_epochs"],
+    }
+    amp_dtype = _amp_dtype(cfg.amp)
+    last_eval: dict = {}
+    status = "finished"
+    skipped_files: list[str] = []
+    try:
+        while global_step < total_steps:
+            epoch, start_in_epoch = divmod(global_step, steps_per_epoch)
+            train_ds.set_epoch(epoch)
+            sampler = StepBatches(len(train_base), cfg.batch_size, seed=cfg.seed, epoch=epoch, accum=cfg.accum_steps,
+                                  world=world, start_step=start_in_epoch)  # fmt: skip
+            loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, num_workers=cfg.workers,
+                                                 collate_fn=collate, persistent_workers=False)  # fmt: skip
+            epoch_start, epoch_loss, epoch_n, images = time.time(), 0.0, 0, 0
+            bar = None
+            if world.is_main and cfg.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=steps_per_epoch, initial=start_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                           dynamic_ncols=True, leave=True)  # fmt: skip
+            micro = iter(loader)
+            for _ in range(start_in_epoch, steps_per_epoch):
+                if global_step >= total_steps:
+                    break
+                _set_train_mode(net, cfg.freeze_bn)
+                lr = lr_at(global_step, **sched)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                torch.manual_seed(_seed_of(cfg.seed, "step", world.rank, global_step))  # dropout of this step
+                step_loss, step_n = 0.0, 0
+                for m in range(cfg.accum_steps):
+                    batch = next(micro)
+                    skipped_files += batch["skipped"]
+                    if batch["images"] is None:
+                        continue
+                    x = batch["images"].to(world.device, non_blocking=True)
+                    if cfg.channels_last:
+                        x = x.to(memory_format=torch.channels_last)
+                    y = batch["labels"].to(world.device, non_blocking=True)
+                    sync = m == cfg.accum_steps - 1 or not world.distributed
+                    ctx = contextlib.nullcontext() if sync else net.no_sync()
+                    with ctx, torch.autocast(world.device.type, dtype=amp_dtype, enabled=cfg.amp != "none"):
+                        logits = net(x)
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=r["label_smoothing"])
+                    scaler.scale(loss / cfg.accum_steps).backward() if math.isfinite(loss.item()) else None
+                    step_loss += loss.item() * len(y)
+                    step_n += len(y)
+                bad = broadcast_flag(not math.isfinite(step_loss), world)
+                if bad:
+                    optimizer.zero_grad(set_to_none=True)
+                    if cfg.nan_policy == "stop":
+                        raise NonFiniteLossError(
+                            f"non-finite loss ({step_loss / max(step_n, 1)}) at step {global_step} (epoch {epoch + 1}); "
+                            f"stopped without writing a checkpoint; the last good one is {latest_checkpoint(ckpt_dir)}"
+                        )
+                    skipped_steps += 1
+                    log.warning("skipping step %d: non-finite loss", global_step)
+                else:
+                    if r["clip_grad"]:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), r["clip_grad"])
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    if ema is not None:
+                        ema.update(model)
+                global_step += 1
+                mean_loss = step_loss / max(step_n, 1)
+                epoch_loss += step_loss
+                epoch_n += step_n
+                images += step_n * world.size
+                rate = images / max(time.time() - epoch_start, 1e-9)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{rate:.1f}", lr=f"{lr:.2e}")
+                if runlog is not None and (global_step % cfg.log_every == 0 or global_step == 1):
+                    runlog.write({"kind": "step", "step": global_step, "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
+                                  "img_per_s": rate})  # fmt: skip
+                preempted = broadcast_flag(stop["sigterm"], world)
+                at_epoch_end = global_step % steps_per_epoch == 0 or global_step >= total_steps
+                if preempted or (cfg.save_every and global_step % cfg.save_every == 0 and not at_epoch_end):
+                    checkpoint()
+                if preempted:
+                    status = "preempted"
+                    break
+            if bar is not None:
+                bar.close()
+            if status == "preempted":
+                break
+            # -- end of epoch (or of max_steps): evaluate, log, checkpoint -----------------------------
+            eval_model = model
+            if ema is not None:
+                eval_model = _copy_with(model, ema.shadow)
+            val_sampler = list(range(world.rank, len(val_base), world.size))
+            val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(cfg.batch_size // world.size, 1),
+                                                     sampler=val_sampler, num_workers=cfg.workers, collate_fn=collate)  # fmt: skip
+            last_eval = evaluate(eval_model, val_loader, num_classes=len(classes), world=world, amp=cfg.amp,
+                                 channels_last=cfg.channels_last)  # fmt: skip
+            skipped_files += last_eval["skipped"]
+            record = {
+                "kind": "epoch",
+                "epoch": epoch + 1,
+                "step": global_step,
+                "train_loss": epoch_loss / max(epoch_n, 1),
+                "val_loss": last_eval["loss"],
+                "val_top1": last_eval["top1"],
+                "val_top5": last_eval["top5"],
+                "lr": lr_at(global_step - 1, **sched),
+                "epoch_time_s": time.time() - epoch_start,
+                "img_per_s": images / max(time.time() - epoch_start, 1e-9),
+                "skipped": len(set(skipped_files)),
+            }
+            if runlog is not None:
+                runlog.write(record)
+            log.info("epoch %d: val top-1 %.2f%%, top-5 %.2f%%", epoch + 1, last_eval["top1"], last_eval["top5"])
+            checkpoint()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if runlog is not None:
+            runlog.close()
+
+    summary = {
+        "status": status,
+        "steps": global_step,
+        "skipped_steps": skipped_steps,
+        "skipped_files": sorted(set(skipped_files)),
+        "resumed_from": resumed_from,
+        "val_top1": last_eval.get("top1"),
+        "val_top5": last_eval.get("top5"),
+        "val_loss": last_eval.get("loss"),
+        "out_dir": str(out_dir),
+        "time_s": time.time() - start_time,
+        "classes": classes,
+    }
+    if world.is_main and status == "finished":
+        from ..weights import save_weights
+
+        final = _copy_with(model, ema.shadow) if ema is not None else model
+        summary["weights"] = str(save_weights(final, out_dir / "model.safetensors", class_names=classes,
+                                              source=f"inceptionv4 train ({cfg.recipe} recipe, {global_step} steps)",
+                                              input_size=cfg.input_size))  # fmt: skip
+        if cfg.plots:
+            summary["plots"] = [str(p) for p in plot_run(out_dir)]
+            if last_eval:
+                summary["plots"].append(
+                    str(plot_confusion(last_eval["confusion"], classes, out_dir / "plots" / "confusion.png"))
+                )
+        summary["confusion"] = last_eval.get("confusion")
+    return summary
+
+
+def _copy_with(model: nn.Module, state: dict) -> nn.Module:
+    import copy
+
+    clone = copy.deepcopy(model)
+    clone.load_state_dict(state)
+    return clone
