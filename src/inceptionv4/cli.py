@@ -56,6 +56,44 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import logging
+
+    from .engine import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config") and v is not None}
+    cfg = TrainConfig.from_sources(args.config, **overrides)
+    summary = train(cfg)
+    if summary["status"] == "preempted":
+        print(f"preempted at step {summary['steps']}: resume with --resume --out-dir {summary['out_dir']}")
+        return 0
+    print(f"finished {summary['steps']} steps in {summary['time_s']:.0f}s: val top-1 {summary['val_top1']:.2f}%, "
+          f"top-5 {summary['val_top5']:.2f}%; weights {summary.get('weights')}")  # fmt: skip
+    return 0
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from .engine import TrainConfig
+
+    p.add_argument("--config", help="a YAML file of settings (flags override it)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if kind == "bool":
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        elif kind.startswith("int"):
+            p.add_argument(flag, dest=f.name, type=int, default=None)
+        elif kind.startswith("float"):
+            p.add_argument(flag, dest=f.name, type=float, default=None)
+        else:
+            p.add_argument(flag, dest=f.name, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inceptionv4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="the checkpoint: .safetensors, .pth/.bin (read without unpickling code), .h5, TF prefix")
     p.add_argument("dst", help="the bundle to write (.safetensors)")
     p.set_defaults(func=_convert)
+    p = sub.add_parser("train", help="train a network (single process, or under torchrun for DDP)")
+    _add_train_flags(p)
+    p.set_defaults(func=_train)
     return parser
 
 

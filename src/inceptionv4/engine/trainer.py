@@ -327,6 +327,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
 
     summary = {
         "status": status,
+        "weights_digest": state_digest(model),
         "steps": global_step,
         "skipped_steps": skipped_steps,
         "skipped_files": sorted(set(skipped_files)),
@@ -353,6 +354,15 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                 )
         summary["confusion"] = last_eval.get("confusion")
     return summary
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of every tensor of the model's state, bit for bit (same digest = same weights)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _copy_with(model: nn.Module, state: dict) -> nn.Module:

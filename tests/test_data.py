@@ -1,0 +1,151 @@
+"""Decoding every kind of real-world file, the datasets, and Inception preprocessing."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inceptionv4.data import (
+    Augmented,
+    DecodeError,
+    Digits,
+    ImageFolder,
+    ListFile,
+    Preprocessing,
+    Synthetic,
+    collate,
+    eval_transform,
+    load_rgb,
+    train_transform,
+)
+
+
+def _save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize(
+    "mode, maker",
+    [
+        ("L", lambda: Image.new("L", (20, 10), 128)),
+        ("CMYK", lambda: Image.new("CMYK", (20, 10), (0, 255, 255, 0))),
+        ("P", lambda: Image.new("RGB", (20, 10), (255, 0, 0)).convert("P")),
+        ("RGBA", lambda: Image.new("RGBA", (20, 10), (0, 0, 0, 0))),
+        ("I;16", lambda: Image.fromarray(np.full((10, 20), 65535, np.uint16))),
+    ],
+)
+def test_modes_become_rgb(tmp_path, mode, maker):
+    suffix = ".jpg" if mode == "CMYK" else ".png"
+    path = _save(maker(), tmp_path / f"x{suffix}")
+    img = load_rgb(path)
+    assert img.mode == "RGB" and img.size == (20, 10)
+    px = np.asarray(img)[5, 5]
+    expected = {"L": (128, 128, 128), "P": (255, 0, 0), "RGBA": (255, 255, 255), "I;16": (255, 255, 255)}
+    if mode in expected:
+        assert tuple(int(v) for v in px) == expected[mode]
+    else:
+        assert px[0] > 200 and px[1] < 60  # CMYK cyan-free magenta+yellow = red
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (30, 10), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    path = _save(img, tmp_path / "rot.jpg", exif=exif.tobytes())
+    assert load_rgb(path).size == (10, 30)
+
+
+def test_bad_files_get_a_reason(tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    good = _save(Image.new("RGB", (64, 64), (10, 20, 30)), tmp_path / "good.jpg")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(DecodeError, match="notes.jpg: not an image"):
+        load_rgb(text)
+    with pytest.raises(DecodeError, match="truncated.jpg: corrupt or truncated"):
+        load_rgb(truncated)
+    with pytest.raises(DecodeError, match="missing.png: no such file"):
+        load_rgb(tmp_path / "missing.png")
+    with pytest.raises(DecodeError, match="decompression bomb|pixel limit"):
+        load_rgb(good, max_pixels=100)
+
+
+def _folder(tmp_path, n=3):
+    for c, color in (("cat", (200, 0, 0)), ("dog", (0, 200, 0))):
+        (tmp_path / c).mkdir(parents=True)
+        for i in range(n):
+            _save(Image.new("RGB", (40, 30), color), tmp_path / c / f"{i}.png")
+    return tmp_path
+
+
+def test_image_folder_skips_corrupt_files_and_counts_them(tmp_path):
+    root = _folder(tmp_path / "data")
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (root / "dog" / "readme.txt").write_text("ignored: not an image suffix")
+    ds = ImageFolder(root)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 7
+    aug = Augmented(ds, eval_transform(Preprocessing(input_size=32)))
+    batch = collate([aug[i] for i in range(len(ds))])
+    assert batch["images"].shape == (6, 3, 32, 32)
+    assert batch["labels"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(batch["skipped"]) == 1 and "broken.jpg" in batch["skipped"][0]
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such dataset folder"):
+        ImageFolder(tmp_path / "none")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no class folders"):
+        ImageFolder(tmp_path / "empty")
+
+
+def test_list_file(tmp_path):
+    root = _folder(tmp_path)
+    lst = tmp_path / "train.txt"
+    lst.write_text("# path label\ncat/0.png cat\ndog/1.png dog\ncat/2.png 0\n")
+    ds = ListFile(lst)
+    assert ds.classes == ["cat", "dog"] and ds.targets == [0, 1, 0]
+    assert ds.load(1)[0].getpixel((0, 0)) == (0, 200, 0)
+    assert root.exists()
+
+
+def test_digits_split_is_real_disjoint_and_deterministic():
+    train, val = Digits("train", seed=0), Digits("val", seed=0)
+    assert len(train) + len(val) == 1797 and len(val) == 359
+    assert not set(train.ids) & set(val.ids)
+    assert Digits("val", seed=0).ids == val.ids and Digits("val", seed=1).ids != val.ids
+    assert sorted(set(val.targets)) == list(range(10))
+    img, label = train.load(0)
+    assert img.size == (8, 8) and img.mode == "RGB" and 0 <= label < 10
+
+
+def test_synthetic_is_deterministic():
+    a, b = Synthetic(8, 4, 32, seed=3), Synthetic(8, 4, 32, seed=3)
+    assert np.array_equal(np.asarray(a.load(5)[0]), np.asarray(b.load(5)[0]))
+    assert not np.array_equal(np.asarray(a.load(5)[0]), np.asarray(Synthetic(8, 4, 32, seed=4).load(5)[0]))
+    assert [a.load(i)[1] for i in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_preprocessing_ranges_and_sizes():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8))
+    pre = Preprocessing(input_size=75, crop_pct=0.875)
+    assert pre.resize_size == 85
+    x = eval_transform(pre)(img)
+    assert x.shape == (3, 75, 75) and x.dtype == torch.float32
+    assert -1.0 <= x.min() < -0.9 and 0.9 < x.max() <= 1.0  # [-1, 1], as the checkpoints expect
+    y = train_transform(pre, color_jitter=0.2)(img)
+    assert y.shape == (3, 75, 75)
+    with pytest.raises(ValueError, match="interpolation"):
+        Preprocessing(interpolation="lanczos9")
+
+
+def test_augmentation_depends_only_on_seed_epoch_index():
+    ds = Synthetic(4, 2, 48, seed=0)
+    aug = Augmented(ds, train_transform(Preprocessing(input_size=32)), seed=7)
+    first = aug[2][0]
+    torch.manual_seed(123)  # the global RNG does not matter
+    assert torch.equal(aug[2][0], first)
+    aug.set_epoch(1)
+    assert not torch.equal(aug[2][0], first)

@@ -1,0 +1,246 @@
+"""Training: recipes, schedules, checkpoints, exact resume, preemption, NaN handling, DDP."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import inceptionv4 as iv
+from inceptionv4.engine import (
+    RECIPES,
+    NonFiniteLossError,
+    TFRMSprop,
+    TrainConfig,
+    latest_checkpoint,
+    load_checkpoint,
+    lr_at,
+    save_checkpoint,
+    train,
+)
+from inceptionv4.engine.runlog import read_metrics
+
+PROBE = Path(__file__).parent / "scripts" / "train_probe.py"
+SMALL = {"model": "inception_resnet_v1", "dataset": "synthetic", "input_size": 75, "batch_size": 8, "workers": 0,
+         "progress": False, "recipe": "finetune"}  # fmt: skip
+
+
+def _run_probe(out_dir, *settings, env=None, wait=True):
+    cmd = [sys.executable, str(PROBE), str(out_dir), *[f"{k}={json.dumps(v)}" for k, v in settings]]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return _summaries(out)[0]
+
+
+def _summaries(text):
+    return [json.loads(line[8:]) for line in text.splitlines() if line.startswith("SUMMARY ")]
+
+
+# -- configuration and recipes ---------------------------------------------------------------------
+def test_config_layers_yaml_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": "inception_v4", "epochs": 7, "recipe": "modern"}))
+    cfg = TrainConfig.from_sources(path, epochs=3, lr=None)
+    assert (cfg.model, cfg.epochs, cfg.recipe) == ("inception_v4", 3, "modern")
+    with pytest.raises(ValueError, match=r"unknown training settings \['epoch'\]"):
+        TrainConfig.from_sources(None, epoch=3)
+    with pytest.raises(ValueError, match="unknown recipe 'adam'"):
+        TrainConfig.from_sources(None, recipe="adam")
+    with pytest.raises(FileNotFoundError, match="no such config file"):
+        TrainConfig.from_sources(tmp_path / "none.yaml")
+
+
+def test_paper_recipe_resolves_to_section_4():
+    r = TrainConfig(recipe="paper", batch_size=512).resolved()
+    assert r["optimizer"] == "rmsprop_tf" and r["schedule"] == "exponential"
+    assert r["lr"] == pytest.approx(0.045 * 512 / 256)  # linear scaling from the documented batch 256
+    assert (r["clip_grad"], r["weight_decay"], r["ema_decay"]) == (2.0, 4e-5, 0.9999)
+    assert set(RECIPES) == {"paper", "finetune", "modern"}
+
+
+def test_paper_schedule_decays_by_094_every_two_epochs():
+    kw = {"base_lr": 0.045, "schedule": "exponential", "steps_per_epoch": 100, "epochs": 10, "warmup_epochs": 0}
+    assert lr_at(0, **kw) == 0.045 and lr_at(199, **kw) == 0.045
+    assert lr_at(200, **kw) == pytest.approx(0.045 * 0.94)
+    assert lr_at(999, **kw) == pytest.approx(0.045 * 0.94**4)
+    cos = {**kw, "schedule": "cosine", "warmup_epochs": 1}
+    assert lr_at(0, **cos) == pytest.approx(0.045 / 100) and lr_at(999, **cos) < 1e-4
+
+
+def test_tf_rmsprop_matches_tensorflows_update():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = TFRMSprop([p], lr=0.1, decay=0.9, momentum=0.9, eps=1.0)
+    g = torch.tensor([0.5, 3.0])
+    ms, mom, w = torch.ones(2), torch.zeros(2), p.detach().clone()
+    for _ in range(3):
+        p.grad = g.clone()
+        opt.step()
+        ms = 0.9 * ms + 0.1 * g * g
+        mom = 0.9 * mom + 0.1 * g / torch.sqrt(ms + 1.0)
+        w = w - mom
+    assert torch.allclose(p.detach(), w, atol=1e-7)
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def test_checkpoints_are_atomic_versioned_and_pruned(tmp_path):
+    for step in (1, 2, 3):
+        save_checkpoint({"step": step, "w": torch.ones(2) * step}, tmp_path, step, keep=2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["step-00000002.pt", "step-00000003.pt"]  # no temp files left
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 3
+    torch.save({"format_version": 99}, tmp_path / "step-00000009.pt")
+    with pytest.raises(ValueError, match="checkpoint format 99"):
+        load_checkpoint(tmp_path / "step-00000009.pt")
+
+
+# -- a real run ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = train(**SMALL, epochs=2, out_dir=str(out), extra={}, plots=True, log_every=2, lr=0.05)
+    return out, summary
+
+
+def test_training_learns_and_writes_its_run_folder(short_run):
+    out, s = short_run
+    assert s["status"] == "finished" and s["steps"] == 64  # 256 images / 8, two epochs
+    assert s["val_top1"] > 50.0  # 4 classes: chance is 25%
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "model.safetensors", "plots/loss.png",
+                 "plots/accuracy.png", "plots/lr.png", "plots/confusion.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    records = read_metrics(out / "metrics.jsonl")
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2] and epochs[-1]["val_top1"] == pytest.approx(s["val_top1"])
+    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 0.05
+    model = iv.load_weights(out / "model.safetensors")
+    assert model.class_names == ["class_0", "class_1", "class_2", "class_3"]
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    common = [*SMALL.items(), ("max_steps", 6), ("save_every", 1), ("deterministic", True), ("plots", False),
+              ("lr", 0.05), ("warmup_epochs", 0)]  # fmt: skip
+    reference = _run_probe(tmp_path / "ref", *common)
+    proc = _run_probe(tmp_path / "killed", *common, wait=False)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpts / "step-00000003.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = latest_checkpoint(ckpts)
+    assert done is not None and load_checkpoint(done)["step"] < 6  # killed mid-run
+    resumed = _run_probe(tmp_path / "killed", *common, ("resume", True))
+    assert resumed["resumed_from"] is not None and resumed["steps"] == 6
+    assert resumed["weights_digest"] == reference["weights_digest"]
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    proc = _run_probe(tmp_path, *SMALL.items(), ("epochs", 3), ("plots", False), wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path).glob("metrics.jsonl")):
+        time.sleep(0.05)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    s = _summaries(out)[0]
+    assert s["status"] == "preempted" and 0 < s["steps"] < 96
+    assert load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))["step"] == s["steps"]
+
+
+def test_nan_loss_stops_without_overwriting_a_checkpoint(tmp_path, monkeypatch):
+    import inceptionv4.engine.trainer as trainer
+
+    calls = {"n": 0}
+    real = trainer.F.cross_entropy
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * math.nan if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(trainer.F, "cross_entropy", poisoned)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss .* at step 3") as err:
+        train(**SMALL, epochs=1, max_steps=6, save_every=2, out_dir=str(tmp_path), plots=False)
+    assert "step-00000002.pt" in str(err.value)
+    assert load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))["step"] == 2
+
+    calls["n"] = 0
+    s = train(**SMALL, epochs=1, max_steps=6, out_dir=str(tmp_path / "skip"), plots=False, nan_policy="skip")
+    assert s["status"] == "finished" and s["skipped_steps"] == 1 and s["steps"] == 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+DDP_SETTINGS = [*SMALL.items(), ("max_steps", 3), ("drop_rate", 0.0), ("freeze_bn", True), ("plots", False),
+                ("deterministic", True), ("lr", 0.05), ("warmup_epochs", 0)]  # fmt: skip
+
+
+def _torchrun(args, out_dir):
+    cmd = [sys.executable, "-m", "torch.distributed.run", *args, str(PROBE), str(out_dir),
+           *[f"{k}={json.dumps(v)}" for k, v in DDP_SETTINGS]]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    """gloo on CPU: both ranks end identical, and equal (fp32 tolerance) to one process, same global batch."""
+    single = _run_probe(tmp_path / "one", *DDP_SETTINGS)
+    proc = _torchrun(
+        ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port())], tmp_path / "two"
+    )
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    ranks = {s["rank"]: s for s in _summaries(out)}
+    assert sorted(ranks) == [0, 1]
+    assert ranks[0]["weights_digest"] == ranks[1]["weights_digest"]
+    one = iv.load_weights(tmp_path / "one" / "model.safetensors").state_dict()
+    two = iv.load_weights(tmp_path / "two" / "model.safetensors").state_dict()
+    worst = max((one[k].double() - two[k].double()).abs().max().item() for k in one if one[k].is_floating_point())
+    assert worst < 1e-4
+    torch.manual_seed(0)  # the trainer's initial weights: the runs really moved away from them
+    init = iv.create_model("inception_resnet_v1", num_classes=4, drop_rate=0.0).state_dict()
+    assert (init["head.fc.weight"] - two["head.fc.weight"]).abs().max() > 1e-3
+    assert ranks[0]["val_top1"] == pytest.approx(single["val_top1"], abs=2.0)
+
+
+def test_two_nodes_meet_on_localhost(tmp_path):
+    """The multi-node path: two torchrun 'nodes' of one process each, c10d rendezvous on 127.0.0.1."""
+    port = _free_port()
+    common = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+              "--rdzv-id", "test-job"]  # fmt: skip
+    nodes = [_torchrun([*common, "--node-rank", str(n)], tmp_path / "multi") for n in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in nodes]
+    assert all(p.returncode == 0 for p in nodes), [e[-2000:] for _, e in outs]
+    summaries = [s for out, _ in outs for s in _summaries(out)]
+    assert sorted(s["rank"] for s in summaries) == [0, 1]
+    assert len({s["weights_digest"] for s in summaries}) == 1
+    assert (tmp_path / "multi" / "model.safetensors").is_file()
+
+
+def test_cli_train_with_yaml(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({**SMALL, "max_steps": 2, "plots": False, "out_dir": str(tmp_path / "out")}))
+    proc = subprocess.run([sys.executable, "-m", "inceptionv4", "train", "--config", str(cfg), "--epochs", "1"],
+                          capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "finished 2 steps" in proc.stdout
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["max_steps"] == 2
