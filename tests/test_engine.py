@@ -163,7 +163,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 def test_nan_loss_stops_without_overwriting_a_checkpoint(tmp_path, monkeypatch):
-    import inceptionv4.engine.trainer as trainer
+    from inceptionv4.engine import trainer
 
     calls = {"n": 0}
     real = trainer.F.cross_entropy

@@ -20,4 +20,4 @@ for pair in pairs:
     settings[key] = json.loads(value)
 summary = train(**settings)
 summary.pop("confusion", None)
-print("SUMMARY " + json.dumps({"rank": int(os.environ.get("RANK", 0)), **summary}), flush=True)
+print("SUMMARY " + json.dumps({"rank": int(os.environ.get("RANK", "0")), **summary}), flush=True)
