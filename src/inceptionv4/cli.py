@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .models import count_params, create_model, get_model_card, list_models
 
@@ -94,6 +95,97 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest=f.name, default=None)
 
 
+def _load_models(weights: list[str], model: str | None) -> list:
+    from .api import create_model
+    from .weights import load_weights
+
+    if not weights:
+        raise ValueError("give --weights (a bundle or checkpoint file; several for an ensemble)")
+    out = []
+    for w in weights:
+        if model is not None and not w.endswith(".safetensors"):
+            out.append(create_model(model, pretrained=w))
+        else:
+            out.append(load_weights(w, architecture=model))
+    return out
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .data import build_dataset
+    from .engine.protocols import evaluate_protocol
+    from .engine.runlog import plot_confusion
+
+    models = _load_models(args.weights, args.model)
+    kind = "list" if args.list else "folder"
+    dataset = build_dataset(kind, "val", root=args.list or args.data)
+    report = evaluate_protocol(
+        models, dataset, crops=args.crops, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=2))
+        png = Path(args.report).with_suffix(".confusion.png")
+        plot_confusion([row[:-1] for row in report["confusion"]], report["classes"], png)
+    print(f"{report['n']} images, {args.crops} crop(s), {len(models)} model(s): "
+          f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%")  # fmt: skip
+    for reason in report["skipped"]:
+        print(f"skipped: {reason}", file=sys.stderr)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .engine.predict import predict
+
+    models = _load_models(args.weights, args.model)
+    failed = 0
+    for result in predict(models, args.inputs, topk=args.topk, batch_size=args.batch_size, crops=args.crops,
+                          progress=not args.json):  # fmt: skip
+        if not result["ok"]:
+            failed += 1
+            if not args.json:
+                print(f"{result['file']}: error: {result['error']}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result))
+        elif result["ok"]:
+            best = ", ".join(f"{t['name']} {100 * t['prob']:.1f}%" for t in result["top"])
+            print(f"{result['file']}: {best}")
+    return 1 if failed else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .engine.export import export_model
+
+    (model,) = _load_models([args.weights], args.model) if args.weights else [None]
+    if model is None:
+        from .models import create_model
+
+        model = create_model(args.model)
+    report = export_model(model, args.output, format=args.format, input_size=args.input_size, fold_bn=args.fold_bn)
+    print(
+        f"wrote {report['path']} ({report['format']}, dynamic batch); max |diff| vs eager: {report['max_abs_diff']:.2e}"
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .engine.bench import benchmark
+
+    r = benchmark(args.model, batch_size=args.batch_size, input_size=args.input_size, device=args.device,
+                  precision=args.precision, channels_last=args.channels_last, compile=args.compile, mode=args.mode,
+                  warmup=args.warmup, iters=args.iters, compare=args.compare)  # fmt: skip
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    o = r["ours"]
+    print(f"{r['model']} {r['mode']} bs {r['batch_size']} {r['precision']} {r['device']}"
+          f"{' channels_last' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''}: "
+          f"{o['img_per_s']:.1f} img/s, p50 {o['latency_p50_ms']:.1f} ms, p90 {o['latency_p90_ms']:.1f} ms, "
+          f"{r['gflops_per_image']:.2f} GFLOP/img, {o['tflops']:.3f} TFLOP/s")  # fmt: skip
+    if "timm" in r:
+        print(f"timm: {r['timm']['img_per_s']:.1f} img/s -> ours / timm = {r['speedup_vs_timm']:.2f}x")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inceptionv4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +206,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a network (single process, or under torchrun for DDP)")
     _add_train_flags(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 on a labelled folder, 1/10/12/144 crops, ensembles")
+    p.add_argument("--weights", action="append", default=[], help="a weights file; repeat for an ensemble")
+    p.add_argument("--model", help="the network, for weights files that do not say it")
+    p.add_argument("--data", help="a folder of class folders (ImageNet WordNet-id folders map automatically)")
+    p.add_argument("--list", help="a list file of '<path> <label>' lines instead of --data")
+    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")
+    p.add_argument("inputs", nargs="+", help="image files, folders, or quoted globs")
+    p.add_argument("--weights", action="append", default=[], help="a weights file; repeat for an ensemble")
+    p.add_argument("--model", help="the network, for weights files that do not say it")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="ONNX / TorchScript / torch.export, checked against eager")
+    p.add_argument("output", help="the file to write")
+    p.add_argument("--weights", help="a weights file (random weights of --model if omitted)")
+    p.add_argument("--model", help="the network")
+    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program"), default="onnx")
+    p.add_argument("--input-size", type=int, help="the input size to trace at (default: the model's)")
+    p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions (inference)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("bench", help="throughput and latency, optionally against timm in the same run")
+    p.add_argument("model")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--input-size", type=int, default=299)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--mode", choices=("inference", "train"), default="inference")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--compare", choices=("timm",))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_bench)
     return parser
 
 

@@ -1,0 +1,88 @@
+"""Prediction on files, folders and globs: top-k names and probabilities, one bad file never
+stops the others."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ..data import Preprocessing
+from ..data.decode import IMAGE_SUFFIXES, DecodeError, load_rgb
+from .protocols import crop_views, display_names, predict_proba
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, str | None]]:
+    """(file, error) for every file named, inside a folder (recursively) or matched by a glob."""
+    out: list[tuple[str, str | None]] = []
+    for item in map(str, inputs):
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            out += [(str(f), None) for f in files] or [(item, "folder has no images")]
+        elif p.exists():
+            out.append((item, None))
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(glob.glob(item, recursive=True))
+            out += [(m, None) for m in matches if Path(m).is_file()] or [(item, "no file matches this pattern")]
+        else:
+            out.append((item, "no such file"))
+    return out
+
+
+def predict(
+    models: torch.nn.Module | list[torch.nn.Module],
+    inputs: list[str | Path],
+    *,
+    topk: int = 5,
+    batch_size: int = 16,
+    crops: int = 1,
+    progress: bool = False,
+) -> Iterator[dict]:
+    """Yield ``{"file", "ok", "top": [{"index", "name", "prob"}]}`` or ``{"file", "ok": False, "error"}``
+    for every input file, in order, batching the work."""
+    models = models if isinstance(models, list) else [models]
+    for m in models:
+        m.eval()
+    names = display_names(models[0])
+    pre = Preprocessing.of(models[0])
+    k = min(topk, len(names))
+    files = expand_inputs(inputs)
+    bar = None
+    if progress and len(files) > batch_size:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), desc="predict", unit="img")
+    pending: list[tuple[str, torch.Tensor]] = []
+
+    def flush() -> Iterator[dict]:
+        if not pending:
+            return
+        probs = predict_proba(models, torch.cat([v for _, v in pending]), crops)
+        top = probs.topk(k, 1)
+        for (file, _), values, indices in zip(pending, top.values.tolist(), top.indices.tolist(), strict=True):
+            yield {
+                "file": file,
+                "ok": True,
+                "top": [{"index": i, "name": names[i], "prob": p} for p, i in zip(values, indices, strict=True)],
+            }
+        pending.clear()
+
+    for file, error in files:
+        if bar is not None:
+            bar.update(1)
+        if error is None:
+            try:
+                pending.append((file, crop_views(load_rgb(file), pre, crops)))
+            except DecodeError as err:
+                error = str(err).removeprefix(f"{file}: ")
+        if error is not None:
+            yield from flush()  # keep the output in input order
+            yield {"file": file, "ok": False, "error": error}
+        elif len(pending) == batch_size:
+            yield from flush()
+    yield from flush()
+    if bar is not None:
+        bar.close()

@@ -1,0 +1,145 @@
+"""eval protocols, predict, export parity, BN folding and bench, on small inputs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inceptionv4 as iv
+from inceptionv4.cli import main
+from inceptionv4.data import ImageFolder, Preprocessing
+from inceptionv4.engine.bench import benchmark
+from inceptionv4.engine.export import ExportMismatchError, export_model
+from inceptionv4.engine.predict import expand_inputs, predict
+from inceptionv4.engine.protocols import crop_views, evaluate_protocol, label_map, scales_for
+from inceptionv4.models import count_flops
+from inceptionv4.models.fold import fold_batchnorm
+from inceptionv4.weights import imagenet1k
+
+from .conftest import randomize_bn
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    model = randomize_bn(iv.create_model("inception_resnet_v1", num_classes=3)).eval()
+    model.class_names = ["red", "green", "blue"]
+    model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
+    return model
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for c, color in (("red", (220, 30, 30)), ("green", (30, 220, 30)), ("blue", (30, 30, 220))):
+        (root / c).mkdir()
+        for i in range(2):
+            px = np.clip(np.array(color) + rng.normal(0, 20, (90, 120, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(root / c / f"{i}.png")
+    (root / "blue" / "corrupt.jpg").write_bytes(b"\xff\xd8\xffnot really")
+    return root
+
+
+@pytest.mark.parametrize("crops", [1, 10, 12, 144])
+def test_crop_protocols_make_the_stated_number_of_views(crops):
+    img = Image.new("RGB", (400, 300), (1, 2, 3))
+    pre = Preprocessing(input_size=75)
+    views = crop_views(img, pre, crops)
+    assert views.shape == (crops, 3, 75, 75)
+    if crops == 144:
+        assert scales_for(pre, 144) == [86, 96, 107, 118]  # GoogLeNet's 256..352 for 224, scaled to 75
+        assert scales_for(Preprocessing(), 144) == [342, 384, 427, 470]  # at 299
+    if crops >= 10:
+        assert torch.allclose(views[1], views[0].flip(-1))  # every crop comes with its mirror
+
+
+def test_evaluate_protocol_and_ensemble(small_model, folder):
+    ds = ImageFolder(folder)
+    single = evaluate_protocol([small_model], ds, crops=1, batch_size=4)
+    assert single["n"] == 6 and len(single["skipped"]) == 1 and "corrupt.jpg" in single["skipped"][0]
+    assert 0 <= single["top1"] <= 100 and single["top5"] == 100.0  # 3 classes: top-5 always hits
+    assert sum(map(sum, single["confusion"])) == 6
+    ten = evaluate_protocol([small_model, small_model], ds, crops=10, batch_size=4)
+    assert ten["models"] == 2 and ten["n"] == 6
+
+
+def test_imagenet_folders_map_by_wordnet_id(small_model):
+    model = iv.create_model("inception_v4", num_classes=1000)
+    model.label_set = "imagenet-1k"
+    assert label_map(["n01443537", "n01440764"], model) == [1, 0]  # goldfish, tench
+    assert imagenet1k()[1].name == "goldfish"
+    with pytest.raises(ValueError, match="do not match the model's 3 outputs"):
+        label_map(["a", "b"], small_model)
+
+
+def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path):
+    inputs = [
+        str(folder / "red"),
+        str(folder / "blue" / "corrupt.jpg"),
+        str(tmp_path / "nope.png"),
+        str(folder / "g*" / "*.png"),
+    ]
+    files = [f for f, _ in expand_inputs(inputs)]
+    assert len(files) == 6  # 2 red, the corrupt file, the missing one, 2 green
+    results = list(predict(small_model, inputs, topk=2, batch_size=2))
+    assert [r["ok"] for r in results] == [True, True, False, False, True, True]
+    assert results[2]["error"].startswith("not an image") and results[3]["error"] == "no such file"
+    top = results[0]["top"]
+    assert len(top) == 2 and top[0]["name"] in small_model.class_names and top[0]["prob"] >= top[1]["prob"]
+
+
+def test_predict_cli_exit_status_and_json(small_model, folder, tmp_path):
+    iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
+    args = ["predict", "--weights", str(tmp_path / "m.safetensors"), "--json", str(folder / "red" / "0.png"),
+            str(folder / "blue" / "corrupt.jpg")]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "inceptionv4", *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1  # something failed
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["ok"] for line in lines] == [True, False] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "exported-program"])
+def test_export_parity(small_model, tmp_path, fmt):
+    report = export_model(small_model, tmp_path / f"m.{fmt}", format=fmt, input_size=75)
+    assert report["max_abs_diff"] < 1e-4
+    assert (tmp_path / f"m.{fmt}").stat().st_size > 1_000_000
+
+
+def test_export_with_folded_bn_and_a_failing_check(small_model, tmp_path):
+    report = export_model(small_model, tmp_path / "f.onnx", format="onnx", input_size=75, fold_bn=True)
+    assert report["fold_bn"] and report["max_abs_diff"] < 1e-4
+    with pytest.raises(ExportMismatchError, match="differs from eager"):
+        export_model(small_model, tmp_path / "g.onnx", format="onnx", input_size=75, tolerance=0.0 - 1.0)
+    with pytest.raises(ValueError, match="format must be one of"):
+        export_model(small_model, tmp_path / "h.x", format="tflite")
+
+
+def test_fold_batchnorm_is_the_same_function(small_model):
+    folded = fold_batchnorm(small_model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 80, 80)
+    with torch.no_grad():
+        assert (folded(x) - small_model(x)).abs().max() < 1e-4
+
+
+def test_export_cli(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "v4.onnx"), "--model", "inception_v4", "--input-size", "75"]) == 0
+    assert "max |diff| vs eager" in capsys.readouterr().out
+
+
+def test_bench_reports_ratio_against_timm():
+    pytest.importorskip("timm")
+    r = benchmark("inception_v4", batch_size=1, input_size=75, warmup=1, iters=2, compare="timm")
+    assert r["ours"]["img_per_s"] > 0 and r["timm"]["img_per_s"] > 0
+    assert r["speedup_vs_timm"] == pytest.approx(r["ours"]["img_per_s"] / r["timm"]["img_per_s"])
+    with torch.device("meta"):
+        assert r["gflops_per_image"] == pytest.approx(count_flops(iv.create_model("inception_v4"), 75) / 1e9)
+    t = benchmark("inception_resnet_v1", batch_size=2, input_size=75, warmup=1, iters=1, mode="train")
+    assert t["ours"]["latency_p50_ms"] > 0
+    with pytest.raises(ValueError, match="timm has no inception_resnet_v2_paper"):
+        benchmark("inception_resnet_v2_paper", batch_size=1, input_size=75, iters=1, warmup=0, compare="timm")
