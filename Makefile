@@ -1,23 +1,31 @@
-# Two commands on a fresh machine: `make test` and `make demo` (see README.md).
+# Two commands on a fresh machine: `make demo` and `make test` (see README.md).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
+TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: test venv clean
+.PHONY: demo test clean
 
-venv: $(STAMP)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 
 # torch and torchvision are pinned in pyproject.toml; pip takes them from the local wheel store.
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[export]'
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	# facenet-pytorch pins an old torch; its model code runs on ours, so take it without its pins
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
-	touch $(STAMP)
+	touch $@
 
-test: $(STAMP)
+demo: $(DEMO_STAMP)
+	$(PY) -m inceptionv4 demo --out runs/demo
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info runs

@@ -186,6 +186,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    import logging
+
+    from .demo import format_report, run_demo
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = run_demo(args.out, epochs=args.epochs, max_steps=args.max_steps, seed=args.seed)
+    print(format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inceptionv4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -251,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", choices=("timm",))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("demo", help="train, evaluate, export and predict on bundled real data (a few minutes)")
+    p.add_argument("--out", default="runs/demo", help="the run folder")
+    p.add_argument("--epochs", type=int, help="training epochs (default 4)")
+    p.add_argument("--max-steps", type=int, help="stop training after this many steps (a quick look)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
     return parser
 
 

@@ -8,6 +8,7 @@ point and resumed from its last checkpoint computes exactly what an uninterrupte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -133,7 +134,11 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    pre = Preprocessing.of(model, cfg.input_size)
+    # the card follows the resolution trained at: the bundle, eval and export use it from here on
+    model.pretrained_cfg = dataclasses.replace(
+        model.pretrained_cfg, input_size=(model.in_chans, cfg.input_size, cfg.input_size)
+    )
+    pre = Preprocessing.of(model)
     train_ds = Augmented(
         train_base,
         train_transform(pre, scale=(cfg.min_crop_area, 1.0), hflip=cfg.hflip, color_jitter=cfg.color_jitter),
@@ -344,8 +349,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
 
         final = _copy_with(model, ema.shadow) if ema is not None else model
         summary["weights"] = str(save_weights(final, out_dir / "model.safetensors", class_names=classes,
-                                              source=f"inceptionv4 train ({cfg.recipe} recipe, {global_step} steps)",
-                                              input_size=cfg.input_size))  # fmt: skip
+                                              source=f"inceptionv4 train ({cfg.recipe} recipe, {global_step} steps)"))  # fmt: skip
         if cfg.plots:
             summary["plots"] = [str(p) for p in plot_run(out_dir)]
             if last_eval:

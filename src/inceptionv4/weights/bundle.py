@@ -7,6 +7,7 @@ label set), the preprocessing, and where the weights came from, so that
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -171,6 +172,12 @@ def load_weights(
             f"{path} holds {arch} weights, but the model is {getattr(model, 'model_name', type(model).__name__)}"
         )
     _load_into(model, sd, path, strict=strict, backbone_only=backbone_only)
+    pre = info.get("preprocessing")
+    if pre:  # the resolution and normalisation these weights were trained with
+        model.pretrained_cfg = dataclasses.replace(
+            model.pretrained_cfg, input_size=tuple(pre["input_size"]), mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+            interpolation=pre["interpolation"], crop_pct=pre["crop_pct"],
+        )  # fmt: skip
     if not backbone_only:
         model.class_names = info.get("class_names")
         model.label_set = info.get("label_set") or None
