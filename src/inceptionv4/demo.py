@@ -103,8 +103,10 @@ def format_report(r: dict) -> str:
                      f"{row['onnx']:>5} {row['onnx_prob']:>6.3f}")  # fmt: skip
     lines += [
         "",
-        f"Done in {r['time_s'] / 60:.1f} min: {r['steps']} training steps; top-1 {r['val_top1']:.1f}% "
-        f"(top-5 {r['val_top5']:.1f}%) on {r['val_images']} held-out digits never seen in training.",
+        (
+            f"Done in {r['time_s'] / 60:.1f} min: {r['steps']} training steps; top-1 {r['val_top1']:.1f}% "
+            f"(top-5 {r['val_top5']:.1f}%) on {r['val_images']} held-out digits never seen in training."
+        ),
         f"ONNX export agrees with PyTorch to {r['onnx_max_abs_diff']:.1e} (max |logit difference|).",
         "",
         f"Written to {r['out_dir']}/:",
