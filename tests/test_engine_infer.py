@@ -114,7 +114,7 @@ def test_export_with_folded_bn_and_a_failing_check(small_model, tmp_path):
     report = export_model(small_model, tmp_path / "f.onnx", format="onnx", input_size=75, fold_bn=True)
     assert report["fold_bn"] and report["max_abs_diff"] < 1e-4
     with pytest.raises(ExportMismatchError, match="differs from eager"):
-        export_model(small_model, tmp_path / "g.onnx", format="onnx", input_size=75, tolerance=0.0 - 1.0)
+        export_model(small_model, tmp_path / "g.onnx", format="onnx", input_size=75, tolerance=-1.0)
     with pytest.raises(ValueError, match="format must be one of"):
         export_model(small_model, tmp_path / "h.x", format="tflite")
 
