@@ -16,6 +16,9 @@ def test_info_json(capsys):
     card = json.loads(capsys.readouterr().out)
     assert card["num_params"] == card["params_recounted"] == 55_843_464
     assert [f["reduction"] for f in card["feature_info"]] == [2, 4, 8, 16, 32]
+    shapes = {s["module"]: s["shape"] for s in card["stage_shapes_299"]}
+    assert shapes["stem.mixed_5b"] == [320, 35, 35] and shapes["reduction_b"] == [2080, 8, 8]
+    assert shapes["post"] == [1536, 8, 8]
 
 
 def test_unknown_model_is_one_clear_line():

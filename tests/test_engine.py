@@ -244,3 +244,35 @@ def test_cli_train_with_yaml(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished 2 steps" in proc.stdout
     assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["max_steps"] == 2
+
+
+def test_accumulation_equals_one_big_batch_and_aux_loss_trains(tmp_path):
+    common = {
+        **SMALL,
+        "max_steps": 2,
+        "drop_rate": 0.0,
+        "freeze_bn": True,
+        "plots": False,
+        "lr": 0.05,
+        "warmup_epochs": 0,
+    }
+    a = train(**common, out_dir=str(tmp_path / "a"))
+    b = train(**common, accum_steps=2, out_dir=str(tmp_path / "b"))
+    wa = iv.load_weights(tmp_path / "a" / "model.safetensors").state_dict()
+    wb = iv.load_weights(tmp_path / "b" / "model.safetensors").state_dict()
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa if wa[k].is_floating_point()) < 1e-4
+    assert a["steps"] == b["steps"] == 2
+    c = train(**common, aux_weight=0.4, out_dir=str(tmp_path / "c"))
+    assert c["status"] == "finished"
+    assert any(k.startswith("aux_head.") for k in iv.load_weights(tmp_path / "c" / "model.safetensors").state_dict())
+
+
+def test_freeze_backbone_trains_the_head_only(tmp_path):
+    torch.manual_seed(0)
+    init = iv.create_model("inception_resnet_v1", num_classes=4).state_dict()
+    train(**SMALL, max_steps=2, freeze_backbone=True, freeze_bn=True, plots=False, lr=0.05, warmup_epochs=0,
+          out_dir=str(tmp_path))  # fmt: skip
+    after = iv.load_weights(tmp_path / "model.safetensors").state_dict()
+    assert torch.equal(after["stem.conv1a.conv.weight"], init["stem.conv1a.conv.weight"])
+    assert torch.equal(after["stage_b.3.expand.weight"], init["stage_b.3.expand.weight"])
+    assert not torch.equal(after["head.fc.weight"], init["head.fc.weight"])

@@ -138,3 +138,26 @@ def test_torch_compile_traces_without_graph_breaks():
     model = iv.create_model("inception_resnet_v2_paper").eval()
     explanation = torch._dynamo.explain(model)(torch.randn(1, 3, 75, 75))
     assert explanation.graph_break_count == 0
+
+
+def test_auxiliary_head_in_training_only(model_name):
+    torch.manual_seed(0)
+    model = iv.create_model(model_name, num_classes=6, aux_logits=True).train()
+    logits, aux = model(torch.randn(2, 3, 75, 75))
+    assert logits.shape == aux.shape == (2, 6)
+    (logits.sum() + aux.sum()).backward()
+    assert model.aux_head.conv1.conv.weight.grad.abs().sum() > 0
+    assert model.aux_head.conv1.conv.in_channels == model.feature_info[3].num_chs  # the 17x17 stage
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 75, 75)).shape == (1, 6)
+    model.reset_classifier(3)
+    assert model.aux_head.fc.out_features == 3
+
+
+def test_auxiliary_head_is_the_released_shape_at_299():
+    model = iv.create_model("inception_v4", aux_logits=True).train()
+    seen = {}
+    model.aux_head.conv2.register_forward_hook(lambda m, i, o: seen.update(i=tuple(i[0].shape), o=tuple(o.shape)))
+    model(torch.randn(2, 3, 299, 299))
+    assert seen == {"i": (2, 128, 5, 5), "o": (2, 768, 1, 1)}  # 17x17 -> avgpool 5/3 -> 5x5 -> conv 5x5 VALID

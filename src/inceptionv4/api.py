@@ -55,7 +55,8 @@ def _copy_weights(src: InceptionNet, dst: InceptionNet, backbone_only: bool) -> 
     if backbone_only:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.") and k in dst.state_dict()}
     missing, unexpected = dst.load_state_dict(sd, strict=False)
-    bad = [k for k in missing if not (backbone_only and k.startswith("head."))]
+    fresh = ("head.", "aux_head.") if backbone_only else ("aux_head.",)  # an auxiliary head starts fresh
+    bad = [k for k in missing if not k.startswith(fresh)]
     if bad or unexpected:
         raise ValueError(
             f"the pretrained weights do not fit the requested model: missing {bad[:3]}, unexpected {unexpected[:3]}"

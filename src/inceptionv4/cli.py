@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from .models import count_params, create_model, get_model_card, list_models
+from .models.complexity import stage_shapes
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -19,6 +21,7 @@ def _info(args: argparse.Namespace) -> int:
     report = card.to_dict()
     report["feature_info"] = [f.to_dict() for f in model.feature_info]
     report["params_recounted"] = count_params(model)
+    report["stage_shapes_299"] = [{"module": n, "shape": list(shape)} for n, shape in stage_shapes(model)]
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -32,6 +35,7 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  paper (Table 2) top-1/top-5: {card.paper_top1}/{card.paper_top5}")
     if card.released_top1 is not None:
         print(f"  released checkpoint top-1/top-5: {card.released_top1}/{card.released_top5}")
+    print("  stages at 299x299 (HxWxC): " + ", ".join(f"{n} {s[1]}x{s[2]}x{s[0]}" for n, s in stage_shapes(model)))
     for f in model.feature_info:
         print(f"  feature stride {f.reduction:>2}: {f.module} ({f.num_chs} channels)")
     if card.weights_from:
@@ -276,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `inceptionv4 ... | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as err:
         print(f"inceptionv4 {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -65,6 +65,7 @@ class TrainConfig:
     label_smoothing: float | None = None
     clip_grad: float | None = None
     ema_decay: float | None = None
+    aux_weight: float = 0.0  # > 0 adds the released code's auxiliary classifier, its loss times this (0.4 in TF-slim)
     freeze_backbone: bool = False
     freeze_bn: bool = False
     # speed

@@ -75,6 +75,8 @@ def _build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     from ..api import create_model
 
     kwargs: dict = {"drop_rate": cfg.drop_rate}
+    if cfg.aux_weight > 0:
+        kwargs["aux_logits"] = True
     if cfg.residual_scale is not None:
         kwargs["residual_scale"] = cfg.residual_scale
     model = create_model(cfg.model, pretrained=cfg.pretrained, num_classes=num_classes, **kwargs)
@@ -251,8 +253,13 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                     sync = m == cfg.accum_steps - 1 or not world.distributed
                     ctx = contextlib.nullcontext() if sync else net.no_sync()
                     with ctx, torch.autocast(world.device.type, dtype=amp_dtype, enabled=cfg.amp != "none"):
-                        logits = net(x)
+                        out = net(x)
+                        logits, aux = out if isinstance(out, tuple) else (out, None)
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=r["label_smoothing"])
+                        if aux is not None:
+                            loss = loss + cfg.aux_weight * F.cross_entropy(
+                                aux.float(), y, label_smoothing=r["label_smoothing"]
+                            )
                     scaler.scale(loss / cfg.accum_steps).backward() if math.isfinite(loss.item()) else None
                     step_loss += loss.item() * len(y)
                     step_n += len(y)

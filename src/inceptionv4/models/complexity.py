@@ -28,3 +28,22 @@ def count_flops(model: nn.Module, size: int | tuple[int, int] = 299) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def stage_shapes(model: nn.Module, size: int = 299) -> list[tuple[str, tuple[int, int, int]]]:
+    """(step, (C, H, W)) after each stem step and each stage, for one ``size`` x ``size`` image.
+
+    Build the model under ``torch.device("meta")`` to get them without memory or compute.
+    """
+    param = next(model.parameters())
+    x = torch.zeros(1, model.in_chans, size, size, device=param.device, dtype=param.dtype)
+    model.check_input(x)
+    out: list[tuple[str, tuple[int, int, int]]] = []
+    with torch.no_grad():
+        for name, module in model.trunk():
+            x = module(x)
+            stage = name if name.startswith("stem.") else name.split(".")[0]
+            if out and out[-1][0] == stage:
+                out.pop()
+            out.append((stage, tuple(x.shape[1:])))
+    return out

@@ -163,3 +163,27 @@ class ResidualInception(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, activate={self.activate}"
+
+
+class AuxHead(nn.Module):
+    """The released code's auxiliary classifier on the 17x17 map (TF-slim ``AuxLogits``; the paper
+    does not mention it): avg pool 5x5/3 VALID -> 1x1 conv 128 -> 5x5 conv 768 VALID -> fc.
+
+    At 299x299 the 17x17 map pools to exactly 5x5; at other sizes an adaptive pool brings it to
+    5x5, so the head works at every input size the network takes.
+    """
+
+    def __init__(self, in_chs: int, num_classes: int) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(5, stride=3)
+        self.conv1 = ConvBNReLU(in_chs, 128, 1)
+        self.conv2 = ConvBNReLU(128, 768, 5, padding="valid")
+        self.fc = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] >= 5 and x.shape[-2] >= 5:
+            x = self.pool(x)  # 17x17 -> 5x5
+        x = self.conv1(x)
+        if x.shape[-2:] != (5, 5):
+            x = nn.functional.adaptive_avg_pool2d(x, 5)
+        return self.fc(self.conv2(x).flatten(1))  # (N, 768) -> (N, classes)

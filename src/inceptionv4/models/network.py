@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import ClassifierHead, EmbeddingHead
+from .layers import AuxHead, ClassifierHead, EmbeddingHead
 
 STAGES = ("stage_a", "reduction_a", "stage_b", "reduction_b", "stage_c", "post")
 
@@ -53,6 +53,7 @@ class InceptionNet(nn.Module):
         drop_rate: float = 0.2,
         global_pool: str = "avg",
         embedding_dim: int = 0,
+        aux_logits: bool = False,
     ) -> None:
         super().__init__()
         self.stem = stem
@@ -78,6 +79,9 @@ class InceptionNet(nn.Module):
             if embedding_dim
             else ClassifierHead(num_features, num_classes, global_pool, drop_rate)
         )
+
+        # the released code's auxiliary classifier on the 17x17 map (training only)
+        self.aux_head: AuxHead | None = AuxHead(stage_b_chs(self), num_classes) if aux_logits and num_classes else None
 
     # -- the trunk as one flat list of steps, for taps and activation checkpointing ----------------
     def trunk(self) -> Iterator[tuple[str, nn.Module]]:
@@ -149,9 +153,20 @@ class InceptionNet(nn.Module):
             raise RuntimeError("this model was built with features_only=True and has no head")
         return self.head(x, pre_logits=pre_logits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, torch.Tensor]:
+        """Logits; a list of feature maps with ``features_only``; and (logits, auxiliary logits)
+        in training mode when the model has an auxiliary head."""
         if self.features_only:
             return self.forward_intermediates(x)
+        if self.aux_head is not None and self.training:
+            self.check_input(x)
+            aux_step = self._tap_steps()[3]  # the end of stage_b: 17x17 at 299
+            aux = None
+            for step, (_, module) in enumerate(self.trunk()):
+                x = self._step(module, x)
+                if step == aux_step:
+                    aux = self.aux_head(x)
+            return self.forward_head(x), aux
         return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
@@ -166,6 +181,8 @@ class InceptionNet(nn.Module):
             self.head = ClassifierHead(self.num_features, num_classes, global_pool or "avg", self.drop_rate)
         else:
             self.head = self.head.reset(num_classes, global_pool)
+        if self.aux_head is not None:
+            self.aux_head = AuxHead(self.aux_head.conv1.conv.in_channels, num_classes) if num_classes else None
         self.num_classes = num_classes
         self.features_only = False
 
@@ -188,6 +205,7 @@ class InceptionNet(nn.Module):
                 parent, _, child = name.rpartition(".")
                 setattr(self.get_submodule(parent) if parent else self, child, nn.Identity())
         self.head = None
+        self.aux_head = None
         self.features_only = True
         self.out_indices = indices
         return self
@@ -196,3 +214,9 @@ class InceptionNet(nn.Module):
 def _check_num_classes(num_classes: int) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+
+
+def stage_b_chs(model: InceptionNet) -> int:
+    """Width of the 17x17 stage (the input of Reduction-B)."""
+    block = model.stage_b[-1]
+    return block.out_chs
