@@ -276,3 +276,10 @@ def test_freeze_backbone_trains_the_head_only(tmp_path):
     assert torch.equal(after["stem.conv1a.conv.weight"], init["stem.conv1a.conv.weight"])
     assert torch.equal(after["stage_b.3.expand.weight"], init["stage_b.3.expand.weight"])
     assert not torch.equal(after["head.fc.weight"], init["head.fc.weight"])
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
+    s = train(**SMALL, max_steps=2, amp="bf16", channels_last=True, plots=False, out_dir=str(tmp_path))
+    assert s["status"] == "finished" and math.isfinite(s["val_loss"])
+    with pytest.raises(ValueError, match="amp must be none, bf16 or fp16"):
+        train(**SMALL, amp="fp8", out_dir=str(tmp_path / "x"))
