@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import inceptionv4 as iv
-from inceptionv4.weights import UnsafeFileError, convert_state_dict  # noqa: F401
+from inceptionv4.weights import UnsafeFileError
 
 
 class _Payload:

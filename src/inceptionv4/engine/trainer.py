@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -182,7 +183,16 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
 
     runlog = RunLog(out_dir, r, resume=resumed_from is not None) if world.is_main else None
     stop = {"sigterm": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("sigterm", True))
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be caught there
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("sigterm", True)) if in_main_thread else None
+
+    sched = {
+        "base_lr": r["lr"],
+        "schedule": r["schedule"],
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": cfg.epochs,
+        "warmup_epochs": r["warmup_epochs"],
+    }
 
     def checkpoint() -> Path | None:
         if not world.is_main:
@@ -205,13 +215,6 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
             global_step,
         )
 
-    sched = {
-        "base_lr": r["lr"],
-        "schedule": r["schedule"],
-        "steps_per_epoch": steps_per_epoch,
-        "epochs": cfg.epochs,
-        "warmup_epochs": r["warmup_epochs"],
-    }
     amp_dtype = _amp_dtype(cfg.amp)
     last_eval: dict = {}
     status = "finished"
@@ -260,8 +263,10 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                             loss = loss + cfg.aux_weight * F.cross_entropy(
                                 aux.float(), y, label_smoothing=r["label_smoothing"]
                             )
-                    scaler.scale(loss / cfg.accum_steps).backward() if math.isfinite(loss.item()) else None
-                    step_loss += loss.item() * len(y)
+                    value = loss.item()
+                    if math.isfinite(value):  # a non-finite loss is dealt with below, for the whole step
+                        scaler.scale(loss / cfg.accum_steps).backward()
+                    step_loss += value * len(y)
                     step_n += len(y)
                 bad = broadcast_flag(not math.isfinite(step_loss), world)
                 if bad:
@@ -333,7 +338,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
             log.info("epoch %d: val top-1 %.2f%%, top-5 %.2f%%", epoch + 1, last_eval["top1"], last_eval["top5"])
             checkpoint()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         if runlog is not None:
             runlog.close()
 

@@ -134,8 +134,6 @@ def detect_source(tensors: dict[str, object], path: object = "") -> str:
     keys = set(tensors)
     if any(k.startswith(("stem.", "stage_a.")) for k in keys):
         return "inceptionv4"
-    if meta_source := tensors.get("__source__"):  # pragma: no cover - reserved
-        return str(meta_source)
     if "last_bn.weight" in keys or any(k.startswith("repeat_3.") for k in keys):
         return "facenet"
     if any(k.startswith(("features.", "conv2d_1a.", "mixed_5b.")) for k in keys):
