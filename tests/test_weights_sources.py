@@ -16,16 +16,26 @@ from inceptionv4.weights.readers import read_keras_h5, read_tf_checkpoint
 from .conftest import randomize_bn
 
 
-# -- Cadene (pretrainedmodels): timm's names, classifier called last_linear ----------------------
-def test_cadene_inception_resnet_v2_names():
-    timm = pytest.importorskip("timm")
-    ref = randomize_bn(timm.create_model("inception_resnet_v2", num_classes=6)).eval()
-    sd = {k.replace("classif.", "last_linear."): v for k, v in ref.state_dict().items()}
-    ours = iv.create_model("inception_resnet_v2", num_classes=6).eval()
-    ours.load_state_dict(convert_state_dict(sd, source="cadene", model="inception_resnet_v2"))
-    x = torch.randn(1, 3, 160, 160)
+# -- Cadene (pretrainedmodels): 1001 classes, background first --------------------------------------
+@pytest.mark.parametrize("name, cls", [("inception_v4", "InceptionV4"), ("inception_resnet_v2", "InceptionResNetV2")])
+def test_cadene_pretrainedmodels(name, cls):
+    pytest.importorskip("pretrainedmodels")
+    import importlib
+
+    module = importlib.import_module(f"pretrainedmodels.models.{cls.lower()}")
+    torch.manual_seed(0)
+    ref = randomize_bn(getattr(module, cls)(num_classes=1001)).eval()
     with torch.no_grad():
-        assert (ref(x) - ours(x)).abs().max() < 1e-4
+        ref.last_linear.weight.mul_(20.0)
+    ours = iv.create_model(name).eval()
+    ours.load_state_dict(convert_state_dict(ref.state_dict(), source="cadene", model=name))  # background dropped
+    x = torch.randn(1, 3, 299, 299)
+    with torch.no_grad():
+        expected, got = ref(x)[:, 1:], ours(x)
+    assert got.shape == (1, 1000) and expected.abs().max() > 0.5
+    assert (expected - got).abs().max() < 1e-4
+    kept = convert_state_dict(ref.state_dict(), source="cadene", model=name, keep_background=True)
+    assert kept["head.fc.weight"].shape[0] == 1001
 
 
 # -- facenet-pytorch InceptionResnetV1 -----------------------------------------------------------
