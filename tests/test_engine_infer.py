@@ -143,3 +143,18 @@ def test_bench_reports_ratio_against_timm():
     assert t["ours"]["latency_p50_ms"] > 0
     with pytest.raises(ValueError, match="timm has no inception_resnet_v2_paper"):
         benchmark("inception_resnet_v2_paper", batch_size=1, input_size=75, iters=1, warmup=0, compare="timm")
+
+
+def test_eval_cli_writes_report_and_confusion_png(small_model, folder, tmp_path, capsys):
+    iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
+    report = tmp_path / "out" / "report.json"
+    args = ["eval", "--ensemble", str(tmp_path / "m.safetensors"), str(tmp_path / "m.safetensors"), "--data", str(folder),
+            "--crops", "10", "--report", str(report), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "6 images, 10 crop(s), 2 model(s): top-1" in captured.out and "corrupt.jpg" in captured.err
+    data = json.loads(report.read_text())
+    assert set(data["per_class_top1"]) == {"red", "green", "blue"} and len(data["confusion"]) == 3
+    assert (tmp_path / "out" / "report.confusion.png").stat().st_size > 1000
+    assert main(["eval", "--weights", str(tmp_path / "m.safetensors")]) == 2  # no data given: one clear line
+    assert "give --data" in capsys.readouterr().err

@@ -119,7 +119,9 @@ def _eval(args: argparse.Namespace) -> int:
     from .engine.protocols import evaluate_protocol
     from .engine.runlog import plot_confusion
 
-    models = _load_models(args.weights, args.model)
+    models = _load_models(args.weights + (args.ensemble or []), args.model)
+    if not (args.data or args.list):
+        raise ValueError("give --data (a folder of class folders) or --list (a list file)")
     kind = "list" if args.list else "folder"
     dataset = build_dataset(kind, "val", root=args.list or args.data)
     report = evaluate_protocol(
@@ -227,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="the network, for weights files that do not say it")
     p.add_argument("--data", help="a folder of class folders (ImageNet WordNet-id folders map automatically)")
     p.add_argument("--list", help="a list file of '<path> <label>' lines instead of --data")
+    p.add_argument("--ensemble", nargs="+", help="several weights files whose softmax is averaged (Table 5)")
     p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
