@@ -22,6 +22,7 @@ import torch
 import inceptionv4 as iv
 from inceptionv4.engine.export import export_model
 from inceptionv4.models.fold import fold_batchnorm
+from inceptionv4.models.inference import optimize_for_inference
 
 
 def timed(fn, warmup: int, iters: int) -> list[float]:
@@ -76,6 +77,7 @@ def main() -> None:
         ours = iv.create_model(name).eval()
         theirs = timm.create_model(name).eval()
         folded = fold_batchnorm(ours)
+        fast = optimize_for_inference(ours)
         xb = torch.randn(args.batch, 3, args.size, args.size)
         x1 = xb[:1].clone()
         paths = {
@@ -84,13 +86,15 @@ def main() -> None:
             "ours eager NCHW": torch_runner(ours, xb),
             "ours eager channels_last": torch_runner(ours, xb, channels_last=True),
             "ours folded-BN channels_last": torch_runner(folded, xb, channels_last=True),
+            "ours optimize_for_inference": torch_runner(fast, xb, channels_last=True),
             "onnxruntime fp32 (our export)": ort_runner(ours, xb, os.path.join(tmp, f"{name}.onnx")),
         }
         if args.bf16:
-            paths["ours folded-BN channels_last bf16"] = torch_runner(folded, xb, channels_last=True, bf16=True)
+            paths["ours optimize_for_inference bf16"] = torch_runner(fast, xb, channels_last=True, bf16=True)
         lat = {
             "timm eager NCHW": torch_runner(theirs, x1),
             "ours folded-BN channels_last": torch_runner(folded, x1, channels_last=True),
+            "ours optimize_for_inference": torch_runner(fast, x1, channels_last=True),
             "onnxruntime fp32 (our export)": ort_runner(ours, x1, os.path.join(tmp, f"{name}-1.onnx")),
         }
         base = None

@@ -178,7 +178,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     r = benchmark(args.model, batch_size=args.batch_size, input_size=args.input_size, device=args.device,
                   precision=args.precision, channels_last=args.channels_last, compile=args.compile, mode=args.mode,
-                  warmup=args.warmup, iters=args.iters, compare=args.compare)  # fmt: skip
+                  warmup=args.warmup, iters=args.iters, compare=args.compare, optimize=args.optimize)  # fmt: skip
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--compare", choices=("timm",))
+    p.add_argument("--optimize", action="store_true", help="measure optimize_for_inference (folded BN, merged 1x1s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)
 

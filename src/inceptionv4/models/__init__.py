@@ -1,6 +1,7 @@
 """The networks of Szegedy et al. 2016, one module per figure (see docs/architecture.md)."""
 
 from .complexity import count_flops, count_params
+from .inference import optimize_for_inference
 from .network import FeatureInfo, InceptionNet
 from .registry import ModelCard, create_model, get_model_card, list_models
 
@@ -13,4 +14,5 @@ __all__ = [
     "create_model",
     "get_model_card",
     "list_models",
+    "optimize_for_inference",
 ]
