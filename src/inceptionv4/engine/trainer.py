@@ -243,7 +243,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 torch.manual_seed(_seed_of(cfg.seed, "step", world.rank, global_step))  # dropout of this step
-                step_loss, step_n = 0.0, 0
+                step_loss_t, step_n = torch.zeros((), device=world.device), 0
                 for m in range(cfg.accum_steps):
                     batch = next(micro)
                     skipped_files += batch["skipped"]
@@ -255,19 +255,20 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                     y = batch["labels"].to(world.device, non_blocking=True)
                     sync = m == cfg.accum_steps - 1 or not world.distributed
                     ctx = contextlib.nullcontext() if sync else net.no_sync()
-                    with ctx, torch.autocast(world.device.type, dtype=amp_dtype, enabled=cfg.amp != "none"):
-                        out = net(x)
-                        logits, aux = out if isinstance(out, tuple) else (out, None)
-                        loss = F.cross_entropy(logits.float(), y, label_smoothing=r["label_smoothing"])
-                        if aux is not None:
-                            loss = loss + cfg.aux_weight * F.cross_entropy(
-                                aux.float(), y, label_smoothing=r["label_smoothing"]
-                            )
-                    value = loss.item()
-                    if math.isfinite(value):  # a non-finite loss is dealt with below, for the whole step
+                    with ctx:  # forward and backward inside no_sync: gradients all-reduce once a step
+                        with torch.autocast(world.device.type, dtype=amp_dtype, enabled=cfg.amp != "none"):
+                            out = net(x)
+                            logits, aux = out if isinstance(out, tuple) else (out, None)
+                            loss = F.cross_entropy(logits.float(), y, label_smoothing=r["label_smoothing"])
+                            if aux is not None:
+                                loss = loss + cfg.aux_weight * F.cross_entropy(
+                                    aux.float(), y, label_smoothing=r["label_smoothing"]
+                                )
+                        # a non-finite loss poisons only gradients that are dropped below, on every rank
                         scaler.scale(loss / cfg.accum_steps).backward()
-                    step_loss += value * len(y)
+                    step_loss_t += loss.detach().float() * len(y)
                     step_n += len(y)
+                step_loss = step_loss_t.item()  # the one host sync of a step
                 bad = broadcast_flag(not math.isfinite(step_loss), world)
                 if bad:
                     optimizer.zero_grad(set_to_none=True)
