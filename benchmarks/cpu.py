@@ -48,6 +48,27 @@ def torch_runner(model, x, channels_last=False, bf16=False):
     return run
 
 
+def compiled_runner(model, x):
+    """torch.compile (inductor, with constant freezing) of the BN-folded, channels_last model."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    model = model.eval().to(memory_format=torch.channels_last)
+    x = x.to(memory_format=torch.channels_last)
+    compiled = torch.compile(model)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        compiled(x)
+    compiled.compile_seconds = time.perf_counter() - start
+
+    def run():
+        with torch.inference_mode():
+            compiled(x)
+
+    run.compile_seconds = compiled.compile_seconds
+    return run
+
+
 def ort_runner(model, x, path):
     import onnxruntime as ort
 
@@ -67,6 +88,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--bf16", action="store_true", help="also measure bf16 autocast (worth it with AVX-512 BF16 / AMX)")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (about a minute per shape)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     import timm
@@ -89,6 +111,8 @@ def main() -> None:
             "ours optimize_for_inference": torch_runner(fast, xb, channels_last=True),
             "onnxruntime fp32 (our export)": ort_runner(ours, xb, os.path.join(tmp, f"{name}.onnx")),
         }
+        if args.compile:
+            paths["ours folded-BN torch.compile (inductor, freezing)"] = compiled_runner(folded, xb)
         if args.bf16:
             paths["ours optimize_for_inference bf16"] = torch_runner(fast, xb, channels_last=True, bf16=True)
         lat = {
@@ -97,15 +121,30 @@ def main() -> None:
             "ours optimize_for_inference": torch_runner(fast, x1, channels_last=True),
             "onnxruntime fp32 (our export)": ort_runner(ours, x1, os.path.join(tmp, f"{name}-1.onnx")),
         }
-        base = None
-        for label, fn in paths.items():
-            t = timed(fn, args.warmup, args.iters)
-            ips = args.batch * len(t) / sum(t)
-            base = base or ips
-            rows.append({"model": name, "path": label, "batch": args.batch, "img_per_s": ips, "vs_timm": ips / base})
-        for label, fn in lat.items():
-            t = timed(fn, args.warmup, max(args.iters * 2, 5))
-            rows.append({"model": name, "path": label, "batch": 1, "latency_ms": 1000 * statistics.median(t)})
+        if args.compile:
+            lat["ours folded-BN torch.compile (inductor, freezing)"] = compiled_runner(folded, x1)
+        # Round-robin: every path is timed once per round, so slow drifts of the shared machine
+        # (throttling, neighbours) hit all paths alike; each figure is the median over rounds.
+        for group, batch, key in ((paths, args.batch, "img_per_s"), (lat, 1, "latency_ms")):
+            for fn in group.values():
+                timed(fn, args.warmup, 0)
+            samples = {label: [] for label in group}
+            for _ in range(args.iters if key == "img_per_s" else max(args.iters * 2, 5)):
+                for label, fn in group.items():
+                    samples[label] += timed(fn, 0, 1)
+            base = None
+            for label, fn in group.items():
+                t = statistics.median(samples[label])
+                row = {"model": name, "path": label, "batch": batch}
+                if key == "img_per_s":
+                    ips = batch / t
+                    base = base or ips
+                    row.update(img_per_s=ips, vs_timm=ips / base)
+                else:
+                    row["latency_ms"] = 1000 * t
+                if hasattr(fn, "compile_seconds"):
+                    row["compile_s"] = fn.compile_seconds
+                rows.append(row)
     meta = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores ({platform.processor() or 'cpu'})",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
             "size": args.size}  # fmt: skip
