@@ -18,59 +18,18 @@ from datetime import date
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import inceptionv4 as iv
+from inceptionv4.engine.bench import measure
 from inceptionv4.models.fold import fold_batchnorm
 
 
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def measure(fn, dev, warmup: int, iters: int) -> float:
-    """Seconds per call, median over ``iters`` after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    sync(dev)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        sync(dev)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def inference(model, batch, size, dev, warmup, iters):
-    model = model.to(dev).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=torch.channels_last)
-
-    def run():
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
-            model(x)
-
-    return batch / measure(run, dev, warmup, iters)
-
-
-def training(model, batch, size, dev, warmup, iters):
-    model = model.to(dev).train().to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)
-    x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device=dev)
-
-    def step():
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
-            out = model(x)
-            out = out[0] if isinstance(out, tuple) else out
-            loss = F.cross_entropy(out.float(), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return batch / measure(step, dev, warmup, iters)
+def throughput(model, mode: str, batch: int, size: int, dev: torch.device, warmup: int, iters: int,
+               compile: bool = False) -> float:  # fmt: skip
+    """img/s of ``inceptionv4 bench``'s measurement: bf16 autocast, channels_last."""
+    return measure(model, batch_size=batch, input_size=size, device=str(dev), precision="bf16", channels_last=True,
+                   compile=compile, mode=mode, warmup=warmup, iters=iters)["img_per_s"]  # fmt: skip
 
 
 def jpegs(n: int, rng: np.random.Generator) -> list[bytes]:
@@ -107,10 +66,15 @@ def pipeline_gpu(data: list[bytes], size: int, dev: torch.device) -> float:
 
     def run():
         images = decode_jpeg(encoded, device=dev)
-        batch = torch.stack([crop(img) for img in images]).float().div_(127.5).sub_(1.0)
-        return batch
+        return torch.stack([crop(img) for img in images]).float().div_(127.5).sub_(1.0)
 
-    return len(data) / measure(run, dev, 1, 3)
+    run()  # warm-up: nvJPEG handles, kernels
+    torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize(dev)
+    return 3 * len(data) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -130,18 +94,20 @@ def main() -> None:
     for name in ("inception_v4", "inception_resnet_v2"):
         ours, theirs = iv.create_model(name), timm.create_model(name)
         r = {"model": name}
-        r["timm_eager_inf"] = inference(theirs, bs_inf, size, dev, warmup, iters)
-        r["ours_eager_inf"] = inference(ours, bs_inf, size, dev, warmup, iters)
-        r["ours_folded_inf"] = inference(fold_batchnorm(ours), bs_inf, size, dev, warmup, iters)
+        inf = {"mode": "inference", "batch": bs_inf, "size": size, "dev": dev, "warmup": warmup, "iters": iters}
+        r["timm_eager_inf"] = throughput(theirs, **inf)
+        r["ours_eager_inf"] = throughput(ours, **inf)
+        r["ours_folded_inf"] = throughput(fold_batchnorm(ours), **inf)
         if dev.type == "cuda":
             t0 = time.perf_counter()
-            r["timm_compiled_inf"] = inference(torch.compile(timm.create_model(name)), bs_inf, size, dev, warmup, iters)
-            r["timm_compile_s"] = time.perf_counter() - t0
+            r["timm_compiled_inf"] = throughput(timm.create_model(name), **inf, compile=True)
+            r["timm_compile_s"] = time.perf_counter() - t0  # compilation plus the timed calls
             t0 = time.perf_counter()
-            r["ours_compiled_inf"] = inference(torch.compile(fold_batchnorm(ours)), bs_inf, size, dev, warmup, iters)
+            r["ours_compiled_inf"] = throughput(fold_batchnorm(ours), **inf, compile=True)
             r["ours_compile_s"] = time.perf_counter() - t0
-        r["timm_eager_train"] = training(timm.create_model(name), bs_train, size, dev, warmup, iters)
-        r["ours_eager_train"] = training(iv.create_model(name), bs_train, size, dev, warmup, iters)
+        train = {**inf, "mode": "train", "batch": bs_train}
+        r["timm_eager_train"] = throughput(timm.create_model(name), **train)
+        r["ours_eager_train"] = throughput(iv.create_model(name), **train)
         rows.append(r)
         del ours, theirs
         if dev.type == "cuda":
