@@ -1,29 +1,140 @@
-"""The inference form computes what the per-figure network computes."""
+"""The inference forms compute what the per-figure network computes."""
 
+import copy
+
+import pytest
 import torch
+from torch import nn
 
 import inceptionv4 as iv
-from inceptionv4.models.inference import MergedOpenings, optimize_for_inference
+from inceptionv4.models.inference import (
+    BatchParallel,
+    FusedResidual,
+    MergedOpenings,
+    PackedConv2d,
+    optimize_for_inference,
+    prepacking_available,
+)
 
 from .conftest import randomize_bn
 
+needs_onednn = pytest.mark.skipif(not prepacking_available(), reason="this PyTorch has no oneDNN")
+
+
+def _model(name: str, classes: int = 10) -> nn.Module:
+    torch.manual_seed(0)
+    return randomize_bn(iv.create_model(name, num_classes=classes)).eval()
+
 
 def test_optimized_equals_eager(model_name):
-    torch.manual_seed(0)
-    model = randomize_bn(iv.create_model(model_name, num_classes=10)).eval()
-    fast = optimize_for_inference(model)
-    merged = [m for m in fast.modules() if isinstance(m, MergedOpenings)]
-    assert len(merged) >= 5  # every multi-branch block opens with one merged conv
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    model = _model(model_name)
     x = torch.randn(2, 3, 91, 91)
     with torch.no_grad():
-        assert (fast(x.to(memory_format=torch.channels_last)) - model(x)).abs().max() < 1e-4
-        assert (fast(x) - model(x)).abs().max() < 1e-4  # contiguous input works too
+        ref = model(x)
+        for options in ({}, {"merge_1x1": True}, {"prepack": False, "merge_1x1": True}):
+            fast = optimize_for_inference(model, **options)
+            assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+            assert (fast(x.to(memory_format=torch.channels_last)) - ref).abs().max() < 1e-4, options
+            assert (fast(x) - ref).abs().max() < 1e-4, options  # contiguous input works too
+            assert (fast(x[:1]) - ref[:1]).abs().max() < 1e-4, options  # a second input shape
+
+
+@needs_onednn
+def test_prepacked_form_replaces_every_conv(model_name):
+    model = _model(model_name)
+    fast = optimize_for_inference(model)
+    plain = [m for m in fast.modules() if type(m) is nn.Conv2d]
+    assert plain == []  # every trunk conv is a PackedConv2d (the classifier is a Linear)
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert sum(isinstance(m, PackedConv2d) for m in fast.modules()) == convs
+    residual = sum(isinstance(m, iv.models.layers.ResidualInception) for m in model.modules())
+    assert sum(isinstance(m, FusedResidual) for m in fast.modules()) == residual
+    assert model_name == "inception_v4" or residual >= 20
+
+
+@needs_onednn
+def test_packed_conv_paths_agree():
+    """The oneDNN path and the fallback (autograd, autocast, other dtypes) give one function."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 24, (1, 7), padding=(0, 3), bias=True)
+    packed = PackedConv2d(conv, relu=True)
+    x = torch.randn(3, 16, 12, 12).to(memory_format=torch.channels_last)
+    residual = torch.randn(3, 24, 12, 12).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = torch.relu(conv(x))
+        assert (packed(x) - want).abs().max() < 1e-5
+        assert len(packed._packed) == 1  # packed once for this shape ...
+        packed(x)
+        assert len(packed._packed) == 1  # ... and reused
+        assert (packed(x, residual=residual) - torch.relu(conv(x) + residual)).abs().max() < 1e-5
+        as_double = copy.deepcopy(packed).double()
+        assert (as_double(x.double()) - want.double()).abs().max() < 1e-5  # fallback for float64
+    y = packed(x.requires_grad_())  # autograd: fallback, and gradients flow
+    y.sum().backward()
+    assert x.grad is not None and (y - want).abs().max() < 1e-5
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert packed(x).dtype == torch.bfloat16  # autocast is honoured, not bypassed
+
+
+@needs_onednn
+def test_packed_cache_is_bounded_and_follows_dtype_changes():
+    packed = PackedConv2d(nn.Conv2d(4, 8, 3, padding=1), relu=False)
+    with torch.no_grad():
+        for size in range(8, 8 + PackedConv2d.MAX_SHAPES + 3):
+            packed(torch.randn(1, 4, size, size))
+        assert len(packed._packed) == PackedConv2d.MAX_SHAPES
+        packed.double()
+        assert packed._packed == {} and packed.weight.dtype == torch.float64
+
+
+@needs_onednn
+def test_optimized_form_exports_and_traces():
+    """Tracing and torch.export take the plain path, so the fast form stays exportable."""
+    model = _model("inception_resnet_v1")
+    fast = optimize_for_inference(model)
+    x = torch.randn(1, 3, 75, 75)
+    with torch.no_grad():
+        ref = model(x)
+        traced = torch.jit.trace(fast, x)
+        assert (traced(x) - ref).abs().max() < 1e-4
+        program = torch.export.export(fast, (x,))
+        assert (program.module()(x) - ref).abs().max() < 1e-4
 
 
 def test_merge_counts_for_inception_v4():
     with torch.no_grad():
-        fast = optimize_for_inference(iv.create_model("inception_v4").eval(), channels_last=False)
-    merged = {type(m.block).__name__: m.merged.out_channels for m in fast.modules() if isinstance(m, MergedOpenings)}
+        fast = optimize_for_inference(iv.create_model("inception_v4").eval(), merge_1x1=True, channels_last=False)
+    merged = {type(m.block).__name__: m.merged[0].out_channels if isinstance(m.merged, nn.Sequential)
+              else m.merged.weight.shape[0] for m in fast.modules() if isinstance(m, MergedOpenings)}  # fmt: skip
     # Inception-A: 96 + 64 + 64; Inception-B: 384 + 192 + 192; Inception-C: 256 + 384 + 384; Reduction-B: 192 + 256
     assert merged == {"StemSplit2": 128, "InceptionA": 224, "InceptionB": 768, "ReductionB": 448, "InceptionC": 1024}
+
+
+def test_batch_parallel_equals_the_model_and_keeps_order():
+    model = optimize_for_inference(_model("inception_resnet_v1"))
+    parallel = BatchParallel(model, workers=2, chunk=2)
+    x = torch.randn(7, 3, 75, 75)  # 4 chunks, the last one short
+    with torch.inference_mode():
+        ref = model(x)
+        out = parallel(x)
+    assert out.shape == ref.shape and (out - ref).abs().max() < 1e-5
+    assert torch.get_num_threads() == 2  # the workers' single thread does not leak into the caller
+    clone = copy.deepcopy(parallel)  # copies start their own threads
+    with torch.inference_mode():
+        assert (clone(x) - ref).abs().max() < 1e-5
+    parallel.close()
+    clone.close()
+
+
+def test_batch_parallel_raises_the_workers_error():
+    class Fails(nn.Module):
+        def forward(self, x):
+            if x.shape[0] < 2:
+                raise ValueError("chunk too small")
+            return x
+
+    parallel = BatchParallel(Fails(), workers=2, chunk=2)
+    with pytest.raises(ValueError, match="chunk too small"):
+        parallel(torch.zeros(5, 1))
+    with pytest.raises(ValueError, match="chunk must be"):
+        BatchParallel(Fails(), chunk=0)

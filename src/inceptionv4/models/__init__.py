@@ -1,14 +1,16 @@
 """The networks of Szegedy et al. 2016, one module per figure (see docs/architecture.md)."""
 
 from .complexity import count_flops, count_params
-from .inference import optimize_for_inference
+from .inference import BatchParallel, compile_for_inference, optimize_for_inference
 from .network import FeatureInfo, InceptionNet
 from .registry import ModelCard, create_model, get_model_card, list_models
 
 __all__ = [
+    "BatchParallel",
     "FeatureInfo",
     "InceptionNet",
     "ModelCard",
+    "compile_for_inference",
     "count_flops",
     "count_params",
     "create_model",
