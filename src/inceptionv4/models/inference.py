@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
 from torch.nn import functional as F
 
 from .fold import fold_batchnorm
