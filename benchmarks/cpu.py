@@ -1,9 +1,10 @@
 """The CPU table: our eager paths, timm and onnxruntime, measured side by side in one run.
 
-    python benchmarks/cpu.py [--models inception_v4 inception_resnet_v2] [--batch 16] [--iters 5] [--json out.json]
+    python benchmarks/cpu.py [--models inception_v4 inception_resnet_v2] [--batch 16] [--rounds 5]
+                             [--compile] [--bf16] [--json out.json]
 
 Prints a markdown table (img/s at batch 16, latency at batch 1) with every figure also as a ratio
-to timm's eager NCHW model measured in the same process.
+to timm's eager NCHW model and to onnxruntime, both measured in the same rounds of the same process.
 """
 
 from __future__ import annotations
@@ -21,19 +22,8 @@ import torch
 
 import inceptionv4 as iv
 from inceptionv4.engine.export import export_model
+from inceptionv4.models import BatchParallel, compile_for_inference, optimize_for_inference
 from inceptionv4.models.fold import fold_batchnorm
-from inceptionv4.models.inference import optimize_for_inference
-
-
-def timed(fn, warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def torch_runner(model, x, channels_last=False, bf16=False):
@@ -43,29 +33,24 @@ def torch_runner(model, x, channels_last=False, bf16=False):
 
     def run():
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            model(x)
+            return model(x)
 
     return run
 
 
 def compiled_runner(model, x):
-    """torch.compile (inductor, with constant freezing) of the BN-folded, channels_last model."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    model = model.eval().to(memory_format=torch.channels_last)
+    """compile_for_inference: inductor with constant freezing and the C++ wrapper; compile time recorded."""
+    compiled = compile_for_inference(model)
     x = x.to(memory_format=torch.channels_last)
-    compiled = torch.compile(model)
     start = time.perf_counter()
     with torch.inference_mode():
         compiled(x)
-    compiled.compile_seconds = time.perf_counter() - start
 
     def run():
         with torch.inference_mode():
-            compiled(x)
+            return compiled(x)
 
-    run.compile_seconds = compiled.compile_seconds
+    run.compile_seconds = time.perf_counter() - start
     return run
 
 
@@ -77,7 +62,33 @@ def ort_runner(model, x, path):
     opts.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     feed = {"images": x.numpy()}
-    return lambda: session.run(None, feed)
+    return lambda: torch.from_numpy(session.run(None, feed)[0])
+
+
+def paired_rounds(paths: dict, rounds: int, warmup: int, gap: float) -> dict[str, list[float]]:
+    """Seconds per call of every path, timed in rounds (order reversed every other round).
+
+    The shared machine's speed drifts by tens of percent within a minute; a path compared with
+    another in the same round sees the same drift, so ratios are taken round by round. ``gap``
+    lets the previous path's idle threads (onnxruntime's spin-waiting pool, OpenMP's) go to
+    sleep before the next path is timed: without it, whichever path runs second loses a core.
+    """
+    for fn in paths.values():
+        for _ in range(warmup):
+            fn()
+    names, samples = list(paths), {label: [] for label in paths}
+    for r in range(rounds):
+        for label in names if r % 2 == 0 else names[::-1]:
+            time.sleep(gap)
+            start = time.perf_counter()
+            paths[label]()
+            samples[label].append(time.perf_counter() - start)
+    return samples
+
+
+def paired_ratio(samples: dict[str, list[float]], label: str, base: str) -> float:
+    """Median over rounds of time(base) / time(label): how many times faster ``label`` is."""
+    return statistics.median(b / a for a, b in zip(samples[label], samples[base], strict=True))
 
 
 def main() -> None:
@@ -86,11 +97,18 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=299)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds at --batch (batch 1 gets 3x as many)")
+    ap.add_argument("--gap", type=float, default=0.1, help="seconds of idle before each timed call")
+    ap.add_argument("--chunk", type=int, default=4, help="images per BatchParallel task")
     ap.add_argument("--bf16", action="store_true", help="also measure bf16 autocast (worth it with AVX-512 BF16 / AMX)")
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (about a minute per shape)")
+    ap.add_argument(
+        "--compile", action="store_true", help="also measure compile_for_inference (about a minute per shape)"
+    )
+    ap.add_argument("--quick", action="store_true", help="a smoke run: batch 2, 1 round, 75 px")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
+    if args.quick:
+        args.batch, args.rounds, args.warmup, args.size, args.gap = 2, 1, 1, 75, 0.0
     import timm
 
     rows, tmp = [], tempfile.mkdtemp()
@@ -98,56 +116,50 @@ def main() -> None:
         torch.manual_seed(0)
         ours = iv.create_model(name).eval()
         theirs = timm.create_model(name).eval()
-        folded = fold_batchnorm(ours)
         fast = optimize_for_inference(ours)
         xb = torch.randn(args.batch, 3, args.size, args.size)
         x1 = xb[:1].clone()
+        groups = []
         paths = {
             "timm eager NCHW": torch_runner(theirs, xb),
             "timm eager channels_last": torch_runner(theirs, xb, channels_last=True),
             "ours eager NCHW": torch_runner(ours, xb),
-            "ours eager channels_last": torch_runner(ours, xb, channels_last=True),
-            "ours folded-BN channels_last": torch_runner(folded, xb, channels_last=True),
+            "ours folded-BN channels_last": torch_runner(fold_batchnorm(ours), xb, channels_last=True),
             "ours optimize_for_inference": torch_runner(fast, xb, channels_last=True),
+            f"ours optimize_for_inference + BatchParallel(chunk={args.chunk})": torch_runner(
+                BatchParallel(fast, chunk=args.chunk), xb, channels_last=True
+            ),
             "onnxruntime fp32 (our export)": ort_runner(ours, xb, os.path.join(tmp, f"{name}.onnx")),
         }
         if args.compile:
-            paths["ours folded-BN torch.compile (inductor, freezing)"] = compiled_runner(folded, xb)
+            paths["ours compile_for_inference"] = compiled_runner(ours, xb)
         if args.bf16:
             paths["ours optimize_for_inference bf16"] = torch_runner(fast, xb, channels_last=True, bf16=True)
+        groups.append((paths, args.batch, args.rounds))
         lat = {
             "timm eager NCHW": torch_runner(theirs, x1),
-            "ours folded-BN channels_last": torch_runner(folded, x1, channels_last=True),
             "ours optimize_for_inference": torch_runner(fast, x1, channels_last=True),
             "onnxruntime fp32 (our export)": ort_runner(ours, x1, os.path.join(tmp, f"{name}-1.onnx")),
         }
         if args.compile:
-            lat["ours folded-BN torch.compile (inductor, freezing)"] = compiled_runner(folded, x1)
-        # Round-robin: every path is timed once per round, so slow drifts of the shared machine
-        # (throttling, neighbours) hit all paths alike; each figure is the median over rounds.
-        for group, batch, key in ((paths, args.batch, "img_per_s"), (lat, 1, "latency_ms")):
-            for fn in group.values():
-                timed(fn, args.warmup, 0)
-            samples = {label: [] for label in group}
-            for _ in range(args.iters if key == "img_per_s" else max(args.iters * 2, 5)):
-                for label, fn in group.items():
-                    samples[label] += timed(fn, 0, 1)
-            base = None
+            lat["ours compile_for_inference"] = compiled_runner(ours, x1)
+        groups.append((lat, 1, 3 * args.rounds))
+        for group, batch, rounds in groups:
+            samples = paired_rounds(group, rounds, args.warmup, args.gap)
             for label, fn in group.items():
                 t = statistics.median(samples[label])
-                row = {"model": name, "path": label, "batch": batch}
-                if key == "img_per_s":
-                    ips = batch / t
-                    base = base or ips
-                    row.update(img_per_s=ips, vs_timm=ips / base)
-                else:
-                    row["latency_ms"] = 1000 * t
+                row = {"model": name, "path": label, "batch": batch, "img_per_s": batch / t, "latency_ms": 1000 * t,
+                       "vs_timm": paired_ratio(samples, label, "timm eager NCHW"),
+                       "vs_ort": paired_ratio(samples, label, "onnxruntime fp32 (our export)")}  # fmt: skip
+                if "bf16" in label:  # how often bf16 picks the class fp32 picks, on the same inputs
+                    same = fn().argmax(1) == group["ours optimize_for_inference"]().argmax(1)
+                    row["top1_agreement_vs_fp32"] = same.float().mean().item()
                 if hasattr(fn, "compile_seconds"):
                     row["compile_s"] = fn.compile_seconds
                 rows.append(row)
     meta = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores ({platform.processor() or 'cpu'})",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
-            "size": args.size}  # fmt: skip
+            "size": args.size, "rounds": args.rounds, "gap_s": args.gap}  # fmt: skip
     try:
         import onnxruntime
 
@@ -155,12 +167,13 @@ def main() -> None:
     except ImportError:
         pass
     print(f"\n{meta}\n")
-    print("| model | path | batch | img/s | vs timm eager NCHW | latency (ms) |\n|---|---|---|---|---|---|")
+    print("| model | path | batch | img/s | ms per batch | vs timm eager NCHW | vs onnxruntime |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        ips = f"{r['img_per_s']:.2f}" if "img_per_s" in r else ""
-        ratio = f"{r['vs_timm']:.2f}x" if "vs_timm" in r else ""
-        lat = f"{r['latency_ms']:.0f}" if "latency_ms" in r else ""
-        print(f"| {r['model']} | {r['path']} | {r['batch']} | {ips} | {ratio} | {lat} |")
+        extra = f" (compile {r['compile_s']:.0f} s)" if "compile_s" in r else ""
+        extra += f" (top-1 agreement {r['top1_agreement_vs_fp32']:.2f})" if "top1_agreement_vs_fp32" in r else ""
+        print(f"| {r['model']} | {r['path']}{extra} | {r['batch']} | {r['img_per_s']:.2f} | {r['latency_ms']:.0f} | "
+              f"{r['vs_timm']:.2f}x | {r['vs_ort']:.2f}x |")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)

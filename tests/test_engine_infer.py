@@ -93,6 +93,17 @@ def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path
     assert len(top) == 2 and top[0]["name"] in small_model.class_names and top[0]["prob"] >= top[1]["prob"]
 
 
+def test_predict_optimized_gives_the_same_answers(small_model, folder):
+    inputs = [str(folder / "red"), str(folder / "g*" / "*.png")]
+    plain = list(predict(small_model, inputs, topk=3, batch_size=3))
+    fast = list(predict(small_model, inputs, topk=3, batch_size=3, optimize=True))
+    assert [r["file"] for r in fast] == [r["file"] for r in plain] and len(fast) == 4
+    for a, b in zip(plain, fast, strict=True):
+        assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
+        assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 1e-5
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in small_model.modules())  # the caller's model untouched
+
+
 def test_predict_cli_exit_status_and_json(small_model, folder, tmp_path):
     iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
     args = ["predict", "--weights", str(tmp_path / "m.safetensors"), "--json", str(folder / "red" / "0.png"),
@@ -139,6 +150,10 @@ def test_bench_reports_ratio_against_timm():
     assert r["speedup_vs_timm"] == pytest.approx(r["ours"]["img_per_s"] / r["timm"]["img_per_s"])
     with torch.device("meta"):
         assert r["gflops_per_image"] == pytest.approx(count_flops(iv.create_model("inception_v4"), 75) / 1e9)
+    fast = benchmark("inception_v4", batch_size=4, input_size=75, warmup=1, iters=1, optimize=True, parallel=True)
+    assert fast["optimize"] and fast["parallel"] and fast["ours"]["img_per_s"] > 0
+    with pytest.raises(ValueError, match="inference only"):
+        benchmark("inception_v4", batch_size=2, input_size=75, iters=1, mode="train", optimize=True)
     t = benchmark("inception_resnet_v1", batch_size=2, input_size=75, warmup=1, iters=1, mode="train")
     assert t["ours"]["latency_p50_ms"] > 0
     with pytest.raises(ValueError, match="timm has no inception_resnet_v2_paper"):

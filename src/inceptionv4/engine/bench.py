@@ -67,27 +67,39 @@ def measure(model: nn.Module, *, batch_size: int, input_size: int, device: str =
 
 def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device: str = "cpu", precision: str = "fp32",
               channels_last: bool = False, compile: bool = False, mode: str = "inference", warmup: int = 3,
-              iters: int = 10, compare: str | None = None, optimize: bool = False) -> dict:  # fmt: skip
+              iters: int = 10, compare: str | None = None, optimize: bool = False,
+              parallel: bool = False) -> dict:  # fmt: skip
     """Measure ``name`` (and, with ``compare="timm"``, timm's model of the same name in the same run).
 
-    ``optimize`` measures :func:`~inceptionv4.models.inference.optimize_for_inference`'s form (inference only).
+    ``optimize`` measures :func:`~inceptionv4.models.inference.optimize_for_inference`'s form, or
+    with ``compile`` :func:`~inceptionv4.models.inference.compile_for_inference`; ``parallel`` wraps
+    ours in :class:`~inceptionv4.models.inference.BatchParallel` (both inference on CPU only).
     """
     settings = {"batch_size": batch_size, "input_size": input_size, "device": device, "precision": precision,
                 "channels_last": channels_last, "compile": compile, "mode": mode, "warmup": warmup, "iters": iters}  # fmt: skip
     ours = create_model(name, num_classes=1000)
     gflops = count_flops(ours, input_size) / 1e9 * (3 if mode == "train" else 1)
+    ours_settings = dict(settings)
+    if (optimize or parallel) and mode != "inference":
+        raise ValueError("optimize and parallel apply to inference only")
+    if parallel and device != "cpu":
+        raise ValueError("parallel splits batches over CPU threads; it needs device='cpu'")
     if optimize:
-        if mode != "inference":
-            raise ValueError("optimize applies to inference only")
-        from ..models.inference import optimize_for_inference
+        from ..models.inference import compile_for_inference, optimize_for_inference
 
-        ours = optimize_for_inference(ours)
+        ours = compile_for_inference(ours) if compile else optimize_for_inference(ours)
+        ours_settings.update(compile=False, channels_last=True)  # compiled / laid out already
+    if parallel:
+        from ..models.inference import BatchParallel
+
+        ours = BatchParallel(ours)
     result = {
         "model": name,
         **settings,
         "optimize": optimize,
+        "parallel": parallel,
         "gflops_per_image": gflops,
-        "ours": measure(ours, **settings),
+        "ours": measure(ours, **ours_settings),
     }
     result["ours"]["tflops"] = result["ours"]["img_per_s"] * gflops / 1000
     if compare == "timm":
