@@ -1,6 +1,9 @@
 """The inference forms compute what the per-figure network computes."""
 
 import copy
+import os
+import shutil
+import sysconfig
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from inceptionv4.models.inference import (
     FusedResidual,
     MergedOpenings,
     PackedConv2d,
+    compile_for_inference,
     optimize_for_inference,
     prepacking_available,
 )
@@ -138,3 +142,25 @@ def test_batch_parallel_raises_the_workers_error():
         parallel(torch.zeros(5, 1))
     with pytest.raises(ValueError, match="chunk must be"):
         BatchParallel(Fails(), chunk=0)
+
+
+HAS_TOOLCHAIN = bool(shutil.which("g++") or shutil.which("c++")) and os.path.exists(
+    os.path.join(sysconfig.get_paths()["include"], "Python.h")
+)
+
+
+@pytest.mark.skipif(not HAS_TOOLCHAIN, reason="inductor's C++ wrapper needs a C++ compiler and Python's headers")
+def test_compile_for_inference_is_the_same_function():
+    """Inductor with freezing and the C++ wrapper, on a small ConvBNReLU stack (a full network takes minutes)."""
+    from inceptionv4.models.layers import ConvBNReLU
+
+    torch.manual_seed(0)
+    net = randomize_bn(
+        nn.Sequential(ConvBNReLU(3, 8, 3, stride=2, padding="valid"), ConvBNReLU(8, 16, (1, 7)), ConvBNReLU(16, 8, 1))
+    )
+    net.eval()
+    compiled = compile_for_inference(net)
+    x = torch.randn(2, 3, 33, 33)
+    with torch.inference_mode():
+        assert (compiled(x) - net(x)).abs().max() < 1e-4
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the caller's network untouched
