@@ -104,6 +104,17 @@ def test_predict_optimized_gives_the_same_answers(small_model, folder):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in small_model.modules())  # the caller's model untouched
 
 
+def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys):
+    iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
+    assert main(["predict", "--weights", str(tmp_path / "m.safetensors"), "--optimize", str(folder / "red")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.split(": ")[1].split()[0] in small_model.class_names for line in out)
+    args = ["bench", "inception_resnet_v1", "--batch-size", "4", "--input-size", "75", "--warmup", "1", "--iters", "1",
+            "--optimize", "--parallel"]  # fmt: skip
+    assert main(args) == 0
+    assert "optimized batch-parallel:" in capsys.readouterr().out
+
+
 def test_predict_cli_exit_status_and_json(small_model, folder, tmp_path):
     iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
     args = ["predict", "--weights", str(tmp_path / "m.safetensors"), "--json", str(folder / "red" / "0.png"),

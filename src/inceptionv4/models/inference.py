@@ -233,7 +233,7 @@ def compile_for_inference(model: nn.Module, *, cpp_wrapper: bool = True) -> nn.M
 
     Inductor then packs every conv's weights once, fuses ReLU and residual adds into the kernels,
     and (``cpp_wrapper``) calls them from generated C++ rather than Python: the lowest batch-1
-    latency on CPU. The first call per input shape compiles (about a minute on 2 cores).
+    latency on CPU. The first call per input shape compiles (1-3 minutes on 2 cores).
     """
     fast = fold_batchnorm(model).to(memory_format=torch.channels_last).eval()
     return torch.compile(fast, options={"freezing": True, "cpp_wrapper": cpp_wrapper})
