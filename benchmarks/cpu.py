@@ -1,7 +1,7 @@
 """The CPU table: our eager paths, timm and onnxruntime, measured side by side in one run.
 
     python benchmarks/cpu.py [--models inception_v4 inception_resnet_v2] [--batch 16] [--rounds 5]
-                             [--compile] [--bf16] [--json out.json]
+                             [--compile] [--bf16] [--no-retain] [--json out.json]
 
 Prints a markdown table (img/s at batch 16, latency at batch 1) with every figure also as a ratio
 to timm's eager NCHW model and to onnxruntime, both measured in the same rounds of the same process.
@@ -22,7 +22,7 @@ import torch
 
 import inceptionv4 as iv
 from inceptionv4.engine.export import export_model
-from inceptionv4.models import BatchParallel, compile_for_inference, optimize_for_inference
+from inceptionv4.models import BatchParallel, compile_for_inference, optimize_for_inference, retain_freed_memory
 from inceptionv4.models.fold import fold_batchnorm
 
 
@@ -104,6 +104,8 @@ def main() -> None:
     ap.add_argument(
         "--compile", action="store_true", help="also measure compile_for_inference (about a minute per shape)"
     )
+    ap.add_argument("--no-retain", action="store_true",
+                    help="leave glibc malloc as it is (default: models.retain_freed_memory, for every path alike)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="a smoke run: batch 2, 1 round, 75 px")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -111,6 +113,9 @@ def main() -> None:
         args.batch, args.rounds, args.warmup, args.size, args.gap = 2, 1, 1, 75, 0.0
     import timm
 
+    # Every torch path then reuses its activations' memory instead of page-faulting it in afresh
+    # each call; onnxruntime has its own arena either way.
+    retained = False if args.no_retain else retain_freed_memory()
     rows, tmp = [], tempfile.mkdtemp()
     for name in args.models:
         torch.manual_seed(0)
@@ -159,7 +164,7 @@ def main() -> None:
                 rows.append(row)
     meta = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores ({platform.processor() or 'cpu'})",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
-            "size": args.size, "rounds": args.rounds, "gap_s": args.gap}  # fmt: skip
+            "size": args.size, "rounds": args.rounds, "gap_s": args.gap, "retain_freed_memory": retained}  # fmt: skip
     try:
         import onnxruntime
 

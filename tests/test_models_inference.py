@@ -3,6 +3,7 @@
 import copy
 import os
 import shutil
+import sys
 import sysconfig
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 
 import inceptionv4 as iv
 from inceptionv4.models.inference import (
+    AvgPoolAfter1x1,
     BatchParallel,
     FusedResidual,
     MergedOpenings,
@@ -114,6 +116,31 @@ def test_merge_counts_for_inception_v4():
     assert merged == {"StemSplit2": 128, "InceptionA": 224, "InceptionB": 768, "ReductionB": 448, "InceptionC": 1024}
 
 
+def test_avg_pool_moves_after_the_1x1_conv_exactly():
+    model = _model("inception_v4")
+    fast = optimize_for_inference(model)
+    moved = [m for m in fast.modules() if isinstance(m, AvgPoolAfter1x1)]
+    assert len(moved) == 4 + 7 + 3  # every Inception-A, -B and -C block's pool branch
+    assert all(m.pool.count_include_pad is False for m in moved)
+    if prepacking_available():
+        assert all(m.conv.conv.relu is False for m in moved)  # the ReLU runs after the pool
+    # one block, on a map whose borders make the pool average 4, 6 and 9 pixels
+    block = copy.deepcopy(model.stage_b[0])
+    x = torch.randn(2, 1024, 7, 9)
+    with torch.no_grad():
+        eager = block(x)
+        pooled_first = block.branch_pool(x)
+        rewritten = AvgPoolAfter1x1(
+            copy.deepcopy(fast.stage_b[0].branch_pool.conv), nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        )
+        assert (rewritten(x) - pooled_first).abs().max() < 1e-4
+        assert (fast.stage_b[0](x.to(memory_format=torch.channels_last)) - eager).abs().max() < 1e-4
+    # a pool that counts the padding does not commute with the conv, so it is left alone
+    with_pad = nn.Sequential(nn.AvgPool2d(3, 1, 1), iv.models.layers.ConvBNReLU(8, 4, 1))
+    assert not AvgPoolAfter1x1.matches(with_pad)
+    assert AvgPoolAfter1x1.matches(iv.models.layers.avg_pool_branch(8, 4))
+
+
 def test_batch_parallel_equals_the_model_and_keeps_order():
     model = optimize_for_inference(_model("inception_resnet_v1"))
     parallel = BatchParallel(model, workers=2, chunk=2)
@@ -164,3 +191,45 @@ def test_compile_for_inference_is_the_same_function():
     with torch.inference_mode():
         assert (compiled(x) - net(x)).abs().max() < 1e-4
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the caller's network untouched
+
+
+_FAULTS = """
+import resource, sys, torch
+from torch import nn
+from inceptionv4.models import retain_freed_memory
+applied = retain_freed_memory() if sys.argv[1] == "retain" else False
+torch.manual_seed(0)
+net = nn.Sequential(*[nn.Conv2d(32, 32, 3, padding=1) for _ in range(4)]).eval()
+x = torch.randn(2, 32, 96, 96)  # 2.4 MB activations: above malloc's mmap threshold
+def faults():
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    with torch.inference_mode():
+        net(x)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+for _ in range(3):
+    faults()
+print(applied, max(faults() for _ in range(3)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_retain_freed_memory_stops_page_faults_on_reuse():
+    import subprocess
+
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        applied, faults = out.stdout.split()
+        return applied == "True", int(faults)
+
+    applied, retained = run("retain")
+    _, default = run("default")
+    assert default > 1_000  # each activation is mmapped afresh: one fault per 4 KiB page
+    if applied:  # glibc
+        assert retained < 50, retained
+
+
+def test_retain_freed_memory_is_a_no_op_off_glibc(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("musl", ""))
+    assert iv.models.retain_freed_memory() is False

@@ -1,7 +1,7 @@
 """The networks of Szegedy et al. 2016, one module per figure (see docs/architecture.md)."""
 
 from .complexity import count_flops, count_params
-from .inference import BatchParallel, compile_for_inference, optimize_for_inference
+from .inference import BatchParallel, compile_for_inference, optimize_for_inference, retain_freed_memory
 from .network import FeatureInfo, InceptionNet
 from .registry import ModelCard, create_model, get_model_card, list_models
 
@@ -17,4 +17,5 @@ __all__ = [
     "get_model_card",
     "list_models",
     "optimize_for_inference",
+    "retain_freed_memory",
 ]
