@@ -104,7 +104,9 @@ def test_predict_optimized_gives_the_same_answers(small_model, folder):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in small_model.modules())  # the caller's model untouched
 
 
-def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys):
+def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys, monkeypatch):
+    retained = []  # the CLI owns its process, so it keeps freed memory for reuse (not this test's process)
+    monkeypatch.setattr(iv.models, "retain_freed_memory", lambda: retained.append(True) or True)
     iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
     assert main(["predict", "--weights", str(tmp_path / "m.safetensors"), "--optimize", str(folder / "red")]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -113,6 +115,7 @@ def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys):
             "--optimize", "--parallel"]  # fmt: skip
     assert main(args) == 0
     assert "optimized batch-parallel:" in capsys.readouterr().out
+    assert retained == [True, True]
 
 
 def test_predict_cli_exit_status_and_json(small_model, folder, tmp_path):
