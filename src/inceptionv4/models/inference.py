@@ -309,7 +309,8 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1))
-    return all(mallopt(option, value) == 1 for option, value in settings)
+    applied = [mallopt(option, value) for option, value in settings]  # every one, even after a refusal
+    return all(ok == 1 for ok in applied)
 
 
 class BatchParallel(nn.Module):
