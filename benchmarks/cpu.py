@@ -10,6 +10,7 @@ to timm's eager NCHW model and to onnxruntime, both measured in the same rounds 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -28,8 +29,9 @@ from inceptionv4.models.fold import fold_batchnorm
 
 def torch_runner(model, x, channels_last=False, bf16=False):
     model = model.eval()
-    if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    if channels_last:  # on a copy: Module.to() works in place, and the NCHW path shares this model
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
 
     def run():
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
