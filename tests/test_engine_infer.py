@@ -116,6 +116,13 @@ def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys, m
     assert main(args) == 0
     assert "optimized batch-parallel:" in capsys.readouterr().out
     assert retained == [True, True]
+    if iv.models.onednn_graph_available():
+        assert main([*args[:-2], "--fuse", "--json"]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["fuse"] and not r["optimize"] and r["ours"]["img_per_s"] > 0
+        assert retained == [True, True, True]
+    with pytest.raises(ValueError, match="CPU fp32, without optimize or compile"):
+        benchmark("inception_v4", batch_size=1, input_size=75, iters=1, fuse=True, optimize=True)
 
 
 def test_predict_cli_exit_status_and_json(small_model, folder, tmp_path):

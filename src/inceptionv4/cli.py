@@ -180,21 +180,21 @@ def _export(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .engine.bench import benchmark
 
-    if args.optimize and args.device == "cpu":
+    if (args.optimize or args.fuse) and args.device == "cpu":
         from .models import retain_freed_memory
 
         retain_freed_memory()  # applies to timm's run too (--compare): both reuse memory, as onnxruntime does
     r = benchmark(args.model, batch_size=args.batch_size, input_size=args.input_size, device=args.device,
                   precision=args.precision, channels_last=args.channels_last, compile=args.compile, mode=args.mode,
                   warmup=args.warmup, iters=args.iters, compare=args.compare, optimize=args.optimize,
-                  parallel=args.parallel)  # fmt: skip
+                  fuse=args.fuse, parallel=args.parallel)  # fmt: skip
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     o = r["ours"]
     print(f"{r['model']} {r['mode']} bs {r['batch_size']} {r['precision']} {r['device']}"
           f"{' channels_last' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''}"
-          f"{' optimized' if r['optimize'] else ''}{' batch-parallel' if r['parallel'] else ''}: "
+          f"{' optimized' if r['optimize'] else ''}{' fused' if r['fuse'] else ''}{' batch-parallel' if r['parallel'] else ''}: "
           f"{o['img_per_s']:.1f} img/s, p50 {o['latency_p50_ms']:.1f} ms, p90 {o['latency_p90_ms']:.1f} ms, "
           f"{r['gflops_per_image']:.2f} GFLOP/img, {o['tflops']:.3f} TFLOP/s")  # fmt: skip
     if "timm" in r:
@@ -283,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize", action="store_true",
                    help="measure optimize_for_inference (folded BN, prepacked conv+ReLU; freed memory kept for "
                         "reuse on CPU); with --compile, compile_for_inference")  # fmt: skip
+    p.add_argument("--fuse", action="store_true",
+                   help="measure fuse_for_inference (the optimized form as oneDNN Graph partitions; CPU fp32; "
+                        "freed memory kept for reuse)")  # fmt: skip
     p.add_argument("--parallel", action="store_true", help="split each batch over threads (models.BatchParallel)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)

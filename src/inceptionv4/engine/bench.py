@@ -67,21 +67,24 @@ def measure(model: nn.Module, *, batch_size: int, input_size: int, device: str =
 
 def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device: str = "cpu", precision: str = "fp32",
               channels_last: bool = False, compile: bool = False, mode: str = "inference", warmup: int = 3,
-              iters: int = 10, compare: str | None = None, optimize: bool = False,
+              iters: int = 10, compare: str | None = None, optimize: bool = False, fuse: bool = False,
               parallel: bool = False) -> dict:  # fmt: skip
     """Measure ``name`` (and, with ``compare="timm"``, timm's model of the same name in the same run).
 
     ``optimize`` measures :func:`~inceptionv4.models.inference.optimize_for_inference`'s form, or
-    with ``compile`` :func:`~inceptionv4.models.inference.compile_for_inference`; ``parallel`` wraps
-    ours in :class:`~inceptionv4.models.inference.BatchParallel` (both inference on CPU only).
+    with ``compile`` :func:`~inceptionv4.models.inference.compile_for_inference`; ``fuse`` measures
+    :func:`~inceptionv4.models.onednn_graph.fuse_for_inference` (CPU fp32); ``parallel`` wraps ours in
+    :class:`~inceptionv4.models.inference.BatchParallel` (all inference only, ``parallel`` on CPU only).
     """
     settings = {"batch_size": batch_size, "input_size": input_size, "device": device, "precision": precision,
                 "channels_last": channels_last, "compile": compile, "mode": mode, "warmup": warmup, "iters": iters}  # fmt: skip
     ours = create_model(name, num_classes=1000)
     gflops = count_flops(ours, input_size) / 1e9 * (3 if mode == "train" else 1)
     ours_settings = dict(settings)
-    if (optimize or parallel) and mode != "inference":
-        raise ValueError("optimize and parallel apply to inference only")
+    if (optimize or parallel or fuse) and mode != "inference":
+        raise ValueError("optimize, fuse and parallel apply to inference only")
+    if fuse and (device != "cpu" or precision != "fp32" or optimize or compile):
+        raise ValueError("fuse measures fuse_for_inference: CPU fp32, without optimize or compile")
     if parallel and device != "cpu":
         raise ValueError("parallel splits batches over CPU threads; it needs device='cpu'")
     if optimize:
@@ -89,6 +92,11 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
 
         ours = compile_for_inference(ours) if compile else optimize_for_inference(ours)
         ours_settings.update(compile=False, channels_last=True)  # compiled / laid out already
+    if fuse:
+        from ..models.onednn_graph import fuse_for_inference
+
+        ours = fuse_for_inference(ours, torch.randn(batch_size, 3, input_size, input_size))
+        ours_settings.update(channels_last=False)  # traced and fused for NCHW input
     if parallel:
         from ..models.inference import BatchParallel
 
@@ -97,6 +105,7 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
         "model": name,
         **settings,
         "optimize": optimize,
+        "fuse": fuse,
         "parallel": parallel,
         "gflops_per_image": gflops,
         "ours": measure(ours, **ours_settings),
