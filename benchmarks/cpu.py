@@ -23,7 +23,14 @@ import torch
 
 import inceptionv4 as iv
 from inceptionv4.engine.export import export_model
-from inceptionv4.models import BatchParallel, compile_for_inference, optimize_for_inference, retain_freed_memory
+from inceptionv4.models import (
+    BatchParallel,
+    compile_for_inference,
+    fuse_for_inference,
+    onednn_graph_available,
+    optimize_for_inference,
+    retain_freed_memory,
+)
 from inceptionv4.models.fold import fold_batchnorm
 
 
@@ -138,6 +145,12 @@ def main() -> None:
             ),
             "onnxruntime fp32 (our export)": ort_runner(ours, xb, os.path.join(tmp, f"{name}.onnx")),
         }
+        fused = fuse_for_inference(ours, xb) if onednn_graph_available() else None
+        if fused is not None:
+            paths["ours fuse_for_inference"] = torch_runner(fused, xb)
+            paths[f"ours fuse_for_inference + BatchParallel(chunk={args.chunk})"] = torch_runner(
+                BatchParallel(fused, chunk=args.chunk), xb
+            )
         if args.compile:
             paths["ours compile_for_inference"] = compiled_runner(ours, xb)
         if args.bf16:
@@ -148,6 +161,8 @@ def main() -> None:
             "ours optimize_for_inference": torch_runner(fast, x1, channels_last=True),
             "onnxruntime fp32 (our export)": ort_runner(ours, x1, os.path.join(tmp, f"{name}-1.onnx")),
         }
+        if fused is not None:
+            lat["ours fuse_for_inference"] = torch_runner(fused, x1)
         if args.compile:
             lat["ours compile_for_inference"] = compiled_runner(ours, x1)
         groups.append((lat, 1, 3 * args.rounds))
