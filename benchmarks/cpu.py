@@ -1,7 +1,7 @@
 """The CPU table: our eager paths, timm and onnxruntime, measured side by side in one run.
 
     python benchmarks/cpu.py [--models inception_v4 inception_resnet_v2] [--batch 16] [--rounds 5]
-                             [--compile] [--bf16] [--no-retain] [--json out.json]
+                             [--compile] [--bf16] [--no-retain] [--latency-only] [--json out.json]
 
 Prints a markdown table (img/s at batch 16, latency at batch 1) with every figure also as a ratio
 to timm's eager NCHW model and to onnxruntime, both measured in the same rounds of the same process.
@@ -115,6 +115,7 @@ def main() -> None:
     )
     ap.add_argument("--no-retain", action="store_true",
                     help="leave glibc malloc as it is (default: models.retain_freed_memory, for every path alike)")  # fmt: skip
+    ap.add_argument("--latency-only", action="store_true", help="batch 1 only (3x --rounds rounds)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: batch 2, 1 round, 75 px")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -145,7 +146,7 @@ def main() -> None:
             ),
             "onnxruntime fp32 (our export)": ort_runner(ours, xb, os.path.join(tmp, f"{name}.onnx")),
         }
-        fused = fuse_for_inference(ours, xb) if onednn_graph_available() else None
+        fused = fuse_for_inference(ours, x1 if args.latency_only else xb) if onednn_graph_available() else None
         if fused is not None:
             paths["ours fuse_for_inference"] = torch_runner(fused, xb)
             paths[f"ours fuse_for_inference + BatchParallel(chunk={args.chunk})"] = torch_runner(
@@ -155,7 +156,8 @@ def main() -> None:
             paths["ours compile_for_inference"] = compiled_runner(ours, xb)
         if args.bf16:
             paths["ours optimize_for_inference bf16"] = torch_runner(fast, xb, channels_last=True, bf16=True)
-        groups.append((paths, args.batch, args.rounds))
+        if not args.latency_only:
+            groups.append((paths, args.batch, args.rounds))
         lat = {
             "timm eager NCHW": torch_runner(theirs, x1),
             "ours optimize_for_inference": torch_runner(fast, x1, channels_last=True),
