@@ -96,12 +96,16 @@ def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path
 def test_predict_optimized_gives_the_same_answers(small_model, folder):
     inputs = [str(folder / "red"), str(folder / "g*" / "*.png")]
     plain = list(predict(small_model, inputs, topk=3, batch_size=3))
-    fast = list(predict(small_model, inputs, topk=3, batch_size=3, optimize=True))
-    assert [r["file"] for r in fast] == [r["file"] for r in plain] and len(fast) == 4
-    for a, b in zip(plain, fast, strict=True):
-        assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
-        assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 1e-5
+    forms = [{"optimize": True}] + ([{"fuse": True}] if iv.models.onednn_graph_available() else [])
+    for form in forms:
+        fast = list(predict(small_model, inputs, topk=3, batch_size=3, **form))
+        assert [r["file"] for r in fast] == [r["file"] for r in plain] and len(fast) == 4
+        for a, b in zip(plain, fast, strict=True):
+            assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]], form
+            assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 1e-5, form
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in small_model.modules())  # the caller's model untouched
+    with pytest.raises(ValueError, match="pass one of them"):
+        next(predict(small_model, inputs, optimize=True, fuse=True))
 
 
 def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys, monkeypatch):
@@ -120,7 +124,9 @@ def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys, m
         assert main([*args[:-2], "--fuse", "--json"]) == 0
         r = json.loads(capsys.readouterr().out)
         assert r["fuse"] and not r["optimize"] and r["ours"]["img_per_s"] > 0
-        assert retained == [True, True, True]
+        assert main(["predict", "--weights", str(tmp_path / "m.safetensors"), "--fuse", str(folder / "red")]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+        assert retained == [True, True, True, True]
     with pytest.raises(ValueError, match="CPU fp32, without optimize or compile"):
         benchmark("inception_v4", batch_size=1, input_size=75, iters=1, fuse=True, optimize=True)
 
