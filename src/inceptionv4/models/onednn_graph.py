@@ -6,8 +6,8 @@ descriptors and allocating outputs; at batch 1 that, the Python between the ops 
 ``torch.cat`` copies leave it at about 0.8x onnxruntime. Here the same form is traced, frozen, and
 handed to oneDNN Graph (TorchScript's "LLGA" fuser): each conv (+ residual add) + ReLU, each
 concatenation and each pool becomes a compiled partition whose primitive, packed weights and
-layouts are kept between calls. Measured on 2 CPU cores (benchmarks/RESULTS.md): about 1.25x the
-eager inference form at batch 1, level with or ahead of onnxruntime.
+layouts are kept between calls. Measured on 2 CPU cores (benchmarks/RESULTS.md): 1.2-1.4x the
+eager inference form at batch 1, level with onnxruntime; under BatchParallel at batch 16, 1.13x it.
 
 PyTorch marks TorchScript deprecated; where a build has no oneDNN Graph fuser,
 :func:`onednn_graph_available` is False and :func:`fuse_for_inference` says so.
@@ -103,8 +103,8 @@ def fuse_for_inference(model: nn.Module, example: torch.Tensor | None = None) ->
 
     ``example`` (default: one image at 299x299, NCHW) is what the graph is traced with; it fixes
     nothing but the first shape fused -- other shapes are fused on their first call. The result
-    equals ``model(x)`` (max |diff| < 1e-4 fp32, in the tests) and, like the eager form, is for
-    inference only: outputs carry no gradient.
+    equals ``model(x)`` (max |diff| < 1e-4 fp32, in the tests). The fused path is for inference
+    (its outputs carry no gradient); an input that requires grad runs the eager form instead.
     """
     if not onednn_graph_available():
         raise RuntimeError(
