@@ -25,3 +25,9 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(n, generator=g) * 0.1)
     return model
+
+
+def eval_model(name: str, classes: int = 10) -> torch.nn.Module:
+    """A seeded network in eval mode with random BatchNorm statistics: the reference the inference forms must equal."""
+    torch.manual_seed(0)
+    return randomize_bn(iv.create_model(name, num_classes=classes)).eval()

@@ -22,14 +22,10 @@ from inceptionv4.models.inference import (
     prepacking_available,
 )
 
+from .conftest import eval_model as _model
 from .conftest import randomize_bn
 
 needs_onednn = pytest.mark.skipif(not prepacking_available(), reason="this PyTorch has no oneDNN")
-
-
-def _model(name: str, classes: int = 10) -> nn.Module:
-    torch.manual_seed(0)
-    return randomize_bn(iv.create_model(name, num_classes=classes)).eval()
 
 
 def test_optimized_equals_eager(model_name):

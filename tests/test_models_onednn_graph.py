@@ -10,14 +10,9 @@ import inceptionv4 as iv
 from inceptionv4.models import BatchParallel, fuse_for_inference, onednn_graph_available
 from inceptionv4.models import onednn_graph as og
 
-from .conftest import randomize_bn
+from .conftest import eval_model as _model
 
 pytestmark = pytest.mark.skipif(not onednn_graph_available(), reason="this PyTorch has no oneDNN Graph fuser")
-
-
-def _model(name: str, classes: int = 10) -> nn.Module:
-    torch.manual_seed(0)
-    return randomize_bn(iv.create_model(name, num_classes=classes)).eval()
 
 
 def _fused_convs(graph: torch._C.Graph) -> tuple[int, int]:
