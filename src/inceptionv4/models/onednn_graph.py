@@ -25,6 +25,8 @@ from torch import nn
 
 from .inference import optimize_for_inference, prepacking_available
 
+_DEPRECATION_NOTICE = r".*(TorchScript|torch\.jit).*deprecated"  # PyTorch's FutureWarning on every jit call
+
 
 def onednn_graph_available() -> bool:
     """Whether this PyTorch build has oneDNN and TorchScript's oneDNN Graph fuser."""
@@ -62,7 +64,7 @@ class OneDNNGraph(nn.Module):
             # The trace is of eval-mode, shape-checked code: its TracerWarnings (Python bools
             # from shapes) and TorchScript's deprecation notice say nothing about this graph.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=r".*(TorchScript|torch\.jit).*deprecated", category=FutureWarning)  # fmt: skip
+            warnings.filterwarnings("ignore", message=_DEPRECATION_NOTICE, category=FutureWarning)
             warnings.filterwarnings("ignore", message=r".*deprecated.*", category=DeprecationWarning)
             self.graph = torch.jit.freeze(torch.jit.trace(self.model, example, check_trace=False))
         self._warm: set[tuple] = set()
@@ -91,7 +93,7 @@ class OneDNNGraph(nn.Module):
             if key in self._warm:
                 return self.graph(x)
             with self._lock, _fuser_on(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".*(TorchScript|torch\.jit).*deprecated", category=FutureWarning)  # fmt: skip
+                warnings.filterwarnings("ignore", message=_DEPRECATION_NOTICE, category=FutureWarning)
                 for _ in range(self.WARMUP):
                     y = self.graph(x)
                 self._warm.add(key)
