@@ -14,6 +14,7 @@ from inceptionv4.data import (
     Preprocessing,
     Synthetic,
     collate,
+    decode_rgb,
     eval_transform,
     load_rgb,
     train_transform,
@@ -70,6 +71,20 @@ def test_bad_files_get_a_reason(tmp_path):
         load_rgb(tmp_path / "missing.png")
     with pytest.raises(DecodeError, match="decompression bomb|pixel limit"):
         load_rgb(good, max_pixels=100)
+
+
+def test_bytes_decode_like_files(tmp_path):
+    good = _save(Image.new("L", (40, 30), 77), tmp_path / "gray.png")
+    img = decode_rgb(good.read_bytes(), "upload")
+    assert img.mode == "RGB" and img.size == (40, 30) and img.getpixel((0, 0)) == (77, 77, 77)
+    with pytest.raises(DecodeError, match="^upload: empty"):
+        decode_rgb(b"", "upload")
+    with pytest.raises(DecodeError, match="^images\\[1\\]: not an image"):
+        decode_rgb(b"GIF89 no", "images[1]")
+    with pytest.raises(DecodeError, match="^x: corrupt or truncated"):
+        decode_rgb(good.read_bytes()[:60], "x")
+    with pytest.raises(DecodeError, match="x: .*(decompression bomb|pixel limit)"):
+        decode_rgb(good.read_bytes(), "x", max_pixels=100)
 
 
 def _folder(tmp_path, n=3):

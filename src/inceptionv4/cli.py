@@ -162,6 +162,39 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from .engine.serve import InferenceServer
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
+    models = _load_models(args.weights, args.model)
+    if args.optimize or args.fuse:
+        from .models import retain_freed_memory
+
+        retain_freed_memory()  # a serving process: reuse activations' memory between batches
+    print(f"loading {len(models)} model(s) and warming up ...", file=sys.stderr)
+    server = InferenceServer(models, host=args.host, port=args.port, topk=args.topk, crops=args.crops,
+                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, optimize=args.optimize,
+                             fuse=args.fuse, max_body_bytes=int(args.max_body_mb * 2**20))  # fmt: skip
+    # SIGTERM (docker stop, systemd, kill) stops it as Ctrl-C does: shutdown must come from another thread
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    info = server.classifier.describe()
+    print(f"serving {info['architecture']} ({info['form']}, {info['num_classes']} classes, batches of up to "
+          f"{info['max_batch']}) at {server.url}: POST /v1/predict, GET /v1/model, GET /health; Ctrl-C stops",
+          file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    print("stopped", file=sys.stderr)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from .engine.export import export_model
 
@@ -261,6 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the inference form as oneDNN Graph partitions (models.fuse_for_inference; CPU fp32): "
                         "faster again, about 5 s to set up, so for folders rather than one photo")  # fmt: skip
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("serve", help="an HTTP server: POST an image, get its top-k classes (requests batched)")
+    p.add_argument("--weights", action="append", default=[], help="a weights file; repeat for an ensemble")
+    p.add_argument("--model", help="the network, for weights files that do not say it")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--topk", type=int, default=5, help="classes per image unless a request asks (?topk=K)")
+    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
+    p.add_argument("--max-batch", type=int, default=8, help="most images run in one forward pass")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to share its batch")  # fmt: skip
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body accepted")
+    p.add_argument("--optimize", action="store_true", help="serve the inference form (see predict --optimize)")
+    p.add_argument("--fuse", action="store_true",
+                   help="serve the oneDNN Graph form (CPU fp32; see predict --fuse): every batch shape is fused "
+                        "while warming up, so it starts later and answers faster")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no access log")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("export", help="ONNX / TorchScript / torch.export, checked against eager")
     p.add_argument("output", help="the file to write")

@@ -1,7 +1,7 @@
 """Datasets, robust decoding and Inception preprocessing."""
 
 from .datasets import Augmented, Digits, ImageFolder, ListFile, Synthetic, build_dataset, collate
-from .decode import DecodeError, load_rgb
+from .decode import DecodeError, decode_rgb, load_rgb
 from .transforms import Preprocessing, eval_transform, train_transform
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Synthetic",
     "build_dataset",
     "collate",
+    "decode_rgb",
     "eval_transform",
     "load_rgb",
     "train_transform",

@@ -6,6 +6,7 @@ orientation is applied; a decompression bomb is refused before its pixels are al
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -26,27 +27,41 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open ``path`` as an 8-bit RGB image, or raise :class:`DecodeError` saying why not."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise DecodeError(f"{path}: {w}x{h} pixels is over the {max_pixels:,}-pixel limit")
-                img.load()  # decode now: truncated files fail here, not later in a worker
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+        return _decode(path, str(path), max_pixels)
     except FileNotFoundError:
         raise DecodeError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DecodeError(f"{path}: is a directory") from None
+
+
+def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """:func:`load_rgb` for an image held in memory (an upload); errors name it ``name``."""
+    if not data:
+        raise DecodeError(f"{name}: empty (no bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise DecodeError(f"{name}: {w}x{h} pixels is over the {max_pixels:,}-pixel limit")
+                img.load()  # decode now: truncated files fail here, not later in a worker
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
     except UnidentifiedImageError:
-        raise DecodeError(f"{path}: not an image (unrecognised format)") from None
+        raise DecodeError(f"{name}: not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DecodeError(f"{path}: refused as a decompression bomb ({err})") from None
+        raise DecodeError(f"{name}: refused as a decompression bomb ({err})") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, DecodeError):
             raise
-        raise DecodeError(f"{path}: corrupt or truncated image ({err})") from None
+        raise DecodeError(f"{name}: corrupt or truncated image ({err})") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -32,6 +32,35 @@ def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, str | None]]:
     return out
 
 
+def inference_forms(
+    models: list[torch.nn.Module], *, optimize: bool = False, fuse: bool = False, input_size: int = 299
+) -> list[torch.nn.Module]:
+    """The models in eval mode, or their optimize_for_inference / fuse_for_inference forms (the
+    caller's models are left as they are). Fusing traces at ``input_size``."""
+    if optimize and fuse:
+        raise ValueError("optimize and fuse choose between two inference forms: pass one of them")
+    for m in models:
+        m.eval()
+    if optimize:
+        from ..models import optimize_for_inference
+
+        return [optimize_for_inference(m) for m in models]
+    if fuse:
+        from ..models import fuse_for_inference
+
+        return [fuse_for_inference(m, torch.zeros(1, 3, input_size, input_size)) for m in models]
+    return list(models)
+
+
+def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:
+    """(N, classes) probabilities -> for each row its ``k`` best as ``{"index", "name", "prob"}``."""
+    top = probs.topk(min(k, probs.shape[1]), 1)
+    return [
+        [{"index": i, "name": names[i], "prob": p} for p, i in zip(values, indices, strict=True)]
+        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
+
+
 def predict(
     models: torch.nn.Module | list[torch.nn.Module],
     inputs: list[str | Path],
@@ -50,22 +79,10 @@ def predict(
     results, faster on CPU; the caller's models are left as they are); ``fuse`` runs
     :func:`~inceptionv4.models.fuse_for_inference` (faster again, CPU fp32, about 5 s to set up
     per model: worth it for a folder, not for one photo)."""
-    if optimize and fuse:
-        raise ValueError("optimize and fuse choose between two inference forms: pass one of them")
     models = models if isinstance(models, list) else [models]
-    for m in models:
-        m.eval()
     names = display_names(models[0])
     pre = Preprocessing.of(models[0])
-    if optimize:
-        from ..models import optimize_for_inference
-
-        models = [optimize_for_inference(m) for m in models]
-    if fuse:
-        from ..models import fuse_for_inference
-
-        size = pre.input_size
-        models = [fuse_for_inference(m, torch.zeros(1, 3, size, size)) for m in models]
+    models = inference_forms(models, optimize=optimize, fuse=fuse, input_size=pre.input_size)
     k = min(topk, len(names))
     files = expand_inputs(inputs)
     bar = None
@@ -79,13 +96,8 @@ def predict(
         if not pending:
             return
         probs = predict_proba(models, torch.cat([v for _, v in pending]), crops)
-        top = probs.topk(k, 1)
-        for (file, _), values, indices in zip(pending, top.values.tolist(), top.indices.tolist(), strict=True):
-            yield {
-                "file": file,
-                "ok": True,
-                "top": [{"index": i, "name": names[i], "prob": p} for p, i in zip(values, indices, strict=True)],
-            }
+        for (file, _), top in zip(pending, top_classes(probs, names, k), strict=True):
+            yield {"file": file, "ok": True, "top": top}
         pending.clear()
 
     for file, error in files:

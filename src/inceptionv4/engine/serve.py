@@ -1,0 +1,468 @@
+"""An HTTP inference server: images in, top-k classes out, requests batched together.
+
+Standard library only (``http.server``), so it runs wherever the package does. Each request is
+decoded and preprocessed on its own connection thread; one worker thread owns the model and runs
+whatever requests are waiting as one batch (up to ``max_batch`` images, waiting at most
+``max_wait_ms`` for company), so concurrent clients share forward passes -- the throughput of
+batch 16 at the latency of a small batch. A bad upload gets a 400 naming the reason and changes
+nothing for anyone else.
+
+Endpoints::
+
+    POST /v1/predict   raw image bytes (any Content-Type but JSON) -> {"results": [{"ok", "top"}]}
+                       or JSON {"images": [<base64>, ...], "topk": k} -> one result per image
+                       (?topk=K in the query works for both)
+    GET  /v1/model     architecture, classes, preprocessing, inference form, batching
+    GET  /health       {"status": "ok"} once the model is loaded and warmed up
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+from urllib.parse import parse_qs, urlsplit
+
+import torch
+
+from ..data import Preprocessing
+from ..data.decode import DecodeError, decode_rgb
+from .predict import inference_forms, top_classes
+from .protocols import crop_views, display_names, predict_proba
+
+log = logging.getLogger("inceptionv4.serve")
+
+#: Largest request body accepted (bytes): a few large photos, base64 included.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+#: Most images in one JSON request.
+MAX_IMAGES_PER_REQUEST = 64
+
+
+class RequestError(ValueError):
+    """A request the server refuses: ``status`` and a message for the client."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Job:
+    """One request's preprocessed views, waiting for the worker."""
+
+    views: torch.Tensor  # (images * crops, 3, S, S)
+    done: threading.Event = field(default_factory=threading.Event)
+    probs: torch.Tensor | None = None  # (images, classes) once done
+    error: str | None = None
+
+
+class Classifier:
+    """The models behind the server and the batching worker that runs them.
+
+    Usable without HTTP: ``submit(views)`` from any thread blocks until the batch holding those
+    views has run and returns their probabilities.
+    """
+
+    def __init__(
+        self,
+        models: torch.nn.Module | list[torch.nn.Module],
+        *,
+        crops: int = 1,
+        max_batch: int = 8,
+        max_wait_ms: float = 5.0,
+        optimize: bool = False,
+        fuse: bool = False,
+        queue_size: int = 256,
+    ) -> None:
+        models = models if isinstance(models, list) else [models]
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.architecture = getattr(models[0], "model_name", type(models[0]).__name__)
+        self.names = display_names(models[0])
+        self.pre = Preprocessing.of(models[0])
+        self.crops, self.max_batch, self.max_wait = crops, max_batch, max_wait_ms / 1000
+        self.form = "fuse_for_inference" if fuse else "optimize_for_inference" if optimize else "eager"
+        self.models = inference_forms(models, optimize=optimize, fuse=fuse, input_size=self.pre.input_size)
+        # oneDNN Graph fuses each new batch shape (a few passes): run power-of-two chunks only.
+        self._pow2 = fuse
+        self._queue: queue.Queue[_Job | None] = queue.Queue(queue_size)
+        self.batches = self.images = 0  # counters, for /v1/model and tests
+        self._worker = threading.Thread(target=self._run, name="inceptionv4-serve-worker", daemon=True)
+        self._worker.start()
+
+    def warm_up(self) -> None:
+        """Run every batch shape the worker will use once, so no client pays for the first pass."""
+        s = self.pre.input_size
+        sizes = [1 << i for i in range(self.max_batch.bit_length())] if self._pow2 else [1, self.max_batch]
+        for n in sorted(set(sizes)):
+            self.submit(torch.zeros(n * self.crops, 3, s, s))
+        self.batches = self.images = 0  # count clients' work only
+
+    def views(self, data: bytes, name: str = "upload") -> torch.Tensor:
+        """Decoded and preprocessed views of one image (DecodeError if it is not one)."""
+        return crop_views(decode_rgb(data, name), self.pre, self.crops)
+
+    def submit(self, views: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
+        """Probabilities (images, classes) for ``views`` (images * crops, 3, S, S), batched with
+        whatever else is waiting. Raises RuntimeError if the worker is busy past ``queue_size``."""
+        job = _Job(views)
+        try:
+            self._queue.put(job, block=False)
+        except queue.Full:
+            raise RuntimeError("the server is busy (request queue full); retry shortly") from None
+        if not job.done.wait(timeout):
+            raise RuntimeError(f"no result within {timeout} s")
+        if job.error is not None:
+            raise RuntimeError(job.error)
+        return job.probs
+
+    def close(self) -> None:
+        """Stop the worker after the jobs already queued."""
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
+
+    def _run(self) -> None:
+        held: _Job | None = None  # a job that did not fit the last batch: it opens the next one
+        while True:
+            first = held or self._queue.get()
+            held = None
+            if first is None:
+                return
+            jobs, images = [first], len(first.views) // self.crops
+            deadline = time.monotonic() + self.max_wait
+            while images < self.max_batch:
+                try:
+                    job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                if images + len(job.views) // self.crops > self.max_batch:
+                    held = job
+                    break
+                jobs.append(job)
+                images += len(job.views) // self.crops
+            self._forward(jobs)
+
+    def _forward(self, jobs: list[_Job]) -> None:
+        try:
+            views = torch.cat([j.views for j in jobs])
+            with torch.inference_mode():
+                probs = torch.cat([predict_proba(self.models, c, self.crops) for c in self._chunks(views)])
+            start = 0
+            for j in jobs:
+                n = len(j.views) // self.crops
+                j.probs, start = probs[start : start + n], start + n
+            self.batches += 1
+            self.images += len(probs)
+        except Exception as err:  # the clients get the reason; the worker keeps serving
+            log.exception("forward pass failed")
+            for j in jobs:
+                j.error = f"inference failed: {type(err).__name__}: {err}"
+        for j in jobs:
+            j.done.set()
+
+    def _chunks(self, views: torch.Tensor) -> list[torch.Tensor]:
+        if not self._pow2:
+            return [views]
+        out, n, start = [], len(views) // self.crops, 0
+        while n:
+            size = 1 << (n.bit_length() - 1)
+            out.append(views[start * self.crops : (start + size) * self.crops])
+            start, n = start + size, n - size
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "architecture": self.architecture,
+            "num_classes": len(self.names),
+            "models": len(self.models),
+            "input_size": self.pre.input_size,
+            "preprocessing": {
+                "mean": list(self.pre.mean),
+                "std": list(self.pre.std),
+                "interpolation": self.pre.interpolation,
+                "crop_pct": self.pre.crop_pct,
+            },
+            "crops": self.crops,
+            "form": self.form,
+            "max_batch": self.max_batch,
+            "max_wait_ms": self.max_wait * 1000,
+            "served": {"batches": self.batches, "images": self.images},
+        }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
+    server: _Server
+
+    def do_GET(self) -> None:
+        with self.server.answering() as open_:
+            if open_:
+                self._get()
+            else:
+                self._closing()
+
+    def do_POST(self) -> None:
+        with self.server.answering() as open_:
+            if open_:
+                self._post()
+            else:
+                self._closing()
+
+    def _closing(self) -> None:
+        self.close_connection = True
+        self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the server is shutting down"})
+
+    def _get(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/health":
+            self._reply(HTTPStatus.OK, {"status": "ok"})
+        elif path == "/v1/model":
+            self._reply(HTTPStatus.OK, self.server.classifier.describe())
+        elif path == "/v1/predict":
+            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "use POST with an image body"}, allow="POST")
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {path}"})
+
+    def _post(self) -> None:
+        url = urlsplit(self.path)
+        if url.path != "/v1/predict":
+            known = url.path in ("/health", "/v1/model")
+            status = HTTPStatus.METHOD_NOT_ALLOWED if known else HTTPStatus.NOT_FOUND
+            self.close_connection = True  # the body was not read
+            self._reply(status, {"error": f"POST is not served at {url.path}"}, allow="GET" if known else None)
+            return
+        try:
+            status, body = HTTPStatus.OK, self._predict(url.query)
+        except RequestError as err:
+            status, body = err.status, {"error": str(err)}
+        except RuntimeError as err:  # queue full, or the forward pass failed
+            busy = "busy" in str(err)
+            status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
+            body = {"error": str(err)}
+        self._reply(status, body, retry_after="1" if status == HTTPStatus.SERVICE_UNAVAILABLE else None)
+
+    def _predict(self, query: str) -> dict:
+        data = self._body()
+        is_json = self.headers.get_content_type() == "application/json"
+        request = _parse_json(data) if is_json else {}
+        topk = _topk(parse_qs(query).get("topk", [request.get("topk", self.server.topk)])[0])
+        classifier = self.server.classifier
+        if is_json:
+            blobs = _images(request)
+        else:
+            blobs = [data]
+        results: list[dict] = []
+        views = []
+        for i, blob in enumerate(blobs):
+            name = f"images[{i}]" if is_json else "body"
+            try:
+                views.append(classifier.views(blob, name))
+                results.append({"ok": True})
+            except DecodeError as err:
+                results.append({"ok": False, "error": str(err)})
+        if not views:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "; ".join(r["error"] for r in results))
+        probs = classifier.submit(torch.cat(views), timeout=self.server.timeout_s)
+        tops = iter(top_classes(probs, classifier.names, topk))
+        for r in results:
+            if r["ok"]:
+                r["top"] = next(tops)
+        return {"results": results}
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length (chunked bodies are not read)")
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the image as a body with a Content-Length")
+        if int(length) > self.server.max_body_bytes:
+            self.close_connection = True  # the body stays unread
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"body of {int(length):,} bytes is over the {self.server.max_body_bytes:,}-byte limit",
+            )
+        return self.rfile.read(int(length))
+
+    def _reply(self, status: HTTPStatus, body: dict, allow: str | None = None, retry_after: str | None = None) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        if allow:
+            self.send_header("Allow", allow)
+        if retry_after:
+            self.send_header("Retry-After", retry_after)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def _parse_json(data: bytes) -> dict:
+    try:
+        request = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"body is not valid JSON ({err})") from None
+    if not isinstance(request, dict):
+        raise RequestError(HTTPStatus.BAD_REQUEST, 'JSON body must be an object: {"images": [<base64>, ...]}')
+    return request
+
+
+def _images(request: dict) -> list[bytes]:
+    images = request.get("images")
+    if not isinstance(images, list) or not images or not all(isinstance(b, str) for b in images):
+        raise RequestError(HTTPStatus.BAD_REQUEST, '"images" must be a non-empty list of base64 strings')
+    if len(images) > MAX_IMAGES_PER_REQUEST:
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST, f"{len(images)} images is over the {MAX_IMAGES_PER_REQUEST}-per-request limit"
+        )
+    out = []
+    for i, text in enumerate(images):
+        try:
+            out.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"images[{i}] is not valid base64") from None
+    return out
+
+
+def _topk(value: object) -> int:
+    try:
+        k = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"topk must be an integer, got {value!r}") from None
+    if k < 1:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"topk must be >= 1, got {k}")
+    return k
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # listen backlog: socketserver's 5 resets a burst of concurrent clients
+
+    def __init__(self, address, classifier: Classifier, topk: int, max_body_bytes: int, timeout_s: float) -> None:
+        self.classifier, self.topk = classifier, topk
+        self.max_body_bytes, self.timeout_s = max_body_bytes, timeout_s
+        self.closing = False
+        self._busy = 0  # requests being answered
+        self._idle = threading.Condition()
+        super().__init__(address, _Handler)
+
+    @contextmanager
+    def answering(self) -> Iterator[bool]:
+        """Count a request as in flight; yields False once the server is closing (answer 503)."""
+        with self._idle:
+            self._busy += 1
+        try:
+            yield not self.closing
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new requests and wait for those in flight to be answered."""
+        self.closing = True
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+
+class InferenceServer:
+    """The HTTP server around a :class:`Classifier`.
+
+    >>> server = InferenceServer(model, port=0).start()   # port 0: any free port
+    >>> server.url                                         # 'http://127.0.0.1:54321'
+    >>> server.close()
+
+    ``serve_forever()`` instead of ``start()`` blocks the calling thread (the CLI does that).
+    """
+
+    def __init__(
+        self,
+        models: torch.nn.Module | list[torch.nn.Module],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        topk: int = 5,
+        crops: int = 1,
+        max_batch: int = 8,
+        max_wait_ms: float = 5.0,
+        optimize: bool = False,
+        fuse: bool = False,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        timeout_s: float = 120.0,
+        warm_up: bool = True,
+    ) -> None:
+        self._thread: threading.Thread | None = None
+        _topk(topk)  # a bad default is the caller's mistake: ValueError now, not 400s later
+        self.classifier = Classifier(
+            models, crops=crops, max_batch=max_batch, max_wait_ms=max_wait_ms, optimize=optimize, fuse=fuse
+        )
+        try:
+            self._httpd = _Server((host, port), self.classifier, topk, max_body_bytes, timeout_s)
+        except OSError as err:  # port taken, no permission, unknown host
+            self.classifier.close()
+            raise RuntimeError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+        if warm_up:  # bound first (a taken port fails fast); clients queue in the backlog meanwhile
+            try:
+                self.classifier.warm_up()
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Self:
+        """Serve from a background thread; returns at once."""
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="inceptionv4-serve", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve from this thread until :meth:`shutdown` is called from another (or a signal)."""
+        self._httpd.serve_forever()
+
+    def shutdown(self) -> None:
+        """Stop accepting requests (call from another thread than the serving one)."""
+        self._httpd.shutdown()
+
+    def close(self, drain_s: float = 30.0) -> None:
+        """Stop accepting connections, answer the requests in flight (up to ``drain_s`` seconds;
+        later ones on open connections get a 503), stop the worker and release the port."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        if not self._httpd.drain(drain_s):
+            log.warning("requests still in flight after %.0f s: closing anyway", drain_s)
+        self._httpd.server_close()
+        self.classifier.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

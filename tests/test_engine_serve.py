@@ -1,0 +1,237 @@
+"""The HTTP server: answers equal predict()'s, requests share batches, bad requests get clear errors."""
+
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inceptionv4 as iv
+from inceptionv4.cli import main
+from inceptionv4.engine.predict import predict
+from inceptionv4.engine.serve import Classifier, InferenceServer
+
+from .conftest import randomize_bn
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    model = randomize_bn(iv.create_model("inception_resnet_v1", num_classes=3)).eval()
+    model.class_names = ["red", "green", "blue"]
+    model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
+    return model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Eight distinct PNG files (noisy colours, sizes around the model's 75 px)."""
+    root = tmp_path_factory.mktemp("serve")
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(8):
+        px = rng.integers(0, 256, (80 + 7 * i, 100 - 3 * i, 3), dtype=np.uint8)
+        paths.append(root / f"{i}.png")
+        Image.fromarray(px).save(paths[-1])
+    return paths
+
+
+def call(url, path, body=None, ctype="image/png", method=None, headers=None):
+    """(status, JSON body, headers) of one request on a fresh connection."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    hdrs = {"Content-Type": ctype} if body is not None else {}
+    conn.request(
+        method or ("POST" if body is not None else "GET"), path, body=body, headers={**hdrs, **(headers or {})}
+    )
+    resp = conn.getresponse()
+    out = resp.status, json.loads(resp.read()), dict(resp.getheaders())
+    conn.close()
+    return out
+
+
+def expected(model, paths, topk=3):
+    return [r["top"] for r in predict(model, [str(p) for p in paths], topk=topk, batch_size=1)]
+
+
+def assert_same_top(got, want):
+    assert [t["name"] for t in got] == [t["name"] for t in want]
+    assert max(abs(a["prob"] - b["prob"]) for a, b in zip(got, want, strict=True)) < 1e-5
+
+
+def test_answers_equal_predict_raw_and_json(small_model, images):
+    want = expected(small_model, images[:3])
+    with InferenceServer(small_model, port=0, topk=3) as server:
+        assert call(server.url, "/health")[:2] == (200, {"status": "ok"})
+        status, body, headers = call(server.url, "/v1/predict", images[0].read_bytes())
+        assert status == 200 and headers["Content-Type"] == "application/json" and body["results"][0]["ok"]
+        assert_same_top(body["results"][0]["top"], want[0])
+        status, body, _ = call(server.url, "/v1/predict?topk=1", images[1].read_bytes(), ctype="image/jpeg")
+        assert status == 200 and len(body["results"][0]["top"]) == 1  # the query's topk wins
+        assert body["results"][0]["top"][0]["name"] == want[1][0]["name"]
+        blobs = [base64.b64encode(p.read_bytes()).decode() for p in images[:3]]
+        status, body, _ = call(server.url, "/v1/predict", json.dumps({"images": blobs, "topk": 3}), "application/json")
+        assert status == 200 and len(body["results"]) == 3
+        for got, w in zip(body["results"], want, strict=True):
+            assert_same_top(got["top"], w)
+        info = call(server.url, "/v1/model")[1]
+        assert info["architecture"] == "inception_resnet_v1" and info["num_classes"] == 3
+        assert info["input_size"] == 75 and info["form"] == "eager" and info["served"] == {"batches": 3, "images": 5}
+
+
+def test_concurrent_requests_share_forward_passes(small_model, images):
+    want = expected(small_model, images)
+    with InferenceServer(small_model, port=0, topk=3, max_batch=4, max_wait_ms=200) as server:
+        results = [None] * 16
+        barrier = threading.Barrier(16)
+
+        def client(i):
+            barrier.wait()
+            results[i] = call(server.url, "/v1/predict", images[i % 8].read_bytes())
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        served = server.classifier.describe()["served"]
+    for i, (status, body, _) in enumerate(results):
+        assert status == 200
+        assert_same_top(body["results"][0]["top"], want[i % 8])  # each answer is its own image's
+    assert served["images"] == 16 and 4 <= served["batches"] < 16  # batched, never over max_batch (4)
+
+
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(small_model, images):
+    good = images[0].read_bytes()
+    with InferenceServer(small_model, port=0, max_body_bytes=2 * len(good)) as server:
+        url = server.url
+
+        def err(path, body=None, **kw):
+            status, payload, headers = call(url, path, body, **kw)
+            return status, payload.get("error", ""), headers
+
+        status, msg, _ = err("/v1/predict", b"this is not an image")
+        assert status == 400 and msg == "body: not an image (unrecognised format)"
+        status, msg, _ = err("/v1/predict", good[:60])
+        assert status == 400 and msg.startswith("body: corrupt or truncated image")
+        status, msg, _ = err("/v1/predict", b"")
+        assert status == 400 and "empty" in msg
+        status, msg, headers = err("/v1/predict", good * 3)
+        assert status == 413 and "byte limit" in msg and headers.get("Connection") == "close"
+        status, msg, _ = err("/v1/predict?topk=0", good)
+        assert status == 400 and msg == "topk must be >= 1, got 0"
+        status, msg, _ = err("/v1/predict?topk=two", good)
+        assert status == 400 and msg == "topk must be an integer, got 'two'"
+        status, msg, _ = err("/v1/predict", "[1", ctype="application/json")
+        assert status == 400 and msg.startswith("body is not valid JSON")
+        status, msg, _ = err("/v1/predict", '{"images": []}', ctype="application/json")
+        assert status == 400 and "non-empty list of base64" in msg
+        status, msg, _ = err("/v1/predict", '{"images": ["@@@"]}', ctype="application/json")
+        assert status == 400 and msg == "images[0] is not valid base64"
+        status, msg, headers = err("/v1/predict", None, method="GET")
+        assert status == 405 and headers["Allow"] == "POST"
+        status, msg, headers = err("/health", b"x")
+        assert status == 405 and headers["Allow"] == "GET"
+        assert err("/v2/anything")[:2] == (404, "no such endpoint: /v2/anything")
+        # one bad image in a JSON request: the others are still answered, in order
+        blobs = [base64.b64encode(good).decode(), base64.b64encode(b"junk").decode()]
+        status, body, _ = call(url, "/v1/predict", json.dumps({"images": blobs}), "application/json")
+        assert status == 200 and [r["ok"] for r in body["results"]] == [True, False]
+        assert body["results"][1]["error"] == "images[1]: not an image (unrecognised format)"
+        assert call(url, "/v1/predict", good)[0] == 200
+
+
+def test_a_failing_forward_pass_is_a_500_not_a_dead_worker(small_model, images):
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            raise RuntimeError("out of memory (simulated)")
+
+    with InferenceServer(small_model, port=0) as server:
+        good = server.classifier.models
+        server.classifier.models = [Broken()]
+        status, body, _ = call(server.url, "/v1/predict", images[0].read_bytes())
+        assert status == 500 and body["error"] == "inference failed: RuntimeError: out of memory (simulated)"
+        server.classifier.models = good
+        assert call(server.url, "/v1/predict", images[0].read_bytes())[0] == 200
+
+
+def test_close_answers_the_requests_in_flight(small_model, images):
+    server = InferenceServer(small_model, port=0, max_wait_ms=1500).start()  # a request waits 1.5 s for company
+    url, answer = server.url, []
+    client = threading.Thread(target=lambda: answer.append(call(url, "/v1/predict", images[0].read_bytes())))
+    client.start()
+    while server._httpd._busy == 0:  # the request is in flight
+        time.sleep(0.01)
+    server.close()
+    client.join()
+    assert answer[0][0] == 200 and answer[0][1]["results"][0]["ok"]
+    with pytest.raises(OSError):  # the port is released: nothing listens
+        call(url, "/health")
+
+
+def test_setup_errors_are_clear(small_model):
+    with pytest.raises(ValueError, match="topk must be >= 1"):
+        InferenceServer(small_model, port=0, topk=0)
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        Classifier(small_model, max_batch=0)
+    with InferenceServer(small_model, port=0, warm_up=False) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port}: "):
+            InferenceServer(small_model, port=port, warm_up=False)
+
+
+def test_fused_server_runs_power_of_two_batches(small_model, images):
+    if not iv.models.onednn_graph_available():
+        pytest.skip("this PyTorch has no oneDNN Graph fuser")
+    classifier = Classifier(small_model, max_batch=4, fuse=True)
+    try:
+        assert classifier.form == "fuse_for_inference"
+        assert [len(c) for c in classifier._chunks(torch.zeros(7, 3, 75, 75))] == [4, 2, 1]
+        classifier.warm_up()  # fuses batches of 1, 2 and 4
+        fused = classifier.models[0]
+        assert sorted(k[0][0] for k in fused._warm) == [1, 2, 4]
+        views = torch.cat([classifier.views(p.read_bytes()) for p in images[:3]])
+        probs = classifier.submit(views)  # 3 images: a pass of 2 and a pass of 1, no new shape
+        assert sorted(k[0][0] for k in fused._warm) == [1, 2, 4]
+        with torch.no_grad():
+            want = torch.softmax(small_model(views), 1)
+        assert (probs - want).abs().max().item() < 1e-5
+    finally:
+        classifier.close()
+
+
+def test_cli_serves_until_sigterm(small_model, images, tmp_path):
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    assert main(["serve", "--weights", str(tmp_path / "missing.safetensors")]) == 2
+    cmd = [sys.executable, "-m", "inceptionv4", "serve", "--weights", str(weights), "--port", "0", "--topk", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("serving")):
+            lines.append(proc.stderr.readline())
+            assert lines[-1], f"server exited: {lines}"
+        url = re.search(r" at (http://[\d.]+:\d+): ", lines[-1]).group(1)
+        status, body, _ = call(url, "/v1/predict", images[0].read_bytes())
+        assert status == 200 and [t["name"] for t in body["results"][0]["top"]] == [
+            t["name"] for t in expected(small_model, images[:1], topk=2)[0]
+        ]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopped" in err
+        assert '"POST /v1/predict HTTP/1.1" 200' in err  # the access log
+    finally:
+        proc.kill()
