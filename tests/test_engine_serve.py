@@ -19,8 +19,10 @@ from PIL import Image
 
 import inceptionv4 as iv
 from inceptionv4.cli import main
+from inceptionv4.data import Preprocessing, decode_rgb
 from inceptionv4.engine.predict import predict
-from inceptionv4.engine.serve import Classifier, InferenceServer
+from inceptionv4.engine.protocols import crop_views
+from inceptionv4.engine.serve import Classifier, InferenceServer, pow2_sizes
 
 from .conftest import randomize_bn
 
@@ -193,24 +195,27 @@ def test_setup_errors_are_clear(small_model):
             InferenceServer(small_model, port=port, warm_up=False)
 
 
-def test_fused_server_runs_power_of_two_batches(small_model, images):
+def test_fused_server_fuses_few_batch_shapes(small_model, images):
+    """oneDNN Graph fuses every new shape: alone the worker runs power-of-two batches; under
+    BatchParallel, chunks of 1-4 images. Warming up fuses them all, so clients never do."""
     if not iv.models.onednn_graph_available():
         pytest.skip("this PyTorch has no oneDNN Graph fuser")
-    classifier = Classifier(small_model, max_batch=4, fuse=True)
-    try:
-        assert classifier.form == "fuse_for_inference"
-        assert [len(c) for c in classifier._chunks(torch.zeros(7, 3, 75, 75))] == [4, 2, 1]
-        classifier.warm_up()  # fuses batches of 1, 2 and 4
-        fused = classifier.models[0]
-        assert sorted(k[0][0] for k in fused._warm) == [1, 2, 4]
-        views = torch.cat([classifier.views(p.read_bytes()) for p in images[:3]])
-        probs = classifier.submit(views)  # 3 images: a pass of 2 and a pass of 1, no new shape
-        assert sorted(k[0][0] for k in fused._warm) == [1, 2, 4]
-        with torch.no_grad():
-            want = torch.softmax(small_model(views), 1)
-        assert (probs - want).abs().max().item() < 1e-5
-    finally:
-        classifier.close()
+    pre = Preprocessing.of(small_model)
+    views = torch.cat([crop_views(decode_rgb(p.read_bytes()), pre) for p in images[:5]])
+    with torch.no_grad():
+        want = torch.softmax(small_model(views), 1)
+    for parallel, max_batch, shapes in ((False, 4, [1, 2, 4]), (True, 6, [1, 2, 3, 4])):
+        classifier = Classifier(small_model, max_batch=max_batch, fuse=True, parallel=parallel)
+        try:
+            fused = classifier.models[0].model if parallel else classifier.models[0]
+            classifier.warm_up()
+            assert sorted(k[0][0] for k in fused._warm) == shapes
+            probs = torch.cat([classifier.submit(views[:3]), classifier.submit(views[3:])])  # 3 (2+1 or 3), 2
+            assert sorted(k[0][0] for k in fused._warm) == shapes  # no new shape fused for a client
+            assert (probs - want).abs().max().item() < 1e-5
+        finally:
+            classifier.close()
+    assert pow2_sizes(7) == [4, 2, 1] and pow2_sizes(8) == [8] and pow2_sizes(6) == [4, 2]
 
 
 def test_cli_serves_until_sigterm(small_model, images, tmp_path):

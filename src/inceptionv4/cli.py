@@ -178,7 +178,8 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"loading {len(models)} model(s) and warming up ...", file=sys.stderr)
     server = InferenceServer(models, host=args.host, port=args.port, topk=args.topk, crops=args.crops,
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, optimize=args.optimize,
-                             fuse=args.fuse, max_body_bytes=int(args.max_body_mb * 2**20))  # fmt: skip
+                             fuse=args.fuse, parallel=args.parallel,
+                             max_body_bytes=int(args.max_body_mb * 2**20))  # fmt: skip
     # SIGTERM (docker stop, systemd, kill) stops it as Ctrl-C does: shutdown must come from another thread
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     info = server.classifier.describe()
@@ -310,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse", action="store_true",
                    help="serve the oneDNN Graph form (CPU fp32; see predict --fuse): every batch shape is fused "
                         "while warming up, so it starts later and answers faster")  # fmt: skip
+    p.add_argument("--parallel", action="store_true",
+                   help="run each batch's chunks of 4 images on separate threads (models.BatchParallel)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(func=_serve)
 
