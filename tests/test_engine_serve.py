@@ -4,6 +4,7 @@ import base64
 import http.client
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -152,7 +153,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(small_model,
         assert call(url, "/v1/predict", good)[0] == 200
 
 
-def test_a_failing_forward_pass_is_a_500_not_a_dead_worker(small_model, images):
+def test_a_failing_forward_pass_is_a_500_and_a_full_queue_a_503(small_model, images):
     class Broken(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -168,6 +169,12 @@ def test_a_failing_forward_pass_is_a_500_not_a_dead_worker(small_model, images):
         assert status == 500 and body["error"] == "inference failed: RuntimeError: out of memory (simulated)"
         server.classifier.models = good
         assert call(server.url, "/v1/predict", images[0].read_bytes())[0] == 200
+        full = queue.Queue(1)  # a full request queue: the client is told to come back
+        full.put(None)
+        server.classifier._queue, waiting = full, server.classifier._queue
+        status, body, headers = call(server.url, "/v1/predict", images[0].read_bytes())
+        assert status == 503 and headers["Retry-After"] == "1" and "busy" in body["error"]
+        server.classifier._queue = waiting
 
 
 def test_close_answers_the_requests_in_flight(small_model, images):

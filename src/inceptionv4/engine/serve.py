@@ -56,6 +56,10 @@ class RequestError(ValueError):
         self.status = status
 
 
+class ServerBusy(RuntimeError):
+    """The request queue is full: the client should retry shortly (HTTP 503)."""
+
+
 @dataclass
 class _Job:
     """One request's preprocessed views, waiting for the worker."""
@@ -128,12 +132,13 @@ class Classifier:
 
     def submit(self, views: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
         """Probabilities (images, classes) for ``views`` (images * crops, 3, S, S), batched with
-        whatever else is waiting. Raises RuntimeError if the worker is busy past ``queue_size``."""
+        whatever else is waiting. Raises :class:`ServerBusy` with ``queue_size`` requests already
+        waiting, RuntimeError if the forward pass fails or takes over ``timeout`` seconds."""
         job = _Job(views)
         try:
             self._queue.put(job, block=False)
         except queue.Full:
-            raise RuntimeError("the server is busy (request queue full); retry shortly") from None
+            raise ServerBusy("the server is busy (request queue full); retry shortly") from None
         if not job.done.wait(timeout):
             raise RuntimeError(f"no result within {timeout} s")
         if job.error is not None:
@@ -220,6 +225,7 @@ def pow2_sizes(n: int) -> list[int]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
+    timeout = 60  # seconds a connection may sit idle (or trickle a body) before it is closed
     server: _Server
 
     def do_GET(self) -> None:
@@ -263,10 +269,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = HTTPStatus.OK, self._predict(url.query)
         except RequestError as err:
             status, body = err.status, {"error": str(err)}
-        except RuntimeError as err:  # queue full, or the forward pass failed
-            busy = "busy" in str(err)
-            status = HTTPStatus.SERVICE_UNAVAILABLE if busy else HTTPStatus.INTERNAL_SERVER_ERROR
-            body = {"error": str(err)}
+        except ServerBusy as err:
+            status, body = HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(err)}
+        except RuntimeError as err:  # the forward pass failed or timed out
+            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(err)}
         self._reply(status, body, retry_after="1" if status == HTTPStatus.SERVICE_UNAVAILABLE else None)
 
     def _predict(self, query: str) -> dict:
