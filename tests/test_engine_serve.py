@@ -225,6 +225,20 @@ def test_fused_server_fuses_few_batch_shapes(small_model, images):
     assert pow2_sizes(7) == [4, 2, 1] and pow2_sizes(8) == [8] and pow2_sizes(6) == [4, 2]
 
 
+def test_a_request_larger_than_max_batch_runs_in_passes_of_max_batch(small_model, images):
+    classifier = Classifier(small_model, max_batch=2, crops=10)
+    try:
+        views = torch.cat([classifier.views(p.read_bytes()) for p in images[:5]])
+        assert [len(c) for c in classifier._chunks(views)] == [20, 20, 10]  # 10 crops per image
+        probs = classifier.submit(views)
+        assert classifier.batches == 1 and classifier.images == 5 and probs.shape == (5, 3)
+        want = [r["top"][0] for r in predict(small_model, [str(p) for p in images[:5]], topk=1, crops=10)]
+        assert probs.argmax(1).tolist() == [t["index"] for t in want]
+        assert max(abs(probs[i, t["index"]].item() - t["prob"]) for i, t in enumerate(want)) < 1e-5
+    finally:
+        classifier.close()
+
+
 def test_cli_serves_until_sigterm(small_model, images, tmp_path):
     weights = tmp_path / "m.safetensors"
     iv.save_weights(small_model, weights, class_names=small_model.class_names)

@@ -194,9 +194,13 @@ class Classifier:
             j.done.set()
 
     def _chunks(self, views: torch.Tensor) -> list[torch.Tensor]:
-        if not self._pow2:
-            return [views]
-        return list(views.split([n * self.crops for n in pow2_sizes(len(views) // self.crops)]))
+        """Passes of at most ``max_batch`` images (one request may bring more), power-of-two
+        sized where the fused form runs alone."""
+        out = []
+        for piece in views.split(self.max_batch * self.crops):
+            sizes = pow2_sizes(len(piece) // self.crops) if self._pow2 else [len(piece) // self.crops]
+            out += piece.split([n * self.crops for n in sizes])
+        return out
 
     def describe(self) -> dict:
         return {
