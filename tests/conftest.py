@@ -31,3 +31,13 @@ def eval_model(name: str, classes: int = 10) -> torch.nn.Module:
     """A seeded network in eval mode with random BatchNorm statistics: the reference the inference forms must equal."""
     torch.manual_seed(0)
     return randomize_bn(iv.create_model(name, num_classes=classes)).eval()
+
+
+@pytest.fixture(scope="module")
+def small_model() -> torch.nn.Module:
+    """Inception-ResNet-v1 with three named classes at its 75-pixel minimum: fast end-to-end inference."""
+    torch.manual_seed(0)
+    model = randomize_bn(iv.create_model("inception_resnet_v1", num_classes=3)).eval()
+    model.class_names = ["red", "green", "blue"]
+    model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
+    return model

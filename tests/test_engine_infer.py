@@ -20,17 +20,6 @@ from inceptionv4.models import count_flops
 from inceptionv4.models.fold import fold_batchnorm
 from inceptionv4.weights import imagenet1k
 
-from .conftest import randomize_bn
-
-
-@pytest.fixture(scope="module")
-def small_model():
-    torch.manual_seed(0)
-    model = randomize_bn(iv.create_model("inception_resnet_v1", num_classes=3)).eval()
-    model.class_names = ["red", "green", "blue"]
-    model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
-    return model
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):

@@ -233,22 +233,18 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
-        with self.server.answering() as open_:
-            if open_:
-                self._get()
-            else:
-                self._closing()
+        self._answer(self._get)
 
     def do_POST(self) -> None:
+        self._answer(self._post)
+
+    def _answer(self, handle) -> None:
         with self.server.answering() as open_:
             if open_:
-                self._post()
+                handle()
             else:
-                self._closing()
-
-    def _closing(self) -> None:
-        self.close_connection = True
-        self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the server is shutting down"})
+                self.close_connection = True
+                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the server is shutting down"})
 
     def _get(self) -> None:
         path = urlsplit(self.path).path
