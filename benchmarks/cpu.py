@@ -63,13 +63,16 @@ def compiled_runner(model, x):
     return run
 
 
-def ort_runner(model, x, path):
+def ort_runner(model, x):
+    """onnxruntime on our ONNX export; the file is gone once the session has read it."""
     import onnxruntime as ort
 
-    export_model(model, path, format="onnx", input_size=x.shape[-1])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        export_model(model, path, format="onnx", input_size=x.shape[-1])
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     feed = {"images": x.numpy()}
     return lambda: torch.from_numpy(session.run(None, feed)[0])
 
@@ -126,7 +129,7 @@ def main() -> None:
     # Every torch path then reuses its activations' memory instead of page-faulting it in afresh
     # each call; onnxruntime has its own arena either way.
     retained = False if args.no_retain else retain_freed_memory()
-    rows, tmp = [], tempfile.mkdtemp()
+    rows = []
     for name in args.models:
         torch.manual_seed(0)
         ours = iv.create_model(name).eval()
@@ -144,7 +147,7 @@ def main() -> None:
             f"ours optimize_for_inference + BatchParallel(chunk={args.chunk})": torch_runner(
                 BatchParallel(fast, chunk=args.chunk), xb, channels_last=True
             ),
-            "onnxruntime fp32 (our export)": ort_runner(ours, xb, os.path.join(tmp, f"{name}.onnx")),
+            "onnxruntime fp32 (our export)": ort_runner(ours, xb),
         }
         fused = fuse_for_inference(ours, x1 if args.latency_only else xb) if onednn_graph_available() else None
         if fused is not None:
@@ -161,7 +164,7 @@ def main() -> None:
         lat = {
             "timm eager NCHW": torch_runner(theirs, x1),
             "ours optimize_for_inference": torch_runner(fast, x1, channels_last=True),
-            "onnxruntime fp32 (our export)": ort_runner(ours, x1, os.path.join(tmp, f"{name}-1.onnx")),
+            "onnxruntime fp32 (our export)": ort_runner(ours, x1),
         }
         if fused is not None:
             lat["ours fuse_for_inference"] = torch_runner(fused, x1)

@@ -1,5 +1,6 @@
 """The demo pipeline, reduced: every artefact is written and the ONNX export agrees with eager."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,9 @@ from inceptionv4.demo import format_report, run_demo
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return run_demo(tmp_path_factory.mktemp("demo"), max_steps=4, samples=4, progress=False)
+    out = tmp_path_factory.mktemp("demo")
+    yield run_demo(out, max_steps=4, samples=4, progress=False)
+    shutil.rmtree(out, ignore_errors=True)  # ~0.4 GB of checkpoints; CI's disk is shared
 
 
 def test_every_artefact_exists(demo):

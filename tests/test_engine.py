@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,7 +112,8 @@ def test_checkpoints_are_atomic_versioned_and_pruned(tmp_path):
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     summary = train(**SMALL, epochs=2, out_dir=str(out), extra={}, plots=True, log_every=2, lr=0.05)
-    return out, summary
+    yield out, summary
+    shutil.rmtree(out, ignore_errors=True)  # ~0.4 GB of checkpoints; CI's disk is shared
 
 
 def test_training_learns_and_writes_its_run_folder(short_run):
