@@ -64,6 +64,38 @@ def test_config_layers_yaml_then_flags(tmp_path):
         TrainConfig.from_sources(tmp_path / "none.yaml")
 
 
+def test_dataset_kind_follows_data_and_bad_data_is_named(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "train.txt").write_text("a.jpg 0\n")
+    (tmp_path / "val.txt").write_text("b.jpg 0\n")
+    assert TrainConfig.from_sources(None).dataset == "digits"
+    assert TrainConfig.from_sources(None, data=str(tmp_path / "photos")).dataset == "folder"
+    cfg = TrainConfig.from_sources(None, data=str(tmp_path / "train.txt"), val_data=str(tmp_path / "val.txt"))
+    assert cfg.dataset == "list"
+    bad = [
+        ({"data": str(tmp_path / "nodir")}, FileNotFoundError, "no such data folder: .*nodir"),
+        ({"dataset": "digits", "data": str(tmp_path / "photos")}, ValueError, "data .* is read only with dataset"),
+        ({"dataset": "folder"}, ValueError, "dataset 'folder' needs data"),
+        ({"dataset": "folder", "data": str(tmp_path / "train.txt")}, FileNotFoundError, "a file: use dataset 'list'"),
+        ({"data": str(tmp_path / "train.txt")}, ValueError, "needs val_data"),
+        ({"data": str(tmp_path / "train.txt"), "val_data": "nope.txt"}, FileNotFoundError, "no such validation list"),
+        (
+            {"data": str(tmp_path / "photos"), "val_data": "v.txt"},
+            ValueError,
+            "val_data is read only with dataset 'list'",
+        ),
+        ({"dataset": "imagenet"}, ValueError, "unknown dataset 'imagenet'"),
+    ]
+    for settings, error, message in bad:
+        with pytest.raises(error, match=message):
+            TrainConfig.from_sources(None, **settings)
+    # The command line says the same, before any network is built.
+    proc = subprocess.run([sys.executable, "-m", "inceptionv4", "train", "--data", str(tmp_path / "nodir")],
+                          capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "error: no such data folder" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
 def test_paper_recipe_resolves_to_section_4():
     r = TrainConfig(recipe="paper", batch_size=512).resolved()
     assert r["optimizer"] == "rmsprop_tf" and r["schedule"] == "exponential"

@@ -108,6 +108,31 @@ def test_bad_paths_and_files(tmp_path):
         iv.save_weights(iv.create_model("inception_v4", num_classes=2), tmp_path / "x.safetensors", class_names=["a"])
 
 
+def test_files_that_are_not_weights_say_what_they_are(tmp_path, v1_bundle):
+    from inceptionv4.weights.io import read_tensors
+
+    cases = {
+        "notes.pt": (
+            b"just some text\n",
+            r"notes.pt is not a weights file: neither safetensors nor a PyTorch checkpoint$",
+        ),
+        "photo.pth": (b"\xff\xd8\xff\xe0" + bytes(64), r"it looks like a JPEG image"),
+        "model.h5.pt": (b"\x89HDF\r\n\x1a\n" + bytes(64), r"HDF5 \(Keras\) file: convert it first"),
+        "empty.bin": (b"", r"the file is empty"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=message):
+            read_tensors(tmp_path / name)
+    # What is inside decides, not the suffix: a safetensors bundle saved as .pt still loads.
+    model, path = v1_bundle
+    renamed = tmp_path / "v1.pt"
+    renamed.write_bytes(path.read_bytes())
+    tensors, meta = read_tensors(renamed)
+    assert meta["architecture"] == "inception_resnet_v1"
+    assert torch.equal(tensors["head.fc.weight"], model.state_dict()["head.fc.weight"])
+
+
 def test_imagenet_labels_ship_with_the_package():
     classes = imagenet1k()
     assert len(classes) == 1000 and len({c.wnid for c in classes}) == 1000

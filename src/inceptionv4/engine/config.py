@@ -44,7 +44,7 @@ class TrainConfig:
     drop_rate: float = 0.2
     residual_scale: float | None = None
     # data
-    dataset: str = "digits"  # digits | synthetic | folder | list
+    dataset: str | None = None  # digits | synthetic | folder | list; None: from ``data`` (below)
     data: str | None = None  # folder root, or list file
     val_data: str | None = None  # list file of the validation set (dataset=list)
     input_size: int = 299
@@ -86,6 +86,15 @@ class TrainConfig:
     plots: bool = True
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # `--data ./photos` alone means "train on my folder", never the bundled digits: the kind is
+        # taken from what `data` is, and only an explicit `dataset` overrides that.
+        if self.dataset is None:
+            if self.data is None:
+                self.dataset = "digits"
+            else:
+                self.dataset = "list" if Path(self.data).is_file() else "folder"
+
     def resolved(self) -> dict:
         """The recipe's values filled in where this config says None, as a plain dict."""
         if self.recipe not in RECIPES:
@@ -117,7 +126,39 @@ class TrainConfig:
             raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.nan_policy not in ("stop", "skip"):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {self.nan_policy!r}")
+        self._validate_data()
         self.resolved()
+
+    def _validate_data(self) -> None:
+        """Say what is wrong with the data settings before a network is built or a worker started."""
+        kinds = ("digits", "synthetic", "folder", "list")
+        if self.dataset not in kinds:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(kinds)}")
+        if self.dataset in ("digits", "synthetic"):
+            for name in ("data", "val_data"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} ({getattr(self, name)}) is read only with dataset 'folder' or 'list', "
+                        f"not {self.dataset!r}; leave dataset unset to take the kind from {name}"
+                    )
+            return
+        if self.data is None:
+            what = "a folder of class folders (or train/ and val/)" if self.dataset == "folder" else "a list file"
+            raise ValueError(f"dataset {self.dataset!r} needs data: {what}")
+        data = Path(self.data)
+        if self.dataset == "folder" and not data.is_dir():
+            raise FileNotFoundError(
+                f"no such data folder: {data}" + (" (a file: use dataset 'list')" if data.is_file() else "")
+            )
+        if self.dataset == "list":
+            if not data.is_file():
+                raise FileNotFoundError(f"no such list file: {data}")
+            if self.val_data is None:
+                raise ValueError("dataset 'list' needs val_data: the list file of the validation images")
+            if not Path(self.val_data).is_file():
+                raise FileNotFoundError(f"no such validation list file: {self.val_data}")
+        elif self.val_data is not None:
+            raise ValueError("val_data is read only with dataset 'list'; a folder's validation images are in its val/")
 
     @classmethod
     def from_sources(cls, yaml_path: str | Path | None = None, **overrides) -> TrainConfig:

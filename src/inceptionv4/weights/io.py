@@ -27,9 +27,36 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise FileNotFoundError(f"no such weights file: {path}")
     if path.is_dir():
         raise ValueError(f"expected a weights file, got a directory: {path}")
-    if path.suffix == ".safetensors":
+    kind = _sniff(path)
+    if kind == "safetensors" or (path.suffix == ".safetensors" and kind != "torch"):
         return _read_safetensors(path)
-    return _read_pickle(path), {}
+    if kind == "torch":
+        return _read_pickle(path), {}
+    raise ValueError(f"{path} is not a weights file: neither safetensors nor a PyTorch checkpoint{kind}")
+
+
+#: Leading bytes of files people hand over by mistake, to say what was given instead.
+_OTHER_FORMATS = {
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x89PNG": "a PNG image",
+    b"\x89HDF": "an HDF5 (Keras) file: convert it first, `inceptionv4 convert --help`",
+}
+
+
+def _sniff(path: Path) -> str:
+    """ "safetensors", "torch" (zip or legacy pickle), or the reason it is neither, from the first bytes."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if not head:
+        return " (the file is empty)"
+    if head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and 2 <= head[1] <= 5):
+        return "torch"
+    if len(head) >= 10 and head[8:10] == b'{"':  # 8-byte header length, then the JSON header
+        return "safetensors"
+    for magic, what in _OTHER_FORMATS.items():
+        if head.startswith(magic):
+            return f" (it looks like {what})"
+    return ""
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
