@@ -58,3 +58,16 @@ def test_convert_errors_are_one_line(tmp_path, capsys):
         == 2
     )
     assert "no such weights file" in capsys.readouterr().err
+
+
+def test_unwritable_outputs_are_one_line(tmp_path, capsys):
+    """An OSError (here: a folder wanted where a file is) is named, not raised as a traceback."""
+    import inceptionv4 as iv
+
+    weights = tmp_path / "v1.safetensors"
+    iv.save_weights(iv.create_model("inception_resnet_v1", num_classes=2), weights, class_names=["a", "b"])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["export", "--weights", str(weights), str(blocker / "sub" / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("inceptionv4 export: error: ") and str(blocker) in err and len(err.splitlines()) == 1

@@ -57,6 +57,14 @@ def test_evaluate_protocol_and_ensemble(small_model, folder):
     assert ten["models"] == 2 and ten["n"] == 6
 
 
+def test_evaluating_nothing_readable_is_an_error(small_model, tmp_path):
+    (tmp_path / "red").mkdir()
+    (tmp_path / "red" / "a.jpg").write_bytes(b"\xff\xd8\xffnot really")
+    (tmp_path / "red" / "b.png").write_text("text")
+    with pytest.raises(ValueError, match=r"no image of the 2 in the dataset could be read: .*a.jpg.*; .*b.png"):
+        evaluate_protocol([small_model], ImageFolder(tmp_path), crops=1, batch_size=4)
+
+
 def test_imagenet_folders_map_by_wordnet_id(small_model):
     model = iv.create_model("inception_v4", num_classes=1000)
     model.label_set = "imagenet-1k"

@@ -108,6 +108,13 @@ def test_bad_paths_and_files(tmp_path):
         iv.save_weights(iv.create_model("inception_v4", num_classes=2), tmp_path / "x.safetensors", class_names=["a"])
 
 
+def test_a_bundle_named_as_another_network_is_refused(v1_bundle):
+    _, path = v1_bundle
+    assert iv.load_weights(path, architecture="inception_resnet_v1").model_name == "inception_resnet_v1"
+    with pytest.raises(ValueError, match=r"v1.safetensors holds inception_resnet_v1 weights, not inception_v4"):
+        iv.load_weights(path, architecture="inception_v4")
+
+
 def test_files_that_are_not_weights_say_what_they_are(tmp_path, v1_bundle):
     from inceptionv4.weights.io import read_tensors
 

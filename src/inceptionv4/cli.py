@@ -363,7 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `inceptionv4 ... | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
-    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as err:
+    except OSError as err:  # a path that cannot be read or written: a full disk, no permission, ...
+        where = f": {err.filename}" if err.filename and str(err.filename) not in str(err.strerror or "") else ""
+        text = f"{err.strerror}{where}" if err.strerror else str(err)
+        print(f"inceptionv4 {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, ImportError, RuntimeError) as err:
         print(f"inceptionv4 {args.command}: error: {err}", file=sys.stderr)
         return 2
 

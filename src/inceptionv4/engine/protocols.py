@@ -170,6 +170,9 @@ def evaluate_protocol(
             flush()
     flush()
     n = int(confusion.sum())
+    if n == 0:  # a 0% top-1 over nothing would read as a result
+        shown = "; ".join(skipped[:3]) + (f"; ... {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise ValueError(f"no image of the {len(dataset)} in the dataset could be read: {shown or 'none found'}")
     per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1)
     return {
         "crops": crops,

@@ -129,7 +129,8 @@ def load_weights(
         model: load into this model instead of building one.
         source: the source of a foreign checkpoint ("timm", "cadene", "facenet", "keras",
             "tf-slim"); detected from the names when None.
-        architecture: the network of a foreign checkpoint when no ``model`` is given.
+        architecture: the network of a foreign checkpoint when no ``model`` is given; for a
+            bundle, which names its own, a different name is an error rather than ignored.
         strict: every weight must be present and used.
         backbone_only: skip the classifier (fine-tuning with a fresh head of another size).
         keep_background: keep class 0 of 1001-class TensorFlow checkpoints.
@@ -141,6 +142,8 @@ def load_weights(
     if meta.get("format") == FORMAT:
         info = _decode(meta)
         arch = str(info["architecture"])
+        if architecture is not None and architecture != arch:  # e.g. `--model inception_v4` on an IR-v2 bundle
+            raise ValueError(f"{path} holds {arch} weights, not {architecture}")
         sd = tensors
         kwargs = dict(info["build_kwargs"] or {})
         kwargs.update(num_classes=info["num_classes"], global_pool=info.get("global_pool") or "avg")
