@@ -27,6 +27,7 @@ from inceptionv4.engine import (
     save_checkpoint,
     train,
 )
+from inceptionv4.engine.checkpoint import list_checkpoints
 from inceptionv4.engine.runlog import read_metrics
 
 PROBE = Path(__file__).parent / "scripts" / "train_probe.py"
@@ -161,6 +162,29 @@ def test_training_learns_and_writes_its_run_folder(short_run):
     assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 0.05
     model = iv.load_weights(out / "model.safetensors")
     assert model.class_names == ["class_0", "class_1", "class_2", "class_3"]
+
+
+def test_resuming_with_other_settings_names_them_and_changes_nothing(short_run):
+    out, _ = short_run
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    with pytest.raises(ValueError, match=r"that run had model 'inception_resnet_v1' \(now 'inception_v4'\)"):
+        train(**{**SMALL, "model": "inception_v4"}, out_dir=str(out), resume=True)
+    with pytest.raises(ValueError, match=r"optimizer 'sgd' \(now 'adamw'\)"):
+        train(**SMALL, optimizer="adamw", out_dir=str(out), resume=True)
+    with pytest.raises(FileExistsError, match=r"already holds a run \(checkpoints up to step-00000064.pt\)"):
+        train(**SMALL, out_dir=str(out))  # neither resume nor overwrite
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    with pytest.raises(ValueError, match="input_size 50 is below inception_resnet_v1's minimum of 75"):
+        train(**{**SMALL, "input_size": 50}, out_dir=str(out / "small"))
+
+
+def test_overwrite_replaces_the_earlier_run_whole(tmp_path):
+    train(**SMALL, out_dir=str(tmp_path), max_steps=2, save_every=1, plots=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001.pt", "step-00000002.pt"]
+    summary = train(**SMALL, out_dir=str(tmp_path), max_steps=1, plots=False, overwrite=True)
+    assert summary["steps"] == 1
+    # no step-2 of the earlier run is left for a later resume to pick up
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001.pt"]
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):

@@ -25,6 +25,7 @@ DEMO_SETTINGS = {
     "hflip": 0.0,  # a mirrored 2 is no 2
     "min_crop_area": 0.35,  # crops of 8% would cut digits in half
     "workers": 1,
+    "overwrite": True,  # `make demo` again replaces the last demo run
 }
 
 

@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     resume: bool = False
+    overwrite: bool = False  # a fresh run may replace the run already checkpointed in out_dir
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     nan_policy: str = "stop"  # stop | skip

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Augmented, Preprocessing, build_dataset, collate, eval_transform, train_transform
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
 from .evaluate import _amp_dtype, evaluate
@@ -111,6 +111,32 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
         cleanup(world)
 
 
+#: Settings a run cannot change and resume: they decide which tensors the checkpoint holds.
+_RESUME_MUST_MATCH = ("model", "residual_scale", "optimizer", "aux_weight", "freeze_backbone")
+
+
+def _check_resumable(state: dict, now: dict, path: Path, num_classes: int) -> None:
+    """Say which setting differs from the checkpointed run's, instead of a load_state_dict dump."""
+    saved = state.get("config") or {}
+
+    def norm(key: str, value: object) -> object:
+        return bool(value) if key == "aux_weight" else value  # only whether the aux head exists matters
+
+    differ = [
+        f"{k} {saved[k]!r} (now {now.get(k)!r})"
+        for k in _RESUME_MUST_MATCH
+        if k in saved and norm(k, saved[k]) != norm(k, now.get(k))
+    ]
+    fc = state.get("model", {}).get("head.fc.weight")
+    if fc is not None and fc.shape[0] != num_classes:
+        differ.append(f"{fc.shape[0]} classes (now {num_classes})")
+    if differ:
+        raise ValueError(
+            f"cannot resume from {path}: that run had {', '.join(differ)}. "
+            "Resume with its settings, or start a new run in another out_dir."
+        )
+
+
 def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read top to bottom
     start_time = time.time()
     out_dir = Path(cfg.out_dir)
@@ -133,6 +159,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
     # -- model, optimiser ---------------------------------------------------------------------------
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = _build_model(cfg, len(classes)).to(world.device)
+    if cfg.input_size < model.min_input_size:  # here, not as a shape error in the first step
+        raise ValueError(f"input_size {cfg.input_size} is below {cfg.model}'s minimum of {model.min_input_size} pixels")
     if cfg.sync_bn and world.distributed and world.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.channels_last:
@@ -161,8 +189,21 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
     global_step = 0
     skipped_steps = 0
     resumed_from = None
+    # A fresh run in the folder of another would overwrite its checkpoints one by one and leave
+    # the newer ones behind for a later --resume to pick up: refuse unless told to replace it.
+    earlier = list_checkpoints(ckpt_dir) if world.is_main else []
+    if not cfg.resume and broadcast_flag(bool(earlier) and not cfg.overwrite, world):
+        newest = f" (checkpoints up to {earlier[-1].name})" if earlier else ""
+        raise FileExistsError(
+            f"{out_dir} already holds a run{newest}: resume it (--resume), replace it (--overwrite), "
+            "or give another out_dir"
+        )
+    if not cfg.resume:
+        for old in earlier:
+            old.unlink()
     if cfg.resume and (latest := latest_checkpoint(ckpt_dir)) is not None:
         state = load_checkpoint(latest)
+        _check_resumable(state, r, latest, len(classes))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema"):
