@@ -88,6 +88,11 @@ def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path
     assert results[2]["error"].startswith("not an image") and results[3]["error"] == "no such file"
     top = results[0]["top"]
     assert len(top) == 2 and top[0]["name"] in small_model.class_names and top[0]["prob"] >= top[1]["prob"]
+    for bad, message in (({"topk": 0}, "topk and batch_size must be >= 1"),
+                         ({"batch_size": 0}, "topk and batch_size must be >= 1"),
+                         ({"crops": 7}, r"crops must be one of \(1, 10, 12, 144\), got 7")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            next(predict(small_model, inputs, **bad))
 
 
 def test_predict_optimized_gives_the_same_answers(small_model, folder):

@@ -185,6 +185,8 @@ def test_setup_errors_are_clear(small_model):
         InferenceServer(small_model, port=0, topk=0)
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         Classifier(small_model, max_batch=0)
+    with pytest.raises(ValueError, match=r"port must be 0-65535 \(0: any free port\), got 99999"):
+        InferenceServer(small_model, port=99999, warm_up=False)
     with InferenceServer(small_model, port=0, warm_up=False) as server:
         port = int(server.url.rsplit(":", 1)[1])
         with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port}: "):

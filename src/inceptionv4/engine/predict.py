@@ -11,7 +11,7 @@ import torch
 
 from ..data import Preprocessing
 from ..data.decode import IMAGE_SUFFIXES, DecodeError, load_rgb
-from .protocols import crop_views, display_names, predict_proba
+from .protocols import CROPS, crop_views, display_names, predict_proba
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, str | None]]:
@@ -79,6 +79,10 @@ def predict(
     results, faster on CPU; the caller's models are left as they are); ``fuse`` runs
     :func:`~inceptionv4.models.fuse_for_inference` (faster again, CPU fp32, about 5 s to set up
     per model: worth it for a folder, not for one photo)."""
+    if topk < 1 or batch_size < 1:  # checked before a model is prepared or a file read
+        raise ValueError(f"topk and batch_size must be >= 1, got {topk} and {batch_size}")
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     models = models if isinstance(models, list) else [models]
     names = display_names(models[0])
     pre = Preprocessing.of(models[0])

@@ -433,6 +433,8 @@ class InferenceServer:
         warm_up: bool = True,
     ) -> None:
         self._thread: threading.Thread | None = None
+        if not 0 <= port <= 65535:  # before the models load, and not as bind()'s OverflowError
+            raise ValueError(f"port must be 0-65535 (0: any free port), got {port}")
         _topk(topk)  # a bad default is the caller's mistake: ValueError now, not 400s later
         self.classifier = Classifier(
             models,
