@@ -97,6 +97,35 @@ def test_dataset_kind_follows_data_and_bad_data_is_named(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"lr": -0.1}, r"lr must be > 0; got -0.1"),
+        ({"lr": "fast"}, r"lr must be > 0; got 'fast'"),
+        ({"ema_decay": 1.5}, r"ema_decay must be in \[0, 1\)"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+        ({"hflip": 2}, r"hflip must be a probability in \[0, 1\]"),
+        ({"min_crop_area": 0}, r"min_crop_area must be in \(0, 1\]"),
+        ({"workers": -1}, r"workers must be an integer >= 0"),
+        ({"epochs": 2.5}, r"epochs must be an integer >= 1; got 2.5"),
+        ({"batch_size": "32"}, r"batch_size must be an integer >= 1; got '32'"),
+        ({"max_steps": 0}, r"max_steps must be an integer >= 1, or unset"),
+        ({"optimizer": "adam"}, r"unknown optimizer 'adam'; known: rmsprop_tf, sgd, adamw"),
+        ({"schedule": "step"}, r"unknown schedule 'step'; known: exponential, cosine, constant"),
+        ({"model": "inception_v3"}, r"unknown model 'inception_v3'; known models: "),
+        ({"nan_policy": "ignore"}, r"nan_policy must be one of stop, skip; got 'ignore'"),
+    ],
+)
+def test_every_bad_setting_is_named_before_the_run(setting, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_sources(None, **setting)
+
+
+def test_edge_settings_that_are_valid_stay_valid():
+    for setting in ({"clip_grad": 0}, {"ema_decay": 0.0}, {"hflip": 0}, {"max_steps": None}, {"recipe": "modern"}):
+        TrainConfig.from_sources(None, **setting).validate()
+
+
 def test_paper_recipe_resolves_to_section_4():
     r = TrainConfig(recipe="paper", batch_size=512).resolved()
     assert r["optimizer"] == "rmsprop_tf" and r["schedule"] == "exponential"
@@ -339,5 +368,5 @@ def test_freeze_backbone_trains_the_head_only(tmp_path):
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
     s = train(**SMALL, max_steps=2, amp="bf16", channels_last=True, plots=False, out_dir=str(tmp_path))
     assert s["status"] == "finished" and math.isfinite(s["val_loss"])
-    with pytest.raises(ValueError, match="amp must be none, bf16 or fp16"):
+    with pytest.raises(ValueError, match="amp must be one of none, bf16, fp16; got 'fp8'"):
         train(**SMALL, amp="fp8", out_dir=str(tmp_path / "x"))

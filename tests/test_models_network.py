@@ -31,6 +31,8 @@ def test_input_below_minimum_fails_before_any_convolution(model_name):
         model(torch.randn(3, 299, 299))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         model(torch.randn(1, 1, 299, 299))
+    with pytest.raises(TypeError, match=r"expected floating-point pixels .* got torch.uint8"):
+        model(torch.zeros(1, 3, 299, 299, dtype=torch.uint8))  # a decoded image, not normalised
     assert calls == []
 
 

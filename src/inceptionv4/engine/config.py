@@ -8,6 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from ..models import list_models
+from .optim import OPTIMIZERS, SCHEDULES
+
 
 @dataclass
 class Recipe:
@@ -31,6 +34,32 @@ RECIPES = {
     "modern": Recipe(
         "adamw", 1e-3, 512, "cosine", 0.05, warmup_epochs=5.0, label_smoothing=0.1, clip_grad=1.0, ema_decay=0.9998
     ),
+}
+
+
+#: setting -> (test, the rule as the error states it), applied to the recipe-resolved values.
+_RANGES = {
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "accum_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "input_size": (lambda v: v >= 1, "an integer >= 1"),
+    "workers": (lambda v: v >= 0, "an integer >= 0"),
+    "seed": (lambda v: True, "an integer"),
+    "save_every": (lambda v: v >= 0, "an integer >= 0"),
+    "log_every": (lambda v: v >= 1, "an integer >= 1"),
+    "max_steps": (lambda v: v >= 1, "an integer >= 1, or unset"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "clip_grad": (lambda v: v >= 0, ">= 0 (0: no clipping), or unset"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: no EMA), or unset"),
+    "drop_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "hflip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "color_jitter": (lambda v: v >= 0, ">= 0"),
+    "min_crop_area": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "aux_weight": (lambda v: v >= 0, ">= 0"),
 }
 
 
@@ -119,16 +148,32 @@ class TrainConfig:
         return out
 
     def validate(self) -> None:
-        if self.batch_size < 1 or self.accum_steps < 1 or self.epochs < 1:
-            raise ValueError(
-                f"batch_size, accum_steps and epochs must be >= 1, got {self.batch_size}, {self.accum_steps}, {self.epochs}"
-            )
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
-        if self.nan_policy not in ("stop", "skip"):
-            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {self.nan_policy!r}")
+        """Every setting checked here, so a bad one stops the run before a network or worker exists."""
+        if self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(list_models())}")
+        for name, allowed in (("amp", ("none", "bf16", "fp16")), ("nan_policy", ("stop", "skip"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         self._validate_data()
-        self.resolved()
+        own = dataclasses.asdict(self)
+        integers = [name for name, (_, rule) in _RANGES.items() if rule.startswith("an integer")]
+        self._check_ranges(own, integers)  # before resolved() computes with batch_size
+        r = self.resolved()
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if r[name] not in allowed:
+                raise ValueError(f"unknown {name} {r[name]!r}; known: {', '.join(allowed)}")
+        self._check_ranges(r, [name for name in _RANGES if name not in integers])
+
+    @staticmethod
+    def _check_ranges(values: dict, names: list[str]) -> None:
+        for name in names:
+            ok, rule = _RANGES[name]
+            value = values[name]
+            if value is None and rule.endswith("or unset"):
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or (rule.startswith("an integer") and not isinstance(value, int)) or not ok(value):
+                raise ValueError(f"{name} must be {rule}; got {value!r}")
 
     def _validate_data(self) -> None:
         """Say what is wrong with the data settings before a network is built or a worker started."""

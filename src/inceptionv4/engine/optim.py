@@ -57,6 +57,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
+SCHEDULES = ("exponential", "cosine", "constant")
+
+
 def build_optimizer(
     name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
@@ -67,7 +71,7 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}; known: rmsprop_tf, sgd, adamw")
+    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
 def lr_at(step: int, *, base_lr: float, schedule: str, steps_per_epoch: int, epochs: int, warmup_epochs: float,
@@ -88,7 +92,7 @@ def lr_at(step: int, *, base_lr: float, schedule: str, steps_per_epoch: int, epo
         return base_lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
     if schedule == "constant":
         return base_lr
-    raise ValueError(f"unknown schedule {schedule!r}; known: exponential, cosine, constant")
+    raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
 
 
 class EMA:

@@ -109,6 +109,10 @@ class InceptionNet(nn.Module):
         """Raise a ValueError for a tensor the network cannot take, before any convolution runs."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():  # a decoded image straight from PIL/torchvision.io
+            raise TypeError(
+                f"expected floating-point pixels normalised as the model's Preprocessing does, got {x.dtype}"
+            )
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"expected a batch of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2], x.shape[-1]
