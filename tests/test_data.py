@@ -13,6 +13,7 @@ from inceptionv4.data import (
     ListFile,
     Preprocessing,
     Synthetic,
+    build_dataset,
     collate,
     decode_rgb,
     eval_transform,
@@ -114,6 +115,29 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no class folders"):
         ImageFolder(tmp_path / "empty")
+
+
+def test_class_folders_alone_are_split_by_name_not_by_seed(tmp_path):
+    root = _folder(tmp_path / "data", n=20)
+    train, val = (build_dataset("folder", s, root=root, seed=0, holdout=0.1) for s in ("train", "val"))
+    assert (len(train), len(val)) == (36, 4) and train.classes == val.classes == ["cat", "dog"]
+    assert sorted(val.targets) == [0, 0, 1, 1]  # 10% of each class
+    names = {str(p) for p, _ in train.samples}
+    assert not names & {str(p) for p, _ in val.samples}
+    # the same images whatever the seed or the order they were listed in
+    again = build_dataset("folder", "val", root=root, seed=7, holdout=0.1)
+    assert again.samples == val.samples
+    # without holdout (what `eval --data` does) the folder is taken whole
+    assert len(build_dataset("folder", "val", root=root)) == 40
+    one = _folder(tmp_path / "one", n=1)
+    with pytest.raises(ValueError, match="too few images to hold out 10% for validation"):
+        build_dataset("folder", "train", root=one, holdout=0.1)
+
+
+def test_train_without_val_is_named(tmp_path):
+    _folder(tmp_path / "data" / "train")
+    with pytest.raises(ValueError, match=r"has train/ but no val/: add .*val/<class>/<image>"):
+        build_dataset("folder", "val", root=tmp_path / "data")
 
 
 def test_list_file(tmp_path):

@@ -209,8 +209,43 @@ def collate(batch: list) -> dict[str, object]:
     }
 
 
+class Subset(ImageDataset):
+    """Some samples of another dataset, with its class list."""
+
+    def __init__(self, base: ImageDataset, indices: list[int]) -> None:
+        self.classes = list(base.classes)
+        self.samples = [base.samples[i] for i in indices]
+
+
+def holdout_split(dataset: ImageDataset, fraction: float) -> tuple[Subset, Subset]:
+    """(train, val): ``fraction`` of each class held out, at least one image of any class with two.
+
+    Which images are held out depends only on their names (SHA-1 of the file name), not on the
+    seed or the listing order: every run, and a resumed one, validates on the same images, and
+    adding images to a class moves few of the others.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    by_class: dict[int, list[int]] = {}
+    for i, (_, label) in enumerate(dataset.samples):
+        by_class.setdefault(label, []).append(i)
+    train, val = [], []
+    for indices in by_class.values():
+        ranked = sorted(indices, key=lambda i: hashlib.sha1(Path(str(dataset.samples[i][0])).name.encode()).digest())
+        n_val = max(1, round(fraction * len(ranked))) if len(ranked) >= 2 else 0
+        val += ranked[:n_val]
+        train += ranked[n_val:]
+    if not val:
+        raise ValueError(f"too few images to hold out {fraction:.0%} for validation: give each class two or more")
+    return Subset(dataset, sorted(train)), Subset(dataset, sorted(val))
+
+
 def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed: int = 0, **options) -> ImageDataset:
-    """A dataset by kind: "digits", "synthetic", "folder" (root/train, root/val) or "list" (a list file)."""
+    """A dataset by kind: "digits", "synthetic", "folder" (root/train, root/val) or "list" (a list file).
+
+    A "folder" root of class folders alone is taken whole, or, with ``holdout`` (a fraction), split
+    by :func:`holdout_split` into the "train" and "val" parts.
+    """
     if kind == "digits":
         return Digits(split, seed=seed)
     if kind == "synthetic":
@@ -224,8 +259,18 @@ def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed
         root = Path(root)
         sub = root / split
         classes = options.get("classes")
-        if split == "val" and classes is None and (root / "train").is_dir():
-            classes = ImageFolder(root / "train").classes
+        holdout = options.get("holdout", 0.0)
+        if (root / "train").is_dir():
+            if not (root / "val").is_dir():
+                raise ValueError(
+                    f"{root} has train/ but no val/: add {root}/val/<class>/<image> with the same class "
+                    f"folders, or put the class folders directly in {root} to hold out part of each class"
+                )
+            if split == "val" and classes is None:
+                classes = ImageFolder(root / "train").classes
+        elif holdout > 0:  # class folders only: train on most of each class, validate on the rest
+            train, val = holdout_split(ImageFolder(root, classes=classes), holdout)
+            return train if split == "train" else val
         return ImageFolder(sub if sub.is_dir() else root, classes=classes)
     if kind == "list":
         if root is None:

@@ -31,6 +31,9 @@ from .runlog import RunLog, plot_confusion, plot_run
 
 log = logging.getLogger(__name__)
 
+#: The share of each class validated on when a folder has class folders but no train/ and val/.
+VAL_HOLDOUT = 0.1
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; no checkpoint was written after it."""
@@ -149,9 +152,13 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         )
 
     # -- data ---------------------------------------------------------------------------------------
-    train_base = build_dataset(cfg.dataset, "train", root=cfg.data, seed=cfg.seed)
+    holdout = {"holdout": VAL_HOLDOUT} if cfg.dataset == "folder" else {}  # for a folder without val/
+    train_base = build_dataset(cfg.dataset, "train", root=cfg.data, seed=cfg.seed, **holdout)
     val_root = cfg.val_data if cfg.dataset == "list" else cfg.data
-    val_base = build_dataset(cfg.dataset, "val", root=val_root, seed=cfg.seed, classes=train_base.classes)
+    val_base = build_dataset(cfg.dataset, "val", root=val_root, seed=cfg.seed, classes=train_base.classes, **holdout)
+    if cfg.dataset == "folder" and not (Path(cfg.data) / "train").is_dir() and world.is_main:
+        log.info("%s has no train/ and val/: validating on %d held-out images (%.0f%% of each class), "
+                 "training on %d", cfg.data, len(val_base), 100 * VAL_HOLDOUT, len(train_base))  # fmt: skip
     classes = list(train_base.classes)
     if len(train_base) < cfg.batch_size:
         raise ValueError(f"the training set has {len(train_base)} images, fewer than one batch of {cfg.batch_size}")
