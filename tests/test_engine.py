@@ -216,6 +216,19 @@ def test_overwrite_replaces_the_earlier_run_whole(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001.pt"]
 
 
+def test_trains_on_a_folder_of_class_folders_with_a_held_out_part(tmp_path):
+    from PIL import Image
+
+    for name, color in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (48, 40), color).save(tmp_path / "photos" / name / f"{i}.jpg")
+    settings = {**SMALL, "dataset": None, "data": str(tmp_path / "photos"), "batch_size": 4}
+    s = train(**settings, max_steps=2, plots=False, out_dir=str(tmp_path / "run"))
+    assert s["status"] == "finished" and s["classes"] == ["cat", "dog"]
+    assert (s["train_images"], s["val_images"]) == (18, 2)  # one of each class held out
+
+
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     common = [*SMALL.items(), ("max_steps", 6), ("save_every", 1), ("deterministic", True), ("plots", False),
               ("lr", 0.05), ("warmup_epochs", 0)]  # fmt: skip

@@ -405,6 +405,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         "out_dir": str(out_dir),
         "time_s": time.time() - start_time,
         "classes": classes,
+        "train_images": len(train_base),
+        "val_images": len(val_base),
     }
     if world.is_main and status == "finished":
         from ..weights import save_weights
