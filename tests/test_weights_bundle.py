@@ -108,6 +108,13 @@ def test_bad_paths_and_files(tmp_path):
         iv.save_weights(iv.create_model("inception_v4", num_classes=2), tmp_path / "x.safetensors", class_names=["a"])
 
 
+def test_an_unwritable_destination_names_the_file_asked_for(v1_bundle, tmp_path):
+    model, _ = v1_bundle
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match=r"cannot write .*file/sub/m.safetensors: "):
+        iv.save_weights(model, tmp_path / "file" / "sub" / "m.safetensors")
+
+
 def test_a_bundle_named_as_another_network_is_refused(v1_bundle):
     _, path = v1_bundle
     assert iv.load_weights(path, architecture="inception_resnet_v1").model_name == "inception_resnet_v1"

@@ -208,6 +208,14 @@ def test_tf_reader_names_the_extra_when_tensorflow_is_missing(tmp_path, monkeypa
         read_tf_checkpoint(tmp_path / "model.ckpt")
 
 
+def test_a_file_that_is_no_tf_checkpoint_is_named(tmp_path):
+    pytest.importorskip("tensorflow", reason="TensorFlow is not installed (optional extra 'tf')")
+    bogus = tmp_path / "model.ckpt.index"
+    bogus.write_bytes(b"this is no sstable" * 8)
+    with pytest.raises(ValueError, match=r"model.ckpt is not a readable TensorFlow checkpoint: "):
+        read_tf_checkpoint(bogus)
+
+
 def test_tf_checkpoint_round_trip(tmp_path):
     tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (optional extra 'tf')")
     ref = randomize_bn(iv.create_model("inception_v4")).eval()

@@ -6,6 +6,7 @@ TensorFlow's own reader (an optional extra), PyTorch pickles with ``weights_only
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ def _read_keras3(layers) -> dict[str, np.ndarray]:
 
 def read_tf_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """Variables of a TensorFlow checkpoint (the TF-slim releases), by name; needs TensorFlow."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner, not our output
     try:
         import tensorflow as tf
     except ImportError:
@@ -101,8 +103,12 @@ def read_tf_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
         prefix = prefix.removesuffix(suffix)
     if not Path(prefix + ".index").exists() and not Path(prefix).exists():
         raise FileNotFoundError(f"no TensorFlow checkpoint at {prefix} (expected {prefix}.index)")
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    except (tf.errors.OpError, ValueError) as err:  # not a checkpoint, or a damaged one
+        first = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
+        raise ValueError(f"{prefix} is not a readable TensorFlow checkpoint: {first}") from None
 
 
 def is_tf_checkpoint(path: str | Path) -> bool:
