@@ -157,6 +157,15 @@ def test_export_with_folded_bn_and_a_failing_check(small_model, tmp_path):
         export_model(small_model, tmp_path / "g.onnx", format="onnx", input_size=75, tolerance=-1.0)
     with pytest.raises(ValueError, match="format must be one of"):
         export_model(small_model, tmp_path / "h.x", format="tflite")
+    with pytest.raises(ValueError, match="input 0x0 is smaller than the minimum 75x75"):
+        export_model(small_model, tmp_path / "new" / "i.onnx", format="onnx", input_size=0)
+    assert not (tmp_path / "new").exists()  # refused before anything was written
+
+
+def test_bench_settings_are_checked():
+    for bad in ({"batch_size": 0}, {"iters": 0}, {"warmup": -1}):
+        with pytest.raises(ValueError, match="batch_size and iters must be >= 1 and warmup >= 0"):
+            benchmark("inception_resnet_v1", input_size=75, **bad)
 
 
 def test_fold_batchnorm_is_the_same_function(small_model):

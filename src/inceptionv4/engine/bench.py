@@ -76,6 +76,8 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
     :func:`~inceptionv4.models.onednn_graph.fuse_for_inference` (CPU fp32); ``parallel`` wraps ours in
     :class:`~inceptionv4.models.inference.BatchParallel` (all inference only, ``parallel`` on CPU only).
     """
+    if batch_size < 1 or iters < 1 or warmup < 0:
+        raise ValueError(f"batch_size and iters must be >= 1 and warmup >= 0, got {batch_size}, {iters}, {warmup}")
     settings = {"batch_size": batch_size, "input_size": input_size, "device": device, "precision": precision,
                 "channels_last": channels_last, "compile": compile, "mode": mode, "warmup": warmup, "iters": iters}  # fmt: skip
     ours = create_model(name, num_classes=1000)

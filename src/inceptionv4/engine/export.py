@@ -35,13 +35,15 @@ def export_model(
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     model = model.eval()
-    size = input_size or model.pretrained_cfg.input_size[-1]
+    size = model.pretrained_cfg.input_size[-1] if input_size is None else input_size
     reference = model
     if fold_bn:
         model = fold_batchnorm(model)
+    example = torch.randn(2, model.in_chans, size, size)
+    if hasattr(model, "check_input"):
+        model.check_input(example)  # a size the network cannot take: said before anything is written
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.randn(2, model.in_chans, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; the parity check below is the judge
         if format == "onnx":
