@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from inceptionv4.cli import main
 
 
@@ -71,3 +73,17 @@ def test_unwritable_outputs_are_one_line(tmp_path, capsys):
     assert main(["export", "--weights", str(weights), str(blocker / "sub" / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("inceptionv4 export: error: ") and str(blocker) in err and len(err.splitlines()) == 1
+
+
+def test_every_train_flag_says_what_it_does(capsys):
+    import dataclasses
+
+    from inceptionv4.engine import TrainConfig
+    from inceptionv4.engine.config import FIELD_HELP
+
+    assert set(FIELD_HELP) == {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--batch-size N global batch: across processes and accumulation steps (default: 32)" in text
+    assert "--overwrite, --no-overwrite replace a run already checkpointed in out_dir" in text

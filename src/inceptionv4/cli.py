@@ -82,6 +82,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     import dataclasses
 
     from .engine import TrainConfig
+    from .engine.config import FIELD_HELP
 
     p.add_argument("--config", help="a YAML file of settings (flags override it)")
     for f in dataclasses.fields(TrainConfig):
@@ -89,14 +90,16 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        shown = f" (default: {f.default})" if f.default is not None and kind != "bool" else ""
+        common = {"dest": f.name, "default": None, "help": FIELD_HELP[f.name] + shown}
         if kind == "bool":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif kind.startswith("int"):
-            p.add_argument(flag, dest=f.name, type=int, default=None)
+            p.add_argument(flag, type=int, metavar="N", **common)
         elif kind.startswith("float"):
-            p.add_argument(flag, dest=f.name, type=float, default=None)
+            p.add_argument(flag, type=float, metavar="X", **common)
         else:
-            p.add_argument(flag, dest=f.name, default=None)
+            p.add_argument(flag, metavar=f.name.upper(), **common)
 
 
 def _load_models(weights: list[str], model: str | None) -> list:

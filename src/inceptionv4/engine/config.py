@@ -37,6 +37,53 @@ RECIPES = {
 }
 
 
+#: One line per setting for ``inceptionv4 train --help`` (a test keeps it complete).
+FIELD_HELP = {
+    "model": "the network (see `inceptionv4 list`)",
+    "pretrained": "a hub id or weights file to start from; another class count gets a fresh head",
+    "drop_rate": "dropout before the classifier (the paper's keep 0.8 is 0.2)",
+    "residual_scale": "scale of the Inception-ResNet residual branches (the network's own if unset)",
+    "dataset": "digits | synthetic | folder | list; unset: folder or list from --data, else digits",
+    "data": "the folder (train/ and val/, or class folders) or the training list file",
+    "val_data": "the validation list file (dataset list)",
+    "input_size": "training and evaluation resolution in pixels",
+    "hflip": "probability of a horizontal flip",
+    "color_jitter": "strength of brightness/contrast/saturation jitter (0: off)",
+    "min_crop_area": "smallest area of the random-resized crop, as a fraction of the image",
+    "workers": "data-loading processes per GPU/process",
+    "recipe": "paper | finetune | modern: optimizer, rate, schedule and regularisation presets",
+    "epochs": "passes over the training set",
+    "batch_size": "global batch: across processes and accumulation steps",
+    "accum_steps": "gradient accumulation steps per optimizer step",
+    "lr": "learning rate (the recipe's, scaled with the batch, if unset)",
+    "optimizer": "rmsprop_tf | sgd | adamw (the recipe's if unset)",
+    "schedule": "exponential | cosine | constant (the recipe's if unset)",
+    "weight_decay": "weight decay (the recipe's if unset)",
+    "warmup_epochs": "linear warm-up, in epochs (the recipe's if unset)",
+    "label_smoothing": "label smoothing (the recipe's if unset)",
+    "clip_grad": "clip the gradient norm to this (0: off; the recipe's if unset)",
+    "ema_decay": "exponential moving average of the weights (0: off; the recipe's if unset)",
+    "aux_weight": "> 0 adds the auxiliary classifier, its loss times this (0.4 in TF-slim)",
+    "freeze_backbone": "train the classifier only",
+    "freeze_bn": "keep batch-norm running statistics as loaded (small batches, fine-tuning)",
+    "amp": "none | bf16 | fp16 mixed precision",
+    "channels_last": "NHWC memory format (faster convolutions on recent GPUs and CPUs)",
+    "compile": "torch.compile the training step",
+    "sync_bn": "synchronise batch-norm statistics across GPUs (CUDA only)",
+    "out_dir": "the run folder: checkpoints, metrics, plots, the final weights",
+    "seed": "seed of initialisation, data order and augmentation",
+    "deterministic": "deterministic algorithms only (slower)",
+    "resume": "continue from the newest checkpoint in out_dir",
+    "overwrite": "replace a run already checkpointed in out_dir",
+    "save_every": "also checkpoint every N optimizer steps (0: at epoch ends only)",
+    "max_steps": "stop after this many optimizer steps",
+    "nan_policy": "stop | skip: what a NaN or infinite loss does",
+    "log_every": "log the training loss every N steps",
+    "progress": "a progress bar",
+    "plots": "loss, accuracy, learning-rate and confusion plots in out_dir",
+}
+
+
 #: setting -> (test, the rule as the error states it), applied to the recipe-resolved values.
 _RANGES = {
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
