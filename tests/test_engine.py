@@ -216,7 +216,7 @@ def test_overwrite_replaces_the_earlier_run_whole(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001.pt"]
 
 
-def test_trains_on_a_folder_of_class_folders_with_a_held_out_part(tmp_path):
+def test_trains_on_a_folder_of_class_folders_with_a_held_out_part(tmp_path, caplog):
     from PIL import Image
 
     for name, color in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
@@ -224,7 +224,9 @@ def test_trains_on_a_folder_of_class_folders_with_a_held_out_part(tmp_path):
         for i in range(10):
             Image.new("RGB", (48, 40), color).save(tmp_path / "photos" / name / f"{i}.jpg")
     settings = {**SMALL, "dataset": None, "data": str(tmp_path / "photos"), "batch_size": 4}
-    s = train(**settings, max_steps=2, plots=False, out_dir=str(tmp_path / "run"))
+    with caplog.at_level("INFO", logger="inceptionv4.engine.trainer"):
+        s = train(**settings, max_steps=2, plots=False, out_dir=str(tmp_path / "run"))
+    assert "no train/ and val/: validating on 2 held-out images (10% of each class), training on 18" in caplog.text
     assert s["status"] == "finished" and s["classes"] == ["cat", "dog"]
     assert (s["train_images"], s["val_images"]) == (18, 2)  # one of each class held out
 

@@ -38,9 +38,7 @@ def create_model(
             raise ValueError(f"{pretrained} holds {known.model} weights, not {name}")
         path, hub = download(pretrained)
         source = source or hub.source
-    full = load_weights(path, architecture=name, source=source)
-    if full.model_name != name:
-        raise ValueError(f"{pretrained} holds {full.model_name} weights, not {name}")
+    full = load_weights(path, architecture=name, source=source)  # a bundle of another network: ValueError
     if kwargs or (num_classes is not None and num_classes != full.num_classes):
         extra = {"embedding_dim": full.head.embedding_dim} if hasattr(full.head, "embedding_dim") else {}
         model = _build(name, num_classes=full.num_classes if num_classes is None else num_classes, **extra, **kwargs)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Augmented, Preprocessing, build_dataset, collate, eval_transform, train_transform
+from ..data.datasets import Subset
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
@@ -156,7 +157,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
     train_base = build_dataset(cfg.dataset, "train", root=cfg.data, seed=cfg.seed, **holdout)
     val_root = cfg.val_data if cfg.dataset == "list" else cfg.data
     val_base = build_dataset(cfg.dataset, "val", root=val_root, seed=cfg.seed, classes=train_base.classes, **holdout)
-    if cfg.dataset == "folder" and not (Path(cfg.data) / "train").is_dir() and world.is_main:
+    if isinstance(val_base, Subset) and world.is_main:  # build_dataset held part of the folder out
         log.info("%s has no train/ and val/: validating on %d held-out images (%.0f%% of each class), "
                  "training on %d", cfg.data, len(val_base), 100 * VAL_HOLDOUT, len(train_base))  # fmt: skip
     classes = list(train_base.classes)

@@ -27,12 +27,13 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise FileNotFoundError(f"no such weights file: {path}")
     if path.is_dir():
         raise ValueError(f"expected a weights file, got a directory: {path}")
-    kind = _sniff(path)
-    if kind == "safetensors" or (path.suffix == ".safetensors" and kind != "torch"):
+    kind, looks_like = _sniff(path)
+    if kind == "safetensors" or (path.suffix == ".safetensors" and kind is None):
         return _read_safetensors(path)
     if kind == "torch":
         return _read_pickle(path), {}
-    raise ValueError(f"{path} is not a weights file: neither safetensors nor a PyTorch checkpoint{kind}")
+    hint = f" ({looks_like})" if looks_like else ""
+    raise ValueError(f"{path} is not a weights file: neither safetensors nor a PyTorch checkpoint{hint}")
 
 
 #: Leading bytes of files people hand over by mistake, to say what was given instead.
@@ -43,20 +44,17 @@ _OTHER_FORMATS = {
 }
 
 
-def _sniff(path: Path) -> str:
-    """ "safetensors", "torch" (zip or legacy pickle), or the reason it is neither, from the first bytes."""
+def _sniff(path: Path) -> tuple[str | None, str]:
+    """(``"safetensors"``, ``"torch"`` (zip or legacy pickle) or None; what else it looks like), from the first bytes."""
     with path.open("rb") as f:
         head = f.read(16)
     if not head:
-        return " (the file is empty)"
+        return None, "the file is empty"
     if head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and 2 <= head[1] <= 5):
-        return "torch"
+        return "torch", ""
     if len(head) >= 10 and head[8:10] == b'{"':  # 8-byte header length, then the JSON header
-        return "safetensors"
-    for magic, what in _OTHER_FORMATS.items():
-        if head.startswith(magic):
-            return f" (it looks like {what})"
-    return ""
+        return "safetensors", ""
+    return None, next((f"it looks like {what}" for magic, what in _OTHER_FORMATS.items() if head.startswith(magic)), "")
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
