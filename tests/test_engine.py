@@ -17,6 +17,7 @@ import yaml
 
 import inceptionv4 as iv
 from inceptionv4.engine import (
+    EMA,
     RECIPES,
     NonFiniteLossError,
     TFRMSprop,
@@ -28,6 +29,7 @@ from inceptionv4.engine import (
     train,
 )
 from inceptionv4.engine.checkpoint import list_checkpoints
+from inceptionv4.engine.optim import build_optimizer, param_groups
 from inceptionv4.engine.runlog import read_metrics
 
 PROBE = Path(__file__).parent / "scripts" / "train_probe.py"
@@ -155,6 +157,63 @@ def test_tf_rmsprop_matches_tensorflows_update():
         mom = 0.9 * mom + 0.1 * g / torch.sqrt(ms + 1.0)
         w = w - mom
     assert torch.allclose(p.detach(), w, atol=1e-7)
+
+
+def _with_grads(name: str, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = iv.create_model(name, num_classes=10)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 0.01
+    return model
+
+
+def test_tf_rmsprop_foreach_equals_the_loop_on_a_whole_network():
+    """The foreach form (the default on CUDA) is the readable loop's arithmetic, tensor list by list."""
+    results = []
+    for foreach in (False, True):
+        model = _with_grads("inception_resnet_v1", 0)
+        opt = TFRMSprop(param_groups(model, 4e-5), lr=0.045, foreach=foreach)
+        for step in range(3):
+            opt.step()
+            for i, p in enumerate(model.parameters()):  # new gradients, the same in both runs
+                p.grad = torch.full_like(p, 0.01 * (step + 1) * (-1) ** i)
+        results.append([p.detach().clone() for p in model.parameters()])
+    loop, foreach = results
+    assert len(loop) > 300  # every tensor of the network
+    assert max((a - b).abs().max().item() for a, b in zip(loop, foreach, strict=True)) == 0.0
+    start = list(_with_grads("inception_resnet_v1", 0).parameters())
+    assert min((a - b).abs().max().item() for a, b in zip(loop, start, strict=True)) > 1e-4  # every tensor moved
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_build_optimizer_is_fused_and_equals_the_plain_step(name):
+    model, plain_model = _with_grads("inception_resnet_v1", 1), _with_grads("inception_resnet_v1", 1)
+    opt = build_optimizer(name, model, lr=0.01, weight_decay=1e-4)
+    assert all(g["fused"] for g in opt.param_groups)
+    plain = type(opt)(
+        param_groups(plain_model, 1e-4), lr=0.01, **({"momentum": 0.9, "nesterov": True} if name == "sgd" else {})
+    )
+    for _ in range(3):
+        opt.step()
+        plain.step()
+    diff = max((a - b).abs().max().item() for a, b in zip(model.parameters(), plain_model.parameters(), strict=True))
+    assert diff < 1e-6
+
+
+def test_ema_update_is_tensorflows_average_of_every_tensor():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = EMA(model, decay=0.5)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()(torch.randn(2, 3, 8, 8))  # running stats and the batch counter move
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(model)
+    decay = min(0.5, 2 / 11)  # TensorFlow's num_updates warm-up on the first update
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point:
+            assert torch.allclose(ema.shadow[k], decay * start[k] + (1 - decay) * v, atol=1e-6), k
+        else:
+            assert torch.equal(ema.shadow[k], v) and v.item() == 1, k
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
