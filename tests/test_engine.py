@@ -352,7 +352,7 @@ def _free_port() -> int:
 
 
 DDP_SETTINGS = [*SMALL.items(), ("max_steps", 3), ("drop_rate", 0.0), ("freeze_bn", True), ("plots", False),
-                ("deterministic", True), ("lr", 0.05), ("warmup_epochs", 0)]  # fmt: skip
+                ("deterministic", True), ("lr", 0.05), ("warmup_epochs", 0), ("accum_steps", 2)]  # fmt: skip
 
 
 def _torchrun(args, out_dir):

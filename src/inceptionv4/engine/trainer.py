@@ -224,8 +224,11 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
 
     net: nn.Module = model
     if world.distributed:
+        # gradients as views into the all-reduce buckets: no second copy of them, no copy per step
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[world.local_rank] if world.device.type == "cuda" else None
+            model,
+            device_ids=[world.local_rank] if world.device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
         )
     if cfg.compile:
         net = torch.compile(net)
