@@ -4,7 +4,11 @@ pipeline, measured side by side in one run (target: under 5 minutes on one H100)
     python benchmarks/gpu.py --json gpu.json            # on a CUDA machine
     python benchmarks/gpu.py --device cpu --quick        # a smoke run of the script itself
 
-bf16 autocast and channels_last throughout; timm compiled with torch.compile's default mode.
+bf16 autocast and channels_last throughout; timm compiled with torch.compile's default mode. The
+training step is forward, backward and a fused SGD step (the same optimizer for both). Each
+figure is printed as it is measured and the JSON rewritten after it, so a run cut short (a
+device lease ending) keeps what it measured. Compiled rows come after the eager ones of the
+same model and are skipped, marked as such, once ``--budget`` seconds have passed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import io
 import json
 import platform
 import time
+from collections.abc import Callable
 from datetime import date
 
 import numpy as np
@@ -23,6 +28,7 @@ from PIL import Image
 import inceptionv4 as iv
 from inceptionv4.engine.bench import measure
 from inceptionv4.models.fold import fold_batchnorm
+from inceptionv4.models.inference import compile_for_inference
 
 
 def throughput(model, mode: str, batch: int, size: int, dev: torch.device, warmup: int, iters: int,
@@ -77,11 +83,56 @@ def pipeline_gpu(data: list[bytes], size: int, dev: torch.device) -> float:
     return 3 * len(data) / (time.perf_counter() - start)
 
 
+class Table:
+    """Figures as they come: printed at once, the JSON rewritten after each."""
+
+    def __init__(self, meta: dict, path: str | None, budget_s: float) -> None:
+        self.meta, self.path, self.budget_s = meta, path, budget_s
+        self.start = time.perf_counter()
+        self.rows: dict[str, dict] = {}
+        self.pipeline: dict[str, float] = {}
+        print(json.dumps(meta), flush=True)
+
+    def over_budget(self) -> bool:
+        return time.perf_counter() - self.start > self.budget_s
+
+    def add(self, model: str, key: str, fn: Callable[[], float], *, compiled: bool = False) -> None:
+        row = self.rows.setdefault(model, {"model": model})
+        if compiled and self.over_budget():
+            row[key] = None
+            print(f"{model:20s} {key:28s} skipped (past --budget {self.budget_s:.0f} s)", flush=True)
+        else:
+            t0 = time.perf_counter()
+            row[key] = fn()
+            row[key + "_wall_s"] = time.perf_counter() - t0  # compiling included, where there is any
+            print(f"{model:20s} {key:28s} {row[key]:10.1f} img/s  ({row[key + '_wall_s']:.0f} s)", flush=True)
+        self.save()
+
+    def save(self) -> None:
+        if self.path:
+            with open(self.path, "w") as fh:
+                json.dump(
+                    {"meta": self.meta, "rows": list(self.rows.values()), "pipeline": self.pipeline}, fh, indent=2
+                )
+
+    def print_table(self) -> None:
+        keys = ["timm_eager_inf", "timm_compiled_inf", "ours_eager_inf", "ours_folded_inf", "ours_compiled_inf",
+                "timm_eager_train", "ours_eager_train", "ours_compiled_train"]  # fmt: skip
+        print("| model | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
+        print("|---|" + "---|" * len(keys))
+        for r in self.rows.values():
+            print(f"| {r['model']} | " + " | ".join(f"{r[k]:.0f}" if r.get(k) else "-" for k in keys) + " |")
+        print("input pipeline (img/s):", json.dumps(self.pipeline))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: check that the script runs")
-    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--models", nargs="+", default=["inception_v4", "inception_resnet_v2"])
+    ap.add_argument("--budget", type=float, default=300.0, help="seconds after which compiled rows are skipped")
+    ap.add_argument("--json", help="write the figures here (after every figure)")
+    ap.add_argument("--compile", action="store_true", help="the compiled rows on CPU too (minutes; checks the script)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
@@ -90,49 +141,37 @@ def main() -> None:
     import timm
 
     size, bs_inf, bs_train, warmup, iters = (75, 4, 2, 1, 2) if args.quick else (299, 256, 128, 5, 20)
-    rows = []
-    for name in ("inception_v4", "inception_resnet_v2"):
-        ours, theirs = iv.create_model(name), timm.create_model(name)
-        r = {"model": name}
-        inf = {"mode": "inference", "batch": bs_inf, "size": size, "dev": dev, "warmup": warmup, "iters": iters}
-        r["timm_eager_inf"] = throughput(theirs, **inf)
-        r["ours_eager_inf"] = throughput(ours, **inf)
-        r["ours_folded_inf"] = throughput(fold_batchnorm(ours), **inf)
-        if dev.type == "cuda":
-            t0 = time.perf_counter()
-            r["timm_compiled_inf"] = throughput(timm.create_model(name), **inf, compile=True)
-            r["timm_compile_s"] = time.perf_counter() - t0  # compilation plus the timed calls
-            t0 = time.perf_counter()
-            r["ours_compiled_inf"] = throughput(fold_batchnorm(ours), **inf, compile=True)
-            r["ours_compile_s"] = time.perf_counter() - t0
-        train = {**inf, "mode": "train", "batch": bs_train}
-        r["timm_eager_train"] = throughput(timm.create_model(name), **train)
-        r["ours_eager_train"] = throughput(iv.create_model(name), **train)
-        rows.append(r)
-        del ours, theirs
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-    data = jpegs(16 if args.quick else 512, np.random.default_rng(0))
-    pipe = {"cpu_one_worker_img_s": pipeline_cpu(data[: 16 if args.quick else 128], size)}
-    if dev.type == "cuda":
-        pipe["gpu_nvjpeg_img_s"] = pipeline_gpu(data, size, dev)
     meta = {"date": str(date.today()), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
             "torch": torch.__version__, "timm": timm.__version__, "size": size, "batch_inference": bs_inf,
             "batch_train": bs_train, "precision": "bf16 autocast, channels_last"}  # fmt: skip
-    print(json.dumps(meta))
-    print("| model | timm eager | timm compiled | ours eager | ours folded | ours compiled | train timm | train ours |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-
-        def f(k, r=r):
-            return f"{r[k]:.0f}" if k in r else "-"
-
-        print(f"| {r['model']} | {f('timm_eager_inf')} | {f('timm_compiled_inf')} | {f('ours_eager_inf')} | "
-              f"{f('ours_folded_inf')} | {f('ours_compiled_inf')} | {f('timm_eager_train')} | {f('ours_eager_train')} |")  # fmt: skip
-    print("input pipeline (img/s):", json.dumps(pipe))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"meta": meta, "rows": rows, "pipeline": pipe}, fh, indent=2)
+    table = Table(meta, args.json, args.budget)
+    compiled = dev.type == "cuda" or args.compile  # a CPU smoke run leaves them out: minutes of compiling
+    inf = {"mode": "inference", "batch": bs_inf, "size": size, "dev": dev, "warmup": warmup, "iters": iters}
+    train = {**inf, "mode": "train", "batch": bs_train}
+    for name in args.models:
+        # eager rows of both models first: the compiled ones are what a short lease can lose
+        table.add(name, "timm_eager_inf", lambda n=name: throughput(timm.create_model(n), **inf))
+        table.add(name, "ours_eager_inf", lambda n=name: throughput(iv.create_model(n), **inf))
+        table.add(name, "ours_folded_inf", lambda n=name: throughput(fold_batchnorm(iv.create_model(n)), **inf))
+        table.add(name, "timm_eager_train", lambda n=name: throughput(timm.create_model(n), **train))
+        table.add(name, "ours_eager_train", lambda n=name: throughput(iv.create_model(n), **train))
+    if compiled:
+        for name in args.models:
+            table.add(name, "timm_compiled_inf", lambda n=name: throughput(timm.create_model(n), **inf, compile=True),
+                      compiled=True)  # fmt: skip
+            # compile_for_inference: folded BN, channels_last, constants frozen into the graph
+            table.add(name, "ours_compiled_inf", lambda n=name: throughput(
+                compile_for_inference(iv.create_model(n).to(dev), cpp_wrapper=False), **inf), compiled=True)  # fmt: skip
+            table.add(name, "ours_compiled_train", lambda n=name: throughput(iv.create_model(n), **train, compile=True),
+                      compiled=True)  # fmt: skip
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    data = jpegs(16 if args.quick else 512, np.random.default_rng(0))
+    table.pipeline["cpu_one_worker_img_s"] = pipeline_cpu(data[: 16 if args.quick else 128], size)
+    if dev.type == "cuda":
+        table.pipeline["gpu_nvjpeg_img_s"] = pipeline_gpu(data, size, dev)
+    table.save()
+    table.print_table()
 
 
 if __name__ == "__main__":

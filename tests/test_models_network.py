@@ -64,8 +64,9 @@ def test_features_only(model_name):
         # VALID convolutions make the maps a little smaller than size / stride
         assert 107 / info.reduction - 4 <= m.shape[-1] <= 107 / info.reduction + 1
     assert backbone.head is None
-    assert set(backbone.state_dict()) < set(full.state_dict())  # backbone weights load as they are
-    backbone.load_state_dict({k: v for k, v in full.state_dict().items() if k in backbone.state_dict()})
+    wanted = set(backbone.state_dict())
+    assert wanted < set(full.state_dict())  # backbone weights load as they are
+    backbone.load_state_dict({k: v for k, v in full.state_dict().items() if k in wanted})
     full.eval(), backbone.eval()
     with torch.no_grad():
         assert torch.equal(backbone(x)[-1], full.forward_features(x))

@@ -1,0 +1,34 @@
+"""The benchmark scripts run as they are: a GPU lease is too short to find a broken script on."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_gpu_script_smoke_run_writes_every_eager_figure(tmp_path):
+    out = _run("gpu.py", "--device", "cpu", "--quick", "--models", "inception_v4", "--json", str(tmp_path / "g.json"))
+    figures = json.loads((tmp_path / "g.json").read_text())
+    (row,) = figures["rows"]
+    eager = ["timm_eager_inf", "ours_eager_inf", "ours_folded_inf", "timm_eager_train", "ours_eager_train"]
+    assert all(row[k] > 0 and row[k + "_wall_s"] > 0 for k in eager)
+    assert "ours_compiled_inf" not in row  # no compiling on a CPU smoke run unless asked
+    assert figures["pipeline"]["cpu_one_worker_img_s"] > 0
+    assert "| inception_v4 |" in out
+
+
+def test_optimizer_step_script_times_every_form(tmp_path):
+    _run("optim_step.py", "--models", "inception_resnet_v1", "--repeats", "1", "--json", str(tmp_path / "o.json"))
+    rows = json.loads((tmp_path / "o.json").read_text())["rows"]
+    assert {r["what"] for r in rows} >= {"rmsprop_tf loop", "rmsprop_tf foreach", "sgd fused (trainer)",
+                                         "adamw fused (trainer)", "ema foreach (trainer)"}  # fmt: skip
+    assert all(r["ms"] > 0 for r in rows)
