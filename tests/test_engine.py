@@ -407,7 +407,7 @@ def test_cli_train_with_yaml(tmp_path):
     assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["max_steps"] == 2
 
 
-def test_accumulation_equals_one_big_batch_and_aux_loss_trains(tmp_path):
+def test_accumulation_and_grad_checkpointing_equal_the_plain_step_and_aux_loss_trains(tmp_path):
     common = {
         **SMALL,
         "max_steps": 2,
@@ -423,6 +423,10 @@ def test_accumulation_equals_one_big_batch_and_aux_loss_trains(tmp_path):
     wb = iv.load_weights(tmp_path / "b" / "model.safetensors").state_dict()
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa if wa[k].is_floating_point()) < 1e-4
     assert a["steps"] == b["steps"] == 2
+    assert train(**common, grad_checkpointing=True, out_dir=str(tmp_path / "d"))["steps"] == 2  # recomputed blocks
+    wd = iv.load_weights(tmp_path / "d" / "model.safetensors").state_dict()
+    assert max((wa[k] - wd[k]).abs().max().item() for k in wa if wa[k].is_floating_point()) < 1e-4
+    assert yaml.safe_load((tmp_path / "d" / "config.yaml").read_text())["grad_checkpointing"] is True
     c = train(**common, aux_weight=0.4, out_dir=str(tmp_path / "c"))
     assert c["status"] == "finished"
     assert any(k.startswith("aux_head.") for k in iv.load_weights(tmp_path / "c" / "model.safetensors").state_dict())

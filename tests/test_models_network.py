@@ -1,5 +1,7 @@
 """The shared model interface, run on every network (full size, small inputs on CPU)."""
 
+import copy
+
 import pytest
 import torch
 
@@ -110,17 +112,22 @@ def test_channels_last_matches(model_name):
     assert (out - ref).abs().max() < 1e-4
 
 
-def test_grad_checkpointing_gives_same_gradients():
+def test_grad_checkpointing_gives_same_gradients_and_batchnorm_statistics():
+    """The recomputing forward must not fold the batch into BN's running averages a second time."""
     torch.manual_seed(0)
-    model = iv.create_model("inception_resnet_v1", num_classes=4, drop_rate=0.0).train()
+    plain = iv.create_model("inception_resnet_v1", num_classes=4, drop_rate=0.0).train()
+    saved = copy.deepcopy(plain)
+    saved.set_grad_checkpointing(True)
     x = torch.randn(2, 3, 75, 75)
-    model(x).sum().backward()
-    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    model(x).sum().backward()
-    worst = max((p.grad - ref[n]).abs().max().item() for n, p in model.named_parameters())
-    assert worst < 1e-4
+    for model in (plain, saved):
+        model(x).sum().backward()
+    grads = dict(saved.named_parameters())
+    assert max((p.grad - grads[n].grad).abs().max().item() for n, p in plain.named_parameters()) < 1e-4
+    after, after_saved = plain.state_dict(), saved.state_dict()
+    stats = [k for k in after if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(stats) > 300 and after["stem.conv1a.bn.num_batches_tracked"].item() == 1
+    assert max((after[k].double() - after_saved[k].double()).abs().max().item() for k in stats) < 1e-6
+    assert all(m.track_running_stats for m in saved.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 @pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])

@@ -69,6 +69,7 @@ FIELD_HELP = {
     "amp": "none | bf16 | fp16 mixed precision",
     "channels_last": "NHWC memory format (faster convolutions on recent GPUs and CPUs)",
     "compile": "torch.compile the training step",
+    "grad_checkpointing": "recompute each block's activations in the backward pass: less memory, more compute",
     "sync_bn": "synchronise batch-norm statistics across GPUs (CUDA only)",
     "out_dir": "the run folder: checkpoints, metrics, plots, the final weights",
     "seed": "seed of initialisation, data order and augmentation",
@@ -148,6 +149,7 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
+    grad_checkpointing: bool = False
     sync_bn: bool = False  # SyncBatchNorm across GPUs (CUDA only)
     # bookkeeping
     out_dir: str = "runs/exp"

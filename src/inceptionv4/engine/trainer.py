@@ -88,6 +88,7 @@ def _build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.freeze_backbone:
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("head.")
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
     return model
 
 

@@ -8,6 +8,7 @@ feature taps at strides 2 and 4 can sit between its steps.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +31,22 @@ class FeatureInfo:
 
     def to_dict(self) -> dict:
         return {"module": self.module, "num_chs": self.num_chs, "reduction": self.reduction}
+
+
+@contextlib.contextmanager
+def _recomputing(module: nn.Module) -> Iterator[None]:
+    """The backward pass's second forward of a checkpointed block leaves BatchNorm's running
+    statistics as the first forward left them. It normalises with the batch's statistics as that
+    forward did, but would fold them into the running averages a second time, doubling their
+    momentum and the batch count."""
+    stats = [(b, b.clone()) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]  # fmt: skip
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, before in stats:
+                buffer.copy_(before)
 
 
 class InceptionNet(nn.Module):
@@ -124,7 +141,9 @@ class InceptionNet(nn.Module):
 
     def _step(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(module, x, use_reentrant=False)
+            return checkpoint(
+                module, x, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), _recomputing(module))
+            )
         return module(x)
 
     # -- the public interface ---------------------------------------------------------------------
