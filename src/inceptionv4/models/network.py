@@ -141,6 +141,8 @@ class InceptionNet(nn.Module):
 
     def _step(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if torch.compiler.is_compiling():  # compiled, BN's updates happen once anyway: they are
+                return checkpoint(module, x, use_reentrant=False)  # the graph's outputs, not replayed
             return checkpoint(
                 module, x, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), _recomputing(module))
             )
