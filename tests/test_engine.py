@@ -29,7 +29,7 @@ from inceptionv4.engine import (
     train,
 )
 from inceptionv4.engine.checkpoint import list_checkpoints
-from inceptionv4.engine.optim import build_optimizer, param_groups
+from inceptionv4.engine.optim import build_optimizer, load_optimizer_state, param_groups
 from inceptionv4.engine.runlog import read_metrics
 
 PROBE = Path(__file__).parent / "scripts" / "train_probe.py"
@@ -198,6 +198,50 @@ def test_build_optimizer_is_fused_and_equals_the_plain_step(name):
         plain.step()
     diff = max((a - b).abs().max().item() for a, b in zip(model.parameters(), plain_model.parameters(), strict=True))
     assert diff < 1e-6
+
+
+def _overflow_then_steps(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Three fp16-scaled steps, the first of them with an infinite gradient (the scaler skips it)."""
+    scaler = torch.amp.GradScaler("cpu")
+    for i in range(3):
+        loss = sum((p * (2.0 + torch.arange(p.numel()).view_as(p))).sum() for p in params)
+        if i == 0:
+            loss = loss * float("inf")
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+    return torch.cat([p.detach().flatten() for p in params])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_an_fp16_step_the_scaler_skips_leaves_the_optimizer_exact(name):
+    """PyTorch's fused SGD reads a momentum buffer a skipped step never wrote: not with a grad scaler."""
+    results = []
+    for built in (True, False):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 33), torch.nn.Linear(33, 4))
+        params = list(model.parameters())
+        if built:
+            opt = build_optimizer(name, model, lr=0.1, weight_decay=1e-2, grad_scaling=True)
+            assert all(bool(g["fused"]) == (name == "adamw") for g in opt.param_groups)
+        else:
+            kind = {"sgd": {"momentum": 0.9, "nesterov": True, "foreach": False}, "adamw": {"foreach": False}}[name]
+            opt = type(opt)(param_groups(model, 1e-2), lr=0.1, **kind)
+        results.append(_overflow_then_steps(opt, params))
+    assert torch.isfinite(results[0]).all()
+    assert (results[0] - results[1]).abs().max() < 1e-5
+
+
+def test_resume_keeps_the_optimizer_form_of_this_run():
+    model = torch.nn.Linear(4, 2)
+    fused = build_optimizer("sgd", model, lr=0.1, weight_decay=0.0)
+    model(torch.randn(3, 4)).sum().backward()
+    fused.step()
+    scaled = build_optimizer("sgd", model, lr=0.1, weight_decay=0.0, grad_scaling=True)
+    load_optimizer_state(scaled, fused.state_dict())
+    assert [g["fused"] for g in scaled.param_groups] == [None, None]  # not the saved run's True
+    assert torch.equal(scaled.state[model.weight]["momentum_buffer"], fused.state[model.weight]["momentum_buffer"])
 
 
 def test_ema_update_is_tensorflows_average_of_every_tensor():

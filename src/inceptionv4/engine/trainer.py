@@ -27,7 +27,7 @@ from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, sa
 from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
 from .evaluate import _amp_dtype, evaluate
-from .optim import EMA, build_optimizer, lr_at
+from .optim import EMA, build_optimizer, load_optimizer_state, lr_at
 from .runlog import RunLog, plot_confusion, plot_run
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         cfg.seed,
     )
     val_ds = Augmented(val_base, eval_transform(pre), cfg.seed)
-    optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"])
+    optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"],
+                                grad_scaling=cfg.amp == "fp16")  # fmt: skip
     ema = EMA(model, r["ema_decay"]) if r["ema_decay"] else None
     scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.amp == "fp16")
     steps_per_epoch = len(train_base) // cfg.batch_size
@@ -214,7 +215,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         state = load_checkpoint(latest)
         _check_resumable(state, r, latest, len(classes))
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         if ema is not None and state.get("ema"):
             ema.load_state_dict(state["ema"])
         scaler.load_state_dict(state["scaler"])
