@@ -137,8 +137,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     built = [{k: g[k] for k in IMPLEMENTATION if k in g} for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
     for group, flags in zip(optimizer.param_groups, built, strict=True):
-        for k in IMPLEMENTATION:
-            group.pop(k, None)
         group.update(flags)
 
 
@@ -185,16 +183,9 @@ class EMA:
         averaged: dict[tuple, tuple[list, list]] = {}
         copied: tuple[list, list] = ([], [])
         for k, v in model.state_dict().items():
-            dst, src = self.shadow[k], v.detach()
-            if v.dtype.is_floating_point and dst.dtype == src.dtype and dst.device == src.device:
-                pair = averaged.setdefault((src.device, src.dtype), ([], []))
-            elif v.dtype.is_floating_point:
-                dst.lerp_(src.to(dst), 1 - decay)
-                continue
-            else:
-                pair = copied
-            pair[0].append(dst)
-            pair[1].append(src)
+            pair = averaged.setdefault((v.device, v.dtype), ([], [])) if v.dtype.is_floating_point else copied
+            pair[0].append(self.shadow[k])
+            pair[1].append(v.detach())
         for dst, src in averaged.values():
             torch._foreach_lerp_(dst, src, 1 - decay)
         if copied[0]:
