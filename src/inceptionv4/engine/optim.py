@@ -167,7 +167,7 @@ class EMA:
 
     An update is one ``torch._foreach_lerp_`` over the floating-point tensors and one
     ``torch._foreach_copy_`` over the rest (BN's batch counters), not a kernel per tensor: about
-    1,500 tensors in Inception-ResNet-v2, every step.
+    1,300 tensors in Inception-ResNet-v2 (its state dict: 1,306), every step.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
