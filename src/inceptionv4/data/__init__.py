@@ -2,18 +2,22 @@
 
 from .datasets import Augmented, Digits, ImageFolder, ListFile, Synthetic, build_dataset, collate
 from .decode import DecodeError, decode_rgb, load_rgb
+from .device_augment import DeviceAugment, EncodedImages, collate_encoded
 from .transforms import Preprocessing, eval_transform, train_transform
 
 __all__ = [
     "Augmented",
     "DecodeError",
+    "DeviceAugment",
     "Digits",
+    "EncodedImages",
     "ImageFolder",
     "ListFile",
     "Preprocessing",
     "Synthetic",
     "build_dataset",
     "collate",
+    "collate_encoded",
     "decode_rgb",
     "eval_transform",
     "load_rgb",

@@ -51,6 +51,7 @@ FIELD_HELP = {
     "color_jitter": "strength of brightness/contrast/saturation jitter (0: off)",
     "min_crop_area": "smallest area of the random-resized crop, as a fraction of the image",
     "workers": "data-loading processes per GPU/process",
+    "decode": "workers | device: where JPEGs are decoded and augmented (device: batched nvJPEG on CUDA)",
     "recipe": "paper | finetune | modern: optimizer, rate, schedule and regularisation presets",
     "epochs": "passes over the training set",
     "batch_size": "global batch: across processes and accumulation steps",
@@ -129,6 +130,7 @@ class TrainConfig:
     color_jitter: float = 0.0
     min_crop_area: float = 0.08
     workers: int = 2
+    decode: str = "workers"  # workers | device: JPEG decode and augmentation in the workers or on the device
     # optimisation
     recipe: str = "paper"
     epochs: int = 10
@@ -200,7 +202,11 @@ class TrainConfig:
         """Every setting checked here, so a bad one stops the run before a network or worker exists."""
         if self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(list_models())}")
-        for name, allowed in (("amp", ("none", "bf16", "fp16")), ("nan_policy", ("stop", "skip"))):
+        for name, allowed in (
+            ("amp", ("none", "bf16", "fp16")),
+            ("nan_policy", ("stop", "skip")),
+            ("decode", ("workers", "device")),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         self._validate_data()

@@ -21,7 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Augmented, Preprocessing, build_dataset, collate, eval_transform, train_transform
+from ..data import (
+    Augmented,
+    DeviceAugment,
+    EncodedImages,
+    Preprocessing,
+    build_dataset,
+    collate,
+    collate_encoded,
+    eval_transform,
+    train_transform,
+)
 from ..data.datasets import Subset
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -179,11 +189,13 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         model.pretrained_cfg, input_size=(model.in_chans, cfg.input_size, cfg.input_size)
     )
     pre = Preprocessing.of(model)
-    train_ds = Augmented(
-        train_base,
-        train_transform(pre, scale=(cfg.min_crop_area, 1.0), hflip=cfg.hflip, color_jitter=cfg.color_jitter),
-        cfg.seed,
-    )
+    augment = {"scale": (cfg.min_crop_area, 1.0), "hflip": cfg.hflip, "color_jitter": cfg.color_jitter}
+    if cfg.decode == "device":  # workers read files and draw crops; the device decodes and augments
+        train_ds = EncodedImages(train_base, **augment, seed=cfg.seed)
+        train_collate, on_device = collate_encoded, DeviceAugment(pre, world.device, channels_last=cfg.channels_last)
+    else:
+        train_ds = Augmented(train_base, train_transform(pre, **augment), cfg.seed)
+        train_collate, on_device = collate, None
     val_ds = Augmented(val_base, eval_transform(pre), cfg.seed)
     optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"],
                                 grad_scaling=cfg.amp == "fp16")  # fmt: skip
@@ -280,7 +292,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
             sampler = StepBatches(len(train_base), cfg.batch_size, seed=cfg.seed, epoch=epoch, accum=cfg.accum_steps,
                                   world=world, start_step=start_in_epoch)  # fmt: skip
             loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, num_workers=cfg.workers,
-                                                 collate_fn=collate, persistent_workers=False)  # fmt: skip
+                                                 collate_fn=train_collate, persistent_workers=False)  # fmt: skip
             epoch_start, epoch_loss, epoch_n, images = time.time(), 0.0, 0, 0
             bar = None
             if world.is_main and cfg.progress:
@@ -300,6 +312,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                 step_loss_t, step_n = torch.zeros((), device=world.device), 0
                 for m in range(cfg.accum_steps):
                     batch = next(micro)
+                    if on_device is not None:
+                        batch = on_device(batch)
                     skipped_files += batch["skipped"]
                     if batch["images"] is None:
                         continue
