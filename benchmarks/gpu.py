@@ -1,5 +1,6 @@
 """The GPU table: ours and timm, inference and training, both released models, and the input
-pipeline, measured side by side in one run (target: under 5 minutes on one H100).
+pipeline (the rows of benchmarks/input_pipeline.py), measured side by side in one run (target:
+under 5 minutes on one H100).
 
     python benchmarks/gpu.py --json gpu.json            # on a CUDA machine
     python benchmarks/gpu.py --device cpu --quick        # a smoke run of the script itself
@@ -14,16 +15,18 @@ same model and are skipped, marked as such, once ``--budget`` seconds have passe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from input_pipeline import jpegs, write_folder
+from input_pipeline import measure as measure_pipeline
 
 import inceptionv4 as iv
 from inceptionv4.engine.bench import measure
@@ -36,51 +39,6 @@ def throughput(model, mode: str, batch: int, size: int, dev: torch.device, warmu
     """img/s of ``inceptionv4 bench``'s measurement: bf16 autocast, channels_last."""
     return measure(model, batch_size=batch, input_size=size, device=str(dev), precision="bf16", channels_last=True,
                    compile=compile, mode=mode, warmup=warmup, iters=iters)["img_per_s"]  # fmt: skip
-
-
-def jpegs(n: int, rng: np.random.Generator) -> list[bytes]:
-    """JPEGs of ImageNet's typical size (about 500x375, quality 90)."""
-    out = []
-    for _ in range(n):
-        w, h = int(rng.integers(400, 600)), int(rng.integers(300, 450))
-        base = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
-        img = Image.fromarray(base).resize((w, h), Image.BICUBIC)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
-
-
-def pipeline_cpu(data: list[bytes], size: int) -> float:
-    """img/s of PIL decode + Inception augmentation in this process (one CPU worker)."""
-    from inceptionv4.data import Preprocessing, train_transform
-
-    t = train_transform(Preprocessing(input_size=size))
-    start = time.perf_counter()
-    for b in data:
-        t(Image.open(io.BytesIO(b)).convert("RGB"))
-    return len(data) / (time.perf_counter() - start)
-
-
-def pipeline_gpu(data: list[bytes], size: int, dev: torch.device) -> float:
-    """img/s of batched nvJPEG decode + random-resized crop + flip + normalise on the GPU."""
-    from torchvision.io import decode_jpeg
-    from torchvision.transforms import v2
-
-    crop = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
-    encoded = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in data]
-
-    def run():
-        images = decode_jpeg(encoded, device=dev)
-        return torch.stack([crop(img) for img in images]).float().div_(127.5).sub_(1.0)
-
-    run()  # warm-up: nvJPEG handles, kernels
-    torch.cuda.synchronize(dev)
-    start = time.perf_counter()
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize(dev)
-    return 3 * len(data) / (time.perf_counter() - start)
 
 
 class Table:
@@ -123,6 +81,14 @@ class Table:
         for r in self.rows.values():
             print(f"| {r['model']} | " + " | ".join(f"{r[k]:.0f}" if r.get(k) else "-" for k in keys) + " |")
         print("input pipeline (img/s):", json.dumps(self.pipeline))
+        p, steps = self.pipeline, [r.get("ours_eager_train") for r in self.rows.values()]
+        if p.get("device_path_device_img_s") and any(steps):
+            fastest = max(s for s in steps if s)
+            print(
+                f"device pipeline / fastest eager training step: {p['device_path_device_img_s'] / fastest:.2f}x; "
+                f"worker cores to feed that step: {fastest / p['workers_full_img_s_per_core']:.1f} "
+                f"(--decode workers), {fastest / p['device_path_worker_img_s_per_core']:.1f} (--decode device)"
+            )
 
 
 def main() -> None:
@@ -155,6 +121,12 @@ def main() -> None:
         table.add(name, "ours_folded_inf", lambda n=name: throughput(fold_batchnorm(iv.create_model(n)), **inf))
         table.add(name, "timm_eager_train", lambda n=name: throughput(timm.create_model(n), **train))
         table.add(name, "ours_eager_train", lambda n=name: throughput(iv.create_model(n), **train))
+    # the input pipeline before the compiled rows: it is one of the targets, they are the long part
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = write_folder(jpegs(32 if args.quick else 256, np.random.default_rng(0)), Path(tmp))
+        sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+        table.pipeline.update(measure_pipeline(ds, size, 8 if args.quick else 128, dev, sync))
+    table.save()
     if compiled:
         for name in args.models:
             table.add(name, "timm_compiled_inf", lambda n=name: throughput(timm.create_model(n), **inf, compile=True),
@@ -166,10 +138,6 @@ def main() -> None:
                       compiled=True)  # fmt: skip
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    data = jpegs(16 if args.quick else 512, np.random.default_rng(0))
-    table.pipeline["cpu_one_worker_img_s"] = pipeline_cpu(data[: 16 if args.quick else 128], size)
-    if dev.type == "cuda":
-        table.pipeline["gpu_nvjpeg_img_s"] = pipeline_gpu(data, size, dev)
     table.save()
     table.print_table()
 

@@ -22,7 +22,9 @@ def test_gpu_script_smoke_run_writes_every_eager_figure(tmp_path):
     eager = ["timm_eager_inf", "ours_eager_inf", "ours_folded_inf", "timm_eager_train", "ours_eager_train"]
     assert all(row[k] > 0 and row[k + "_wall_s"] > 0 for k in eager)
     assert "ours_compiled_inf" not in row  # no compiling on a CPU smoke run unless asked
-    assert figures["pipeline"]["cpu_one_worker_img_s"] > 0
+    assert set(figures["pipeline"]) == {"workers_full_img_s_per_core", "device_path_worker_img_s_per_core",
+                                        "device_path_device_img_s"}  # fmt: skip
+    assert all(v > 0 for v in figures["pipeline"].values())
     assert "| inception_v4 |" in out
 
 
@@ -32,3 +34,13 @@ def test_optimizer_step_script_times_every_form(tmp_path):
     assert {r["what"] for r in rows} >= {"rmsprop_tf loop", "rmsprop_tf foreach", "sgd fused (trainer)",
                                          "adamw fused (trainer)", "ema foreach (trainer)"}  # fmt: skip
     assert all(r["ms"] > 0 for r in rows)
+
+
+def test_input_pipeline_script_measures_both_pipelines(tmp_path):
+    out = _run(
+        "input_pipeline.py", "--images", "16", "--batch", "8", "--size", "75", "--json", str(tmp_path / "p.json")
+    )
+    figures = json.loads((tmp_path / "p.json").read_text())["figures"]
+    assert all(figures[k] > 0 for k in ("workers_full_img_s_per_core", "device_path_worker_img_s_per_core",
+                                        "device_path_device_img_s"))  # fmt: skip
+    assert "| device path: worker share (one core) |" in out

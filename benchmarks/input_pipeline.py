@@ -1,0 +1,137 @@
+"""The training input pipeline: how many images a second each part of it gives, side by side.
+
+    python benchmarks/input_pipeline.py                      # CPU: both pipelines' shares
+    python benchmarks/input_pipeline.py --device cuda        # the device share on the GPU (nvJPEG)
+
+JPEGs of ImageNet's typical size (about 500x375, quality 90) are written to a temporary folder
+of class folders and read back as the trainer reads them. Rows:
+
+- ``workers: PIL decode + augmentation`` -- the default ``train --decode workers`` pipeline, one
+  worker process's rate (one core, one thread);
+- ``device path: worker share`` -- what ``--decode device`` leaves to a worker (read the file,
+  check its header, draw the crop), one core;
+- ``device path: device share`` -- the batched decode and augmentation (:class:`DeviceAugment`)
+  at ``--batch`` images, on ``--device``.
+
+The last column is how many worker cores it takes to feed ``--feed`` img/s (the training step
+this pipeline feeds; issue 7's H100 target is 2,400 img/s for Inception-v4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from inceptionv4.data import (
+    Augmented,
+    DeviceAugment,
+    EncodedImages,
+    ImageFolder,
+    Preprocessing,
+    collate_encoded,
+    train_transform,
+)
+
+
+def jpegs(n: int, rng: np.random.Generator) -> list[bytes]:
+    """JPEGs of ImageNet's typical size (about 500x375, quality 90), smooth colour fields with grain."""
+    out = []
+    for _ in range(n):
+        w, h = int(rng.integers(400, 600)), int(rng.integers(300, 450))
+        base = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+        img = np.asarray(Image.fromarray(base).resize((w, h), Image.BICUBIC), dtype=np.int16)
+        img = np.clip(img + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)  # photo-like detail
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def write_folder(data: list[bytes], root: Path) -> ImageFolder:
+    for i, b in enumerate(data):
+        d = root / f"class_{i % 4}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i:05d}.jpg").write_bytes(b)
+    return ImageFolder(root)
+
+
+def _rate(fn, n: int, repeats: int = 3) -> float:
+    """Images a second, the best of ``repeats`` passes over ``n`` images (after one warm-up)."""
+    fn()
+    best = min(_timed(fn) for _ in range(repeats))
+    return n / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(ds: ImageFolder, size: int, batch: int, device: torch.device, sync=lambda: None) -> dict[str, float]:
+    """img/s of the three shares; the worker rows on one CPU thread, as a loader worker runs."""
+    pre = Preprocessing(input_size=size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        full = Augmented(ds, train_transform(pre), seed=0)
+        share = EncodedImages(ds, seed=0)
+        n = min(len(ds), 4 * batch)
+        out = {
+            "workers_full_img_s_per_core": _rate(lambda: [full[i] for i in range(n)], n),
+            "device_path_worker_img_s_per_core": _rate(lambda: [share[i] for i in range(n)], n),
+        }
+    finally:
+        torch.set_num_threads(threads)
+    batches = [collate_encoded([share[i] for i in range(k, k + batch)]) for k in range(0, len(ds) - batch + 1, batch)]
+    augment = DeviceAugment(pre, device, channels_last=True)
+
+    def run():
+        for b in batches:
+            augment(dict(b))
+        sync()
+
+    out["device_path_device_img_s"] = _rate(run, batch * len(batches), repeats=2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=299)
+    ap.add_argument("--feed", type=float, default=2400.0, help="img/s of the training step to feed")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = write_folder(jpegs(args.images, np.random.default_rng(0)), Path(tmp))
+        mean_kb = sum(p.stat().st_size for p, _ in ds.samples) / len(ds) / 1024
+        figures = measure(ds, args.size, args.batch, dev, sync)
+    meta = {"device": str(dev), "images": args.images, "mean_jpeg_kb": round(mean_kb, 1), "size": args.size,
+            "batch": args.batch, "torch_threads_device_share": torch.get_num_threads()}  # fmt: skip
+    print(json.dumps(meta))
+    print(f"| share | img/s | worker cores to feed {args.feed:.0f} img/s |")
+    print("|---|---|---|")
+    for label, key in (("workers: PIL decode + augmentation (one core)", "workers_full_img_s_per_core"),
+                       ("device path: worker share (one core)", "device_path_worker_img_s_per_core")):  # fmt: skip
+        print(f"| {label} | {figures[key]:.0f} | {args.feed / figures[key]:.1f} |")
+    print(
+        f"| device path: device share on {dev} (batch {args.batch}) | {figures['device_path_device_img_s']:.0f} | - |"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "figures": figures}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
