@@ -176,3 +176,11 @@ def test_training_with_device_augmentation_learns(tmp_path):
     assert s["skipped_files"] == [f"{tmp_path / 'photos' / 'red' / 'broken.jpg'}: not an image (unrecognised format)"]
     with pytest.raises(ValueError, match="decode must be one of workers, device; got 'gpu'"):
         train(**{**settings, "decode": "gpu"}, out_dir=str(tmp_path / "bad"))
+
+
+def test_a_device_augmented_run_does_not_depend_on_the_worker_count(jpeg_folder, tmp_path):
+    settings = {"model": "inception_resnet_v1", "data": str(jpeg_folder), "input_size": 75, "batch_size": 4,
+                "progress": False, "plots": False, "recipe": "finetune", "decode": "device", "max_steps": 2}  # fmt: skip
+    runs = [train(**settings, workers=w, out_dir=str(tmp_path / f"w{w}")) for w in (0, 2)]
+    assert runs[0]["steps"] == runs[1]["steps"] == 2  # 4 training images: a batch per epoch, two epochs
+    assert runs[0]["weights_digest"] == runs[1]["weights_digest"]
