@@ -25,10 +25,10 @@ def _photo(rng, w=120, h=90) -> Image.Image:
 def jpeg_folder(tmp_path):
     rng = np.random.default_rng(0)
     for c in ("a", "b"):
-        (tmp_path / c).mkdir()
+        (tmp_path / "photos" / c).mkdir(parents=True)
         for i in range(3):
-            _photo(rng, 100 + 20 * i, 80 + 10 * i).save(tmp_path / c / f"{i}.jpg", quality=90)
-    return tmp_path
+            _photo(rng, 100 + 20 * i, 80 + 10 * i).save(tmp_path / "photos" / c / f"{i}.jpg", quality=90)
+    return tmp_path / "photos"
 
 
 def _reference(payload, box, flip, pre, interpolation):
@@ -183,4 +183,5 @@ def test_a_device_augmented_run_does_not_depend_on_the_worker_count(jpeg_folder,
                 "progress": False, "plots": False, "recipe": "finetune", "decode": "device", "max_steps": 2}  # fmt: skip
     runs = [train(**settings, workers=w, out_dir=str(tmp_path / f"w{w}")) for w in (0, 2)]
     assert runs[0]["steps"] == runs[1]["steps"] == 2  # 4 training images: a batch per epoch, two epochs
+    assert runs[0]["classes"] == ["a", "b"]
     assert runs[0]["weights_digest"] == runs[1]["weights_digest"]
