@@ -115,6 +115,11 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no class folders"):
         ImageFolder(tmp_path / "empty")
+    root = _folder(tmp_path / "data")
+    (root / "runs" / "checkpoints").mkdir(parents=True)  # a run folder inside the data folder
+    (root / "runs" / "metrics.jsonl").write_text("{}")
+    with pytest.raises(ValueError, match=r"class folders without images: runs \(add images, or move them out of"):
+        ImageFolder(root)
 
 
 def test_class_folders_alone_are_split_by_name_not_by_seed(tmp_path):

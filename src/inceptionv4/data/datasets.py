@@ -70,6 +70,12 @@ class ImageFolder(ImageDataset):
         ]
         if not self.samples:
             raise ValueError(f"{root} has class folders but no images ({', '.join(IMAGE_SUFFIXES)})")
+        empty = sorted(set(found) - {self.classes[label] for _, label in self.samples})
+        if empty:  # a class no image teaches; often a run folder written inside the data folder
+            raise ValueError(
+                f"{root} has class folders without images: {', '.join(empty[:5])}"
+                f"{' ...' if len(empty) > 5 else ''} (add images, or move them out of {root})"
+            )
 
 
 class ListFile(ImageDataset):
