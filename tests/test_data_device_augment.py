@@ -8,7 +8,15 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from inceptionv4.data import DeviceAugment, EncodedImages, ImageFolder, Preprocessing, Synthetic, collate_encoded
+from inceptionv4.data import (
+    DeviceAugment,
+    DeviceBatches,
+    EncodedImages,
+    ImageFolder,
+    Preprocessing,
+    Synthetic,
+    collate_encoded,
+)
 from inceptionv4.data.device_augment import _color_jitter, device_decodable, sample_crop
 from inceptionv4.engine import train
 
@@ -137,6 +145,22 @@ def test_a_batch_the_decoder_refuses_is_decoded_one_by_one(jpeg_folder, monkeypa
     assert "corrupt or truncated" in caplog.text
     keep = torch.tensor([0, 1, 2, 3, 5])
     assert (out["images"] - expected[keep]).abs().max().item() < 1e-6
+
+
+def test_prefetching_changes_when_a_batch_is_made_not_what_it_holds(jpeg_folder):
+    ds = EncodedImages(ImageFolder(jpeg_folder), seed=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_encoded)
+    augment = DeviceAugment(Preprocessing(input_size=32), "cpu")
+    plain = [augment(b) for b in loader]
+    made = []
+    counting = lambda b: made.append(b) or augment(b)
+    batches = DeviceBatches(loader, counting)
+    first = next(batches)
+    assert len(made) == 1 and batches.prefetch() and len(made) == 2  # the second is ready early
+    rest = list(batches)
+    assert not batches.prefetch() and len(made) == 3
+    for a, b in zip(plain, [first, *rest], strict=True):
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["labels"], b["labels"])
 
 
 def test_color_jitter_matches_torchvision_per_image():

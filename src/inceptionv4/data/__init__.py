@@ -2,13 +2,14 @@
 
 from .datasets import Augmented, Digits, ImageFolder, ListFile, Synthetic, build_dataset, collate
 from .decode import DecodeError, decode_rgb, load_rgb
-from .device_augment import DeviceAugment, EncodedImages, collate_encoded
+from .device_augment import DeviceAugment, DeviceBatches, EncodedImages, collate_encoded
 from .transforms import Preprocessing, eval_transform, train_transform
 
 __all__ = [
     "Augmented",
     "DecodeError",
     "DeviceAugment",
+    "DeviceBatches",
     "Digits",
     "EncodedImages",
     "ImageFolder",

@@ -24,6 +24,7 @@ import io
 import logging
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,3 +288,34 @@ def _color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     x = (c * x + (1 - c) * mean).clamp_(0, 255)
     gray = (x * weights).sum(1, keepdim=True)  # (N, 1, S, S)
     return (s * x + (1 - s) * gray).clamp_(0, 255)
+
+
+class DeviceBatches:
+    """Micro-batches from a loader through :class:`DeviceAugment`, one of them prepared ahead.
+
+    The trainer calls :meth:`prefetch` after queuing a step's forward and backward and before the
+    step's one host sync, so the next batch's JPEG decode (nvJPEG's own stream and hardware
+    engine on CUDA) runs while the device still computes this step, not after it. The batches and
+    their order are the loader's: prefetching changes when a batch is made, never what it holds.
+    """
+
+    def __init__(self, batches: Iterable[dict], augment: Callable[[dict], dict]) -> None:
+        self._batches, self._augment = iter(batches), augment
+        self._ready: list[dict] = []
+
+    def __iter__(self) -> DeviceBatches:
+        return self
+
+    def __next__(self) -> dict:
+        if not self._ready and not self.prefetch():
+            raise StopIteration
+        return self._ready.pop(0)
+
+    def prefetch(self) -> bool:
+        """Prepare the next batch now; False when the loader has none left."""
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            return False
+        self._ready.append(self._augment(batch))
+        return True

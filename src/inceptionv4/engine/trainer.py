@@ -24,6 +24,7 @@ from torch import nn
 from ..data import (
     Augmented,
     DeviceAugment,
+    DeviceBatches,
     EncodedImages,
     Preprocessing,
     build_dataset,
@@ -300,7 +301,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
 
                 bar = tqdm(total=steps_per_epoch, initial=start_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                            dynamic_ncols=True, leave=True)  # fmt: skip
-            micro = iter(loader)
+            micro = iter(loader) if on_device is None else DeviceBatches(loader, on_device)
             for _ in range(start_in_epoch, steps_per_epoch):
                 if global_step >= total_steps:
                     break
@@ -312,8 +313,6 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                 step_loss_t, step_n = torch.zeros((), device=world.device), 0
                 for m in range(cfg.accum_steps):
                     batch = next(micro)
-                    if on_device is not None:
-                        batch = on_device(batch)
                     skipped_files += batch["skipped"]
                     if batch["images"] is None:
                         continue
@@ -336,6 +335,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                         scaler.scale(loss / cfg.accum_steps).backward()
                     step_loss_t += loss.detach().float() * len(y)
                     step_n += len(y)
+                if on_device is not None and global_step + 1 < total_steps:
+                    micro.prefetch()  # the next batch decodes while the device finishes this step
                 step_loss = step_loss_t.item()  # the one host sync of a step
                 bad = broadcast_flag(not math.isfinite(step_loss), world)
                 if bad:
