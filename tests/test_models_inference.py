@@ -137,7 +137,15 @@ def test_avg_pool_moves_after_the_1x1_conv_exactly():
     assert AvgPoolAfter1x1.matches(iv.models.layers.avg_pool_branch(8, 4))
 
 
-def test_batch_parallel_equals_the_model_and_keeps_order():
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_batch_parallel_equals_the_model_and_keeps_order(two_threads):
     model = optimize_for_inference(_model("inception_resnet_v1"))
     parallel = BatchParallel(model, workers=2, chunk=2)
     x = torch.randn(7, 3, 75, 75)  # 4 chunks, the last one short
