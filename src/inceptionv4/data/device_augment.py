@@ -270,9 +270,9 @@ class DeviceAugment:
             crop = img[:, top : top + h, left : left + w].unsqueeze(0).float()  # (1, 3, h, w)
             x[k] = F.interpolate(crop, size=(size, size), **resample)[0]
         x.clamp_(0, 255)  # bicubic overshoots; the CPU pipeline's uint8 image is clamped too
-        flips = flips.to(self.device)
-        if flips.any():
-            x[flips] = x[flips].flip(-1)
+        if flips.any():  # decided on the host copy: a boolean index on the device would sync
+            flipped = flips.nonzero().squeeze(1).to(self.device)
+            x[flipped] = x[flipped].flip(-1)
         if (jitter != 1).any():
             x = _color_jitter(x, jitter.to(self.device))
         x = x.mul_(self._scale).sub_(self._shift)
