@@ -11,7 +11,8 @@ of class folders and read back as the trainer reads them. Rows:
 - ``device path: worker share`` -- what ``--decode device`` leaves to a worker (read the file,
   check its header, draw the crop), one core;
 - ``device path: device share`` -- the batched decode and augmentation (:class:`DeviceAugment`)
-  at ``--batch`` images, on ``--device``.
+  at ``--batch`` images, on ``--device``; on a GPU also how far its pixels are from the same
+  crops decoded on the CPU (nvJPEG's and libjpeg-turbo's inverse DCTs round differently).
 
 The last column is how many worker cores it takes to feed ``--feed`` img/s (the training step
 this pipeline feeds; issue 7's H100 target is 2,400 img/s for Inception-v4).
@@ -100,6 +101,12 @@ def measure(ds: ImageFolder, size: int, batch: int, device: torch.device, sync=l
         sync()
 
     out["device_path_device_img_s"] = _rate(run, batch * len(batches), repeats=2)
+    # the same batch decoded by libjpeg-turbo on the CPU: how far nvJPEG's pixels are (0 on a CPU)
+    on_device = augment(dict(batches[0]))["images"].float().cpu()
+    on_cpu = DeviceAugment(pre, "cpu", channels_last=True)(dict(batches[0]))["images"]
+    diff = (on_device - on_cpu).abs() * 127.5  # in 8-bit levels (pixels are scaled to [-1, 1])
+    out["device_vs_cpu_decode_max_levels"] = diff.max().item()
+    out["device_vs_cpu_decode_mean_levels"] = diff.mean().item()
     return out
 
 
@@ -129,6 +136,10 @@ def main() -> None:
     print(
         f"| device path: device share on {dev} (batch {args.batch}) | {figures['device_path_device_img_s']:.0f} | - |"
     )
+    if dev.type != "cpu":
+        print(f"same crops decoded on {dev} and by libjpeg-turbo: |diff| max "
+              f"{figures['device_vs_cpu_decode_max_levels']:.1f}, mean "
+              f"{figures['device_vs_cpu_decode_mean_levels']:.2f} levels of 255")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "figures": figures}, indent=2))
 
