@@ -25,13 +25,20 @@ class DecodeError(ValueError):
 
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open ``path`` as an 8-bit RGB image, or raise :class:`DecodeError` saying why not."""
+    return decode_rgb(read_bytes(path), str(path), max_pixels)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of ``path``, or :class:`DecodeError` saying why not."""
     path = Path(path)
     try:
-        return _decode(path, str(path), max_pixels)
+        return path.read_bytes()
     except FileNotFoundError:
         raise DecodeError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DecodeError(f"{path}: is a directory") from None
+    except OSError as err:
+        raise DecodeError(f"{path}: cannot be read ({err.strerror or err})") from None
 
 
 def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -41,7 +48,7 @@ def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) 
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> Image.Image:
+def _decode(source: io.BytesIO, name: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -56,8 +63,6 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> Image.Imag
         raise DecodeError(f"{name}: not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise DecodeError(f"{name}: refused as a decompression bomb ({err})") from None
-    except (FileNotFoundError, IsADirectoryError):
-        raise
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, DecodeError):
             raise

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .datasets import ImageDataset, _sample_seed
-from .decode import MAX_PIXELS, DecodeError, decode_rgb
+from .decode import MAX_PIXELS, DecodeError, decode_rgb, read_bytes
 from .transforms import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -151,14 +151,7 @@ class EncodedImages(torch.utils.data.Dataset):
         source = self.base.samples[index][0]
         if isinstance(source, (str, Path)):
             path = Path(source)
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise DecodeError(f"{path}: no such file") from None
-            except IsADirectoryError:
-                raise DecodeError(f"{path}: is a directory") from None
-            except OSError as err:
-                raise DecodeError(f"{path}: cannot be read ({err.strerror or err})") from None
+            data = read_bytes(path)
             size = device_decodable(data) if path.suffix.lower() in JPEG_SUFFIXES else None
             if size is not None:
                 return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
@@ -211,8 +204,8 @@ class DeviceAugment:
         if not batch.get("payloads"):
             return batch
         images = self.decode(batch["payloads"], batch["names"])
-        keep = [i for i, img in enumerate(images) if img is not None]
-        failed = [batch["names"][i] for i, img in enumerate(images) if img is None]
+        keep = [i for i, img in enumerate(images) if isinstance(img, torch.Tensor)]
+        failed = [img for img in images if isinstance(img, str)]
         out = dict(batch, payloads=[], skipped=batch["skipped"] + failed)
         if not keep:
             return dict(out, images=None, labels=None, indices=None)
@@ -226,12 +219,12 @@ class DeviceAugment:
             indices=batch["indices"][index],
         )
 
-    def decode(self, payloads: list[torch.Tensor], names: list[str]) -> list[torch.Tensor | None]:
-        """(3, H, W) uint8 images on the device; ``None`` (and a warning) for a file that fails."""
+    def decode(self, payloads: list[torch.Tensor], names: list[str]) -> list[torch.Tensor | str]:
+        """(3, H, W) uint8 images on the device; for a file that fails, why (and a warning)."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        out: list[torch.Tensor | None] = [
-            p.to(self.device, non_blocking=True) if p.dim() == 3 else None for p in payloads
+        out: list[torch.Tensor | str] = [  # the JPEGs' places are filled below
+            p.to(self.device, non_blocking=True) if p.dim() == 3 else "" for p in payloads
         ]
         jpegs = [i for i, p in enumerate(payloads) if p.dim() == 1]
         if not jpegs:
@@ -246,7 +239,7 @@ class DeviceAugment:
             out[i] = img
         return out
 
-    def _decode_one(self, payload: torch.Tensor, name: str, decode_jpeg, mode) -> torch.Tensor | None:
+    def _decode_one(self, payload: torch.Tensor, name: str, decode_jpeg, mode) -> torch.Tensor | str:
         try:
             return decode_jpeg(payload, mode=mode, device=self.device)
         except RuntimeError:
@@ -255,7 +248,7 @@ class DeviceAugment:
             return _pixels(decode_rgb(payload.numpy().tobytes(), name)).to(self.device)
         except DecodeError as err:
             log.warning("skipping %s", err)
-            return None
+            return str(err)
 
     def augment(
         self, images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Tensor, jitter: torch.Tensor
