@@ -24,7 +24,7 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 demo: $(DEMO_STAMP)
 	$(PY) -m inceptionv4 demo --out runs/demo
 
-# two pytest processes (pytest-xdist), a file each at a time: 8-9 minutes on 2 cores against 14-15
+# two pytest processes (pytest-xdist), a file each at a time: 7-9 minutes on 2 cores against 14-15
 # for one process; TEST_WORKERS=1 runs them in one
 TEST_WORKERS ?= 2
 test: $(TEST_STAMP)

@@ -198,7 +198,6 @@ class DeviceAugment:
         mean, std = torch.tensor(pre.mean), torch.tensor(pre.std)
         self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)  # x/255 normalised in one
         self._shift = (mean / std).view(1, 3, 1, 1).to(self.device)  # multiply-subtract
-        self._mode = pre.interpolation
 
     def __call__(self, batch: dict) -> dict:
         if not batch.get("payloads"):
@@ -256,8 +255,8 @@ class DeviceAugment:
         """Crop and resize each image to S x S, then flip, jitter and normalise the batch at once."""
         size = self.pre.input_size
         x = torch.empty(len(images), 3, size, size, device=self.device)  # (N, 3, S, S)
-        resample = {"mode": self._mode}
-        if self._mode != "nearest":
+        resample = {"mode": self.pre.interpolation}
+        if self.pre.interpolation != "nearest":
             resample.update(align_corners=False, antialias=True)
         for k, (img, (top, left, h, w)) in enumerate(zip(images, boxes.tolist(), strict=True)):
             crop = img[:, top : top + h, left : left + w].unsqueeze(0).float()  # (1, 3, h, w)
