@@ -15,7 +15,14 @@ from inceptionv4.data import ImageFolder, Preprocessing
 from inceptionv4.engine.bench import benchmark
 from inceptionv4.engine.export import ExportMismatchError, export_model
 from inceptionv4.engine.predict import expand_inputs, predict
-from inceptionv4.engine.protocols import crop_views, evaluate_protocol, label_map, scales_for
+from inceptionv4.engine.protocols import (
+    crop_views,
+    evaluate_protocol,
+    label_map,
+    predict_proba,
+    protocol_pixels,
+    scales_for,
+)
 from inceptionv4.models import count_flops
 from inceptionv4.models.fold import fold_batchnorm
 from inceptionv4.weights import imagenet1k
@@ -57,6 +64,75 @@ def test_evaluate_protocol_and_ensemble(small_model, folder):
     assert ten["models"] == 2 and ten["n"] == 6
 
 
+def test_protocol_pixels_are_the_views_before_normalising():
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (90, 130, 3), dtype=np.uint8))
+    pre = Preprocessing(input_size=75, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    for crops in (1, 10, 12, 144):
+        pixels = protocol_pixels(img, pre, crops)
+        assert pixels.dtype == torch.uint8 and pixels.shape == (crops, 3, 75, 75)
+        want = torch.stack([(v.float() / 255 - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
+                            for v in pixels])  # fmt: skip
+        assert (crop_views(img, pre, crops) - want).abs().max().item() < 1e-6
+    # the single view is PIL's own bicubic resize (shorter side to resize_size) and centre crop, as bytes
+    assert pre.interpolation == "bicubic"
+    resized = img.resize((int(130 * pre.resize_size / 90), pre.resize_size), Image.Resampling.BICUBIC)
+    left, top = round((resized.width - 75) / 2), round((resized.height - 75) / 2)
+    want = np.array(resized.crop((left, top, left + 75, top + 75)))
+    assert torch.equal(protocol_pixels(img, pre, 1)[0], torch.from_numpy(want).permute(2, 0, 1))
+
+
+def test_predict_proba_normalises_pixels_where_the_model_runs(small_model):
+    img = Image.fromarray(np.random.default_rng(2).integers(0, 256, (80, 100, 3), dtype=np.uint8))
+    pre = Preprocessing.of(small_model)
+    pixels = torch.cat([protocol_pixels(img, pre, 10), protocol_pixels(img.rotate(90), pre, 10)])
+    floats = torch.cat([crop_views(img, pre, 10), crop_views(img.rotate(90), pre, 10)])
+    with torch.no_grad():
+        want = torch.softmax(small_model(floats), 1).view(2, 10, 3).mean(1)
+    assert (predict_proba([small_model], floats, 10) - want).abs().max().item() < 1e-6
+    assert (predict_proba([small_model], pixels, 10, chunk=3, pre=pre) - want).abs().max().item() < 1e-6
+    bf16 = predict_proba([small_model], pixels, 10, pre=pre, amp="bf16")
+    assert 0 < (bf16 - want).abs().max().item() < 0.05  # bf16 really ran, and is close
+    with pytest.raises(ValueError, match="uint8 views need the Preprocessing"):
+        predict_proba([small_model], pixels, 10)
+    with pytest.raises(ValueError, match=r"amp must be one of \('none', 'bf16', 'fp16'\), got 'fp8'"):
+        predict_proba([small_model], floats, 10, amp="fp8")
+
+
+def test_evaluate_protocol_with_workers_matches_one_image_at_a_time(small_model, folder):
+    """Loader workers, passes of any size and channels_last change nothing: every image's prediction
+    equals one computed here from crop_views, image by image."""
+    ds = ImageFolder(folder)
+    pre = Preprocessing.of(small_model)
+    want, confusion = [], torch.zeros(3, 4, dtype=torch.long)
+    for i in range(len(ds)):
+        try:
+            img, y = ds.load(i)
+        except iv.data.DecodeError:
+            continue
+        with torch.no_grad():
+            p = torch.softmax(small_model(crop_views(img, pre, 12)), 1).mean(0)
+        name = small_model.class_names[p.argmax()]
+        want.append((ds.name_of(i), ds.classes[y], name, p.max().item()))
+        confusion[y, ds.classes.index(name)] += 1
+    base = evaluate_protocol([small_model], ds, crops=12, batch_size=16)
+    assert base["confusion"] == confusion.tolist() and base["device"] == "cpu" and base["amp"] == "none"
+    for options in (
+        {},
+        {"workers": 2, "batch_size": 3, "chunk": 5},
+        {"workers": 1, "channels_last": True, "chunk": 64},
+    ):
+        got = evaluate_protocol([small_model], ds, crops=12, **options)
+        assert got["confusion"] == base["confusion"] and got["skipped"] == base["skipped"], options
+        assert len(got["images"]) == len(want) == 6
+        for image, (file, label, predicted, prob) in zip(got["images"], want, strict=True):
+            assert (image["file"], image["label"], image["predicted"]) == (file, label, predicted), options
+            assert abs(image["prob"] - prob) < 1e-6, options
+    for bad, message in (({"workers": -1}, "workers >= 0"), ({"chunk": 0}, "chunk must be >= 1"),
+                         ({"amp": "half"}, "amp must be one of"), ({"crops": 5}, "crops must be one of")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            evaluate_protocol([small_model], ds, **bad)
+
+
 def test_evaluating_nothing_readable_is_an_error(small_model, tmp_path):
     (tmp_path / "red").mkdir()
     (tmp_path / "red" / "a.jpg").write_bytes(b"\xff\xd8\xffnot really")
@@ -93,6 +169,28 @@ def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path
                          ({"crops": 7}, r"crops must be one of \(1, 10, 12, 144\), got 7")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             next(predict(small_model, inputs, **bad))
+
+
+def test_predict_with_workers_gives_the_same_answers_in_the_same_order(small_model, folder, tmp_path):
+    inputs = [
+        str(folder / "red"),
+        str(folder / "blue" / "corrupt.jpg"),
+        str(tmp_path / "nope.png"),
+        str(folder / "g*" / "*.png"),
+    ]
+    plain = list(predict(small_model, inputs, topk=3, batch_size=2, crops=10))
+    loaded = list(predict(small_model, inputs, topk=3, batch_size=2, crops=10, workers=2))
+    assert [(r["file"], r["ok"], r.get("error")) for r in loaded] == [
+        (r["file"], r["ok"], r.get("error")) for r in plain
+    ]
+    for a, b in zip(plain, loaded, strict=True):
+        if a["ok"]:
+            assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
+            assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 1e-6
+    with pytest.raises(ValueError, match="workers >= 0"):
+        next(predict(small_model, inputs, workers=-1))
+    with pytest.raises(ValueError, match="amp must be one of"):
+        next(predict(small_model, inputs, amp="int8"))
 
 
 def test_predict_optimized_gives_the_same_answers(small_model, folder):
@@ -202,10 +300,10 @@ def test_eval_cli_writes_report_and_confusion_png(small_model, folder, tmp_path,
     iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
     report = tmp_path / "out" / "report.json"
     args = ["eval", "--ensemble", str(tmp_path / "m.safetensors"), str(tmp_path / "m.safetensors"), "--data", str(folder),
-            "--crops", "10", "--report", str(report), "--no-progress"]  # fmt: skip
+            "--crops", "10", "--report", str(report), "--no-progress", "--workers", "2"]  # fmt: skip
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "6 images, 10 crop(s), 2 model(s): top-1" in captured.out and "corrupt.jpg" in captured.err
+    assert "6 images, 10 crop(s), 2 model(s) on cpu: top-1" in captured.out and "corrupt.jpg" in captured.err
     data = json.loads(report.read_text())
     assert set(data["per_class_top1"]) == {"red", "green", "blue"} and len(data["confusion"]) == 3
     assert (tmp_path / "out" / "report.confusion.png").stat().st_size > 1000

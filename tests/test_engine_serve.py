@@ -252,3 +252,33 @@ def test_cli_serves_until_sigterm(small_model, images, tmp_path):
         assert '"POST /v1/predict HTTP/1.1" 200' in err  # the access log
     finally:
         proc.kill()
+
+
+def test_pixels_and_normalised_views_share_a_batch(small_model, images):
+    """views() hands the worker uint8 pixels (normalised where the model runs); a caller's float
+    views, already normalised, may wait in the same batch: each gets its own image's answer."""
+    classifier = Classifier(small_model, max_batch=8, max_wait_ms=500, amp="none")
+    try:
+        pre = Preprocessing.of(small_model)
+        pixels = classifier.views(images[0].read_bytes())
+        assert pixels.dtype == torch.uint8 and pixels.shape == (1, 3, 75, 75)
+        floats = crop_views(decode_rgb(images[1].read_bytes()), pre)
+        with torch.no_grad():
+            want = torch.softmax(
+                small_model(torch.cat([crop_views(decode_rgb(images[0].read_bytes()), pre), floats])), 1
+            )
+        got: dict[int, torch.Tensor] = {}
+        threads = [threading.Thread(target=lambda k, v: got.__setitem__(k, classifier.submit(v)), args=(k, v))
+                   for k, v in enumerate((pixels, floats))]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert classifier.batches == 1  # both waited in one batch
+        assert (torch.cat([got[0], got[1]]) - want).abs().max().item() < 1e-6
+        info = classifier.describe()
+        assert info["device"] == "cpu" and info["amp"] == "none"
+    finally:
+        classifier.close()
+    with pytest.raises(ValueError, match="amp must be one of"):
+        Classifier(small_model, amp="fp64")

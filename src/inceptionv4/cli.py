@@ -117,25 +117,72 @@ def _load_models(weights: list[str], model: str | None) -> list:
     return out
 
 
+def _inference_device(args: argparse.Namespace):
+    """The device of eval / predict / serve, checked against this machine and the flags before
+    anything is read."""
+    from .engine.devices import resolve_device
+
+    fuse = getattr(args, "fuse", False)
+    device = resolve_device("cpu" if fuse and args.device == "auto" else args.device)
+    if fuse and device.type != "cpu":
+        raise ValueError(f"--fuse runs the oneDNN Graph form, which is CPU-only: drop --fuse to run on {device}")
+    if fuse and args.amp != "none":
+        raise ValueError("--fuse runs the oneDNN Graph form in float32: drop --amp, or --fuse")
+    return device
+
+
+def _inference_models(args: argparse.Namespace, weights: list[str], device) -> list:
+    """The models of eval / predict / serve, loaded and moved to ``device``."""
+    from .engine.devices import to_device
+
+    fuse = getattr(args, "fuse", False)
+    models = _load_models(weights, args.model)
+    if (getattr(args, "optimize", False) or fuse) and device.type == "cpu":
+        from .models import retain_freed_memory
+
+        retain_freed_memory()  # this process only runs inference: keep activations' memory for reuse
+    return to_device(models, device, channels_last=getattr(args, "channels_last", False))
+
+
+def _default_workers() -> int:
+    """Loader processes for eval / predict: one core is left to the process that runs the model."""
+    return min(8, max(1, (os.cpu_count() or 2) - 1))
+
+
+def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
+    """--device and --amp for the inference commands (and --workers for those that read files in bulk)."""
+    p.add_argument("--device", default="auto",
+                   help="where the models run: auto (a GPU if PyTorch sees one), cpu, cuda, cuda:N, mps")  # fmt: skip
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                   help="run the forward passes under autocast in this precision (the softmax stays float32)")  # fmt: skip
+    if workers:
+        p.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
+                       help="processes that decode images and cut the crops while the model runs (0: none)")  # fmt: skip
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from .data import build_dataset
-    from .engine.protocols import evaluate_protocol
+    from .data import Preprocessing, build_dataset
+    from .engine.protocols import evaluate_protocol, inference_forms
     from .engine.runlog import plot_confusion
 
-    models = _load_models(args.weights + (args.ensemble or []), args.model)
     if not (args.data or args.list):
         raise ValueError("give --data (a folder of class folders) or --list (a list file)")
+    device = _inference_device(args)
     kind = "list" if args.list else "folder"
     dataset = build_dataset(kind, "val", root=args.list or args.data)
-    report = evaluate_protocol(
-        models, dataset, crops=args.crops, batch_size=args.batch_size, progress=not args.no_progress
+    models = _inference_models(args, args.weights + (args.ensemble or []), device)
+    models = inference_forms(
+        models, optimize=args.optimize, fuse=args.fuse, input_size=Preprocessing.of(models[0]).input_size
     )
+    report = evaluate_protocol(models, dataset, crops=args.crops, batch_size=args.batch_size,
+                               progress=not args.no_progress, workers=args.workers, amp=args.amp,
+                               channels_last=args.channels_last)  # fmt: skip
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2))
         png = Path(args.report).with_suffix(".confusion.png")
         plot_confusion([row[:-1] for row in report["confusion"]], report["classes"], png)
-    print(f"{report['n']} images, {args.crops} crop(s), {len(models)} model(s): "
+    print(f"{report['n']} images, {args.crops} crop(s), {len(models)} model(s) on {report['device']}: "
           f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%")  # fmt: skip
     for reason in report["skipped"]:
         print(f"skipped: {reason}", file=sys.stderr)
@@ -145,14 +192,11 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .engine.predict import predict
 
-    models = _load_models(args.weights, args.model)
-    if args.optimize or args.fuse:
-        from .models import retain_freed_memory
-
-        retain_freed_memory()  # this process only runs inference: keep activations' memory for reuse
+    models = _inference_models(args, args.weights, _inference_device(args))
     failed = 0
     for result in predict(models, args.inputs, topk=args.topk, batch_size=args.batch_size, crops=args.crops,
-                          progress=not args.json, optimize=args.optimize, fuse=args.fuse):  # fmt: skip
+                          progress=not args.json, optimize=args.optimize, fuse=args.fuse, workers=args.workers,
+                          amp=args.amp):  # fmt: skip
         if not result["ok"]:
             failed += 1
             if not args.json:
@@ -173,15 +217,11 @@ def _serve(args: argparse.Namespace) -> int:
     from .engine.serve import InferenceServer
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
-    models = _load_models(args.weights, args.model)
-    if args.optimize or args.fuse:
-        from .models import retain_freed_memory
-
-        retain_freed_memory()  # a serving process: reuse activations' memory between batches
+    models = _inference_models(args, args.weights, _inference_device(args))
     print(f"loading {len(models)} model(s) and warming up ...", file=sys.stderr)
     server = InferenceServer(models, host=args.host, port=args.port, topk=args.topk, crops=args.crops,
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, optimize=args.optimize,
-                             fuse=args.fuse, parallel=args.parallel,
+                             fuse=args.fuse, parallel=args.parallel, amp=args.amp,
                              max_body_bytes=int(args.max_body_mb * 2**20))  # fmt: skip
     # SIGTERM (docker stop, systemd, kill) stops it as Ctrl-C does: shutdown must come from another thread
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
@@ -281,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
     p.add_argument("--no-progress", action="store_true")
+    _add_device_flags(p, workers=True)
+    p.add_argument("--channels-last", action="store_true", help="models and views in channels_last memory format")
+    p.add_argument("--optimize", action="store_true", help="evaluate the inference form (see predict --optimize)")
+    p.add_argument("--fuse", action="store_true", help="evaluate the oneDNN Graph form (CPU fp32; see predict --fuse)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")
@@ -297,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse", action="store_true",
                    help="run the inference form as oneDNN Graph partitions (models.fuse_for_inference; CPU fp32): "
                         "faster again, about 5 s to set up, so for folders rather than one photo")  # fmt: skip
+    _add_device_flags(p, workers=True)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("serve", help="an HTTP server: POST an image, get its top-k classes (requests batched)")
@@ -316,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "while warming up, so it starts later and answers faster")  # fmt: skip
     p.add_argument("--parallel", action="store_true",
                    help="run each batch's chunks of 4 images on separate threads (models.BatchParallel)")  # fmt: skip
+    _add_device_flags(p, workers=False)
     p.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(func=_serve)
 

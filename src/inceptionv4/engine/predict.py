@@ -11,7 +11,7 @@ import torch
 
 from ..data import Preprocessing
 from ..data.decode import IMAGE_SUFFIXES, DecodeError, load_rgb
-from .protocols import CROPS, crop_views, display_names, predict_proba
+from .protocols import AMP_DTYPES, CROPS, device_of, display_names, inference_forms, predict_proba, protocol_pixels
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, str | None]]:
@@ -32,26 +32,6 @@ def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, str | None]]:
     return out
 
 
-def inference_forms(
-    models: list[torch.nn.Module], *, optimize: bool = False, fuse: bool = False, input_size: int = 299
-) -> list[torch.nn.Module]:
-    """The models in eval mode, or their optimize_for_inference / fuse_for_inference forms (the
-    caller's models are left as they are). Fusing traces at ``input_size``."""
-    if optimize and fuse:
-        raise ValueError("optimize and fuse choose between two inference forms: pass one of them")
-    for m in models:
-        m.eval()
-    if optimize:
-        from ..models import optimize_for_inference
-
-        return [optimize_for_inference(m) for m in models]
-    if fuse:
-        from ..models import fuse_for_inference
-
-        return [fuse_for_inference(m, torch.zeros(1, 3, input_size, input_size)) for m in models]
-    return list(models)
-
-
 def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:
     """(N, classes) probabilities -> for each row its ``k`` best as ``{"index", "name", "prob"}``."""
     top = probs.topk(min(k, probs.shape[1]), 1)
@@ -59,6 +39,26 @@ def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict
         [{"index": i, "name": names[i], "prob": p} for p, i in zip(values, indices, strict=True)]
         for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]
+
+
+class FileViews(torch.utils.data.Dataset):
+    """Files as one protocol's uint8 views, made where a DataLoader's workers run: each item is
+    ``(file, views, None)`` or ``(file, None, reason)``."""
+
+    def __init__(self, files: list[tuple[str, str | None]], pre: Preprocessing, crops: int) -> None:
+        self.files, self.pre, self.crops = files, pre, crops
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
+        file, error = self.files[index]
+        if error is not None:
+            return file, None, error
+        try:
+            return file, protocol_pixels(load_rgb(file), self.pre, self.crops), None
+        except DecodeError as err:
+            return file, None, str(err).removeprefix(f"{file}: ")
 
 
 def predict(
@@ -71,24 +71,34 @@ def predict(
     progress: bool = False,
     optimize: bool = False,
     fuse: bool = False,
+    workers: int = 0,
+    amp: str = "none",
 ) -> Iterator[dict]:
     """Yield ``{"file", "ok", "top": [{"index", "name", "prob"}]}`` or ``{"file", "ok": False, "error"}``
     for every input file, in order, batching the work.
 
-    ``optimize`` runs each model's :func:`~inceptionv4.models.optimize_for_inference` form (same
-    results, faster on CPU; the caller's models are left as they are); ``fuse`` runs
+    The models run where they are (move them to a GPU first to predict there). ``optimize`` runs
+    each model's :func:`~inceptionv4.models.optimize_for_inference` form (same results, faster on
+    CPU; the caller's models are left as they are); ``fuse`` runs
     :func:`~inceptionv4.models.fuse_for_inference` (faster again, CPU fp32, about 5 s to set up
-    per model: worth it for a folder, not for one photo)."""
-    if topk < 1 or batch_size < 1:  # checked before a model is prepared or a file read
-        raise ValueError(f"topk and batch_size must be >= 1, got {topk} and {batch_size}")
+    per model: worth it for a folder, not for one photo). ``workers`` loader processes decode the
+    files and cut the views in parallel (0: in this process); ``amp`` ("bf16", "fp16") runs the
+    passes under autocast."""
+    if topk < 1 or batch_size < 1 or workers < 0:  # checked before a model is prepared or a file read
+        raise ValueError(f"topk and batch_size must be >= 1 and workers >= 0, got {topk}, {batch_size}, {workers}")
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
     models = models if isinstance(models, list) else [models]
     names = display_names(models[0])
     pre = Preprocessing.of(models[0])
     models = inference_forms(models, optimize=optimize, fuse=fuse, input_size=pre.input_size)
     k = min(topk, len(names))
     files = expand_inputs(inputs)
+    on_gpu = any(device_of(m).type == "cuda" for m in models)
+    loader = torch.utils.data.DataLoader(FileViews(files, pre, crops), batch_size=batch_size, num_workers=workers,
+                                         collate_fn=list, pin_memory=on_gpu)  # fmt: skip
     bar = None
     if progress and len(files) > batch_size:
         from tqdm.auto import tqdm
@@ -99,24 +109,23 @@ def predict(
     def flush() -> Iterator[dict]:
         if not pending:
             return
-        probs = predict_proba(models, torch.cat([v for _, v in pending]), crops)
+        views = torch.cat([v for _, v in pending])
+        probs = predict_proba(models, views, crops, chunk=256 if on_gpu else 64, pre=pre, amp=amp)
         for (file, _), top in zip(pending, top_classes(probs, names, k), strict=True):
             yield {"file": file, "ok": True, "top": top}
         pending.clear()
 
-    for file, error in files:
-        if bar is not None:
-            bar.update(1)
-        if error is None:
-            try:
-                pending.append((file, crop_views(load_rgb(file), pre, crops)))
-            except DecodeError as err:
-                error = str(err).removeprefix(f"{file}: ")
-        if error is not None:
-            yield from flush()  # keep the output in input order
-            yield {"file": file, "ok": False, "error": error}
-        elif len(pending) == batch_size:
-            yield from flush()
+    for items in loader:
+        for file, views, error in items:
+            if bar is not None:
+                bar.update(1)
+            if error is not None:
+                yield from flush()  # keep the output in input order
+                yield {"file": file, "ok": False, "error": error}
+            else:
+                pending.append((file, views))
+                if len(pending) == batch_size:
+                    yield from flush()
     yield from flush()
     if bar is not None:
         bar.close()

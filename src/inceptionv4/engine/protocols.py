@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..data import Preprocessing
@@ -34,14 +33,15 @@ def scales_for(pre: Preprocessing, crops: int) -> list[int]:
     return [pre.resize_size]
 
 
-def crop_views(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Tensor:
-    """(V, 3, S, S) normalised views of one image for a ``crops`` protocol (V = crops)."""
+def protocol_pixels(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Tensor:
+    """(V, 3, S, S) uint8 views of one image for a ``crops`` protocol (V = crops), not yet normalised.
+
+    Views travel in this form from loader workers to the device (a quarter of the bytes of float
+    views: 144 views at 299x299 are 39 MB, not 154) and are normalised there by :func:`normalize_views`.
+    """
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     s, interp = pre.input_size, _INTERP[pre.interpolation]
-    finish = v2.Compose(
-        [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(pre.mean), list(pre.std))]
-    )
     views: list[Image.Image] = []
     for side in scales_for(pre, crops):
         resized = TF.resize(img, side, interpolation=interp, antialias=True)
@@ -60,20 +60,72 @@ def crop_views(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Te
             six = [*TF.five_crop(square, [s, s]), TF.resize(square, [s, s], interpolation=interp, antialias=True)]
             for v in six:
                 views += [v, TF.hflip(v)]
-    return torch.stack([finish(v) for v in views])
+    return torch.stack([TF.pil_to_tensor(v) for v in views])
+
+
+def normalize_views(pixels: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """uint8 views -> float32, normalised with ``pre``'s mean and std, on the views' device.
+
+    The operations, in their order, of torchvision's ``ToDtype(scale=True)`` + ``Normalize``: a view
+    normalised on a GPU here equals the one the CPU transforms make.
+    """
+    mean = torch.tensor(pre.mean, device=pixels.device).view(-1, 1, 1)
+    std = torch.tensor(pre.std, device=pixels.device).view(-1, 1, 1)
+    return pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+
+
+def crop_views(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Tensor:
+    """(V, 3, S, S) normalised float32 views of one image for a ``crops`` protocol (V = crops)."""
+    return normalize_views(protocol_pixels(img, pre, crops), pre)
+
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's parameters (or, failing those, buffers) are."""
+    first = next(model.parameters(), None)
+    if first is None:
+        first = next(model.buffers(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 @torch.no_grad()
 def predict_proba(
-    models: list[torch.nn.Module], views: torch.Tensor, crops_per_image: int, chunk: int = 64
+    models: list[torch.nn.Module],
+    views: torch.Tensor,
+    crops_per_image: int,
+    chunk: int = 64,
+    *,
+    pre: Preprocessing | None = None,
+    amp: str = "none",
+    channels_last: bool = False,
 ) -> torch.Tensor:
-    """(N*V, 3, S, S) views -> (N, classes) probabilities, averaged over crops and models."""
+    """(N*V, 3, S, S) views -> (N, classes) probabilities on the CPU, averaged over crops and models.
+
+    Each model runs where its parameters are, ``chunk`` views per pass. uint8 views (from
+    :func:`protocol_pixels`) travel as bytes and are normalised there with ``pre``; float views are
+    taken as normalised. ``amp`` ("bf16" or "fp16") runs the passes under autocast; the softmax is
+    taken in float32 either way.
+    """
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
+    if views.dtype == torch.uint8 and pre is None:
+        raise ValueError("uint8 views need the Preprocessing (pre=...) that normalises them")
     total = None
     for model in models:
-        device = next(model.parameters()).device
-        probs = torch.cat(
-            [F.softmax(model(views[i : i + chunk].to(device)).float(), 1).cpu() for i in range(0, len(views), chunk)]
-        )
+        device = device_of(model)
+        parts = []
+        for i in range(0, len(views), chunk):
+            x = views[i : i + chunk].to(device, non_blocking=True)
+            if x.dtype == torch.uint8:
+                x = normalize_views(x, pre)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=amp != "none"):
+                logits = model(x)
+            parts.append(F.softmax(logits.float(), 1))
+        probs = torch.cat(parts).cpu()  # one copy back (and one wait) per model, not one per pass
         probs = probs.view(-1, crops_per_image, probs.shape[-1]).mean(1)
         total = probs if total is None else total + probs
     return total / len(models)
@@ -112,6 +164,49 @@ def label_map(dataset_classes: list[str], model: torch.nn.Module) -> list[int]:
     )
 
 
+def inference_forms(
+    models: list[torch.nn.Module], *, optimize: bool = False, fuse: bool = False, input_size: int = 299
+) -> list[torch.nn.Module]:
+    """The models in eval mode, or their optimize_for_inference / fuse_for_inference forms (the
+    caller's models are left as they are). Fusing traces at ``input_size``."""
+    if optimize and fuse:
+        raise ValueError("optimize and fuse choose between two inference forms: pass one of them")
+    for m in models:
+        m.eval()
+    if optimize:
+        from ..models import optimize_for_inference
+
+        return [optimize_for_inference(m) for m in models]
+    if fuse:
+        from ..models import fuse_for_inference
+
+        return [fuse_for_inference(m, torch.zeros(1, 3, input_size, input_size)) for m in models]
+    return list(models)
+
+
+class ProtocolViews(torch.utils.data.Dataset):
+    """A dataset's images as one protocol's uint8 views (:func:`protocol_pixels`), made where a
+    DataLoader's workers run; an unreadable file yields ``(None, index, reason)`` for
+    :func:`~inceptionv4.data.collate` to report."""
+
+    def __init__(self, dataset, pre: Preprocessing, crops: int) -> None:
+        if crops not in CROPS:
+            raise ValueError(f"crops must be one of {CROPS}, got {crops}")
+        self.dataset, self.pre, self.crops = dataset, pre, crops
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        from ..data.decode import DecodeError
+
+        try:
+            img, label = self.dataset.load(index)
+        except DecodeError as err:
+            return None, index, str(err)
+        return protocol_pixels(img, self.pre, self.crops), label, index
+
+
 def evaluate_protocol(
     models: list[torch.nn.Module],
     dataset,
@@ -120,14 +215,30 @@ def evaluate_protocol(
     batch_size: int = 16,
     pre: Preprocessing | None = None,
     progress: bool = False,
+    workers: int = 0,
+    amp: str = "none",
+    channels_last: bool = False,
+    chunk: int | None = None,
 ) -> dict:
     """Top-1/top-5, per-class accuracy and confusion of ``models`` (an ensemble if several) on a
-    dataset of :mod:`inceptionv4.data`, with the ``crops`` protocol. Unreadable files are skipped
-    and listed."""
-    from ..data.decode import DecodeError
+    dataset of :mod:`inceptionv4.data`, with the ``crops`` protocol. ``images`` lists each image's
+    file, label, predicted class and its probability, for error analysis. Unreadable files are
+    skipped and listed.
+
+    The models run where they are (move them to a GPU first to evaluate there), ``chunk`` views
+    per pass (default 64 on a CPU, 256 on a GPU). ``workers`` loader processes decode the images
+    and cut the views in parallel (0: in this process); the views travel as uint8 and are
+    normalised on the models' device. The result does not depend on ``workers``, ``chunk`` or
+    ``batch_size`` (images whose views are gathered before a pass).
+    """
+    from ..data.datasets import collate
 
     if not models:
         raise ValueError("need at least one model")
+    if batch_size < 1 or workers < 0 or (chunk is not None and chunk < 1):
+        raise ValueError(f"batch_size and chunk must be >= 1 and workers >= 0, got {batch_size}, {chunk}, {workers}")
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
     pre = pre or Preprocessing.of(models[0])
     mapping = label_map(dataset.classes, models[0])
     for m in models[1:]:
@@ -135,40 +246,45 @@ def evaluate_protocol(
             raise ValueError("the models of an ensemble must share their classes")
     for m in models:
         m.eval()
+    devices = {device_of(m) for m in models}
+    on_gpu = any(d.type == "cuda" for d in devices)
+    chunk = chunk or (256 if on_gpu else 64)
+    loader = torch.utils.data.DataLoader(
+        ProtocolViews(dataset, pre, crops), batch_size=batch_size, num_workers=workers, collate_fn=collate,
+        pin_memory=on_gpu,
+    )  # fmt: skip
     back = {model_idx: ds_idx for ds_idx, model_idx in enumerate(mapping)}
+    keys = class_keys(models[0])
     n_cls = len(dataset.classes)
+    images: list[dict] = []
     confusion = torch.zeros(n_cls, n_cls + 1, dtype=torch.long)  # last column: a class outside the dataset
     top5 = 0
     skipped: list[str] = []
-    order = range(len(dataset))
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        order = tqdm(order, desc=f"eval ({crops} crop{'s' if crops > 1 else ''})", unit="img")
-    pending: list[tuple[torch.Tensor, int]] = []
-
-    def flush() -> None:
-        nonlocal top5
-        if not pending:
-            return
-        probs = predict_proba(models, torch.cat([v for v, _ in pending]), crops)
-        labels = torch.tensor([mapping[y] for _, y in pending])
-        k = min(5, probs.shape[1])
-        top5 += (probs.topk(k, 1).indices == labels[:, None]).any(1).sum().item()
-        for (_, y), p in zip(pending, probs.argmax(1).tolist(), strict=True):
-            confusion[y, back.get(p, n_cls)] += 1
-        pending.clear()
-
-    for i in order:
-        try:
-            img, y = dataset.load(i)
-        except DecodeError as err:
-            skipped.append(str(err))
-            continue
-        pending.append((crop_views(img, pre, crops), y))
-        if len(pending) == batch_size:
-            flush()
-    flush()
+        bar = tqdm(total=len(dataset), desc=f"eval ({crops} crop{'s' if crops > 1 else ''})", unit="img")
+    for batch in loader:
+        skipped += batch["skipped"]
+        if batch["images"] is not None:
+            views = batch["images"].flatten(0, 1)  # (B, V, 3, S, S) -> (B*V, 3, S, S)
+            probs = predict_proba(models, views, crops, chunk, pre=pre, amp=amp, channels_last=channels_last)
+            dataset_labels = batch["labels"].tolist()
+            labels = torch.tensor([mapping[y] for y in dataset_labels])
+            k = min(5, probs.shape[1])
+            top5 += (probs.topk(k, 1).indices == labels[:, None]).any(1).sum().item()
+            best, predicted = probs.max(1)
+            for i, y, p, prob in zip(batch["indices"].tolist(), dataset_labels, predicted.tolist(), best.tolist(),
+                                     strict=True):  # fmt: skip
+                confusion[y, back.get(p, n_cls)] += 1
+                images.append(
+                    {"file": dataset.name_of(i), "label": dataset.classes[y], "predicted": keys[p], "prob": prob}
+                )
+        if bar is not None:
+            bar.update(len(batch["skipped"]) + (0 if batch["labels"] is None else len(batch["labels"])))
+    if bar is not None:
+        bar.close()
     n = int(confusion.sum())
     if n == 0:  # a 0% top-1 over nothing would read as a result
         shown = "; ".join(skipped[:3]) + (f"; ... {len(skipped) - 3} more" if len(skipped) > 3 else "")
@@ -178,11 +294,14 @@ def evaluate_protocol(
         "crops": crops,
         "scales": scales_for(pre, crops),
         "models": len(models),
+        "device": ", ".join(sorted(map(str, devices))),
+        "amp": amp,
         "n": n,
         "top1": 100.0 * confusion.diag().sum().item() / max(n, 1),
         "top5": 100.0 * top5 / max(n, 1),
         "per_class_top1": {c: 100.0 * a for c, a in zip(dataset.classes, per_class.tolist(), strict=True)},
         "confusion": confusion.tolist(),
         "classes": list(dataset.classes),
+        "images": images,
         "skipped": skipped,
     }

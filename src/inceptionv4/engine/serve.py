@@ -38,7 +38,7 @@ import torch
 from ..data import Preprocessing
 from ..data.decode import DecodeError, decode_rgb
 from .predict import inference_forms, top_classes
-from .protocols import crop_views, display_names, predict_proba
+from .protocols import AMP_DTYPES, device_of, display_names, normalize_views, predict_proba, protocol_pixels
 
 log = logging.getLogger("inceptionv4.serve")
 
@@ -64,7 +64,7 @@ class ServerBusy(RuntimeError):
 class _Job:
     """One request's preprocessed views, waiting for the worker."""
 
-    views: torch.Tensor  # (images * crops, 3, S, S)
+    views: torch.Tensor  # (images * crops, 3, S, S): uint8 pixels, or float32 already normalised
     done: threading.Event = field(default_factory=threading.Event)
     probs: torch.Tensor | None = None  # (images, classes) once done
     error: str | None = None
@@ -88,8 +88,11 @@ class Classifier:
         fuse: bool = False,
         parallel: bool = False,
         queue_size: int = 256,
+        amp: str = "none",
     ) -> None:
         models = models if isinstance(models, list) else [models]
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
@@ -97,7 +100,7 @@ class Classifier:
         self.architecture = getattr(models[0], "model_name", type(models[0]).__name__)
         self.names = display_names(models[0])
         self.pre = Preprocessing.of(models[0])
-        self.crops, self.max_batch, self.max_wait = crops, max_batch, max_wait_ms / 1000
+        self.crops, self.max_batch, self.max_wait, self.amp = crops, max_batch, max_wait_ms / 1000, amp
         self.form = "fuse_for_inference" if fuse else "optimize_for_inference" if optimize else "eager"
         self.models = inference_forms(models, optimize=optimize, fuse=fuse, input_size=self.pre.input_size)
         if parallel:  # a batch's chunks of 4 images on separate threads (models.BatchParallel)
@@ -123,17 +126,19 @@ class Classifier:
         else:
             sizes = [1, self.max_batch]
         for n in sorted(set(sizes)):
-            self.submit(torch.zeros(n * self.crops, 3, s, s))
+            self.submit(torch.zeros(n * self.crops, 3, s, s, dtype=torch.uint8))
         self.batches = self.images = 0  # count clients' work only
 
     def views(self, data: bytes, name: str = "upload") -> torch.Tensor:
-        """Decoded and preprocessed views of one image (DecodeError if it is not one)."""
-        return crop_views(decode_rgb(data, name), self.pre, self.crops)
+        """The protocol's uint8 views of one image (DecodeError if it is not one); they are
+        normalised where the models run."""
+        return protocol_pixels(decode_rgb(data, name), self.pre, self.crops)
 
     def submit(self, views: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
-        """Probabilities (images, classes) for ``views`` (images * crops, 3, S, S), batched with
-        whatever else is waiting. Raises :class:`ServerBusy` with ``queue_size`` requests already
-        waiting, RuntimeError if the forward pass fails or takes over ``timeout`` seconds."""
+        """Probabilities (images, classes) for ``views`` (images * crops, 3, S, S: uint8 from
+        :meth:`views`, or float32 already normalised), batched with whatever else is waiting.
+        Raises :class:`ServerBusy` with ``queue_size`` requests already waiting, RuntimeError if
+        the forward pass fails or takes over ``timeout`` seconds."""
         job = _Job(views)
         try:
             self._queue.put(job, block=False)
@@ -177,9 +182,14 @@ class Classifier:
 
     def _forward(self, jobs: list[_Job]) -> None:
         try:
-            views = torch.cat([j.views for j in jobs])
+            if len({j.views.dtype for j in jobs}) > 1:  # pixels and normalised views in one batch
+                views = torch.cat([normalize_views(j.views, self.pre) if j.views.dtype == torch.uint8 else j.views
+                                   for j in jobs])  # fmt: skip
+            else:
+                views = torch.cat([j.views for j in jobs])
             with torch.inference_mode():
-                probs = torch.cat([predict_proba(self.models, c, self.crops) for c in self._chunks(views)])
+                probs = torch.cat([predict_proba(self.models, c, self.crops, pre=self.pre, amp=self.amp)
+                                   for c in self._chunks(views)])  # fmt: skip
             start = 0
             for j in jobs:
                 n = len(j.views) // self.crops
@@ -216,6 +226,8 @@ class Classifier:
             },
             "crops": self.crops,
             "form": self.form,
+            "device": str(device_of(self.models[0])),
+            "amp": self.amp,
             "max_batch": self.max_batch,
             "max_wait_ms": self.max_wait * 1000,
             "served": {"batches": self.batches, "images": self.images},
@@ -428,6 +440,7 @@ class InferenceServer:
         optimize: bool = False,
         fuse: bool = False,
         parallel: bool = False,
+        amp: str = "none",
         max_body_bytes: int = MAX_BODY_BYTES,
         timeout_s: float = 120.0,
         warm_up: bool = True,
@@ -444,6 +457,7 @@ class InferenceServer:
             optimize=optimize,
             fuse=fuse,
             parallel=parallel,
+            amp=amp,
         )
         try:
             self._httpd = _Server((host, port), self.classifier, topk, max_body_bytes, timeout_s)

@@ -1,0 +1,39 @@
+"""Where inference runs: a device name from a user checked against this machine, and models moved there."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``"auto"`` (the first GPU if PyTorch sees one, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``
+    or ``"mps"`` -> a device that exists here; anything else is a ValueError that says what is wrong,
+    raised before a model is moved or a file read (not a CUDA error from the first forward pass)."""
+    if spec == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {spec!r}: give auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {spec!r}: PyTorch sees no CUDA GPU on this machine (torch.cuda.is_available() is False); "
+                "use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 ...")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {spec!r}: this machine has no MPS (Apple GPU) device")
+    elif device.type != "cpu":
+        raise ValueError(f"device {spec!r}: inference runs on cpu, cuda or mps")
+    return device
+
+
+def to_device(models: list[nn.Module], device: torch.device, *, channels_last: bool = False) -> list[nn.Module]:
+    """The models moved to ``device`` in eval mode (in place, as ``Module.to`` is), channels_last if asked
+    (faster convolutions on GPUs with tensor cores and on oneDNN CPUs)."""
+    out = [m.to(device).eval() for m in models]
+    return [m.to(memory_format=torch.channels_last) for m in out] if channels_last else out
