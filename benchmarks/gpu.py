@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from input_pipeline import jpegs, write_folder
+from input_pipeline import jpegs, measure_eval, write_folder
 from input_pipeline import measure as measure_pipeline
 
 import inceptionv4 as iv
@@ -89,6 +89,12 @@ class Table:
                 f"worker cores to feed that step: {fastest / p['workers_full_img_s_per_core']:.1f} "
                 f"(--decode workers), {fastest / p['device_path_worker_img_s_per_core']:.1f} (--decode device)"
             )
+        inference = [r.get("ours_eager_inf") for r in self.rows.values()]
+        if p.get("eval144_pieces_img_s_per_core") and any(inference):
+            fastest = max(v for v in inference if v)  # views/s the eval passes take
+            print("eval: worker cores to feed the fastest eager inference pass: " + ", ".join(
+                f"{c} crop(s) {fastest / (p[f'eval{c}_pieces_img_s_per_core'] * c):.1f}" for c in (1, 12, 144))
+                + f"; device share (cut + normalise) / that pass: {p['eval144_device_views_s'] / fastest:.2f}x")  # fmt: skip
 
 
 def main() -> None:
@@ -126,6 +132,7 @@ def main() -> None:
         ds = write_folder(jpegs(32 if args.quick else 256, np.random.default_rng(0)), Path(tmp))
         sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
         table.pipeline.update(measure_pipeline(ds, size, 8 if args.quick else 128, dev, sync))
+        table.pipeline.update(measure_eval(ds, size, dev, sync))
     table.save()
     if compiled:
         for name in args.models:

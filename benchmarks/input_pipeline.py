@@ -16,6 +16,12 @@ of class folders and read back as the trainer reads them. Rows:
 
 The last column is how many worker cores it takes to feed ``--feed`` img/s (the training step
 this pipeline feeds; issue 7's H100 target is 2,400 img/s for Inception-v4).
+
+A second table does the same for evaluation (``inceptionv4 eval --crops 1|12|144``): a worker's
+share -- decode and resample, :func:`protocol_pieces` -- against cutting every view in the worker
+as well (:func:`protocol_pixels`, the earlier path), and the device's share (cut the crops and
+mirrors, normalise). Its last column is how many worker cores it takes to feed ``--feed-views``
+views/s (issue 7's H100 inference target is 12,000 img/s).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from inceptionv4.data import (
     collate_encoded,
     train_transform,
 )
+from inceptionv4.data.decode import decode_rgb
+from inceptionv4.engine.protocols import cut_views, normalize_views, protocol_pieces, protocol_pixels
 
 
 def jpegs(n: int, rng: np.random.Generator) -> list[bytes]:
@@ -111,6 +119,44 @@ def measure(ds: ImageFolder, size: int, batch: int, device: torch.device, sync=l
     return out
 
 
+def measure_eval(ds: ImageFolder, size: int, device: torch.device, sync=lambda: None,
+                 protocols: tuple[int, ...] = (1, 12, 144)) -> dict[str, float]:  # fmt: skip
+    """Images a second of evaluation's worker share (one thread, as a loader worker runs) per
+    protocol, both ways, and views a second of the device's share (cut + normalise)."""
+    pre = Preprocessing(input_size=size)
+    files = [p.read_bytes() for p, _ in ds.samples]
+    out: dict[str, float] = {}
+    for crops in protocols:
+        out.update(_eval_rates(files[: 8 if crops == 144 else 32], pre, crops, device, sync))
+    return out
+
+
+def _eval_rates(files: list[bytes], pre: Preprocessing, crops: int, device: torch.device, sync) -> dict[str, float]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ways = {"pieces": protocol_pieces, "all_views": protocol_pixels}
+    best = dict.fromkeys(ways, float("inf"))
+    try:
+        for _ in range(6):  # the two ways interleaved: the shared machine's drift hits both alike
+            for way, fn in ways.items():
+                best[way] = min(best[way], _timed(lambda fn=fn: [fn(decode_rgb(f), pre, crops) for f in files]))
+    finally:
+        torch.set_num_threads(threads)
+    pieces_rate, all_views_rate = len(files) / best["pieces"], len(files) / best["all_views"]
+    pieces = [protocol_pieces(decode_rgb(f), pre, crops) for f in files]
+
+    def device_share():
+        for piece in pieces:
+            normalize_views(cut_views(piece, device), pre)
+        sync()
+
+    return {
+        f"eval{crops}_pieces_img_s_per_core": pieces_rate,
+        f"eval{crops}_all_views_img_s_per_core": all_views_rate,
+        f"eval{crops}_device_views_s": _rate(device_share, len(files) * crops, repeats=2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -118,6 +164,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=299)
     ap.add_argument("--feed", type=float, default=2400.0, help="img/s of the training step to feed")
+    ap.add_argument("--feed-views", type=float, default=12000.0, help="views/s of the inference pass to feed")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -126,6 +173,7 @@ def main() -> None:
         ds = write_folder(jpegs(args.images, np.random.default_rng(0)), Path(tmp))
         mean_kb = sum(p.stat().st_size for p, _ in ds.samples) / len(ds) / 1024
         figures = measure(ds, args.size, args.batch, dev, sync)
+        figures.update(measure_eval(ds, args.size, dev, sync))
     meta = {"device": str(dev), "images": args.images, "mean_jpeg_kb": round(mean_kb, 1), "size": args.size,
             "batch": args.batch, "torch_threads_device_share": torch.get_num_threads()}  # fmt: skip
     print(json.dumps(meta))
@@ -141,6 +189,14 @@ def main() -> None:
         print(f"same crops decoded on {dev} and by libjpeg-turbo: |diff| max "
               f"{figures['device_vs_cpu_decode_max_levels']:.1f}, mean "
               f"{figures['device_vs_cpu_decode_mean_levels']:.2f} levels of 255")  # fmt: skip
+    print()
+    print(f"| eval protocol | worker: decode + resample (img/s, one core) | worker: every view as well (img/s) | "
+          f"ratio | worker cores to feed {args.feed_views:.0f} views/s | device share on {dev} (views/s) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for crops in (1, 12, 144):
+        a, b = figures[f"eval{crops}_pieces_img_s_per_core"], figures[f"eval{crops}_all_views_img_s_per_core"]
+        print(f"| {crops} crop{'s' if crops > 1 else ''} | {a:.1f} | {b:.1f} | {a / b:.2f}x | "
+              f"{args.feed_views / (a * crops):.1f} | {figures[f'eval{crops}_device_views_s']:.0f} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "figures": figures}, indent=2))
 

@@ -25,7 +25,8 @@ def test_gpu_script_smoke_run_writes_every_eager_figure(tmp_path):
     rates = ("workers_full_img_s_per_core", "device_path_worker_img_s_per_core", "device_path_device_img_s")
     assert all(figures["pipeline"][k] > 0 for k in rates)
     assert figures["pipeline"]["device_vs_cpu_decode_max_levels"] == 0.0  # on a CPU, the same decoder
-    assert "| inception_v4 |" in out
+    assert figures["pipeline"]["eval144_device_views_s"] > 0
+    assert "| inception_v4 |" in out and "eval: worker cores to feed the fastest eager inference pass: 1 crop(s)" in out
 
 
 def test_optimizer_step_script_times_every_form(tmp_path):
@@ -44,3 +45,7 @@ def test_input_pipeline_script_measures_both_pipelines(tmp_path):
     assert all(figures[k] > 0 for k in ("workers_full_img_s_per_core", "device_path_worker_img_s_per_core",
                                         "device_path_device_img_s"))  # fmt: skip
     assert "| device path: worker share (one core) |" in out
+    for crops in (1, 12, 144):  # evaluation: the worker's share both ways, and the device's
+        assert all(figures[f"eval{crops}_{k}"] > 0 for k in ("pieces_img_s_per_core", "all_views_img_s_per_core",
+                                                                "device_views_s")), crops  # fmt: skip
+    assert "| 144 crops |" in out

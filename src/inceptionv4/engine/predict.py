@@ -11,7 +11,17 @@ import torch
 
 from ..data import Preprocessing
 from ..data.decode import IMAGE_SUFFIXES, DecodeError, load_rgb
-from .protocols import AMP_DTYPES, CROPS, device_of, display_names, inference_forms, predict_proba, protocol_pixels
+from .protocols import (
+    AMP_DTYPES,
+    CROPS,
+    ProtocolPieces,
+    cut_views,
+    device_of,
+    display_names,
+    inference_forms,
+    predict_proba,
+    protocol_pieces,
+)
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, str | None]]:
@@ -42,8 +52,8 @@ def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict
 
 
 class FileViews(torch.utils.data.Dataset):
-    """Files as one protocol's uint8 views, made where a DataLoader's workers run: each item is
-    ``(file, views, None)`` or ``(file, None, reason)``."""
+    """Files as one protocol's :class:`~inceptionv4.engine.protocols.ProtocolPieces`, made where a
+    DataLoader's workers run: each item is ``(file, pieces, None)`` or ``(file, None, reason)``."""
 
     def __init__(self, files: list[tuple[str, str | None]], pre: Preprocessing, crops: int) -> None:
         self.files, self.pre, self.crops = files, pre, crops
@@ -51,12 +61,12 @@ class FileViews(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[str, ProtocolPieces | None, str | None]:
         file, error = self.files[index]
         if error is not None:
             return file, None, error
         try:
-            return file, protocol_pixels(load_rgb(file), self.pre, self.crops), None
+            return file, protocol_pieces(load_rgb(file), self.pre, self.crops), None
         except DecodeError as err:
             return file, None, str(err).removeprefix(f"{file}: ")
 
@@ -96,6 +106,7 @@ def predict(
     models = inference_forms(models, optimize=optimize, fuse=fuse, input_size=pre.input_size)
     k = min(topk, len(names))
     files = expand_inputs(inputs)
+    device = device_of(models[0])  # where the views are cut
     on_gpu = any(device_of(m).type == "cuda" for m in models)
     loader = torch.utils.data.DataLoader(FileViews(files, pre, crops), batch_size=batch_size, num_workers=workers,
                                          collate_fn=list, pin_memory=on_gpu)  # fmt: skip
@@ -104,26 +115,26 @@ def predict(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(files), desc="predict", unit="img")
-    pending: list[tuple[str, torch.Tensor]] = []
+    pending: list[tuple[str, ProtocolPieces]] = []
 
     def flush() -> Iterator[dict]:
         if not pending:
             return
-        views = torch.cat([v for _, v in pending])
+        views = torch.cat([cut_views(pieces, device) for _, pieces in pending])
         probs = predict_proba(models, views, crops, chunk=256 if on_gpu else 64, pre=pre, amp=amp)
         for (file, _), top in zip(pending, top_classes(probs, names, k), strict=True):
             yield {"file": file, "ok": True, "top": top}
         pending.clear()
 
     for items in loader:
-        for file, views, error in items:
+        for file, pieces, error in items:
             if bar is not None:
                 bar.update(1)
             if error is not None:
                 yield from flush()  # keep the output in input order
                 yield {"file": file, "ok": False, "error": error}
             else:
-                pending.append((file, views))
+                pending.append((file, pieces))
                 if len(pending) == batch_size:
                     yield from flush()
     yield from flush()

@@ -14,6 +14,8 @@ Softmax probabilities are averaged over crops, then over the models of an ensemb
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -33,34 +35,78 @@ def scales_for(pre: Preprocessing, crops: int) -> list[int]:
     return [pre.resize_size]
 
 
-def protocol_pixels(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Tensor:
-    """(V, 3, S, S) uint8 views of one image for a ``crops`` protocol (V = crops), not yet normalised.
+def _five_boxes(height: int, width: int, s: int) -> list[tuple[int, int]]:
+    """(top, left) of torchvision's five crops of an s x s window: 4 corners, then the centre."""
+    centre = (round((height - s) / 2), round((width - s) / 2))  # Python rounds half to even, as torchvision does
+    return [(0, 0), (0, width - s), (height - s, 0), (height - s, width - s), centre]
 
-    Views travel in this form from loader workers to the device (a quarter of the bytes of float
-    views: 144 views at 299x299 are 39 MB, not 154) and are normalised there by :func:`normalize_views`.
+
+@dataclass
+class ProtocolPieces:
+    """One image's protocol views before they are cut: the resampled pictures (PIL's work: one
+    per scale, and each square resized whole) and where each view lies in them.
+
+    A loader worker makes these; :func:`cut_views` cuts the crops and mirrors wherever the model
+    runs. For 144 crops that is 16 pictures (about 5 MB) instead of 144 views (39 MB), and the
+    worker's share drops to the resampling.
     """
+
+    pictures: list[torch.Tensor]  # uint8 (3, H, W) each
+    plan: torch.Tensor  # (V, 4) int64: picture, top, left, mirrored -- one row per view, in protocol order
+    size: int  # S: the views are S x S
+
+    def pin_memory(self) -> ProtocolPieces:  # a DataLoader with pin_memory=True calls this
+        return ProtocolPieces([p.pin_memory() for p in self.pictures], self.plan, self.size)
+
+
+def protocol_pieces(img: Image.Image, pre: Preprocessing, crops: int = 1) -> ProtocolPieces:
+    """The pictures and cutting plan of one image for a ``crops`` protocol (see :class:`ProtocolPieces`)."""
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     s, interp = pre.input_size, _INTERP[pre.interpolation]
-    views: list[Image.Image] = []
+    pictures: list[Image.Image] = []
+    plan: list[tuple[int, int, int, int]] = []
     for side in scales_for(pre, crops):
         resized = TF.resize(img, side, interpolation=interp, antialias=True)
-        if crops == 1:
-            views.append(TF.center_crop(resized, [s, s]))
-            continue
-        if crops == 10:
-            five = list(TF.five_crop(resized, [s, s]))
-            views += five + [TF.hflip(v) for v in five]
-            continue
         w, h = resized.size
+        if crops == 1:  # one view: the crop itself travels
+            pictures.append(TF.center_crop(resized, [s, s]))
+            plan.append((0, 0, 0, 0))
+            continue
+        pictures.append(resized)
+        scale = len(pictures) - 1
+        if crops == 10:
+            five = _five_boxes(h, w, s)
+            plan += [(scale, t, l, 0) for t, l in five] + [(scale, t, l, 1) for t, l in five]
+            continue
         q = min(w, h)
         offsets = [0, (max(w, h) - q) // 2, max(w, h) - q] if crops == 144 else [(max(w, h) - q) // 2]
         for o in offsets:
-            square = resized.crop((o, 0, o + q, q) if w >= h else (0, o, q, o + q))
-            six = [*TF.five_crop(square, [s, s]), TF.resize(square, [s, s], interpolation=interp, antialias=True)]
-            for v in six:
-                views += [v, TF.hflip(v)]
-    return torch.stack([TF.pil_to_tensor(v) for v in views])
+            top, left = (0, o) if w >= h else (o, 0)
+            square = resized.crop((left, top, left + q, top + q))
+            pictures.append(TF.resize(square, [s, s], interpolation=interp, antialias=True))
+            for t, l in _five_boxes(q, q, s):
+                plan += [(scale, top + t, left + l, 0), (scale, top + t, left + l, 1)]
+            plan += [(len(pictures) - 1, 0, 0, 0), (len(pictures) - 1, 0, 0, 1)]
+    return ProtocolPieces([TF.pil_to_tensor(p) for p in pictures], torch.tensor(plan, dtype=torch.long), s)
+
+
+def cut_views(pieces: ProtocolPieces, device: torch.device | str | None = None) -> torch.Tensor:
+    """(V, 3, S, S) uint8 views cut from ``pieces`` on ``device`` (default: where the pictures are):
+    the pictures travel once, and the crops and mirrors are copies made there."""
+    s = pieces.size
+    pictures = [p.to(device, non_blocking=True) if device is not None else p for p in pieces.pictures]
+    out = torch.empty(len(pieces.plan), 3, s, s, dtype=torch.uint8, device=pictures[0].device)
+    for k, (p, t, l, mirrored) in enumerate(pieces.plan.tolist()):
+        view = pictures[p][:, t : t + s, l : l + s]
+        out[k] = view.flip(-1) if mirrored else view
+    return out
+
+
+def protocol_pixels(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Tensor:
+    """(V, 3, S, S) uint8 views of one image for a ``crops`` protocol (V = crops), not yet normalised
+    (a quarter of the bytes of float views); :func:`normalize_views` normalises them where the model runs."""
+    return cut_views(protocol_pieces(img, pre, crops))
 
 
 def normalize_views(pixels: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
@@ -185,9 +231,8 @@ def inference_forms(
 
 
 class ProtocolViews(torch.utils.data.Dataset):
-    """A dataset's images as one protocol's uint8 views (:func:`protocol_pixels`), made where a
-    DataLoader's workers run; an unreadable file yields ``(None, index, reason)`` for
-    :func:`~inceptionv4.data.collate` to report."""
+    """A dataset's images as one protocol's :class:`ProtocolPieces`, made where a DataLoader's
+    workers run: ``(pieces, label, index)``, or ``(None, index, reason)`` for an unreadable file."""
 
     def __init__(self, dataset, pre: Preprocessing, crops: int) -> None:
         if crops not in CROPS:
@@ -204,7 +249,19 @@ class ProtocolViews(torch.utils.data.Dataset):
             img, label = self.dataset.load(index)
         except DecodeError as err:
             return None, index, str(err)
-        return protocol_pixels(img, self.pre, self.crops), label, index
+        return protocol_pieces(img, self.pre, self.crops), label, index
+
+
+def collate_pieces(batch: list) -> dict[str, object]:
+    """:class:`ProtocolViews` items -> their pieces as a list (pictures differ in size), labels,
+    indices and the reasons of the skipped files."""
+    good = [b for b in batch if b[0] is not None]
+    return {
+        "pieces": [b[0] for b in good],
+        "labels": [b[1] for b in good],
+        "indices": [b[2] for b in good],
+        "skipped": [b[2] for b in batch if b[0] is None],
+    }
 
 
 def evaluate_protocol(
@@ -226,13 +283,11 @@ def evaluate_protocol(
     skipped and listed.
 
     The models run where they are (move them to a GPU first to evaluate there), ``chunk`` views
-    per pass (default 64 on a CPU, 256 on a GPU). ``workers`` loader processes decode the images
-    and cut the views in parallel (0: in this process); the views travel as uint8 and are
-    normalised on the models' device. The result does not depend on ``workers``, ``chunk`` or
-    ``batch_size`` (images whose views are gathered before a pass).
+    per pass (default 64 on a CPU, 256 on a GPU). ``workers`` loader processes decode and resample
+    the images in parallel (0: in this process); the pictures travel as uint8, and the crops,
+    mirrors and normalisation are made on the models' device (:class:`ProtocolPieces`). The
+    result does not depend on ``workers``, ``chunk`` or ``batch_size`` (images gathered per batch).
     """
-    from ..data.datasets import collate
-
     if not models:
         raise ValueError("need at least one model")
     if batch_size < 1 or workers < 0 or (chunk is not None and chunk < 1):
@@ -246,11 +301,11 @@ def evaluate_protocol(
             raise ValueError("the models of an ensemble must share their classes")
     for m in models:
         m.eval()
-    devices = {device_of(m) for m in models}
+    devices = sorted({device_of(m) for m in models}, key=str)  # the views are cut on the first
     on_gpu = any(d.type == "cuda" for d in devices)
     chunk = chunk or (256 if on_gpu else 64)
     loader = torch.utils.data.DataLoader(
-        ProtocolViews(dataset, pre, crops), batch_size=batch_size, num_workers=workers, collate_fn=collate,
+        ProtocolViews(dataset, pre, crops), batch_size=batch_size, num_workers=workers, collate_fn=collate_pieces,
         pin_memory=on_gpu,
     )  # fmt: skip
     back = {model_idx: ds_idx for ds_idx, model_idx in enumerate(mapping)}
@@ -267,22 +322,22 @@ def evaluate_protocol(
         bar = tqdm(total=len(dataset), desc=f"eval ({crops} crop{'s' if crops > 1 else ''})", unit="img")
     for batch in loader:
         skipped += batch["skipped"]
-        if batch["images"] is not None:
-            views = batch["images"].flatten(0, 1)  # (B, V, 3, S, S) -> (B*V, 3, S, S)
+        if batch["pieces"]:
+            views = torch.cat([cut_views(pieces, devices[0]) for pieces in batch["pieces"]])  # (B*V, 3, S, S)
             probs = predict_proba(models, views, crops, chunk, pre=pre, amp=amp, channels_last=channels_last)
-            dataset_labels = batch["labels"].tolist()
+            dataset_labels = batch["labels"]
             labels = torch.tensor([mapping[y] for y in dataset_labels])
             k = min(5, probs.shape[1])
             top5 += (probs.topk(k, 1).indices == labels[:, None]).any(1).sum().item()
             best, predicted = probs.max(1)
-            for i, y, p, prob in zip(batch["indices"].tolist(), dataset_labels, predicted.tolist(), best.tolist(),
+            for i, y, p, prob in zip(batch["indices"], dataset_labels, predicted.tolist(), best.tolist(),
                                      strict=True):  # fmt: skip
                 confusion[y, back.get(p, n_cls)] += 1
                 images.append(
                     {"file": dataset.name_of(i), "label": dataset.classes[y], "predicted": keys[p], "prob": prob}
                 )
         if bar is not None:
-            bar.update(len(batch["skipped"]) + (0 if batch["labels"] is None else len(batch["labels"])))
+            bar.update(len(batch["skipped"]) + len(batch["labels"]))
     if bar is not None:
         bar.close()
     n = int(confusion.sum())
@@ -294,7 +349,7 @@ def evaluate_protocol(
         "crops": crops,
         "scales": scales_for(pre, crops),
         "models": len(models),
-        "device": ", ".join(sorted(map(str, devices))),
+        "device": ", ".join(map(str, devices)),
         "amp": amp,
         "n": n,
         "top1": 100.0 * confusion.diag().sum().item() / max(n, 1),
