@@ -94,7 +94,9 @@ class Table:
             fastest = max(v for v in inference if v)  # views/s the eval passes take
             print("eval: worker cores to feed the fastest eager inference pass: " + ", ".join(
                 f"{c} crop(s) {fastest / (p[f'eval{c}_pieces_img_s_per_core'] * c):.1f}" for c in (1, 12, 144))
-                + f"; device share (cut + normalise) / that pass: {p['eval144_device_views_s'] / fastest:.2f}x")  # fmt: skip
+                + f"; device share (cut + normalise) / that pass: {p['eval144_device_views_s'] / fastest:.2f}x"
+                + f"; --decode device at 1 crop (nvJPEG + resample) / that pass: "
+                  f"{p['eval1_device_decode_views_s'] / fastest:.2f}x")  # fmt: skip
 
 
 def main() -> None:

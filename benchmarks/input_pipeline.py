@@ -20,8 +20,10 @@ this pipeline feeds; issue 7's H100 target is 2,400 img/s for Inception-v4).
 A second table does the same for evaluation (``inceptionv4 eval --crops 1|12|144``): a worker's
 share -- decode and resample, :func:`protocol_pieces` -- against cutting every view in the worker
 as well (:func:`protocol_pixels`, the earlier path), and the device's share (cut the crops and
-mirrors, normalise). Its last column is how many worker cores it takes to feed ``--feed-views``
-views/s (issue 7's H100 inference target is 12,000 img/s).
+mirrors, normalise), and with ``eval --decode device`` (the device decodes the JPEGs and resamples
+too, :class:`DeviceViews`; the worker then only reads the file, as the training row above).
+``worker cores`` is how many it takes to feed ``--feed-views`` views/s (issue 7's H100 inference
+target is 12,000 img/s).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from inceptionv4.data import (
     train_transform,
 )
 from inceptionv4.data.decode import decode_rgb
-from inceptionv4.engine.protocols import cut_views, normalize_views, protocol_pieces, protocol_pixels
+from inceptionv4.engine.protocols import DeviceViews, cut_views, normalize_views, protocol_pieces, protocol_pixels
 
 
 def jpegs(n: int, rng: np.random.Generator) -> list[bytes]:
@@ -150,10 +152,21 @@ def _eval_rates(files: list[bytes], pre: Preprocessing, crops: int, device: torc
             normalize_views(cut_views(piece, device), pre)
         sync()
 
+    # eval --decode device: the device decodes the batch's JPEGs and resamples them as well
+    batch = {"payloads": [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files],
+             "names": [f"{i}.jpg" for i in range(len(files))], "labels": [0] * len(files),
+             "indices": list(range(len(files))), "skipped": []}  # fmt: skip
+    decode_views = DeviceViews(pre, crops, device)
+
+    def device_decode_share():
+        decode_views(batch)
+        sync()
+
     return {
         f"eval{crops}_pieces_img_s_per_core": pieces_rate,
         f"eval{crops}_all_views_img_s_per_core": all_views_rate,
         f"eval{crops}_device_views_s": _rate(device_share, len(files) * crops, repeats=2),
+        f"eval{crops}_device_decode_views_s": _rate(device_decode_share, len(files) * crops, repeats=2),
     }
 
 
@@ -191,12 +204,14 @@ def main() -> None:
               f"{figures['device_vs_cpu_decode_mean_levels']:.2f} levels of 255")  # fmt: skip
     print()
     print(f"| eval protocol | worker: decode + resample (img/s, one core) | worker: every view as well (img/s) | "
-          f"ratio | worker cores to feed {args.feed_views:.0f} views/s | device share on {dev} (views/s) |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          f"ratio | worker cores to feed {args.feed_views:.0f} views/s | device share on {dev}: cut + normalise "
+          f"(views/s) | with --decode device: decode + resample too (views/s) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for crops in (1, 12, 144):
         a, b = figures[f"eval{crops}_pieces_img_s_per_core"], figures[f"eval{crops}_all_views_img_s_per_core"]
         print(f"| {crops} crop{'s' if crops > 1 else ''} | {a:.1f} | {b:.1f} | {a / b:.2f}x | "
-              f"{args.feed_views / (a * crops):.1f} | {figures[f'eval{crops}_device_views_s']:.0f} |")  # fmt: skip
+              f"{args.feed_views / (a * crops):.1f} | {figures[f'eval{crops}_device_views_s']:.0f} | "
+              f"{figures[f'eval{crops}_device_decode_views_s']:.0f} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "figures": figures}, indent=2))
 

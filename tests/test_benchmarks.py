@@ -47,5 +47,5 @@ def test_input_pipeline_script_measures_both_pipelines(tmp_path):
     assert "| device path: worker share (one core) |" in out
     for crops in (1, 12, 144):  # evaluation: the worker's share both ways, and the device's
         assert all(figures[f"eval{crops}_{k}"] > 0 for k in ("pieces_img_s_per_core", "all_views_img_s_per_core",
-                                                                "device_views_s")), crops  # fmt: skip
+                                                                "device_views_s", "device_decode_views_s")), crops  # fmt: skip
     assert "| 144 crops |" in out

@@ -19,6 +19,7 @@ from inceptionv4.data import (
 )
 from inceptionv4.data.device_augment import _color_jitter, device_decodable, sample_crop
 from inceptionv4.engine import train
+from inceptionv4.engine.protocols import DeviceViews
 
 # the reference decodes with torchvision's own decoder, deprecated in 0.29 for TorchCodec
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
@@ -185,7 +186,7 @@ def test_in_memory_datasets_go_through_as_pixels():
     assert out["images"].shape == (4, 3, 48, 48)
 
 
-def test_training_with_device_augmentation_learns(tmp_path):
+def test_training_with_device_augmentation_learns(tmp_path, monkeypatch):
     for name, color in (("red", (210, 40, 40)), ("blue", (40, 40, 210))):
         (tmp_path / "photos" / name).mkdir(parents=True)
         for i in range(12):
@@ -196,8 +197,12 @@ def test_training_with_device_augmentation_learns(tmp_path):
     settings = {"model": "inception_resnet_v1", "data": str(tmp_path / "photos"), "input_size": 75, "batch_size": 8,
                 "workers": 0, "progress": False, "plots": False, "recipe": "finetune", "decode": "device",
                 "epochs": 4, "lr": 0.01}  # fmt: skip
+    validated = []  # validation goes through the device too: DeviceViews, one centre crop per image
+    call = DeviceViews.__call__
+    monkeypatch.setattr(DeviceViews, "__call__", lambda self, b: validated.append(self.crops) or call(self, b))
     s = train(**settings, out_dir=str(tmp_path / "run"))
     assert s["status"] == "finished" and s["val_top1"] == 100.0 and s["val_loss"] < 0.1  # chance: 50%, 0.69
+    assert len(validated) >= 4 and set(validated) == {1}  # a validation batch or more per epoch
     assert s["skipped_files"] == [f"{tmp_path / 'photos' / 'red' / 'broken.jpg'}: not an image (unrecognised format)"]
     with pytest.raises(ValueError, match="decode must be one of workers, device; got 'gpu'"):
         train(**{**settings, "decode": "gpu"}, out_dir=str(tmp_path / "bad"))

@@ -194,6 +194,58 @@ def test_evaluate_protocol_with_workers_matches_one_image_at_a_time(small_model,
             evaluate_protocol([small_model], ds, **bad)
 
 
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    """red/green/blue JPEGs (smooth colours, odd sizes), one PNG, a truncated JPEG and a non-image."""
+    root = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(5)
+    for c, (r, g, b) in (("red", (200, 40, 40)), ("green", (40, 200, 40)), ("blue", (40, 40, 200))):
+        (root / c).mkdir()
+        for i in range(2):
+            base = np.clip(np.array((r, g, b)) + rng.normal(0, 40, (11, 13, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(base).resize((101 + 9 * i, 83 + 5 * i), Image.BICUBIC).save(
+                root / c / f"{i}.jpg", quality=92
+            )
+    Image.open(root / "red" / "0.jpg").save(root / "green" / "as.png")
+    (root / "blue" / "cut.jpg").write_bytes((root / "blue" / "0.jpg").read_bytes()[:300])
+    (root / "blue" / "corrupt.jpg").write_bytes(b"\xff\xd8\xffnot really")
+    return root
+
+
+def test_device_decoded_views_are_within_two_levels_of_pil(small_model, jpeg_folder):
+    from inceptionv4.data.decode import load_rgb
+    from inceptionv4.engine.protocols import DeviceViews, EncodedFiles, collate_payloads, normalize_views
+
+    ds = ImageFolder(jpeg_folder)
+    pre = Preprocessing.of(small_model)
+    batch = collate_payloads([EncodedFiles(ds)[i] for i in range(len(ds))])
+    for crops in (1, 144):
+        out = DeviceViews(pre, crops, "cpu")(dict(batch))
+        readable = out["indices"]
+        assert len(readable) == 7 and out["images"].shape == (7 * crops, 3, 75, 75)  # 6 JPEGs + the PNG
+        want = torch.cat(
+            [normalize_views(protocol_pixels(load_rgb(ds.samples[i][0]), pre, crops), pre) for i in readable]
+        )
+        levels = (out["images"] - want).abs() * 255 * torch.tensor(pre.std).view(1, 3, 1, 1)
+        assert levels.max().item() <= 2.01 and levels.mean().item() < 0.1, (crops, levels.max(), levels.mean())
+        assert out["labels"].tolist() == [ds.samples[i][1] for i in readable]
+    reasons = " ".join(out["skipped"])
+    assert len(out["skipped"]) == 2 and "corrupt.jpg" in reasons and "cut.jpg" in reasons
+
+
+def test_evaluate_protocol_decoding_on_the_device_agrees_with_pil(small_model, jpeg_folder):
+    ds = ImageFolder(jpeg_folder)
+    pil = evaluate_protocol([small_model], ds, crops=12)
+    for workers in (0, 2):
+        device = evaluate_protocol([small_model], ds, crops=12, decode="device", workers=workers)
+        assert device["decode"] == "device" and sorted(device["skipped"]) == sorted(pil["skipped"])
+        assert device["confusion"] == pil["confusion"] and device["n"] == pil["n"] == 7
+        for a, b in zip(pil["images"], device["images"], strict=True):
+            assert (a["file"], a["predicted"]) == (b["file"], b["predicted"]) and abs(a["prob"] - b["prob"]) < 2e-3
+    with pytest.raises(ValueError, match="decode must be 'workers' or 'device', got 'gpu'"):
+        evaluate_protocol([small_model], ds, decode="gpu")
+
+
 def test_evaluating_nothing_readable_is_an_error(small_model, tmp_path):
     (tmp_path / "red").mkdir()
     (tmp_path / "red" / "a.jpg").write_bytes(b"\xff\xd8\xffnot really")
@@ -370,3 +422,9 @@ def test_eval_cli_writes_report_and_confusion_png(small_model, folder, tmp_path,
     assert (tmp_path / "out" / "report.confusion.png").stat().st_size > 1000
     assert main(["eval", "--weights", str(tmp_path / "m.safetensors")]) == 2  # no data given: one clear line
     assert "give --data" in capsys.readouterr().err
+    args = ["eval", "--weights", str(tmp_path / "m.safetensors"), "--data", str(folder), "--decode", "device",
+            "--optimize", "--workers", "0", "--report", str(report), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert "6 images, 1 crop(s), 1 model(s) on cpu: top-1" in capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert data["decode"] == "device" and len(data["images"]) == 6 and len(data["skipped"]) == 1

@@ -176,7 +176,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
     report = evaluate_protocol(models, dataset, crops=args.crops, batch_size=args.batch_size,
                                progress=not args.no_progress, workers=args.workers, amp=args.amp,
-                               channels_last=args.channels_last)  # fmt: skip
+                               channels_last=args.channels_last, decode=args.decode)  # fmt: skip
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2))
@@ -325,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="models and views in channels_last memory format")
     p.add_argument("--optimize", action="store_true", help="evaluate the inference form (see predict --optimize)")
     p.add_argument("--fuse", action="store_true", help="evaluate the oneDNN Graph form (CPU fp32; see predict --fuse)")
+    p.add_argument("--decode", choices=("workers", "device"), default="workers",
+                   help="where JPEGs are decoded and resampled: workers (PIL, the reference pixels) or the device "
+                        "(nvJPEG on a GPU; pixels within a level or two of PIL's)")  # fmt: skip
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")

@@ -148,17 +148,23 @@ class EncodedImages(torch.utils.data.Dataset):
         return payload, self.base.samples[index][1], index, AugmentParams(box, flip, jitter), name
 
     def _read(self, index: int) -> tuple[torch.Tensor, tuple[int, int]]:
-        source = self.base.samples[index][0]
-        if isinstance(source, (str, Path)):
-            path = Path(source)
-            data = read_bytes(path)
-            size = device_decodable(data) if path.suffix.lower() in JPEG_SUFFIXES else None
-            if size is not None:
-                return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
-            img = decode_rgb(data, str(path))
-        else:  # a dataset whose samples are pixels in memory (digits, synthetic)
-            img, _ = self.base.load(index)
-        return _pixels(img), (img.height, img.width)
+        return read_encoded(self.base, index)
+
+
+def read_encoded(base: ImageDataset, index: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(payload, (height, width)) of one sample: the file's bytes (1-D uint8) for a JPEG the device
+    decodes as the CPU would, else the image decoded here (3, H, W); DecodeError if neither can."""
+    source = base.samples[index][0]
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        data = read_bytes(path)
+        size = device_decodable(data) if path.suffix.lower() in JPEG_SUFFIXES else None
+        if size is not None:
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
+        img = decode_rgb(data, str(path))
+    else:  # a dataset whose samples are pixels in memory (digits, synthetic)
+        img, _ = base.load(index)
+    return _pixels(img), (img.height, img.width)
 
 
 def _pixels(img: Image.Image) -> torch.Tensor:
@@ -220,34 +226,7 @@ class DeviceAugment:
 
     def decode(self, payloads: list[torch.Tensor], names: list[str]) -> list[torch.Tensor | str]:
         """(3, H, W) uint8 images on the device; for a file that fails, why (and a warning)."""
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        out: list[torch.Tensor | str] = [  # the JPEGs' places are filled below
-            p.to(self.device, non_blocking=True) if p.dim() == 3 else "" for p in payloads
-        ]
-        jpegs = [i for i, p in enumerate(payloads) if p.dim() == 1]
-        if not jpegs:
-            return out
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
-            warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
-            try:  # one call for the batch; it fails as a whole if one file is bad
-                decoded = decode_jpeg([payloads[i] for i in jpegs], mode=ImageReadMode.RGB, device=self.device)
-            except RuntimeError:
-                decoded = [self._decode_one(payloads[i], names[i], decode_jpeg, ImageReadMode.RGB) for i in jpegs]
-        for i, img in zip(jpegs, decoded, strict=True):
-            out[i] = img
-        return out
-
-    def _decode_one(self, payload: torch.Tensor, name: str, decode_jpeg, mode) -> torch.Tensor | str:
-        try:
-            return decode_jpeg(payload, mode=mode, device=self.device)
-        except RuntimeError:
-            pass
-        try:  # the device decoder refused it: the CPU decoder takes more, or says why not
-            return _pixels(decode_rgb(payload.numpy().tobytes(), name)).to(self.device)
-        except DecodeError as err:
-            log.warning("skipping %s", err)
-            return str(err)
+        return decode_payloads(payloads, names, self.device)
 
     def augment(
         self, images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Tensor, jitter: torch.Tensor
@@ -269,6 +248,41 @@ class DeviceAugment:
             x = _color_jitter(x, jitter.to(self.device))
         x = x.mul_(self._scale).sub_(self._shift)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def decode_payloads(payloads: list[torch.Tensor], names: list[str], device: torch.device) -> list[torch.Tensor | str]:
+    """:func:`read_encoded` payloads -> (3, H, W) uint8 images on ``device``: the JPEGs in one
+    batched call (nvJPEG on CUDA), one by one if the batch fails; for a file that fails, why (and a
+    warning)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    out: list[torch.Tensor | str] = [  # the JPEGs' places are filled below
+        p.to(device, non_blocking=True) if p.dim() == 3 else "" for p in payloads
+    ]
+    jpegs = [i for i, p in enumerate(payloads) if p.dim() == 1]
+    if not jpegs:
+        return out
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
+        warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
+        try:  # one call for the batch; it fails as a whole if one file is bad
+            decoded = decode_jpeg([payloads[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            decoded = [_decode_one(payloads[i], names[i], decode_jpeg, ImageReadMode.RGB, device) for i in jpegs]
+    for i, img in zip(jpegs, decoded, strict=True):
+        out[i] = img
+    return out
+
+
+def _decode_one(payload: torch.Tensor, name: str, decode_jpeg, mode, device: torch.device) -> torch.Tensor | str:
+    try:
+        return decode_jpeg(payload, mode=mode, device=device)
+    except RuntimeError:
+        pass
+    try:  # the device decoder refused it: the CPU decoder takes more, or says why not
+        return _pixels(decode_rgb(payload.numpy().tobytes(), name)).to(device)
+    except DecodeError as err:
+        log.warning("skipping %s", err)
+        return str(err)
 
 
 def _color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ FIELD_HELP = {
     "color_jitter": "strength of brightness/contrast/saturation jitter (0: off)",
     "min_crop_area": "smallest area of the random-resized crop, as a fraction of the image",
     "workers": "data-loading processes per GPU/process",
-    "decode": "workers | device: where JPEGs are decoded and augmented (device: batched nvJPEG on CUDA)",
+    "decode": "workers | device: where JPEGs are decoded and augmented, and validated (device: batched nvJPEG on CUDA)",
     "recipe": "paper | finetune | modern: optimizer, rate, schedule and regularisation presets",
     "epochs": "passes over the training set",
     "batch_size": "global batch: across processes and accumulation steps",

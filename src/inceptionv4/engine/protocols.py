@@ -43,12 +43,12 @@ def _five_boxes(height: int, width: int, s: int) -> list[tuple[int, int]]:
 
 @dataclass
 class ProtocolPieces:
-    """One image's protocol views before they are cut: the resampled pictures (PIL's work: one
-    per scale, and each square resized whole) and where each view lies in them.
+    """One image's protocol views before they are cut: the resampled pictures (one per scale, and
+    each square resized whole) and where each view lies in them.
 
     A loader worker makes these; :func:`cut_views` cuts the crops and mirrors wherever the model
-    runs. For 144 crops that is 16 pictures (about 5 MB) instead of 144 views (39 MB), and the
-    worker's share drops to the resampling.
+    runs. For 144 crops of a 500x375 photo that is 16 pictures (about 6 MB) instead of 144 views
+    (39 MB), and the worker's share drops to decoding and resampling.
     """
 
     pictures: list[torch.Tensor]  # uint8 (3, H, W) each
@@ -59,16 +59,21 @@ class ProtocolPieces:
         return ProtocolPieces([p.pin_memory() for p in self.pictures], self.plan, self.size)
 
 
-def protocol_pieces(img: Image.Image, pre: Preprocessing, crops: int = 1) -> ProtocolPieces:
-    """The pictures and cutting plan of one image for a ``crops`` protocol (see :class:`ProtocolPieces`)."""
+def protocol_pieces(img: Image.Image | torch.Tensor, pre: Preprocessing, crops: int = 1) -> ProtocolPieces:
+    """The pictures and cutting plan of one image for a ``crops`` protocol (see :class:`ProtocolPieces`).
+
+    ``img`` is a PIL image (resampled by PIL: the reference pixels), or a (3, H, W) uint8 tensor on
+    any device, resampled there by torchvision's tensor resize (antialiased ``interpolate``, rounded
+    back to uint8 after each resize as PIL's are) -- how ``--decode device`` makes the views.
+    """
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     s, interp = pre.input_size, _INTERP[pre.interpolation]
-    pictures: list[Image.Image] = []
+    pictures: list[Image.Image | torch.Tensor] = []
     plan: list[tuple[int, int, int, int]] = []
     for side in scales_for(pre, crops):
         resized = TF.resize(img, side, interpolation=interp, antialias=True)
-        w, h = resized.size
+        h, w = TF.get_size(resized)
         if crops == 1:  # one view: the crop itself travels
             pictures.append(TF.center_crop(resized, [s, s]))
             plan.append((0, 0, 0, 0))
@@ -83,12 +88,13 @@ def protocol_pieces(img: Image.Image, pre: Preprocessing, crops: int = 1) -> Pro
         offsets = [0, (max(w, h) - q) // 2, max(w, h) - q] if crops == 144 else [(max(w, h) - q) // 2]
         for o in offsets:
             top, left = (0, o) if w >= h else (o, 0)
-            square = resized.crop((left, top, left + q, top + q))
+            square = TF.crop(resized, top, left, q, q)
             pictures.append(TF.resize(square, [s, s], interpolation=interp, antialias=True))
             for t, l in _five_boxes(q, q, s):
                 plan += [(scale, top + t, left + l, 0), (scale, top + t, left + l, 1)]
             plan += [(len(pictures) - 1, 0, 0, 0), (len(pictures) - 1, 0, 0, 1)]
-    return ProtocolPieces([TF.pil_to_tensor(p) for p in pictures], torch.tensor(plan, dtype=torch.long), s)
+    tensors = [p if isinstance(p, torch.Tensor) else TF.pil_to_tensor(p) for p in pictures]
+    return ProtocolPieces(tensors, torch.tensor(plan, dtype=torch.long), s)
 
 
 def cut_views(pieces: ProtocolPieces, device: torch.device | str | None = None) -> torch.Tensor:
@@ -103,7 +109,7 @@ def cut_views(pieces: ProtocolPieces, device: torch.device | str | None = None) 
     return out
 
 
-def protocol_pixels(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Tensor:
+def protocol_pixels(img: Image.Image | torch.Tensor, pre: Preprocessing, crops: int = 1) -> torch.Tensor:
     """(V, 3, S, S) uint8 views of one image for a ``crops`` protocol (V = crops), not yet normalised
     (a quarter of the bytes of float views); :func:`normalize_views` normalises them where the model runs."""
     return cut_views(protocol_pieces(img, pre, crops))
@@ -264,6 +270,76 @@ def collate_pieces(batch: list) -> dict[str, object]:
     }
 
 
+class EncodedFiles(torch.utils.data.Dataset):
+    """What ``--decode device`` leaves to a loader worker: read the file and check its JPEG header
+    (:func:`~inceptionv4.data.device_augment.read_encoded`). Items are ``(payload, label, index,
+    name)``, or ``(None, index, reason)`` for a file that cannot be read."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        from ..data.decode import DecodeError
+        from ..data.device_augment import read_encoded
+
+        try:
+            payload, _ = read_encoded(self.dataset, index)
+        except DecodeError as err:
+            return None, index, str(err)
+        return payload, self.dataset.samples[index][1], index, self.dataset.name_of(index)
+
+
+def collate_payloads(batch: list) -> dict[str, object]:
+    """:class:`EncodedFiles` items -> payloads (a list: their sizes differ), names, labels, indices,
+    and the reasons of the skipped files."""
+    good = [b for b in batch if b[0] is not None]
+    return {
+        "payloads": [b[0] for b in good],
+        "labels": [b[1] for b in good],
+        "indices": [b[2] for b in good],
+        "names": [b[3] for b in good],
+        "skipped": [b[2] for b in batch if b[0] is None],
+    }
+
+
+class DeviceViews:
+    """The device's share of ``--decode device`` evaluation, on a :func:`collate_payloads` batch:
+    decode the JPEGs at once (nvJPEG on CUDA), resample and cut each image's protocol views there
+    (:func:`protocol_pieces` on tensors), normalise.
+
+    Returns ``{"images": (N*V, 3, S, S) float32 on device, or None, "labels": (N,) int64,
+    "indices", "skipped"}`` -- the batch form :func:`~inceptionv4.engine.evaluate` reads. The
+    views differ from PIL's by at most a couple of 8-bit levels (torchvision's tensor resize; the
+    tests bound it), so the published protocols stay on ``--decode workers``, the default.
+    """
+
+    def __init__(self, pre: Preprocessing, crops: int, device: torch.device | str) -> None:
+        if crops not in CROPS:
+            raise ValueError(f"crops must be one of {CROPS}, got {crops}")
+        self.pre, self.crops, self.device = pre, crops, torch.device(device)
+
+    def __call__(self, batch: dict) -> dict:
+        from ..data.device_augment import decode_payloads
+
+        decoded = decode_payloads(batch["payloads"], batch["names"], self.device)
+        keep = [i for i, img in enumerate(decoded) if isinstance(img, torch.Tensor)]
+        skipped = batch["skipped"] + [img for img in decoded if isinstance(img, str)]
+        views = [cut_views(protocol_pieces(decoded[i], self.pre, self.crops)) for i in keep]
+        return {
+            "images": normalize_views(torch.cat(views), self.pre) if views else None,
+            "labels": torch.tensor([batch["labels"][i] for i in keep], dtype=torch.long),
+            "indices": [batch["indices"][i] for i in keep],
+            "skipped": skipped,
+        }
+
+
+def _cut_batch(pieces: list[ProtocolPieces], device: torch.device) -> torch.Tensor | None:
+    return torch.cat([cut_views(p, device) for p in pieces]) if pieces else None
+
+
 def evaluate_protocol(
     models: list[torch.nn.Module],
     dataset,
@@ -276,6 +352,7 @@ def evaluate_protocol(
     amp: str = "none",
     channels_last: bool = False,
     chunk: int | None = None,
+    decode: str = "workers",
 ) -> dict:
     """Top-1/top-5, per-class accuracy and confusion of ``models`` (an ensemble if several) on a
     dataset of :mod:`inceptionv4.data`, with the ``crops`` protocol. ``images`` lists each image's
@@ -287,6 +364,10 @@ def evaluate_protocol(
     the images in parallel (0: in this process); the pictures travel as uint8, and the crops,
     mirrors and normalisation are made on the models' device (:class:`ProtocolPieces`). The
     result does not depend on ``workers``, ``chunk`` or ``batch_size`` (images gathered per batch).
+
+    ``decode="device"`` leaves the workers only reading files: the JPEGs are decoded on the
+    models' device (nvJPEG on a GPU) and resampled there (:class:`DeviceViews`) -- for a GPU that
+    evaluates faster than the workers decode. Its pixels differ from PIL's by a level or two.
     """
     if not models:
         raise ValueError("need at least one model")
@@ -294,6 +375,10 @@ def evaluate_protocol(
         raise ValueError(f"batch_size and chunk must be >= 1 and workers >= 0, got {batch_size}, {chunk}, {workers}")
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
+    if decode not in ("workers", "device"):
+        raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     pre = pre or Preprocessing.of(models[0])
     mapping = label_map(dataset.classes, models[0])
     for m in models[1:]:
@@ -304,10 +389,14 @@ def evaluate_protocol(
     devices = sorted({device_of(m) for m in models}, key=str)  # the views are cut on the first
     on_gpu = any(d.type == "cuda" for d in devices)
     chunk = chunk or (256 if on_gpu else 64)
-    loader = torch.utils.data.DataLoader(
-        ProtocolViews(dataset, pre, crops), batch_size=batch_size, num_workers=workers, collate_fn=collate_pieces,
-        pin_memory=on_gpu,
-    )  # fmt: skip
+    if decode == "device":
+        loader = torch.utils.data.DataLoader(EncodedFiles(dataset), batch_size=batch_size, num_workers=workers,
+                                             collate_fn=collate_payloads, pin_memory=on_gpu)  # fmt: skip
+        batches = map(DeviceViews(pre, crops, devices[0]), loader)
+    else:
+        loader = torch.utils.data.DataLoader(ProtocolViews(dataset, pre, crops), batch_size=batch_size,
+                                             num_workers=workers, collate_fn=collate_pieces, pin_memory=on_gpu)  # fmt: skip
+        batches = (dict(b, images=_cut_batch(b["pieces"], devices[0])) for b in loader)
     back = {model_idx: ds_idx for ds_idx, model_idx in enumerate(mapping)}
     keys = class_keys(models[0])
     n_cls = len(dataset.classes)
@@ -320,12 +409,11 @@ def evaluate_protocol(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(dataset), desc=f"eval ({crops} crop{'s' if crops > 1 else ''})", unit="img")
-    for batch in loader:
+    for batch in batches:
         skipped += batch["skipped"]
-        if batch["pieces"]:
-            views = torch.cat([cut_views(pieces, devices[0]) for pieces in batch["pieces"]])  # (B*V, 3, S, S)
-            probs = predict_proba(models, views, crops, chunk, pre=pre, amp=amp, channels_last=channels_last)
-            dataset_labels = batch["labels"]
+        if batch["images"] is not None:  # (B*V, 3, S, S): uint8 pixels, or normalised floats
+            probs = predict_proba(models, batch["images"], crops, chunk, pre=pre, amp=amp, channels_last=channels_last)
+            dataset_labels = [int(y) for y in batch["labels"]]
             labels = torch.tensor([mapping[y] for y in dataset_labels])
             k = min(5, probs.shape[1])
             top5 += (probs.topk(k, 1).indices == labels[:, None]).any(1).sum().item()
@@ -351,6 +439,7 @@ def evaluate_protocol(
         "models": len(models),
         "device": ", ".join(map(str, devices)),
         "amp": amp,
+        "decode": decode,
         "n": n,
         "top1": 100.0 * confusion.diag().sum().item() / max(n, 1),
         "top5": 100.0 * top5 / max(n, 1),

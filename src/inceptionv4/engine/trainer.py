@@ -39,6 +39,7 @@ from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
 from .evaluate import _amp_dtype, evaluate
 from .optim import EMA, build_optimizer, load_optimizer_state, lr_at
+from .protocols import DeviceViews, EncodedFiles, collate_payloads
 from .runlog import RunLog, plot_confusion, plot_run
 
 log = logging.getLogger(__name__)
@@ -194,10 +195,12 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
     if cfg.decode == "device":  # workers read files and draw crops; the device decodes and augments
         train_ds = EncodedImages(train_base, **augment, seed=cfg.seed)
         train_collate, on_device = collate_encoded, DeviceAugment(pre, world.device, channels_last=cfg.channels_last)
+        # validation too: the workers read files, the device decodes, resizes and centre-crops
+        val_ds, val_collate, val_on_device = EncodedFiles(val_base), collate_payloads, DeviceViews(pre, 1, world.device)
     else:
         train_ds = Augmented(train_base, train_transform(pre, **augment), cfg.seed)
         train_collate, on_device = collate, None
-    val_ds = Augmented(val_base, eval_transform(pre), cfg.seed)
+        val_ds, val_collate, val_on_device = Augmented(val_base, eval_transform(pre), cfg.seed), collate, None
     optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"],
                                 grad_scaling=cfg.amp == "fp16")  # fmt: skip
     ema = EMA(model, r["ema_decay"]) if r["ema_decay"] else None
@@ -386,8 +389,9 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                 eval_model = _copy_with(model, ema.shadow)
             val_sampler = list(range(world.rank, len(val_base), world.size))
             val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(cfg.batch_size // world.size, 1),
-                                                     sampler=val_sampler, num_workers=cfg.workers, collate_fn=collate)  # fmt: skip
-            last_eval = evaluate(eval_model, val_loader, num_classes=len(classes), world=world, amp=cfg.amp,
+                                                     sampler=val_sampler, num_workers=cfg.workers, collate_fn=val_collate)  # fmt: skip
+            val_batches = val_loader if val_on_device is None else map(val_on_device, val_loader)
+            last_eval = evaluate(eval_model, val_batches, num_classes=len(classes), world=world, amp=cfg.amp,
                                  channels_last=cfg.channels_last)  # fmt: skip
             skipped_files += last_eval["skipped"]
             record = {
