@@ -263,13 +263,18 @@ def test_imagenet_folders_map_by_wordnet_id(small_model):
         label_map(["a", "b"], small_model)
 
 
-def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path):
-    inputs = [
+def mixed_inputs(folder, tmp_path) -> list[str]:
+    """A folder, a corrupt file, a missing file and a glob."""
+    return [
         str(folder / "red"),
         str(folder / "blue" / "corrupt.jpg"),
         str(tmp_path / "nope.png"),
         str(folder / "g*" / "*.png"),
     ]
+
+
+def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path):
+    inputs = mixed_inputs(folder, tmp_path)
     files = [f for f, _ in expand_inputs(inputs)]
     assert len(files) == 6  # 2 red, the corrupt file, the missing one, 2 green
     results = list(predict(small_model, inputs, topk=2, batch_size=2))
@@ -285,12 +290,7 @@ def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path
 
 
 def test_predict_with_workers_gives_the_same_answers_in_the_same_order(small_model, folder, tmp_path):
-    inputs = [
-        str(folder / "red"),
-        str(folder / "blue" / "corrupt.jpg"),
-        str(tmp_path / "nope.png"),
-        str(folder / "g*" / "*.png"),
-    ]
+    inputs = mixed_inputs(folder, tmp_path)
     plain = list(predict(small_model, inputs, topk=3, batch_size=2, crops=10))
     loaded = list(predict(small_model, inputs, topk=3, batch_size=2, crops=10, workers=2))
     assert [(r["file"], r["ok"], r.get("error")) for r in loaded] == [
