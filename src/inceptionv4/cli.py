@@ -157,7 +157,7 @@ def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
                    help="run the forward passes under autocast in this precision (the softmax stays float32)")  # fmt: skip
     if workers:
         p.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
-                       help="processes that decode images and cut the crops while the model runs (0: none)")  # fmt: skip
+                       help="processes that decode and resample the images while the model runs (0: none)")  # fmt: skip
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -91,9 +91,9 @@ def predict(
     each model's :func:`~inceptionv4.models.optimize_for_inference` form (same results, faster on
     CPU; the caller's models are left as they are); ``fuse`` runs
     :func:`~inceptionv4.models.fuse_for_inference` (faster again, CPU fp32, about 5 s to set up
-    per model: worth it for a folder, not for one photo). ``workers`` loader processes decode the
-    files and cut the views in parallel (0: in this process); ``amp`` ("bf16", "fp16") runs the
-    passes under autocast."""
+    per model: worth it for a folder, not for one photo). ``workers`` loader processes decode and
+    resample the files in parallel (0: in this process; the views are cut where the models run);
+    ``amp`` ("bf16", "fp16") runs the passes under autocast."""
     if topk < 1 or batch_size < 1 or workers < 0:  # checked before a model is prepared or a file read
         raise ValueError(f"topk and batch_size must be >= 1 and workers >= 0, got {topk}, {batch_size}, {workers}")
     if crops not in CROPS:
