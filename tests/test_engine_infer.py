@@ -1,6 +1,7 @@
 """eval protocols, predict, export parity, BN folding and bench, on small inputs."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -244,6 +245,33 @@ def test_evaluate_protocol_decoding_on_the_device_agrees_with_pil(small_model, j
             assert (a["file"], a["predicted"]) == (b["file"], b["predicted"]) and abs(a["prob"] - b["prob"]) < 2e-3
     with pytest.raises(ValueError, match="decode must be 'workers' or 'device', got 'gpu'"):
         evaluate_protocol([small_model], ds, decode="gpu")
+
+
+def test_eval_under_torchrun_gives_the_one_process_report(small_model, jpeg_folder, tmp_path, capsys):
+    """Two gloo processes each take every other image; rank 0 writes the merged report, which
+    equals one process's: every image's prediction, in dataset order, and the skipped files."""
+    import socket
+
+    iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
+    common = ["eval", "--weights", str(tmp_path / "m.safetensors"), "--data", str(jpeg_folder), "--crops", "10",
+              "--device", "cpu", "--workers", "1", "--no-progress"]  # fmt: skip
+    assert main([*common, "--report", str(tmp_path / "one.json")]) == 0
+    capsys.readouterr()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(port), "-m", "inceptionv4", *common, "--report", str(tmp_path / "two.json")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("7 images, 10 crop(s), 1 model(s) on cpu x 2 processes: top-1") == 1  # rank 0 alone
+    one, two = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["confusion"] == one["confusion"] and two["top5"] == one["top5"] and two["skipped"] == one["skipped"]
+    assert [(x["file"], x["predicted"]) for x in two["images"]] == [(x["file"], x["predicted"]) for x in one["images"]]
+    assert max(abs(a["prob"] - b["prob"]) for a, b in zip(one["images"], two["images"], strict=True)) < 1e-6
+    assert len(two["skipped"]) == 2 and len(two["images"]) == 7
 
 
 def test_evaluating_nothing_readable_is_an_error(small_model, tmp_path):

@@ -162,6 +162,7 @@ def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from .data import Preprocessing, build_dataset
+    from .engine.distributed import World, cleanup, init_distributed
     from .engine.protocols import evaluate_protocol, inference_forms
     from .engine.runlog import plot_confusion
 
@@ -170,19 +171,29 @@ def _eval(args: argparse.Namespace) -> int:
     device = _inference_device(args)
     kind = "list" if args.list else "folder"
     dataset = build_dataset(kind, "val", root=args.list or args.data)
-    models = _inference_models(args, args.weights + (args.ensemble or []), device)
-    models = inference_forms(
-        models, optimize=args.optimize, fuse=args.fuse, input_size=Preprocessing.of(models[0]).input_size
-    )
-    report = evaluate_protocol(models, dataset, crops=args.crops, batch_size=args.batch_size,
-                               progress=not args.no_progress, workers=args.workers, amp=args.amp,
-                               channels_last=args.channels_last, decode=args.decode)  # fmt: skip
+    world = World()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: each process takes a share of the images
+        world = init_distributed(device.type)
+        device = world.device
+    try:
+        models = _inference_models(args, args.weights + (args.ensemble or []), device)
+        models = inference_forms(
+            models, optimize=args.optimize, fuse=args.fuse, input_size=Preprocessing.of(models[0]).input_size
+        )
+        report = evaluate_protocol(models, dataset, crops=args.crops, batch_size=args.batch_size,
+                                   progress=not args.no_progress, workers=args.workers, amp=args.amp,
+                                   channels_last=args.channels_last, decode=args.decode, world=world)  # fmt: skip
+    finally:
+        cleanup(world)
+    if not world.is_main:
+        return 0
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2))
         png = Path(args.report).with_suffix(".confusion.png")
         plot_confusion([row[:-1] for row in report["confusion"]], report["classes"], png)
-    print(f"{report['n']} images, {args.crops} crop(s), {len(models)} model(s) on {report['device']}: "
+    where = report["device"] + (f" x {world.size} processes" if world.distributed else "")
+    print(f"{report['n']} images, {args.crops} crop(s), {len(models)} model(s) on {where}: "
           f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%")  # fmt: skip
     for reason in report["skipped"]:
         print(f"skipped: {reason}", file=sys.stderr)

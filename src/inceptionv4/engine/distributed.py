@@ -51,6 +51,15 @@ def all_reduce_sum(values: list[float], world: World) -> list[float]:
     return t.tolist()
 
 
+def gather_objects(obj: object, world: World) -> list:
+    """Every process's ``obj`` (picklable), in rank order, on every process."""
+    if not world.distributed:
+        return [obj]
+    out: list = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_flag(flag: bool, world: World) -> bool:
     """True on every rank if it is True on any (a SIGTERM seen by one process stops all)."""
     if not world.distributed:

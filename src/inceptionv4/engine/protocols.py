@@ -23,6 +23,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..data import Preprocessing
 from ..data.transforms import _INTERP
+from .distributed import World, gather_objects
 
 CROPS = (1, 10, 12, 144)
 GOOGLENET_SIDES = (256, 288, 320, 352)  # for 224-pixel crops
@@ -267,6 +268,7 @@ def collate_pieces(batch: list) -> dict[str, object]:
         "labels": [b[1] for b in good],
         "indices": [b[2] for b in good],
         "skipped": [b[2] for b in batch if b[0] is None],
+        "skipped_indices": [b[1] for b in batch if b[0] is None],
     }
 
 
@@ -302,6 +304,7 @@ def collate_payloads(batch: list) -> dict[str, object]:
         "indices": [b[2] for b in good],
         "names": [b[3] for b in good],
         "skipped": [b[2] for b in batch if b[0] is None],
+        "skipped_indices": [b[1] for b in batch if b[0] is None],
     }
 
 
@@ -326,13 +329,14 @@ class DeviceViews:
 
         decoded = decode_payloads(batch["payloads"], batch["names"], self.device)
         keep = [i for i, img in enumerate(decoded) if isinstance(img, torch.Tensor)]
-        skipped = batch["skipped"] + [img for img in decoded if isinstance(img, str)]
+        failed = [i for i, img in enumerate(decoded) if isinstance(img, str)]
         views = [cut_views(protocol_pieces(decoded[i], self.pre, self.crops)) for i in keep]
         return {
             "images": normalize_views(torch.cat(views), self.pre) if views else None,
             "labels": torch.tensor([batch["labels"][i] for i in keep], dtype=torch.long),
             "indices": [batch["indices"][i] for i in keep],
-            "skipped": skipped,
+            "skipped": batch["skipped"] + [decoded[i] for i in failed],
+            "skipped_indices": batch.get("skipped_indices", []) + [batch["indices"][i] for i in failed],
         }
 
 
@@ -353,6 +357,7 @@ def evaluate_protocol(
     channels_last: bool = False,
     chunk: int | None = None,
     decode: str = "workers",
+    world: World | None = None,
 ) -> dict:
     """Top-1/top-5, per-class accuracy and confusion of ``models`` (an ensemble if several) on a
     dataset of :mod:`inceptionv4.data`, with the ``crops`` protocol. ``images`` lists each image's
@@ -368,6 +373,10 @@ def evaluate_protocol(
     ``decode="device"`` leaves the workers only reading files: the JPEGs are decoded on the
     models' device (nvJPEG on a GPU) and resampled there (:class:`DeviceViews`) -- for a GPU that
     evaluates faster than the workers decode. Its pixels differ from PIL's by a level or two.
+
+    Under torchrun, pass ``world`` (:func:`~inceptionv4.engine.distributed.init_distributed`):
+    each process evaluates every ``world.size``-th image on its own device, and every process
+    returns the whole dataset's report, identical to a single process's.
     """
     if not models:
         raise ValueError("need at least one model")
@@ -386,31 +395,32 @@ def evaluate_protocol(
             raise ValueError("the models of an ensemble must share their classes")
     for m in models:
         m.eval()
+    world = world or World()
     devices = sorted({device_of(m) for m in models}, key=str)  # the views are cut on the first
     on_gpu = any(d.type == "cuda" for d in devices)
     chunk = chunk or (256 if on_gpu else 64)
+    shard = range(world.rank, len(dataset), world.size)  # this process's images
+    loading = {"batch_size": batch_size, "num_workers": workers, "sampler": shard, "pin_memory": on_gpu}
     if decode == "device":
-        loader = torch.utils.data.DataLoader(EncodedFiles(dataset), batch_size=batch_size, num_workers=workers,
-                                             collate_fn=collate_payloads, pin_memory=on_gpu)  # fmt: skip
+        loader = torch.utils.data.DataLoader(EncodedFiles(dataset), collate_fn=collate_payloads, **loading)
         batches = map(DeviceViews(pre, crops, devices[0]), loader)
     else:
-        loader = torch.utils.data.DataLoader(ProtocolViews(dataset, pre, crops), batch_size=batch_size,
-                                             num_workers=workers, collate_fn=collate_pieces, pin_memory=on_gpu)  # fmt: skip
+        loader = torch.utils.data.DataLoader(ProtocolViews(dataset, pre, crops), collate_fn=collate_pieces, **loading)
         batches = (dict(b, images=_cut_batch(b["pieces"], devices[0])) for b in loader)
     back = {model_idx: ds_idx for ds_idx, model_idx in enumerate(mapping)}
     keys = class_keys(models[0])
     n_cls = len(dataset.classes)
-    images: list[dict] = []
+    images: list[tuple[int, dict]] = []  # (dataset index, entry): the processes' shares are merged in order
     confusion = torch.zeros(n_cls, n_cls + 1, dtype=torch.long)  # last column: a class outside the dataset
     top5 = 0
-    skipped: list[str] = []
+    skipped: list[tuple[int, str]] = []
     bar = None
-    if progress:
+    if progress and world.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(dataset), desc=f"eval ({crops} crop{'s' if crops > 1 else ''})", unit="img")
+        bar = tqdm(total=len(shard), desc=f"eval ({crops} crop{'s' if crops > 1 else ''})", unit="img")
     for batch in batches:
-        skipped += batch["skipped"]
+        skipped += zip(batch["skipped_indices"], batch["skipped"], strict=True)
         if batch["images"] is not None:  # (B*V, 3, S, S): uint8 pixels, or normalised floats
             probs = predict_proba(models, batch["images"], crops, chunk, pre=pre, amp=amp, channels_last=channels_last)
             dataset_labels = [int(y) for y in batch["labels"]]
@@ -421,13 +431,19 @@ def evaluate_protocol(
             for i, y, p, prob in zip(batch["indices"], dataset_labels, predicted.tolist(), best.tolist(),
                                      strict=True):  # fmt: skip
                 confusion[y, back.get(p, n_cls)] += 1
-                images.append(
-                    {"file": dataset.name_of(i), "label": dataset.classes[y], "predicted": keys[p], "prob": prob}
-                )
+                entry = {"file": dataset.name_of(i), "label": dataset.classes[y], "predicted": keys[p], "prob": prob}
+                images.append((i, entry))
         if bar is not None:
             bar.update(len(batch["skipped"]) + len(batch["labels"]))
     if bar is not None:
         bar.close()
+    if world.distributed:  # every process gets every share: the same report everywhere
+        shares = gather_objects((confusion, top5, images, skipped), world)
+        confusion = sum((c for c, _, _, _ in shares), torch.zeros_like(confusion))
+        top5 = sum(t for _, t, _, _ in shares)
+        images = sorted((x for _, _, i, _ in shares for x in i), key=lambda x: x[0])
+        skipped = sorted((x for _, _, _, k in shares for x in k), key=lambda x: x[0])
+    skipped = [reason for _, reason in skipped]
     n = int(confusion.sum())
     if n == 0:  # a 0% top-1 over nothing would read as a result
         shown = "; ".join(skipped[:3]) + (f"; ... {len(skipped) - 3} more" if len(skipped) > 3 else "")
@@ -438,6 +454,7 @@ def evaluate_protocol(
         "scales": scales_for(pre, crops),
         "models": len(models),
         "device": ", ".join(map(str, devices)),
+        "processes": world.size,
         "amp": amp,
         "decode": decode,
         "n": n,
@@ -446,6 +463,6 @@ def evaluate_protocol(
         "per_class_top1": {c: 100.0 * a for c, a in zip(dataset.classes, per_class.tolist(), strict=True)},
         "confusion": confusion.tolist(),
         "classes": list(dataset.classes),
-        "images": images,
+        "images": [entry for _, entry in images],
         "skipped": skipped,
     }
