@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,6 +246,38 @@ def test_evaluate_protocol_decoding_on_the_device_agrees_with_pil(small_model, j
             assert (a["file"], a["predicted"]) == (b["file"], b["predicted"]) and abs(a["prob"] - b["prob"]) < 2e-3
     with pytest.raises(ValueError, match="decode must be 'workers' or 'device', got 'gpu'"):
         evaluate_protocol([small_model], ds, decode="gpu")
+
+
+def test_predict_decoding_on_the_device_answers_as_pil_in_order(small_model, jpeg_folder, tmp_path, monkeypatch):
+    inputs = [str(jpeg_folder), str(tmp_path / "nope.jpg")]
+    pil = list(predict(small_model, inputs, topk=3, batch_size=3, crops=10))
+    device = list(predict(small_model, inputs, topk=3, batch_size=3, crops=10, decode="device", workers=1))
+    assert [(r["file"], r["ok"], r.get("error")) for r in device] == [(r["file"], r["ok"], r.get("error")) for r in pil]
+    assert sum(r["ok"] for r in pil) == 7 and len(pil) == 10  # 6 JPEGs + a PNG; truncated, corrupt, missing
+    for a, b in zip(pil, device, strict=True):
+        if a["ok"]:
+            assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
+            assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 2e-3
+    # a JPEG whose header passes but which no decoder reads gets its reason in its place, not a crash
+    import inceptionv4.engine.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "decode_payloads", _payloads_failing_on("0.jpg"))
+    odd = list(predict(small_model, [str(jpeg_folder / "red")], topk=1, batch_size=4, decode="device"))
+    assert [(Path(r["file"]).name, r["ok"]) for r in odd] == [("0.jpg", False), ("1.jpg", True)]
+    assert odd[0]["error"] == "no decoder read it"
+    with pytest.raises(ValueError, match="decode must be 'workers' or 'device', got 'gpu'"):
+        next(predict(small_model, inputs, decode="gpu"))
+
+
+def _payloads_failing_on(name):
+    """decode_payloads, with the file called ``name`` failing as an unreadable JPEG would."""
+    from inceptionv4.data.device_augment import _pixels
+
+    def decode(payloads, names, device):
+        return [f"{n}: no decoder read it" if n.endswith(name) else _pixels(Image.open(n).convert("RGB"))
+                for p, n in zip(payloads, names, strict=True)]  # fmt: skip
+
+    return decode
 
 
 def test_eval_under_torchrun_gives_the_one_process_report(small_model, jpeg_folder, tmp_path, capsys):

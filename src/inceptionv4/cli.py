@@ -150,7 +150,7 @@ def _default_workers() -> int:
 
 
 def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
-    """--device and --amp for the inference commands (and --workers for those that read files in bulk)."""
+    """--device and --amp for the inference commands (and --workers, --decode for those that read files in bulk)."""
     p.add_argument("--device", default="auto",
                    help="where the models run: auto (a GPU if PyTorch sees one), cpu, cuda, cuda:N, mps")  # fmt: skip
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
@@ -158,6 +158,9 @@ def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
     if workers:
         p.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
                        help="processes that decode and resample the images while the model runs (0: none)")  # fmt: skip
+        p.add_argument("--decode", choices=("workers", "device"), default="workers",
+                       help="where JPEGs are decoded and resampled: workers (PIL, the reference pixels) or the device "
+                            "(nvJPEG on a GPU; pixels within two levels of PIL's)")  # fmt: skip
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -207,7 +210,7 @@ def _predict(args: argparse.Namespace) -> int:
     failed = 0
     for result in predict(models, args.inputs, topk=args.topk, batch_size=args.batch_size, crops=args.crops,
                           progress=not args.json, optimize=args.optimize, fuse=args.fuse, workers=args.workers,
-                          amp=args.amp):  # fmt: skip
+                          amp=args.amp, decode=args.decode):  # fmt: skip
         if not result["ok"]:
             failed += 1
             if not args.json:
@@ -336,9 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="models and views in channels_last memory format")
     p.add_argument("--optimize", action="store_true", help="evaluate the inference form (see predict --optimize)")
     p.add_argument("--fuse", action="store_true", help="evaluate the oneDNN Graph form (CPU fp32; see predict --fuse)")
-    p.add_argument("--decode", choices=("workers", "device"), default="workers",
-                   help="where JPEGs are decoded and resampled: workers (PIL, the reference pixels) or the device "
-                        "(nvJPEG on a GPU; pixels within a level or two of PIL's)")  # fmt: skip
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")

@@ -152,18 +152,24 @@ class EncodedImages(torch.utils.data.Dataset):
 
 
 def read_encoded(base: ImageDataset, index: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(payload, (height, width)) of one sample: the file's bytes (1-D uint8) for a JPEG the device
-    decodes as the CPU would, else the image decoded here (3, H, W); DecodeError if neither can."""
+    """(payload, (height, width)) of one sample: see :func:`read_encoded_file`; a dataset whose
+    samples are pixels in memory (digits, synthetic) gives its pixels."""
     source = base.samples[index][0]
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        data = read_bytes(path)
-        size = device_decodable(data) if path.suffix.lower() in JPEG_SUFFIXES else None
-        if size is not None:
-            return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
-        img = decode_rgb(data, str(path))
-    else:  # a dataset whose samples are pixels in memory (digits, synthetic)
-        img, _ = base.load(index)
+        return read_encoded_file(source)
+    img, _ = base.load(index)
+    return _pixels(img), (img.height, img.width)
+
+
+def read_encoded_file(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(payload, (height, width)) of one file: its bytes (1-D uint8) for a JPEG the device decodes
+    as the CPU would, else the image decoded here (3, H, W); DecodeError if neither can."""
+    path = Path(path)
+    data = read_bytes(path)
+    size = device_decodable(data) if path.suffix.lower() in JPEG_SUFFIXES else None
+    if size is not None:
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
+    img = decode_rgb(data, str(path))
     return _pixels(img), (img.height, img.width)
 
 

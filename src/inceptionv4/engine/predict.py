@@ -11,6 +11,7 @@ import torch
 
 from ..data import Preprocessing
 from ..data.decode import IMAGE_SUFFIXES, DecodeError, load_rgb
+from ..data.device_augment import decode_payloads, read_encoded_file
 from .protocols import (
     AMP_DTYPES,
     CROPS,
@@ -53,19 +54,24 @@ def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict
 
 class FileViews(torch.utils.data.Dataset):
     """Files as one protocol's :class:`~inceptionv4.engine.protocols.ProtocolPieces`, made where a
-    DataLoader's workers run: each item is ``(file, pieces, None)`` or ``(file, None, reason)``."""
+    DataLoader's workers run: each item is ``(file, pieces, None)`` or ``(file, None, reason)``.
+    With ``encoded`` the item holds what ``--decode device`` leaves to the device instead: the
+    file's bytes, or its pixels for a file the device decoder cannot take."""
 
-    def __init__(self, files: list[tuple[str, str | None]], pre: Preprocessing, crops: int) -> None:
-        self.files, self.pre, self.crops = files, pre, crops
+    def __init__(self, files: list[tuple[str, str | None]], pre: Preprocessing, crops: int, *,
+                 encoded: bool = False) -> None:  # fmt: skip
+        self.files, self.pre, self.crops, self.encoded = files, pre, crops, encoded
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[str, ProtocolPieces | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[str, ProtocolPieces | torch.Tensor | None, str | None]:
         file, error = self.files[index]
         if error is not None:
             return file, None, error
         try:
+            if self.encoded:
+                return file, read_encoded_file(file)[0], None
             return file, protocol_pieces(load_rgb(file), self.pre, self.crops), None
         except DecodeError as err:
             return file, None, str(err).removeprefix(f"{file}: ")
@@ -83,6 +89,7 @@ def predict(
     fuse: bool = False,
     workers: int = 0,
     amp: str = "none",
+    decode: str = "workers",
 ) -> Iterator[dict]:
     """Yield ``{"file", "ok", "top": [{"index", "name", "prob"}]}`` or ``{"file", "ok": False, "error"}``
     for every input file, in order, batching the work.
@@ -93,13 +100,17 @@ def predict(
     :func:`~inceptionv4.models.fuse_for_inference` (faster again, CPU fp32, about 5 s to set up
     per model: worth it for a folder, not for one photo). ``workers`` loader processes decode and
     resample the files in parallel (0: in this process; the views are cut where the models run);
-    ``amp`` ("bf16", "fp16") runs the passes under autocast."""
+    ``amp`` ("bf16", "fp16") runs the passes under autocast. ``decode="device"`` leaves the
+    workers only reading the files and decodes and resamples them on the models' device (nvJPEG
+    on a GPU; see :func:`~inceptionv4.engine.protocols.evaluate_protocol`)."""
     if topk < 1 or batch_size < 1 or workers < 0:  # checked before a model is prepared or a file read
         raise ValueError(f"topk and batch_size must be >= 1 and workers >= 0, got {topk}, {batch_size}, {workers}")
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
+    if decode not in ("workers", "device"):
+        raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
     models = models if isinstance(models, list) else [models]
     names = display_names(models[0])
     pre = Preprocessing.of(models[0])
@@ -108,22 +119,33 @@ def predict(
     files = expand_inputs(inputs)
     device = device_of(models[0])  # where the views are cut
     on_gpu = any(device_of(m).type == "cuda" for m in models)
-    loader = torch.utils.data.DataLoader(FileViews(files, pre, crops), batch_size=batch_size, num_workers=workers,
-                                         collate_fn=list, pin_memory=on_gpu)  # fmt: skip
+    loader = torch.utils.data.DataLoader(FileViews(files, pre, crops, encoded=decode == "device"), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=list, pin_memory=on_gpu)  # fmt: skip
     bar = None
     if progress and len(files) > batch_size:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(files), desc="predict", unit="img")
-    pending: list[tuple[str, ProtocolPieces]] = []
+    pending: list[tuple[str, ProtocolPieces | torch.Tensor]] = []
 
     def flush() -> Iterator[dict]:
         if not pending:
             return
-        views = torch.cat([cut_views(pieces, device) for _, pieces in pending])
-        probs = predict_proba(models, views, crops, chunk=256 if on_gpu else 64, pre=pre, amp=amp)
-        for (file, _), top in zip(pending, top_classes(probs, names, k), strict=True):
-            yield {"file": file, "ok": True, "top": top}
+        if decode == "device":  # a file the device cannot decode after all gets its reason, in its place
+            images = decode_payloads([x for _, x in pending], [f for f, _ in pending], device)
+            views = [x if isinstance(x, str) else cut_views(protocol_pieces(x, pre, crops)) for x in images]
+        else:
+            views = [cut_views(pieces, device) for _, pieces in pending]
+        good = [v for v in views if not isinstance(v, str)]
+        tops = iter(())
+        if good:
+            probs = predict_proba(models, torch.cat(good), crops, chunk=256 if on_gpu else 64, pre=pre, amp=amp)
+            tops = iter(top_classes(probs, names, k))
+        for (file, _), v in zip(pending, views, strict=True):
+            if isinstance(v, str):
+                yield {"file": file, "ok": False, "error": v.removeprefix(f"{file}: ")}
+            else:
+                yield {"file": file, "ok": True, "top": next(tops)}
         pending.clear()
 
     for items in loader:
