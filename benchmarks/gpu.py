@@ -15,7 +15,9 @@ same model and are skipped, marked as such, once ``--budget`` seconds have passe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import platform
 import tempfile
 import time
@@ -39,6 +41,34 @@ def throughput(model, mode: str, batch: int, size: int, dev: torch.device, warmu
     """img/s of ``inceptionv4 bench``'s measurement: bf16 autocast, channels_last."""
     return measure(model, batch_size=batch, input_size=size, device=str(dev), precision="bf16", channels_last=True,
                    compile=compile, mode=mode, warmup=warmup, iters=iters)["img_per_s"]  # fmt: skip
+
+
+def eval_end_to_end(ds, size: int, dev: torch.device, quick: bool) -> dict[str, float]:
+    """img/s of ``evaluate_protocol`` itself -- loader workers, transfer, views, Inception-v4 in
+    bf16 and channels_last -- with each decoder, at 1 crop and at 144 (12 on a quick run). The
+    second of two runs is timed: the first tunes cuDNN for the pass shapes and warms the files."""
+    from inceptionv4.data.datasets import Subset
+    from inceptionv4.engine.protocols import evaluate_protocol
+
+    model = iv.create_model("inception_v4", num_classes=len(ds.classes)).to(dev).to(memory_format=torch.channels_last)
+    model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, input_size=(3, size, size))
+    workers = 1 if quick else min(12, (os.cpu_count() or 2) - 1)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    out: dict[str, float] = {"e2e_eval_workers": workers}
+    for crops, n, batch in ((1, 8, 4), (12, 2, 1)) if quick else ((1, 1024, 64), (144, 32, 2)):
+        subset = Subset(ds, [i % len(ds) for i in range(n)])
+        for decode in ("workers", "device"):
+            run = {"crops": crops, "batch_size": batch, "workers": workers, "amp": "bf16", "channels_last": True,
+                   "decode": decode}  # fmt: skip
+            evaluate_protocol([model], subset, **run)
+            sync()
+            start = time.perf_counter()
+            evaluate_protocol([model], subset, **run)
+            sync()
+            out[f"e2e_eval{crops}_{decode}_img_s"] = n / (time.perf_counter() - start)
+            print(f"eval end to end, {crops} crop(s), --decode {decode}, {workers} workers: "
+                  f"{out[f'e2e_eval{crops}_{decode}_img_s']:.1f} img/s", flush=True)  # fmt: skip
+    return out
 
 
 class Table:
@@ -92,6 +122,12 @@ class Table:
         inference = [r.get("ours_eager_inf") for r in self.rows.values()]
         if p.get("eval144_pieces_img_s_per_core") and any(inference):
             fastest = max(v for v in inference if v)  # views/s the eval passes take
+            runs = [(c, d) for c in (1, 144) for d in ("workers", "device")]
+            v4 = self.rows.get("inception_v4", {}).get("ours_eager_inf")  # the network eval_end_to_end runs
+            if v4 and all(p.get(f"e2e_eval{c}_{d}_img_s") for c, d in runs):
+                print("eval end to end, inception_v4 (img/s; its views/s over its eager inference pass): " + ", ".join(
+                    f"{c} crop(s) --decode {d} {p[f'e2e_eval{c}_{d}_img_s']:.0f} "
+                    f"({p[f'e2e_eval{c}_{d}_img_s'] * c / v4:.2f}x)" for c, d in runs))  # fmt: skip
             print("eval: worker cores to feed the fastest eager inference pass: " + ", ".join(
                 f"{c} crop(s) {fastest / (p[f'eval{c}_pieces_img_s_per_core'] * c):.1f}" for c in (1, 12, 144))
                 + f"; device share (cut + normalise) / that pass: {p['eval144_device_views_s'] / fastest:.2f}x"
@@ -135,6 +171,7 @@ def main() -> None:
         sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
         table.pipeline.update(measure_pipeline(ds, size, 8 if args.quick else 128, dev, sync))
         table.pipeline.update(measure_eval(ds, size, dev, sync))
+        table.pipeline.update(eval_end_to_end(ds, size, dev, args.quick))
     table.save()
     if compiled:
         for name in args.models:

@@ -26,6 +26,8 @@ def test_gpu_script_smoke_run_writes_every_eager_figure(tmp_path):
     assert all(figures["pipeline"][k] > 0 for k in rates)
     assert figures["pipeline"]["device_vs_cpu_decode_max_levels"] == 0.0  # on a CPU, the same decoder
     assert figures["pipeline"]["eval144_device_views_s"] > 0
+    # evaluate_protocol end to end with each decoder (12 crops on a quick run, 144 on a GPU)
+    assert all(figures["pipeline"][f"e2e_eval{c}_{d}_img_s"] > 0 for c in (1, 12) for d in ("workers", "device"))
     assert "| inception_v4 |" in out and "eval: worker cores to feed the fastest eager inference pass: 1 crop(s)" in out
 
 
