@@ -190,6 +190,17 @@ def test_evaluate_protocol_with_workers_matches_one_image_at_a_time(small_model,
         for image, (file, label, predicted, prob) in zip(got["images"], want, strict=True):
             assert (image["file"], image["label"], image["predicted"]) == (file, label, predicted), options
             assert abs(image["prob"] - prob) < 1e-6, options
+    import inceptionv4.engine.protocols as protocols_module
+
+    batches, proba = [], protocols_module.predict_proba
+    record = lambda m, v, *a, **k: batches.append(len(v)) or proba(m, v, *a, **k)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(protocols_module, "predict_proba", record)
+        evaluate_protocol([small_model], ds, crops=12)
+        evaluate_protocol([small_model], ds, crops=10, chunk=4)
+    # by default a batch's views fill whole passes: 16 files x 12 crops = 3 passes of 64 (here all 7
+    # files, 6 readable); 2 files x 10 crops = 5 passes of 4 (the corrupt file and the 7th: 10 views)
+    assert batches == [72, 20, 10, 20, 10]
     for bad, message in (({"workers": -1}, "workers >= 0"), ({"chunk": 0}, "chunk must be >= 1"),
                          ({"amp": "half"}, "amp must be one of"), ({"crops": 5}, "crops must be one of")):  # fmt: skip
         with pytest.raises(ValueError, match=message):

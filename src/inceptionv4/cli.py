@@ -332,7 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", help="a list file of '<path> <label>' lines instead of --data")
     p.add_argument("--ensemble", nargs="+", help="several weights files whose softmax is averaged (Table 5)")
     p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images gathered at a time (default: the fewest whose views fill whole passes: 64 views on a CPU, "
+        "256 on a GPU)",
+    )
     p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
     p.add_argument("--no-progress", action="store_true")
     _add_device_flags(p, workers=True)
@@ -347,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="the network, for weights files that do not say it")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="images per pass (default: 16 on a CPU, 256 on a GPU)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--optimize", action="store_true",
                    help="run the inference form (folded BN, prepacked conv+ReLU) and keep freed memory for reuse "

@@ -82,7 +82,7 @@ def predict(
     inputs: list[str | Path],
     *,
     topk: int = 5,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     crops: int = 1,
     progress: bool = False,
     optimize: bool = False,
@@ -92,7 +92,8 @@ def predict(
     decode: str = "workers",
 ) -> Iterator[dict]:
     """Yield ``{"file", "ok", "top": [{"index", "name", "prob"}]}`` or ``{"file", "ok": False, "error"}``
-    for every input file, in order, batching the work.
+    for every input file, in order, batching the work (``batch_size`` images at a time; default
+    16 on a CPU, 256 on a GPU).
 
     The models run where they are (move them to a GPU first to predict there). ``optimize`` runs
     each model's :func:`~inceptionv4.models.optimize_for_inference` form (same results, faster on
@@ -103,7 +104,7 @@ def predict(
     ``amp`` ("bf16", "fp16") runs the passes under autocast. ``decode="device"`` leaves the
     workers only reading the files and decodes and resamples them on the models' device (nvJPEG
     on a GPU; see :func:`~inceptionv4.engine.protocols.evaluate_protocol`)."""
-    if topk < 1 or batch_size < 1 or workers < 0:  # checked before a model is prepared or a file read
+    if topk < 1 or (batch_size is not None and batch_size < 1) or workers < 0:  # before a model or a file is read
         raise ValueError(f"topk and batch_size must be >= 1 and workers >= 0, got {topk}, {batch_size}, {workers}")
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
@@ -119,6 +120,7 @@ def predict(
     files = expand_inputs(inputs)
     device = device_of(models[0])  # where the views are cut
     on_gpu = any(device_of(m).type == "cuda" for m in models)
+    batch_size = batch_size or (256 if on_gpu else 16)  # images a pass; a GPU needs many to be busy
     loader = torch.utils.data.DataLoader(FileViews(files, pre, crops, encoded=decode == "device"), batch_size=batch_size,
                                          num_workers=workers, collate_fn=list, pin_memory=on_gpu)  # fmt: skip
     bar = None

@@ -14,6 +14,7 @@ Softmax probabilities are averaged over crops, then over the models of an ensemb
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -349,7 +350,7 @@ def evaluate_protocol(
     dataset,
     *,
     crops: int = 1,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     pre: Preprocessing | None = None,
     progress: bool = False,
     workers: int = 0,
@@ -365,7 +366,9 @@ def evaluate_protocol(
     skipped and listed.
 
     The models run where they are (move them to a GPU first to evaluate there), ``chunk`` views
-    per pass (default 64 on a CPU, 256 on a GPU). ``workers`` loader processes decode and resample
+    per pass (default 64 on a CPU, 256 on a GPU); ``batch_size`` images are gathered at a time
+    (default: the fewest whose views fill whole passes -- 256 images at 1 crop, 16 at 144 on a
+    GPU; a GPU given passes of 16 images, the old default, would stay mostly idle). ``workers`` loader processes decode and resample
     the images in parallel (0: in this process); the pictures travel as uint8, and the crops,
     mirrors and normalisation are made on the models' device (:class:`ProtocolPieces`). The
     result does not depend on ``workers``, ``chunk`` or ``batch_size`` (images gathered per batch).
@@ -380,7 +383,7 @@ def evaluate_protocol(
     """
     if not models:
         raise ValueError("need at least one model")
-    if batch_size < 1 or workers < 0 or (chunk is not None and chunk < 1):
+    if (batch_size is not None and batch_size < 1) or workers < 0 or (chunk is not None and chunk < 1):
         raise ValueError(f"batch_size and chunk must be >= 1 and workers >= 0, got {batch_size}, {chunk}, {workers}")
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
@@ -399,6 +402,7 @@ def evaluate_protocol(
     devices = sorted({device_of(m) for m in models}, key=str)  # the views are cut on the first
     on_gpu = any(d.type == "cuda" for d in devices)
     chunk = chunk or (256 if on_gpu else 64)
+    batch_size = batch_size or chunk // math.gcd(chunk, crops)  # views that fill whole passes
     shard = range(world.rank, len(dataset), world.size)  # this process's images
     loading = {"batch_size": batch_size, "num_workers": workers, "sampler": shard, "pin_memory": on_gpu}
     if decode == "device":
