@@ -49,7 +49,14 @@ from inceptionv4.data import (
     train_transform,
 )
 from inceptionv4.data.decode import decode_rgb
-from inceptionv4.engine.protocols import DeviceViews, cut_views, normalize_views, protocol_pieces, protocol_pixels
+from inceptionv4.engine.protocols import (
+    DeviceViews,
+    collate_items,
+    cut_views,
+    normalize_views,
+    protocol_pieces,
+    protocol_pixels,
+)
 
 
 def jpegs(n: int, rng: np.random.Generator) -> list[bytes]:
@@ -153,9 +160,8 @@ def _eval_rates(files: list[bytes], pre: Preprocessing, crops: int, device: torc
         sync()
 
     # eval --decode device: the device decodes the batch's JPEGs and resamples them as well
-    batch = {"payloads": [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files],
-             "names": [f"{i}.jpg" for i in range(len(files))], "labels": [0] * len(files),
-             "indices": list(range(len(files))), "skipped": []}  # fmt: skip
+    batch = collate_items([(torch.frombuffer(bytearray(f), dtype=torch.uint8), 0, i, f"{i}.jpg")
+                           for i, f in enumerate(files)])  # fmt: skip
     decode_views = DeviceViews(pre, crops, device)
 
     def device_decode_share():

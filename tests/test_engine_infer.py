@@ -227,11 +227,11 @@ def jpeg_folder(tmp_path_factory):
 
 def test_device_decoded_views_are_within_two_levels_of_pil(small_model, jpeg_folder):
     from inceptionv4.data.decode import load_rgb
-    from inceptionv4.engine.protocols import DeviceViews, EncodedFiles, collate_payloads, normalize_views
+    from inceptionv4.engine.protocols import DeviceViews, EncodedFiles, collate_items, normalize_views
 
     ds = ImageFolder(jpeg_folder)
     pre = Preprocessing.of(small_model)
-    batch = collate_payloads([EncodedFiles(ds)[i] for i in range(len(ds))])
+    batch = collate_items([EncodedFiles(ds)[i] for i in range(len(ds))])
     for crops in (1, 144):
         out = DeviceViews(pre, crops, "cpu")(dict(batch))
         readable = out["indices"]
@@ -270,9 +270,9 @@ def test_predict_decoding_on_the_device_answers_as_pil_in_order(small_model, jpe
             assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
             assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 2e-3
     # a JPEG whose header passes but which no decoder reads gets its reason in its place, not a crash
-    import inceptionv4.engine.predict as predict_module
+    from inceptionv4.data import device_augment
 
-    monkeypatch.setattr(predict_module, "decode_payloads", _payloads_failing_on("0.jpg"))
+    monkeypatch.setattr(device_augment, "decode_payloads", _payloads_failing_on("0.jpg"))
     odd = list(predict(small_model, [str(jpeg_folder / "red")], topk=1, batch_size=4, decode="device"))
     assert [(Path(r["file"]).name, r["ok"]) for r in odd] == [("0.jpg", False), ("1.jpg", True)]
     assert odd[0]["error"] == "no decoder read it"

@@ -11,12 +11,14 @@ import torch
 
 from ..data import Preprocessing
 from ..data.decode import IMAGE_SUFFIXES, DecodeError, load_rgb
-from ..data.device_augment import decode_payloads, read_encoded_file
+from ..data.device_augment import read_encoded_file
 from .protocols import (
     AMP_DTYPES,
     CROPS,
+    DeviceViews,
     ProtocolPieces,
-    cut_views,
+    collate_items,
+    cut_batch,
     device_of,
     display_names,
     inference_forms,
@@ -120,6 +122,7 @@ def predict(
     files = expand_inputs(inputs)
     device = device_of(models[0])  # where the views are cut
     on_gpu = any(device_of(m).type == "cuda" for m in models)
+    device_views = DeviceViews(pre, crops, device) if decode == "device" else None
     batch_size = batch_size or (256 if on_gpu else 16)  # images a pass; a GPU needs many to be busy
     loader = torch.utils.data.DataLoader(FileViews(files, pre, crops, encoded=decode == "device"), batch_size=batch_size,
                                          num_workers=workers, collate_fn=list, pin_memory=on_gpu)  # fmt: skip
@@ -134,18 +137,17 @@ def predict(
         if not pending:
             return
         if decode == "device":  # a file the device cannot decode after all gets its reason, in its place
-            images = decode_payloads([x for _, x in pending], [f for f, _ in pending], device)
-            views = [x if isinstance(x, str) else cut_views(protocol_pieces(x, pre, crops)) for x in images]
+            batch = device_views(collate_items([(x, 0, i, f) for i, (f, x) in enumerate(pending)]))
+            views, failed = batch["images"], dict(zip(batch["skipped_indices"], batch["skipped"], strict=True))
         else:
-            views = [cut_views(pieces, device) for _, pieces in pending]
-        good = [v for v in views if not isinstance(v, str)]
+            views, failed = cut_batch([pieces for _, pieces in pending], device), {}
         tops = iter(())
-        if good:
-            probs = predict_proba(models, torch.cat(good), crops, chunk=256 if on_gpu else 64, pre=pre, amp=amp)
+        if views is not None:
+            probs = predict_proba(models, views, crops, chunk=256 if on_gpu else 64, pre=pre, amp=amp)
             tops = iter(top_classes(probs, names, k))
-        for (file, _), v in zip(pending, views, strict=True):
-            if isinstance(v, str):
-                yield {"file": file, "ok": False, "error": v.removeprefix(f"{file}: ")}
+        for i, (file, _) in enumerate(pending):
+            if i in failed:
+                yield {"file": file, "ok": False, "error": failed[i].removeprefix(f"{file}: ")}
             else:
                 yield {"file": file, "ok": True, "top": next(tops)}
         pending.clear()

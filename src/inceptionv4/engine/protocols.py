@@ -240,7 +240,8 @@ def inference_forms(
 
 class ProtocolViews(torch.utils.data.Dataset):
     """A dataset's images as one protocol's :class:`ProtocolPieces`, made where a DataLoader's
-    workers run: ``(pieces, label, index)``, or ``(None, index, reason)`` for an unreadable file."""
+    workers run: ``(pieces, label, index, name)``, or ``(None, index, reason)`` for an unreadable
+    file (batched by :func:`collate_items`)."""
 
     def __init__(self, dataset, pre: Preprocessing, crops: int) -> None:
         if crops not in CROPS:
@@ -257,26 +258,30 @@ class ProtocolViews(torch.utils.data.Dataset):
             img, label = self.dataset.load(index)
         except DecodeError as err:
             return None, index, str(err)
-        return protocol_pieces(img, self.pre, self.crops), label, index
+        return protocol_pieces(img, self.pre, self.crops), label, index, self.dataset.name_of(index)
 
 
-def collate_pieces(batch: list) -> dict[str, object]:
-    """:class:`ProtocolViews` items -> their pieces as a list (pictures differ in size), labels,
-    indices and the reasons of the skipped files."""
+def collate_items(batch: list) -> dict[str, list]:
+    """:class:`ProtocolViews` or :class:`EncodedFiles` items -> lists (the items differ in size):
+    ``data`` (pieces or payloads), ``labels``, ``indices``, ``names``, and the skipped files'
+    ``skipped`` reasons and ``skipped_indices``."""
     good = [b for b in batch if b[0] is not None]
+    bad = [b for b in batch if b[0] is None]
     return {
-        "pieces": [b[0] for b in good],
+        "data": [b[0] for b in good],
         "labels": [b[1] for b in good],
         "indices": [b[2] for b in good],
-        "skipped": [b[2] for b in batch if b[0] is None],
-        "skipped_indices": [b[1] for b in batch if b[0] is None],
+        "names": [b[3] for b in good],
+        "skipped": [b[2] for b in bad],
+        "skipped_indices": [b[1] for b in bad],
     }
 
 
 class EncodedFiles(torch.utils.data.Dataset):
     """What ``--decode device`` leaves to a loader worker: read the file and check its JPEG header
     (:func:`~inceptionv4.data.device_augment.read_encoded`). Items are ``(payload, label, index,
-    name)``, or ``(None, index, reason)`` for a file that cannot be read."""
+    name)``, or ``(None, index, reason)`` for a file that cannot be read (batched by
+    :func:`collate_items`)."""
 
     def __init__(self, dataset) -> None:
         self.dataset = dataset
@@ -295,27 +300,16 @@ class EncodedFiles(torch.utils.data.Dataset):
         return payload, self.dataset.samples[index][1], index, self.dataset.name_of(index)
 
 
-def collate_payloads(batch: list) -> dict[str, object]:
-    """:class:`EncodedFiles` items -> payloads (a list: their sizes differ), names, labels, indices,
-    and the reasons of the skipped files."""
-    good = [b for b in batch if b[0] is not None]
-    return {
-        "payloads": [b[0] for b in good],
-        "labels": [b[1] for b in good],
-        "indices": [b[2] for b in good],
-        "names": [b[3] for b in good],
-        "skipped": [b[2] for b in batch if b[0] is None],
-        "skipped_indices": [b[1] for b in batch if b[0] is None],
-    }
-
-
 class DeviceViews:
-    """The device's share of ``--decode device`` evaluation, on a :func:`collate_payloads` batch:
+    """The device's share of ``--decode device`` evaluation, on a :func:`collate_items` batch of
+    :class:`EncodedFiles` items:
     decode the JPEGs at once (nvJPEG on CUDA), resample and cut each image's protocol views there
     (:func:`protocol_pieces` on tensors), normalise.
 
     Returns ``{"images": (N*V, 3, S, S) float32 on device, or None, "labels": (N,) int64,
-    "indices", "skipped"}`` -- the batch form :func:`~inceptionv4.engine.evaluate` reads. The
+    "indices", "skipped", "skipped_indices"}`` -- the batch form
+    :func:`~inceptionv4.engine.evaluate` reads; a file the device cannot decode after all joins the
+    skipped ones. The
     views differ from PIL's by at most a couple of 8-bit levels (torchvision's tensor resize; the
     tests bound it), so the published protocols stay on ``--decode workers``, the default.
     """
@@ -328,7 +322,7 @@ class DeviceViews:
     def __call__(self, batch: dict) -> dict:
         from ..data.device_augment import decode_payloads
 
-        decoded = decode_payloads(batch["payloads"], batch["names"], self.device)
+        decoded = decode_payloads(batch["data"], batch["names"], self.device)
         keep = [i for i, img in enumerate(decoded) if isinstance(img, torch.Tensor)]
         failed = [i for i, img in enumerate(decoded) if isinstance(img, str)]
         views = [cut_views(protocol_pieces(decoded[i], self.pre, self.crops)) for i in keep]
@@ -337,11 +331,12 @@ class DeviceViews:
             "labels": torch.tensor([batch["labels"][i] for i in keep], dtype=torch.long),
             "indices": [batch["indices"][i] for i in keep],
             "skipped": batch["skipped"] + [decoded[i] for i in failed],
-            "skipped_indices": batch.get("skipped_indices", []) + [batch["indices"][i] for i in failed],
+            "skipped_indices": batch["skipped_indices"] + [batch["indices"][i] for i in failed],
         }
 
 
-def _cut_batch(pieces: list[ProtocolPieces], device: torch.device) -> torch.Tensor | None:
+def cut_batch(pieces: list[ProtocolPieces], device: torch.device) -> torch.Tensor | None:
+    """The views of several images' pieces, cut on ``device``, one image after the other."""
     return torch.cat([cut_views(p, device) for p in pieces]) if pieces else None
 
 
@@ -406,11 +401,11 @@ def evaluate_protocol(
     shard = range(world.rank, len(dataset), world.size)  # this process's images
     loading = {"batch_size": batch_size, "num_workers": workers, "sampler": shard, "pin_memory": on_gpu}
     if decode == "device":
-        loader = torch.utils.data.DataLoader(EncodedFiles(dataset), collate_fn=collate_payloads, **loading)
+        loader = torch.utils.data.DataLoader(EncodedFiles(dataset), collate_fn=collate_items, **loading)
         batches = map(DeviceViews(pre, crops, devices[0]), loader)
     else:
-        loader = torch.utils.data.DataLoader(ProtocolViews(dataset, pre, crops), collate_fn=collate_pieces, **loading)
-        batches = (dict(b, images=_cut_batch(b["pieces"], devices[0])) for b in loader)
+        loader = torch.utils.data.DataLoader(ProtocolViews(dataset, pre, crops), collate_fn=collate_items, **loading)
+        batches = (dict(b, images=cut_batch(b["data"], devices[0])) for b in loader)
     back = {model_idx: ds_idx for ds_idx, model_idx in enumerate(mapping)}
     keys = class_keys(models[0])
     n_cls = len(dataset.classes)

@@ -39,7 +39,7 @@ from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
 from .evaluate import _amp_dtype, evaluate
 from .optim import EMA, build_optimizer, load_optimizer_state, lr_at
-from .protocols import DeviceViews, EncodedFiles, collate_payloads
+from .protocols import DeviceViews, EncodedFiles, collate_items
 from .runlog import RunLog, plot_confusion, plot_run
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         train_ds = EncodedImages(train_base, **augment, seed=cfg.seed)
         train_collate, on_device = collate_encoded, DeviceAugment(pre, world.device, channels_last=cfg.channels_last)
         # validation too: the workers read files, the device decodes, resizes and centre-crops
-        val_ds, val_collate, val_on_device = EncodedFiles(val_base), collate_payloads, DeviceViews(pre, 1, world.device)
+        val_ds, val_collate, val_on_device = EncodedFiles(val_base), collate_items, DeviceViews(pre, 1, world.device)
     else:
         train_ds = Augmented(train_base, train_transform(pre, **augment), cfg.seed)
         train_collate, on_device = collate, None
