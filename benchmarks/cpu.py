@@ -34,6 +34,26 @@ from inceptionv4.models import (
 from inceptionv4.models.fold import fold_batchnorm
 
 
+def cpu_description() -> str:
+    """The processor's name and the vector units the figures depend on (``platform.processor()`` is
+    empty on Linux): oneDNN and onnxruntime pick different kernels for AVX2, AVX-512 and AMX."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{name}; {' '.join(isa) or 'no AVX2'}; PyTorch kernels: {capability}"
+
+
 def torch_runner(model, x, channels_last=False, bf16=False):
     model = model.eval()
     if channels_last:  # on a copy: Module.to() works in place, and the NCHW path shares this model
@@ -178,13 +198,18 @@ def main() -> None:
                 row = {"model": name, "path": label, "batch": batch, "img_per_s": batch / t, "latency_ms": 1000 * t,
                        "vs_timm": paired_ratio(samples, label, "timm eager NCHW"),
                        "vs_ort": paired_ratio(samples, label, "onnxruntime fp32 (our export)")}  # fmt: skip
-                if "bf16" in label:  # how often bf16 picks the class fp32 picks, on the same inputs
-                    same = fn().argmax(1) == group["ours optimize_for_inference"]().argmax(1)
-                    row["top1_agreement_vs_fp32"] = same.float().mean().item()
+                if "bf16" in label:  # the same form in fp32, in the same rounds: issue 7's ">= 1.6x our fp32"
+                    row["vs_fp32"] = paired_ratio(samples, label, "ours optimize_for_inference")
+                    # how far bf16's logits are from fp32's, and how often it picks the same class, on the
+                    # same inputs. Random weights leave the 1000 logits nearly tied, so the agreement here is
+                    # a lower bound (trained logits are far apart); the relative error is the figure to read.
+                    low, ref = fn().float(), group["ours optimize_for_inference"]().float()
+                    row["logit_rel_err_vs_fp32"] = ((low - ref).norm() / ref.norm()).item()
+                    row["top1_agreement_vs_fp32"] = (low.argmax(1) == ref.argmax(1)).float().mean().item()
                 if hasattr(fn, "compile_seconds"):
                     row["compile_s"] = fn.compile_seconds
                 rows.append(row)
-    meta = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores ({platform.processor() or 'cpu'})",
+    meta = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores ({cpu_description()})",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "timm": timm.__version__,
             "size": args.size, "rounds": args.rounds, "gap_s": args.gap, "retain_freed_memory": retained}  # fmt: skip
     try:
@@ -198,7 +223,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         extra = f" (compile {r['compile_s']:.0f} s)" if "compile_s" in r else ""
-        extra += f" (top-1 agreement {r['top1_agreement_vs_fp32']:.2f})" if "top1_agreement_vs_fp32" in r else ""
+        if "vs_fp32" in r:
+            extra += (f" ({r['vs_fp32']:.2f}x the same form in fp32; logits {r['logit_rel_err_vs_fp32']:.1e} from fp32's, "
+                      f"top-1 agreement {r['top1_agreement_vs_fp32']:.2f})")  # fmt: skip
         print(f"| {r['model']} | {r['path']}{extra} | {r['batch']} | {r['img_per_s']:.2f} | {r['latency_ms']:.0f} | "
               f"{r['vs_timm']:.2f}x | {r['vs_ort']:.2f}x |")  # fmt: skip
     if args.json:

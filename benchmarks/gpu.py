@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cpu import cpu_description
 from input_pipeline import jpegs, measure_eval, write_folder
 from input_pipeline import measure as measure_pipeline
 
@@ -151,6 +152,7 @@ def main() -> None:
 
     size, bs_inf, bs_train, warmup, iters = (75, 4, 2, 1, 2) if args.quick else (299, 256, 128, 5, 20)
     meta = {"date": str(date.today()), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+            "host": f"{os.cpu_count()} cores ({cpu_description()})",
             "torch": torch.__version__, "timm": timm.__version__, "size": size, "batch_inference": bs_inf,
             "batch_train": bs_train, "precision": "bf16 autocast, channels_last"}  # fmt: skip
     table = Table(meta, args.json, args.budget)
