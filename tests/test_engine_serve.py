@@ -2,6 +2,7 @@
 
 import base64
 import http.client
+import io
 import json
 import os
 import queue
@@ -282,3 +283,61 @@ def test_pixels_and_normalised_views_share_a_batch(small_model, images):
         classifier.close()
     with pytest.raises(ValueError, match="amp must be one of"):
         Classifier(small_model, amp="fp64")
+
+
+@pytest.fixture(scope="module")
+def jpegs(images):
+    """The first four images as JPEG bytes (the device decoder's format)."""
+    out = []
+    for p in images[:4]:
+        buf = io.BytesIO()
+        Image.open(p).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def test_device_decoding_answers_as_the_connection_threads_do(small_model, images, jpegs, monkeypatch):
+    """decode="device": the connection threads only check the JPEG header and the worker decodes
+    and resamples the batch where the model runs; the answers are PIL's within the two levels the
+    tensor resize may differ by. A PNG is decoded on its thread as before; a bad upload is a 400."""
+    bodies = [*jpegs, images[5].read_bytes()]
+    blobs = json.dumps({"images": [base64.b64encode(b).decode() for b in bodies], "topk": 3})
+    answers = {}
+    for decode in ("workers", "device"):
+        with InferenceServer(small_model, port=0, topk=3, crops=12, decode=decode) as server:
+            status, body, _ = call(server.url, "/v1/predict", blobs, "application/json")
+            assert status == 200 and all(r["ok"] for r in body["results"])
+            answers[decode] = body["results"]
+            status, single, _ = call(server.url, "/v1/predict", jpegs[0], ctype="image/jpeg")
+            assert status == 200
+            assert_same_top(single["results"][0]["top"], body["results"][0]["top"])  # batch of 1 or of 5
+            status, bad, _ = call(server.url, "/v1/predict", jpegs[1][:100], ctype="image/jpeg")
+            assert status == 400 and bad["error"].startswith("body: corrupt or truncated image")
+            info = call(server.url, "/v1/model")[1]
+            assert info["decode"] == decode and info["served"] == {"batches": 2, "images": 6}  # warm-up not counted
+            shapes = [tuple(server.classifier.prepare(b).shape) for b in (jpegs[0], bodies[-1])]
+            if decode == "device":  # the JPEG's bytes travel; the PNG is decoded on its thread
+                assert shapes == [(len(jpegs[0]),), (3, *Image.open(images[5]).size[::-1])]
+            else:
+                assert shapes == [(12, 3, 75, 75)] * 2  # the 12-crop views, cut on the thread
+    for a, b in zip(answers["workers"], answers["device"], strict=True):
+        assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
+        assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 2e-3
+    # a JPEG whose header passes but which no decoder reads: that image gets its reason, the rest answers
+    from inceptionv4.data import device_augment
+
+    real = device_augment.decode_payloads
+
+    def failing_second(payloads, names, device):
+        out = real(payloads, names, device)
+        return [f"{n}: no decoder read it" if n == "images[1]" else img for img, n in zip(out, names, strict=True)]
+
+    monkeypatch.setattr(device_augment, "decode_payloads", failing_second)
+    with InferenceServer(small_model, port=0, topk=3, crops=12, decode="device") as server:
+        status, body, _ = call(server.url, "/v1/predict", blobs, "application/json")
+    assert status == 200 and [r["ok"] for r in body["results"]] == [True, False, True, True, True]
+    assert body["results"][1] == {"ok": False, "error": "images[1]: no decoder read it"}
+    for i in (0, 2, 3, 4):  # the others are their own images' answers
+        assert [t["index"] for t in body["results"][i]["top"]] == [t["index"] for t in answers["device"][i]["top"]]
+    with pytest.raises(ValueError, match="decode must be 'workers' or 'device', got 'gpu'"):
+        Classifier(small_model, decode="gpu")

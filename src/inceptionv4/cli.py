@@ -235,7 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"loading {len(models)} model(s) and warming up ...", file=sys.stderr)
     server = InferenceServer(models, host=args.host, port=args.port, topk=args.topk, crops=args.crops,
                              max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, optimize=args.optimize,
-                             fuse=args.fuse, parallel=args.parallel, amp=args.amp,
+                             fuse=args.fuse, parallel=args.parallel, amp=args.amp, decode=args.decode,
                              max_body_bytes=int(args.max_body_mb * 2**20))  # fmt: skip
     # SIGTERM (docker stop, systemd, kill) stops it as Ctrl-C does: shutdown must come from another thread
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
@@ -385,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", action="store_true",
                    help="run each batch's chunks of 4 images on separate threads (models.BatchParallel)")  # fmt: skip
     _add_device_flags(p, workers=False)
+    p.add_argument("--decode", choices=("workers", "device"), default="workers",
+                   help="where uploaded JPEGs are decoded and resampled: workers (PIL on the connection threads, the "
+                        "reference pixels) or the device (the batch at once, nvJPEG on a GPU; within two levels of PIL's)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(func=_serve)
 

@@ -165,11 +165,17 @@ def read_encoded_file(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
     """(payload, (height, width)) of one file: its bytes (1-D uint8) for a JPEG the device decodes
     as the CPU would, else the image decoded here (3, H, W); DecodeError if neither can."""
     path = Path(path)
-    data = read_bytes(path)
-    size = device_decodable(data) if path.suffix.lower() in JPEG_SUFFIXES else None
+    return payload_of(read_bytes(path), str(path), jpeg=path.suffix.lower() in JPEG_SUFFIXES)
+
+
+def payload_of(data: bytes, name: str, *, jpeg: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(payload, (height, width)) of an encoded image held in memory (an upload, a file's bytes):
+    the bytes for a JPEG the device decodes as the CPU would, else the pixels decoded here;
+    DecodeError (naming ``name``) if neither can. ``jpeg=False`` skips the JPEG check."""
+    size = device_decodable(data) if jpeg else None
     if size is not None:
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
-    img = decode_rgb(data, str(path))
+    img = decode_rgb(data, name)
     return _pixels(img), (img.height, img.width)
 
 

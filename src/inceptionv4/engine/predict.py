@@ -17,6 +17,7 @@ from .protocols import (
     CROPS,
     DeviceViews,
     ProtocolPieces,
+    check_decode,
     collate_items,
     cut_batch,
     device_of,
@@ -112,8 +113,7 @@ def predict(
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
-    if decode not in ("workers", "device"):
-        raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
+    check_decode(decode)
     models = models if isinstance(models, list) else [models]
     names = display_names(models[0])
     pre = Preprocessing.of(models[0])

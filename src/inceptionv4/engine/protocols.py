@@ -300,6 +300,18 @@ class EncodedFiles(torch.utils.data.Dataset):
         return payload, self.dataset.samples[index][1], index, self.dataset.name_of(index)
 
 
+#: Where JPEGs are decoded and resampled: "workers" (PIL, the reference pixels: loader processes, or
+#: the server's connection threads) or "device" (torchvision on the models' device, nvJPEG on a GPU).
+DECODES = ("workers", "device")
+
+
+def check_decode(decode: str) -> str:
+    """``decode`` if it is one of :data:`DECODES`, else a ValueError that lists them."""
+    if decode not in DECODES:
+        raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
+    return decode
+
+
 class DeviceViews:
     """The device's share of ``--decode device`` evaluation, on a :func:`collate_items` batch of
     :class:`EncodedFiles` items:
@@ -382,8 +394,7 @@ def evaluate_protocol(
         raise ValueError(f"batch_size and chunk must be >= 1 and workers >= 0, got {batch_size}, {chunk}, {workers}")
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
-    if decode not in ("workers", "device"):
-        raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
+    check_decode(decode)
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     pre = pre or Preprocessing.of(models[0])

@@ -1,7 +1,9 @@
 """An HTTP inference server: images in, top-k classes out, requests batched together.
 
 Standard library only (``http.server``), so it runs wherever the package does. Each request is
-decoded and preprocessed on its own connection thread; one worker thread owns the model and runs
+decoded and preprocessed on its own connection thread (``decode="device"``: only its JPEG header
+is checked there, and the worker decodes the batch on the models' device -- nvJPEG on a GPU,
+where PIL on a few threads cannot keep up); one worker thread owns the model and runs
 whatever requests are waiting as one batch (up to ``max_batch`` images, waiting at most
 ``max_wait_ms`` for company), so concurrent clients share forward passes (benchmarks/serve.py:
 1.1-1.5x the throughput of one image per pass on 2 CPU cores, and a shorter tail under load). A bad
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import logging
 import queue
@@ -34,11 +37,22 @@ from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 import torch
+from PIL import Image
 
 from ..data import Preprocessing
 from ..data.decode import DecodeError, decode_rgb
+from ..data.device_augment import payload_of
 from .predict import inference_forms, top_classes
-from .protocols import AMP_DTYPES, device_of, display_names, normalize_views, predict_proba, protocol_pixels
+from .protocols import (
+    AMP_DTYPES,
+    DeviceViews,
+    check_decode,
+    device_of,
+    display_names,
+    normalize_views,
+    predict_proba,
+    protocol_pixels,
+)
 
 log = logging.getLogger("inceptionv4.serve")
 
@@ -62,11 +76,16 @@ class ServerBusy(RuntimeError):
 
 @dataclass
 class _Job:
-    """One request's preprocessed views, waiting for the worker."""
+    """One request's preprocessed views (or, with ``decode="device"``, its payloads), waiting for
+    the worker."""
 
-    views: torch.Tensor  # (images * crops, 3, S, S): uint8 pixels, or float32 already normalised
+    views: torch.Tensor | None  # (images * crops, 3, S, S): uint8 pixels, or float32 already normalised
+    images: int
+    payloads: list[torch.Tensor] | None = None  # decode="device": JPEG bytes (1-D), or pixels (3, H, W)
+    names: list[str] | None = None  # the payloads' names, for the reasons in ``failed``
     done: threading.Event = field(default_factory=threading.Event)
-    probs: torch.Tensor | None = None  # (images, classes) once done
+    probs: torch.Tensor | None = None  # (images decoded, classes) once done
+    failed: dict[int, str] = field(default_factory=dict)  # image -> why the device could not decode it
     error: str | None = None
 
 
@@ -89,8 +108,10 @@ class Classifier:
         parallel: bool = False,
         queue_size: int = 256,
         amp: str = "none",
+        decode: str = "workers",
     ) -> None:
         models = models if isinstance(models, list) else [models]
+        self.decode = check_decode(decode)
         if amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
         if max_batch < 1:
@@ -111,6 +132,8 @@ class Classifier:
         # oneDNN Graph fuses each new batch shape (a few passes), so the shapes are kept few:
         # BatchParallel runs chunks of 1-4 images; alone, the worker runs power-of-two chunks.
         self._fuse, self._pow2 = fuse, fuse and not parallel
+        device = device_of(self.models[0])
+        self._device_views = DeviceViews(self.pre, crops, device) if decode == "device" else None
         self._queue: queue.Queue[_Job | None] = queue.Queue(queue_size)
         self.batches = self.images = 0  # counters, for /v1/model and tests
         self._worker = threading.Thread(target=self._run, name="inceptionv4-serve-worker", daemon=True)
@@ -127,6 +150,10 @@ class Classifier:
             sizes = [1, self.max_batch]
         for n in sorted(set(sizes)):
             self.submit(torch.zeros(n * self.crops, 3, s, s, dtype=torch.uint8))
+        if self._device_views is not None:  # the device decoder's first call sets it up (nvJPEG: a while)
+            buf = io.BytesIO()
+            Image.new("RGB", (s, s), (128, 64, 32)).save(buf, format="JPEG")
+            self.classify([self.prepare(buf.getvalue(), "warm-up")])
         self.batches = self.images = 0  # count clients' work only
 
     def views(self, data: bytes, name: str = "upload") -> torch.Tensor:
@@ -134,12 +161,35 @@ class Classifier:
         normalised where the models run."""
         return protocol_pixels(decode_rgb(data, name), self.pre, self.crops)
 
+    def prepare(self, data: bytes, name: str = "upload") -> torch.Tensor:
+        """What a connection thread makes of one upload for :meth:`classify` (DecodeError if it is
+        not an image): its uint8 views, or with ``decode="device"`` its bytes when it is a JPEG the
+        device decodes as PIL would (else its pixels, decoded here)."""
+        if self._device_views is None:
+            return self.views(data, name)
+        return payload_of(data, name)[0]
+
+    def classify(
+        self, prepared: list[torch.Tensor], timeout: float | None = None, names: list[str] | None = None
+    ) -> list[torch.Tensor | str]:
+        """Per image of ``prepared`` (from :meth:`prepare`), its probabilities (classes,), or why the
+        device could not decode it after all (naming it by ``names``); batched with whatever else is
+        waiting. Raises as :meth:`submit` does."""
+        if self._device_views is None:
+            return list(self.submit(torch.cat(prepared), timeout))
+        names = names or [f"image {i}" for i in range(len(prepared))]
+        job = self._wait(_Job(None, len(prepared), payloads=prepared, names=names), timeout)
+        rows = iter(job.probs)
+        return [job.failed[i] if i in job.failed else next(rows) for i in range(job.images)]
+
     def submit(self, views: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
         """Probabilities (images, classes) for ``views`` (images * crops, 3, S, S: uint8 from
         :meth:`views`, or float32 already normalised), batched with whatever else is waiting.
         Raises :class:`ServerBusy` with ``queue_size`` requests already waiting, RuntimeError if
         the forward pass fails or takes over ``timeout`` seconds."""
-        job = _Job(views)
+        return self._wait(_Job(views, len(views) // self.crops), timeout).probs
+
+    def _wait(self, job: _Job, timeout: float | None) -> _Job:
         try:
             self._queue.put(job, block=False)
         except queue.Full:
@@ -148,7 +198,7 @@ class Classifier:
             raise RuntimeError(f"no result within {timeout} s")
         if job.error is not None:
             raise RuntimeError(job.error)
-        return job.probs
+        return job
 
     def close(self) -> None:
         """Stop the worker after the jobs already queued."""
@@ -163,7 +213,7 @@ class Classifier:
             held = None
             if first is None:
                 return
-            jobs, images = [first], len(first.views) // self.crops
+            jobs, images = [first], first.images
             deadline = time.monotonic() + self.max_wait
             while images < self.max_batch:
                 try:
@@ -173,28 +223,31 @@ class Classifier:
                 if job is None:
                     self._queue.put(None)  # finish this batch, then stop
                     break
-                if images + len(job.views) // self.crops > self.max_batch:
+                if images + job.images > self.max_batch:
                     held = job
                     break
                 jobs.append(job)
-                images += len(job.views) // self.crops
+                images += job.images
             self._forward(jobs)
 
     def _forward(self, jobs: list[_Job]) -> None:
         try:
-            if len({j.views.dtype for j in jobs}) > 1:  # pixels and normalised views in one batch
-                views = torch.cat([normalize_views(j.views, self.pre) if j.views.dtype == torch.uint8 else j.views
-                                   for j in jobs])  # fmt: skip
-            else:
-                views = torch.cat([j.views for j in jobs])
-            with torch.inference_mode():
-                probs = torch.cat([predict_proba(self.models, c, self.crops, pre=self.pre, amp=self.amp)
-                                   for c in self._chunks(views)])  # fmt: skip
+            parts = [self._decoded(j) if j.payloads is not None else j.views for j in jobs]
+            present = [p for p in parts if p is not None]
+            if len({p.dtype for p in present}) > 1:  # pixels and normalised views in one batch
+                device = device_of(self.models[0])
+                present = [normalize_views(p.to(device), self.pre) if p.dtype == torch.uint8 else p.to(device)
+                           for p in present]  # fmt: skip
+            probs = torch.zeros(0)
+            if present:
+                with torch.inference_mode():
+                    probs = torch.cat([predict_proba(self.models, c, self.crops, pre=self.pre, amp=self.amp)
+                                       for c in self._chunks(torch.cat(present))])  # fmt: skip
             start = 0
             for j in jobs:
-                n = len(j.views) // self.crops
+                n = j.images - len(j.failed)
                 j.probs, start = probs[start : start + n], start + n
-            self.batches += 1
+            self.batches += bool(present)
             self.images += len(probs)
         except Exception as err:  # the clients get the reason; the worker keeps serving
             log.exception("forward pass failed")
@@ -202,6 +255,16 @@ class Classifier:
                 j.error = f"inference failed: {type(err).__name__}: {err}"
         for j in jobs:
             j.done.set()
+
+    def _decoded(self, job: _Job) -> torch.Tensor | None:
+        """``decode="device"``: the job's images decoded, resampled and cut on the models' device
+        (normalised float views; None if none decoded); the ones it cannot decode go to ``failed``."""
+        n = job.images
+        batch = {"data": job.payloads, "names": job.names, "labels": [0] * n, "indices": list(range(n)),
+                 "skipped": [], "skipped_indices": []}  # fmt: skip
+        out = self._device_views(batch)
+        job.failed = dict(zip(out["skipped_indices"], out["skipped"], strict=True))
+        return out["images"]
 
     def _chunks(self, views: torch.Tensor) -> list[torch.Tensor]:
         """Passes of at most ``max_batch`` images (one request may bring more), power-of-two
@@ -228,6 +291,7 @@ class Classifier:
             "form": self.form,
             "device": str(device_of(self.models[0])),
             "amp": self.amp,
+            "decode": self.decode,
             "max_batch": self.max_batch,
             "max_wait_ms": self.max_wait * 1000,
             "served": {"batches": self.batches, "images": self.images},
@@ -298,21 +362,25 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             blobs = [data]
         results: list[dict] = []
-        views = []
+        prepared, names = [], []
         for i, blob in enumerate(blobs):
             name = f"images[{i}]" if is_json else "body"
             try:
-                views.append(classifier.views(blob, name))
+                prepared.append(classifier.prepare(blob, name))
+                names.append(name)
                 results.append({"ok": True})
             except DecodeError as err:
                 results.append({"ok": False, "error": str(err)})
-        if not views:
+        if not prepared:
             raise RequestError(HTTPStatus.BAD_REQUEST, "; ".join(r["error"] for r in results))
-        probs = classifier.submit(torch.cat(views), timeout=self.server.timeout_s)
-        tops = iter(top_classes(probs, classifier.names, topk))
+        answers = iter(classifier.classify(prepared, timeout=self.server.timeout_s, names=names))
         for r in results:
             if r["ok"]:
-                r["top"] = next(tops)
+                answer = next(answers)
+                if isinstance(answer, str):  # the device decoder refused what the header promised
+                    r.update(ok=False, error=answer)
+                else:
+                    r["top"] = top_classes(answer[None], classifier.names, topk)[0]
         return {"results": results}
 
     def _body(self) -> bytes:
@@ -441,6 +509,7 @@ class InferenceServer:
         fuse: bool = False,
         parallel: bool = False,
         amp: str = "none",
+        decode: str = "workers",
         max_body_bytes: int = MAX_BODY_BYTES,
         timeout_s: float = 120.0,
         warm_up: bool = True,
@@ -458,6 +527,7 @@ class InferenceServer:
             fuse=fuse,
             parallel=parallel,
             amp=amp,
+            decode=decode,
         )
         try:
             self._httpd = _Server((host, port), self.classifier, topk, max_body_bytes, timeout_s)
