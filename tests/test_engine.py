@@ -29,7 +29,7 @@ from inceptionv4.engine import (
     train,
 )
 from inceptionv4.engine.checkpoint import list_checkpoints
-from inceptionv4.engine.optim import build_optimizer, load_optimizer_state, param_groups
+from inceptionv4.engine.optim import build_optimizer, load_optimizer_state, param_groups, scaler_step
 from inceptionv4.engine.runlog import read_metrics
 
 PROBE = Path(__file__).parent / "scripts" / "train_probe.py"
@@ -258,6 +258,38 @@ def test_ema_update_is_tensorflows_average_of_every_tensor():
             assert torch.allclose(ema.shadow[k], decay * start[k] + (1 - decay) * v, atol=1e-6), k
         else:
             assert torch.equal(ema.shadow[k], v) and v.item() == 1, k
+
+
+def test_ema_skips_what_the_fp16_grad_scaler_skipped():
+    """fp16 training: a step with inf gradients is skipped by the scaler (which halves its scale);
+    scaler_step says so as a device tensor and the EMA then stays put, with no host sync."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    ema = EMA(model, decay=0.5)
+    applied = []
+    for overflow in (False, True, False):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        shadow = {k: v.clone() for k, v in ema.shadow.items()}
+        scaler.scale(model(torch.randn(8, 4)).square().mean()).backward()
+        if overflow:
+            model[0].weight.grad[0, 0] = float("inf")
+        applied.append(scaler_step(scaler, optimizer))
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(model, applied[-1])
+        w = "0.weight"
+        if overflow:  # the weights did not move, nor did their average
+            assert torch.equal(model.state_dict()[w], before[w]) and torch.equal(ema.shadow[w], shadow[w])
+        else:
+            decay = min(0.5, (1 + ema.updates) / (10 + ema.updates))
+            assert not torch.equal(model.state_dict()[w], before[w])
+            assert torch.allclose(ema.shadow[w], decay * shadow[w] + (1 - decay) * model.state_dict()[w], atol=1e-6)
+    assert [a.item() for a in applied] == [1.0, 0.0, 1.0] and all(a.dim() == 0 for a in applied)
+    assert scaler.get_scale() == 2.0**7  # halved once, by the overflow
+    off = torch.amp.GradScaler("cpu", enabled=False)
+    model(torch.randn(8, 4)).square().mean().backward()
+    assert scaler_step(off, optimizer) is None  # no scaler: every step applies, the plain lerp runs
 
 
 # -- checkpoints -----------------------------------------------------------------------------------

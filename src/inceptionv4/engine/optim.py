@@ -161,6 +161,22 @@ def lr_at(step: int, *, base_lr: float, schedule: str, steps_per_epoch: int, epo
     raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
 
 
+def scaler_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """``scaler.step(optimizer)`` then ``scaler.update()``. Returns a 0-dim tensor on the device, 1
+    if the step was applied and 0 if the scaler skipped it for inf/NaN gradients (it then halves its
+    scale, which is how this tells, without a host sync); None with the scaler off (every step
+    applies)."""
+    scale = getattr(scaler, "_get_scale_async", None)
+    if not scaler.is_enabled() or scale is None or scale() is None:
+        scaler.step(optimizer)
+        scaler.update()
+        return None
+    before = scale().clone()
+    scaler.step(optimizer)
+    scaler.update()
+    return (scale() >= before).float()
+
+
 class EMA:
     """Exponential moving average of the weights (and BN statistics), evaluated instead of the raw
     weights as the paper does ("a running average of the parameters").
@@ -176,7 +192,10 @@ class EMA:
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, applied: torch.Tensor | None = None) -> None:
+        """Average ``model``'s tensors in. ``applied`` (from :func:`scaler_step`, a 0-dim tensor on
+        the device) is 0 when the fp16 grad scaler skipped the step: the averages then stay as they
+        were, decided on the device -- no host sync."""
         # TensorFlow's num_updates warm-up: early averages are not dominated by the random init
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -187,7 +206,12 @@ class EMA:
             pair[0].append(self.shadow[k])
             pair[1].append(v.detach())
         for dst, src in averaged.values():
-            torch._foreach_lerp_(dst, src, 1 - decay)
+            if applied is None:
+                torch._foreach_lerp_(dst, src, 1 - decay)
+            else:  # lerp with a weight that is 0 on a skipped step (a tensor weight, not a synced scalar)
+                delta = torch._foreach_sub(src, dst)
+                torch._foreach_mul_(delta, applied.to(dst[0].device, dst[0].dtype) * (1 - decay))
+                torch._foreach_add_(dst, delta)
         if copied[0]:
             torch._foreach_copy_(copied[0], copied[1])
 

@@ -38,7 +38,7 @@ from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, sa
 from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
 from .evaluate import _amp_dtype, evaluate
-from .optim import EMA, build_optimizer, load_optimizer_state, lr_at
+from .optim import EMA, build_optimizer, load_optimizer_state, lr_at, scaler_step
 from .protocols import DeviceViews, EncodedFiles, collate_items
 from .runlog import RunLog, plot_confusion, plot_run
 
@@ -355,11 +355,10 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                     if r["clip_grad"]:
                         scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(model.parameters(), r["clip_grad"])
-                    scaler.step(optimizer)
-                    scaler.update()
+                    applied = scaler_step(scaler, optimizer)  # None without fp16's scaler
                     optimizer.zero_grad(set_to_none=True)
                     if ema is not None:
-                        ema.update(model)
+                        ema.update(model, applied)  # a step the scaler skipped leaves the average alone
                 global_step += 1
                 mean_loss = step_loss / max(step_n, 1)
                 epoch_loss += step_loss
