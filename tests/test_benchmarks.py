@@ -47,6 +47,7 @@ def test_gpu_script_smoke_run_writes_every_eager_figure(tmp_path):
     cpu = json.loads((tmp_path / "g_cpu_bf16.json").read_text())
     (bf16,) = [r for r in cpu["rows"] if "bf16" in r["path"]]
     assert bf16["vs_fp32"] > 0 and 0 <= bf16["top1_agreement_vs_fp32"] <= 1
+    assert 0 < bf16["vs_fastest_ours_fp32"] <= bf16["vs_fp32"]  # the same form is one of the fp32 paths
     assert 1e-4 < bf16["logit_rel_err_vs_fp32"] < 0.1  # bf16 rounding: visible, and small
     assert {r["path"] for r in cpu["rows"]} >= {"ours fuse_for_inference", "onnxruntime fp32 (our export)"}
 
