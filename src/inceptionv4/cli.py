@@ -150,7 +150,7 @@ def _default_workers() -> int:
 
 
 def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
-    """--device and --amp for the inference commands (and --workers, --decode for those that read files in bulk)."""
+    """--device, --amp and --decode for the inference commands (and --workers for those that read files in bulk)."""
     p.add_argument("--device", default="auto",
                    help="where the models run: auto (a GPU if PyTorch sees one), cpu, cuda, cuda:N, mps")  # fmt: skip
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
@@ -158,9 +158,10 @@ def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
     if workers:
         p.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
                        help="processes that decode and resample the images while the model runs (0: none)")  # fmt: skip
-        p.add_argument("--decode", choices=("workers", "device"), default="workers",
-                       help="where JPEGs are decoded and resampled: workers (PIL, the reference pixels) or the device "
-                            "(nvJPEG on a GPU; pixels within two levels of PIL's)")  # fmt: skip
+    where = "loader workers" if workers else "the connection threads"
+    p.add_argument("--decode", choices=("workers", "device"), default="workers",
+                   help=f"where JPEGs are decoded and resampled: workers ({where}, PIL: the reference pixels) or the "
+                        "device (the batch at once, nvJPEG on a GPU; pixels within two levels of PIL's)")  # fmt: skip
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -385,9 +386,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", action="store_true",
                    help="run each batch's chunks of 4 images on separate threads (models.BatchParallel)")  # fmt: skip
     _add_device_flags(p, workers=False)
-    p.add_argument("--decode", choices=("workers", "device"), default="workers",
-                   help="where uploaded JPEGs are decoded and resampled: workers (PIL on the connection threads, the "
-                        "reference pixels) or the device (the batch at once, nvJPEG on a GPU; within two levels of PIL's)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(func=_serve)
 

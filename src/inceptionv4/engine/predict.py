@@ -18,7 +18,6 @@ from .protocols import (
     DeviceViews,
     ProtocolPieces,
     check_decode,
-    collate_items,
     cut_batch,
     device_of,
     display_names,
@@ -137,8 +136,7 @@ def predict(
         if not pending:
             return
         if decode == "device":  # a file the device cannot decode after all gets its reason, in its place
-            batch = device_views(collate_items([(x, 0, i, f) for i, (f, x) in enumerate(pending)]))
-            views, failed = batch["images"], dict(zip(batch["skipped_indices"], batch["skipped"], strict=True))
+            views, failed = device_views.views_of([x for _, x in pending], [f for f, _ in pending])
         else:
             views, failed = cut_batch([pieces for _, pieces in pending], device), {}
         tops = iter(())

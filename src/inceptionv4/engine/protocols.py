@@ -332,19 +332,27 @@ class DeviceViews:
         self.pre, self.crops, self.device = pre, crops, torch.device(device)
 
     def __call__(self, batch: dict) -> dict:
-        from ..data.device_augment import decode_payloads
-
-        decoded = decode_payloads(batch["data"], batch["names"], self.device)
-        keep = [i for i, img in enumerate(decoded) if isinstance(img, torch.Tensor)]
-        failed = [i for i, img in enumerate(decoded) if isinstance(img, str)]
-        views = [cut_views(protocol_pieces(decoded[i], self.pre, self.crops)) for i in keep]
+        views, failed = self.views_of(batch["data"], batch["names"])
+        keep = [i for i in range(len(batch["data"])) if i not in failed]
         return {
-            "images": normalize_views(torch.cat(views), self.pre) if views else None,
+            "images": views,
             "labels": torch.tensor([batch["labels"][i] for i in keep], dtype=torch.long),
             "indices": [batch["indices"][i] for i in keep],
-            "skipped": batch["skipped"] + [decoded[i] for i in failed],
+            "skipped": batch["skipped"] + list(failed.values()),
             "skipped_indices": batch["skipped_indices"] + [batch["indices"][i] for i in failed],
         }
+
+    def views_of(self, payloads: list[torch.Tensor], names: list[str]) -> tuple[torch.Tensor | None, dict[int, str]]:
+        """The normalised views of the payloads the device decodes, one image after the other (None
+        if none), and for each position it cannot decode after all, why (named by ``names``)."""
+        from ..data.device_augment import decode_payloads
+
+        decoded = decode_payloads(payloads, names, self.device)
+        failed = {i: img for i, img in enumerate(decoded) if isinstance(img, str)}
+        views = [
+            cut_views(protocol_pieces(img, self.pre, self.crops)) for img in decoded if isinstance(img, torch.Tensor)
+        ]
+        return (normalize_views(torch.cat(views), self.pre) if views else None), failed
 
 
 def cut_batch(pieces: list[ProtocolPieces], device: torch.device) -> torch.Tensor | None:

@@ -259,12 +259,8 @@ class Classifier:
     def _decoded(self, job: _Job) -> torch.Tensor | None:
         """``decode="device"``: the job's images decoded, resampled and cut on the models' device
         (normalised float views; None if none decoded); the ones it cannot decode go to ``failed``."""
-        n = job.images
-        batch = {"data": job.payloads, "names": job.names, "labels": [0] * n, "indices": list(range(n)),
-                 "skipped": [], "skipped_indices": []}  # fmt: skip
-        out = self._device_views(batch)
-        job.failed = dict(zip(out["skipped_indices"], out["skipped"], strict=True))
-        return out["images"]
+        views, job.failed = self._device_views.views_of(job.payloads, job.names)
+        return views
 
     def _chunks(self, views: torch.Tensor) -> list[torch.Tensor]:
         """Passes of at most ``max_batch`` images (one request may bring more), power-of-two
