@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -151,7 +150,7 @@ def main() -> None:
     import timm
 
     size, bs_inf, bs_train, warmup, iters = (75, 4, 2, 1, 2) if args.quick else (299, 256, 128, 5, 20)
-    meta = {"date": str(date.today()), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+    meta = {"date": str(date.today()), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_description(),
             "host": f"{os.cpu_count()} cores ({cpu_description()})",
             "torch": torch.__version__, "timm": timm.__version__, "size": size, "batch_inference": bs_inf,
             "batch_train": bs_train, "precision": "bf16 autocast, channels_last"}  # fmt: skip
