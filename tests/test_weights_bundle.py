@@ -101,9 +101,14 @@ def test_bad_paths_and_files(tmp_path):
     junk.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ValueError, match="is not a readable safetensors file"):
         iv.load_weights(junk)
-    with pytest.raises(ValueError, match="say which network it is"):
-        save_file({"a": torch.zeros(1)}, tmp_path / "raw.safetensors")
+    save_file({"a": torch.zeros(1)}, tmp_path / "raw.safetensors")
+    with pytest.raises(
+        ValueError, match=r"cannot tell which source wrote .*raw.safetensors: its names \(e.g. \['a'\]\)"
+    ):
         iv.load_weights(tmp_path / "raw.safetensors")
+    save_file({"stem.x": torch.zeros(1)}, tmp_path / "ours.safetensors")
+    with pytest.raises(ValueError, match=r"a state dict in our names without a network name, and fits none.*--model"):
+        iv.load_weights(tmp_path / "ours.safetensors")
     with pytest.raises(ValueError, match="class names for a model with"):
         iv.save_weights(iv.create_model("inception_v4", num_classes=2), tmp_path / "x.safetensors", class_names=["a"])
 
@@ -113,6 +118,28 @@ def test_an_unwritable_destination_names_the_file_asked_for(v1_bundle, tmp_path)
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError, match=r"cannot write .*file/sub/m.safetensors: "):
         iv.save_weights(model, tmp_path / "file" / "sub" / "m.safetensors")
+
+
+def test_a_raw_state_dict_loads_as_the_network_its_shapes_fit(tmp_path):
+    """``save_file(model.state_dict())`` keeps no network name: the names and shapes give it.
+
+    (Nor its build arguments: a raw state dict loads with the defaults, e.g. residual_scale.)
+    """
+    model = randomize_bn(iv.create_model("inception_resnet_v1", num_classes=3)).eval()
+    raw = tmp_path / "raw.safetensors"
+    save_file(model.state_dict(), raw)
+    loaded = iv.load_weights(raw).eval()
+    assert (loaded.model_name, loaded.num_classes) == ("inception_resnet_v1", 3)
+    x = torch.randn(1, 3, 80, 80)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    damaged = dict(model.state_dict())
+    del damaged["stage_a.0.branch_1x1.conv.weight"]
+    save_file(damaged, raw)
+    with pytest.raises(
+        ValueError, match=r"does not fit inception_resnet_v1: 1 missing .*stage_a.0.branch_1x1.conv.weight"
+    ):
+        iv.load_weights(raw)
 
 
 def test_a_bundle_named_as_another_network_is_refused(v1_bundle):

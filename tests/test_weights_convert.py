@@ -57,6 +57,26 @@ def test_missing_and_misshaped_weights_are_named():
     assert "stem.conv1a.conv.weight: (32, 3, 5, 5) vs (32, 3, 3, 3)" in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
+def test_a_timm_checkpoint_names_its_network_by_its_shapes(name):
+    from inceptionv4.weights.convert import identify_architecture
+
+    with torch.device("meta"):
+        sd = timm.create_model(name, num_classes=7).state_dict()
+    assert identify_architecture(sd, source="timm") == [name]
+    del sd[next(k for k in sd if k.endswith("running_var"))]
+    assert identify_architecture(sd, source="timm") == []
+
+
+@pytest.mark.parametrize("name", iv.list_models())
+def test_a_state_dict_in_our_names_fits_exactly_one_network(name):
+    from inceptionv4.weights.convert import identify_architecture
+
+    with torch.device("meta"):
+        sd = iv.create_model(name, num_classes=11).state_dict()
+    assert identify_architecture(sd, source="inceptionv4") == [name]
+
+
 def test_num_classes_follows_the_checkpoint():
     sd = timm.create_model("inception_resnet_v2", num_classes=5).state_dict()
     converted = convert_state_dict({"state_dict": sd}, source="timm", model="inception_resnet_v2")

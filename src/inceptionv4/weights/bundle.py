@@ -132,13 +132,14 @@ def load_weights(
         model: load into this model instead of building one.
         source: the source of a foreign checkpoint ("timm", "cadene", "facenet", "keras",
             "tf-slim"); detected from the names when None.
-        architecture: the network of a foreign checkpoint when no ``model`` is given; for a
-            bundle, which names its own, a different name is an error rather than ignored.
+        architecture: the network of a foreign checkpoint when no ``model`` is given (when None,
+            the one network its names and shapes fit, else an error); for a bundle, which names
+            its own, a different name is an error rather than ignored.
         strict: every weight must be present and used.
         backbone_only: skip the classifier (fine-tuning with a fresh head of another size).
         keep_background: keep class 0 of 1001-class TensorFlow checkpoints.
     """
-    from .convert import convert_state_dict
+    from .convert import convert_state_dict, identify_architecture
     from .readers import detect_source, read_source_file
 
     tensors, meta = read_source_file(path, source)
@@ -152,11 +153,21 @@ def load_weights(
         kwargs.update(num_classes=info["num_classes"], global_pool=info.get("global_pool") or "avg")
     else:
         arch = model.model_name if model is not None else architecture
-        if arch is None:
-            raise ValueError(f"{path} is a foreign checkpoint: say which network it is (architecture=...)")
-        if arch not in list_models():
+        if arch is not None and arch not in list_models():
             raise ValueError(f"unknown model {arch!r}; known models: {', '.join(list_models())}")
         src = source or detect_source(tensors, path)
+        if arch is None:  # no metadata and no name given: its names and shapes tell
+            fits = identify_architecture(tensors, source=src)
+            if not fits and src == "inceptionv4":  # a damaged or edited state dict: name what differs
+                fits = _nearest_architecture(tensors)
+            if len(fits) != 1:
+                kind = "a state dict in our names" if src == "inceptionv4" else f"a {src} checkpoint"
+                what = f"fits {' and '.join(fits)}" if fits else "fits none of the networks"
+                raise ValueError(
+                    f"{path} is {kind} without a network name, and {what}: say which network it is "
+                    f"(--model on the command line, architecture= in Python; one of {', '.join(list_models())})"
+                )
+            arch = fits[0]
         sd = (
             tensors
             if src == "inceptionv4"
@@ -189,6 +200,16 @@ def load_weights(
         model.label_set = info.get("label_set") or None
     model.weights_source = str(info.get("source") or path)
     return model
+
+
+def _nearest_architecture(sd: dict[str, torch.Tensor]) -> list[str]:
+    """The network holding most of a state dict's names (to say what differs), if one holds half."""
+    share = {}
+    for name in list_models():
+        with torch.device("meta"):
+            share[name] = len(set(create_model(name).state_dict()) & set(sd)) / max(len(sd), 1)
+    best = max(share, key=share.__getitem__)
+    return [best] if share[best] >= 0.5 else []
 
 
 def _load_into(

@@ -330,6 +330,44 @@ def convert_tf_slim(arrays: Mapping[str, object], model: str) -> dict[str, torch
 ORDERED_CONVERTERS = {"keras": convert_keras, "tf-slim": convert_tf_slim}
 
 
+def _build_kwargs(sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """The head sizes a state dict in our names was saved with (classes, facenet's embedding)."""
+    fc = sd.get("head.fc.weight")
+    kwargs: dict[str, int] = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
+    if "head.proj.weight" in sd:
+        kwargs["embedding_dim"] = int(sd["head.proj.weight"].shape[0])
+    return kwargs
+
+
+def identify_architecture(obj: object, *, source: str) -> list[str]:
+    """The networks a checkpoint without our metadata fits, name for name and shape for shape.
+
+    A raw state dict carries no architecture name; its names and shapes do. ``source`` is as
+    for :func:`convert_state_dict`, plus "inceptionv4" for a state dict already in our names
+    (``model.state_dict()`` saved by hand). Empty when nothing fits.
+    """
+    if source == "inceptionv4":
+        sd = dict(_as_state_dict(obj))
+        kwargs = _build_kwargs(sd)
+        theirs = {k: tuple(v.shape) for k, v in sd.items()}
+        fits = []
+        for name in list_models():
+            with torch.device("meta"):
+                ours = {k: tuple(v.shape) for k, v in create_model(name, **kwargs).state_dict().items()}
+            if ours == theirs:
+                fits.append(name)
+        return fits
+    models_of_source = tuple(TABLES[source]) if source in TABLES else ORDERED_SOURCES.get(source, ())
+    fits = []
+    for name in models_of_source:
+        try:
+            convert_state_dict(obj, source=source, model=name)
+        except (ValueError, KeyError):
+            continue
+        fits.append(name)
+    return fits
+
+
 def _drop_background(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """TensorFlow's 1001-class heads put a background class at 0: drop it to get ImageNet's 1000."""
     sd = dict(sd)
@@ -371,12 +409,8 @@ def convert_state_dict(
     fc = out.get("head.fc.weight")
     if fc is not None and fc.shape[0] == 1001 and not keep_background:
         out = _drop_background(out)
-        fc = out["head.fc.weight"]
-    kwargs: dict[str, int] = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
-    if "head.proj.weight" in out:
-        kwargs["embedding_dim"] = int(out["head.proj.weight"].shape[0])
     with torch.device("meta"):
-        expected = create_model(model, **kwargs).state_dict()
+        expected = create_model(model, **_build_kwargs(out)).state_dict()
     missing = sorted(set(expected) - set(out))
     unplaced += sorted(set(out) - set(expected)) if source not in TABLES else []
     shapes = [

@@ -149,7 +149,9 @@ def detect_source(tensors: dict[str, object], path: object = "") -> str:
     if any(k.startswith(("InceptionV4/", "InceptionResnetV2/")) for k in keys):
         return "tf-slim"
     raise ValueError(
-        f"cannot tell which source wrote {path}: pass source= (one of timm, cadene, facenet, keras, tf-slim)"
+        f"cannot tell which source wrote {path}: its names (e.g. {sorted(keys)[:3]}) are neither ours nor those "
+        "of a timm, cadene, facenet, keras or tf-slim checkpoint; if it is one of those, say which "
+        "(`inceptionv4 convert --from SOURCE`, source= in Python)"
     )
 
 
