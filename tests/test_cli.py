@@ -87,3 +87,12 @@ def test_every_train_flag_says_what_it_does(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--batch-size N global batch: across processes and accumulation steps (default: 32)" in text
     assert "--overwrite, --no-overwrite replace a run already checkpointed in out_dir" in text
+
+
+@pytest.mark.parametrize(("port", "message"), [("99999", "port must be 0-65535"), ("http", "not a port number")])
+def test_a_bad_port_is_refused_while_parsing(port, message, capsys):
+    """Before any weights are read: the file named does not even exist."""
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--weights", "missing.safetensors", "--port", port])
+    assert stop.value.code == 2
+    assert f"argument --port: {message}" in capsys.readouterr().err

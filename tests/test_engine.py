@@ -366,6 +366,18 @@ def test_trains_on_a_folder_of_class_folders_with_a_held_out_part(tmp_path, capl
     assert (s["train_images"], s["val_images"]) == (18, 2)  # one of each class held out
 
 
+def test_a_folder_of_one_class_is_refused_before_anything_is_written(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (48, 40), (200, 30, 30)).save(tmp_path / "photos" / "cat" / f"{i}.jpg")
+    settings = {**SMALL, "dataset": None, "data": str(tmp_path / "photos"), "batch_size": 1}
+    with pytest.raises(ValueError, match=r"photos has 1 class \(cat\): a classifier needs at least 2"):
+        train(**settings, max_steps=2, plots=False, out_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     common = [*SMALL.items(), ("max_steps", 6), ("save_every", 1), ("deterministic", True), ("plots", False),
               ("lr", 0.05), ("warmup_epochs", 0)]  # fmt: skip

@@ -224,6 +224,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _port(text: str) -> int:
+    """--port, checked while parsing: not after the models have loaded and warmed up."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535 (0: any free port), got {port}")
+    return port
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -372,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", default=[], help="a weights file; repeat for an ensemble")
     p.add_argument("--model", help="the network, for weights files that do not say it")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--port", type=_port, default=8080, help="0 picks a free port")
     p.add_argument("--topk", type=int, default=5, help="classes per image unless a request asks (?topk=K)")
     p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
     p.add_argument("--max-batch", type=int, default=8, help="most images run in one forward pass")

@@ -174,6 +174,10 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         log.info("%s has no train/ and val/: validating on %d held-out images (%.0f%% of each class), "
                  "training on %d", cfg.data, len(val_base), 100 * VAL_HOLDOUT, len(train_base))  # fmt: skip
     classes = list(train_base.classes)
+    if len(classes) < 2:  # a one-class softmax has zero loss from the first step: nothing to learn
+        raise ValueError(
+            f"{cfg.data} has {len(classes)} class ({', '.join(map(str, classes))}): a classifier needs at least 2"
+        )
     if len(train_base) < cfg.batch_size:
         raise ValueError(f"the training set has {len(train_base)} images, fewer than one batch of {cfg.batch_size}")
 
