@@ -328,6 +328,21 @@ def test_training_learns_and_writes_its_run_folder(short_run):
     assert model.class_names == ["class_0", "class_1", "class_2", "class_3"]
 
 
+def test_tensorboard_gets_the_same_figures_as_the_metrics_file(short_run):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = short_run
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    epochs = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "epoch"]
+    for tag in ("val_top1", "val_loss", "train_loss", "lr"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{tag}")]
+        assert logged == [(r["step"], pytest.approx(r[tag], rel=1e-6)) for r in epochs], tag
+    steps = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
+    assert len(steps) > 1 and len(events.Scalars("step/loss")) == len(steps)
+
+
 def test_resuming_with_other_settings_names_them_and_changes_nothing(short_run):
     out, _ = short_run
     before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))
