@@ -26,8 +26,8 @@ class LoopEMA(EMA):
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self._updates += 1
+        decay = min(self.decay, (1 + self._updates) / (10 + self._updates))
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
                 self.shadow[k].lerp_(v, 1 - decay)

@@ -287,6 +287,15 @@ def test_ema_skips_what_the_fp16_grad_scaler_skipped():
             assert torch.allclose(ema.shadow[w], decay * shadow[w] + (1 - decay) * model.state_dict()[w], atol=1e-6)
     assert [a.item() for a in applied] == [1.0, 0.0, 1.0] and all(a.dim() == 0 for a in applied)
     assert scaler.get_scale() == 2.0**7  # halved once, by the overflow
+    assert ema.updates == 2  # the skipped step does not advance the warm-up either
+    state = ema.state_dict()
+    assert state["updates"] == 2 and isinstance(state["updates"], int)
+    shadow = {k: v.clone() for k, v in ema.shadow.items()}
+    ema.update(model)  # without a scaler again: the third averaging step
+    decay = min(0.5, 4 / 13)
+    w = "0.weight"
+    assert torch.allclose(ema.shadow[w], decay * shadow[w] + (1 - decay) * model.state_dict()[w], atol=1e-6)
+    assert ema.updates == 3
     off = torch.amp.GradScaler("cpu", enabled=False)
     model(torch.randn(8, 4)).square().mean().backward()
     assert scaler_step(off, optimizer) is None  # no scaler: every step applies, the plain lerp runs

@@ -188,17 +188,31 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.updates = 0
+        self._updates: int | torch.Tensor = 0  # an int64 device tensor once steps can be skipped
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @property
+    def updates(self) -> int:
+        """Averaging steps applied so far (TensorFlow's ``num_updates``); reading it syncs with the device."""
+        return int(self._updates)
 
     @torch.no_grad()
     def update(self, model: nn.Module, applied: torch.Tensor | None = None) -> None:
         """Average ``model``'s tensors in. ``applied`` (from :func:`scaler_step`, a 0-dim tensor on
         the device) is 0 when the fp16 grad scaler skipped the step: the averages then stay as they
-        were, decided on the device -- no host sync."""
+        were and the step does not count towards the warm-up, decided on the device -- no host sync."""
         # TensorFlow's num_updates warm-up: early averages are not dominated by the random init
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        weight: float | torch.Tensor
+        if applied is None and not isinstance(self._updates, torch.Tensor):
+            self._updates += 1
+            weight = 1 - min(self.decay, (1 + self._updates) / (10 + self._updates))
+        else:  # the count and the weight stay on the device: 0 on a skipped step
+            step = applied if applied is not None else torch.ones((), device=self._updates.device)
+            if not isinstance(self._updates, torch.Tensor):
+                self._updates = torch.tensor(self._updates, dtype=torch.int64, device=step.device)
+            self._updates = self._updates + step.to(torch.int64)
+            n = self._updates.float()
+            weight = step.float() * (1 - torch.clamp((1 + n) / (10 + n), max=self.decay))
         averaged: dict[tuple, tuple[list, list]] = {}
         copied: tuple[list, list] = ([], [])
         for k, v in model.state_dict().items():
@@ -206,11 +220,11 @@ class EMA:
             pair[0].append(self.shadow[k])
             pair[1].append(v.detach())
         for dst, src in averaged.values():
-            if applied is None:
-                torch._foreach_lerp_(dst, src, 1 - decay)
-            else:  # lerp with a weight that is 0 on a skipped step (a tensor weight, not a synced scalar)
+            if isinstance(weight, float):
+                torch._foreach_lerp_(dst, src, weight)
+            else:  # lerp with a tensor weight (not a synced scalar): dst += weight * (src - dst)
                 delta = torch._foreach_sub(src, dst)
-                torch._foreach_mul_(delta, applied.to(dst[0].device, dst[0].dtype) * (1 - decay))
+                torch._foreach_mul_(delta, weight.to(dst[0].device, dst[0].dtype))
                 torch._foreach_add_(dst, delta)
         if copied[0]:
             torch._foreach_copy_(copied[0], copied[1])
@@ -219,6 +233,6 @@ class EMA:
         return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
 
     def load_state_dict(self, state: dict) -> None:
-        self.decay, self.updates = state["decay"], state["updates"]
+        self.decay, self._updates = state["decay"], int(state["updates"])
         for k, v in state["shadow"].items():
             self.shadow[k].copy_(v)
