@@ -352,6 +352,19 @@ def test_tensorboard_gets_the_same_figures_as_the_metrics_file(short_run):
     assert len(steps) > 1 and len(events.Scalars("step/loss")) == len(steps)
 
 
+def test_tensorboard_logging_does_not_import_tensorflow(tmp_path):
+    """TensorBoard imports TensorFlow where it is installed (about 10 s) unless told to use its stub."""
+    pytest.importorskip("tensorboard")
+    code = (
+        "import sys; from inceptionv4.engine.runlog import RunLog; "
+        f"log = RunLog({str(tmp_path)!r}, {{}}); log.write({{'kind': 'step', 'step': 1, 'loss': 0.5}}); log.close(); "
+        "print('tensorflow' in sys.modules, log._tb is not None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["False", "True"]
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
 def test_resuming_with_other_settings_names_them_and_changes_nothing(short_run):
     out, _ = short_run
     before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))

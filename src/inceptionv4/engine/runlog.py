@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
+import types
 from pathlib import Path
 
 import yaml
@@ -25,6 +27,23 @@ EPOCH_FIELDS = [
 ]
 
 
+def _summary_writer(path: Path):
+    """TensorBoard's SummaryWriter at ``path``, or None where TensorBoard is not installed.
+
+    Where TensorFlow is installed but not yet imported, TensorBoard would import all of it (about
+    10 s and hundreds of MB, before the first step) only to write event files. Its own switch,
+    an importable ``tensorboard.compat.notf``, makes it use the stub it ships instead; for the rest
+    of the process, unless TensorBoard had already chosen.
+    """
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional
+        return None
+    return SummaryWriter(str(path))
+
+
 class RunLog:
     """Writes ``config.yaml``, ``metrics.jsonl``, ``metrics.csv`` (and TensorBoard if installed)."""
 
@@ -39,14 +58,7 @@ class RunLog:
         self._csv = csv.DictWriter(self._csv_file, fieldnames=EPOCH_FIELDS, extrasaction="ignore")
         if new_csv:
             self._csv.writeheader()
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.dir / "tensorboard"))
-            except ImportError:  # TensorBoard is optional
-                self._tb = None
+        self._tb = _summary_writer(self.dir / "tensorboard") if tensorboard else None
 
     def write(self, record: dict) -> None:
         self._jsonl.write(json.dumps(record) + "\n")

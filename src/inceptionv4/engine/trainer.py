@@ -255,10 +255,10 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
     if cfg.compile:
         net = torch.compile(net)
 
-    runlog = RunLog(out_dir, r, resume=resumed_from is not None) if world.is_main else None
     stop = {"sigterm": False}
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be caught there
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("sigterm", True)) if in_main_thread else None
+    runlog: RunLog | None = None
 
     sched = {
         "base_lr": r["lr"],
@@ -294,6 +294,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
     status = "finished"
     skipped_files: list[str] = []
     try:
+        # after the handler: a SIGTERM while the log opens (TensorBoard's import) is a clean stop too
+        runlog = RunLog(out_dir, r, resume=resumed_from is not None) if world.is_main else None
         while global_step < total_steps:
             epoch, start_in_epoch = divmod(global_step, steps_per_epoch)
             train_ds.set_epoch(epoch)
