@@ -1,6 +1,7 @@
 """fuse_for_inference: the inference form as oneDNN Graph partitions computes the network's function."""
 
 import copy
+import os
 
 import pytest
 import torch
@@ -86,4 +87,28 @@ def test_batch_parallel_over_the_fused_graph():
         ref = model(x)
         out = BatchParallel(fused, workers=2, chunk=2)(x)
     assert (out - ref).abs().max() < 1e-4
-    assert len(fused._warm) == 1  # both workers ran the one fused chunk shape
+    chunk = ((2, 3, 75, 75), x[:2].stride())
+    # both workers ran the one chunk shape, fused for their one intra-op thread
+    assert fused._warm == {(*chunk, torch.get_num_threads()), (*chunk, 1)}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_batch_parallel_workers_start_no_thread_teams_of_their_own():
+    """oneDNN runs a partition with the thread count it was fused under, whoever calls it: fused
+    by a 2-thread caller, each one-thread worker would start a team of 2 (16 x 16 on 16 cores)."""
+    model = _model("inception_v4")
+    x = torch.randn(4, 3, 75, 75)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fused = fuse_for_inference(model, x[:2])
+        with torch.no_grad():
+            fused(x[:2])  # the caller's own OpenMP team exists from here on
+            before = len(os.listdir("/proc/self/task"))
+            out = BatchParallel(fused, workers=2, chunk=2)(x)
+            grown = len(os.listdir("/proc/self/task")) - before
+            ref = model(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert (out - ref).abs().max() < 1e-4
+    assert grown == 2  # the two workers, and no OpenMP threads started for them

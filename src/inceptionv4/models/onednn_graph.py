@@ -53,6 +53,11 @@ class OneDNNGraph(nn.Module):
     the fuser on: TorchScript profiles the shapes, then fuses. Later calls with that shape run the
     fused graph directly. Anything the graph does not cover -- another device or dtype, autograd --
     runs ``model``, the eager form it was traced from, which computes the same function.
+
+    oneDNN builds each partition's kernels for the intra-op thread count of the thread that
+    fused it, and runs them with that many threads from any caller. So each thread count gets
+    its own trace: BatchParallel's one-thread workers would otherwise each start a team of the
+    main thread's size, and a 16-core server would run 16 x 16 threads on 16 cores.
     """
 
     WARMUP = 3
@@ -60,15 +65,19 @@ class OneDNNGraph(nn.Module):
     def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
         super().__init__()
         self.model = model.eval()
+        self.graph = self._trace(example)  # the constructing thread's; others are traced on first use
+        self._graphs: dict[int, torch.jit.ScriptModule] = {torch.get_num_threads(): self.graph}
+        self._warm: set[tuple] = set()  # (shape, stride, intra-op threads) already fused
+        self._lock = threading.Lock()
+
+    def _trace(self, example: torch.Tensor) -> torch.jit.ScriptModule:
         with warnings.catch_warnings(), torch.no_grad():
             # The trace is of eval-mode, shape-checked code: its TracerWarnings (Python bools
             # from shapes) and TorchScript's deprecation notice say nothing about this graph.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=_DEPRECATION_NOTICE, category=FutureWarning)
             warnings.filterwarnings("ignore", message=r".*deprecated.*", category=DeprecationWarning)
-            self.graph = torch.jit.freeze(torch.jit.trace(self.model, example, check_trace=False))
-        self._warm: set[tuple] = set()
-        self._lock = threading.Lock()
+            return torch.jit.freeze(torch.jit.trace(self.model, example, check_trace=False))
 
     def __getstate__(self) -> dict:
         raise TypeError("a OneDNNGraph cannot be pickled or copied; call fuse_for_inference again on the model")
@@ -88,14 +97,18 @@ class OneDNNGraph(nn.Module):
         check = getattr(self.model, "check_input", None)
         if check is not None:
             check(x)  # the trace dropped the eager form's checks: keep their clear errors
-        key = (tuple(x.shape), x.stride())
+        threads = torch.get_num_threads()
+        key = (tuple(x.shape), x.stride(), threads)
         with torch.no_grad():
             if key in self._warm:
-                return self.graph(x)
+                return self._graphs[threads](x)
             with self._lock, _fuser_on(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_DEPRECATION_NOTICE, category=FutureWarning)
+                graph = self._graphs.get(threads)
+                if graph is None:
+                    graph = self._graphs[threads] = self._trace(x)
                 for _ in range(self.WARMUP):
-                    y = self.graph(x)
+                    y = graph(x)
                 self._warm.add(key)
             return y
 
