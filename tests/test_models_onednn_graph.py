@@ -100,15 +100,19 @@ def test_batch_parallel_workers_start_no_thread_teams_of_their_own():
     x = torch.randn(4, 3, 75, 75)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
+    parallel = None
     try:
         fused = fuse_for_inference(model, x[:2])
         with torch.no_grad():
             fused(x[:2])  # the caller's own OpenMP team exists from here on
             before = len(os.listdir("/proc/self/task"))
-            out = BatchParallel(fused, workers=2, chunk=2)(x)
+            parallel = BatchParallel(fused, workers=2, chunk=2)  # kept: its workers live as long as it
+            out = parallel(x)
             grown = len(os.listdir("/proc/self/task")) - before
             ref = model(x)
     finally:
         torch.set_num_threads(threads)
+        if parallel is not None:
+            parallel.close()
     assert (out - ref).abs().max() < 1e-4
     assert grown == 2  # the two workers, and no OpenMP threads started for them
