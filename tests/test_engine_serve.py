@@ -210,8 +210,12 @@ def test_fused_server_fuses_few_batch_shapes(small_model, images):
             classifier.warm_up()
             warm = set(fused._warm)
             assert sorted({k[0][0] for k in warm}) == shapes
+            if parallel:  # and for the one-thread workers, every chunk a batch of 5 or 6 is cut into
+                assert {1, 2, 4} <= {k[0][0] for k in warm if k[2] == 1}  # (all of 1-4 where this is 1 thread)
             probs = torch.cat([classifier.submit(views[:3]), classifier.submit(views[3:])])  # 3 (2+1 or 3), 2
+            both = classifier.submit(views)  # 5: alone, 4+1; under BatchParallel, chunks of 4 and 1
             assert fused._warm == warm  # nothing new fused for a client
+            assert (both - want).abs().max().item() < 1e-5
             assert (probs - want).abs().max().item() < 1e-5
         finally:
             classifier.close()

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import threading
 
 import pytest
 import torch
@@ -154,6 +155,13 @@ def test_batch_parallel_equals_the_model_and_keeps_order(two_threads):
         out = parallel(x)
     assert out.shape == ref.shape and (out - ref).abs().max() < 1e-5
     assert torch.get_num_threads() == 2  # the workers' single thread does not leak into the caller
+    started_after = []  # nor into threads started later (PyTorch's process-wide default count)
+    thread = threading.Thread(target=lambda: started_after.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert started_after == [2]
+    pool = parallel._executor()
+    assert {pool.submit(torch.get_num_threads).result() for _ in range(6)} == {1}  # while they keep 1
     clone = copy.deepcopy(parallel)  # copies start their own threads
     with torch.inference_mode():
         assert (clone(x) - ref).abs().max() < 1e-5

@@ -144,8 +144,9 @@ class Classifier:
         s = self.pre.input_size
         if self._pow2:
             sizes = [1 << i for i in range(self.max_batch.bit_length())]
-        elif self._fuse:  # under BatchParallel: every chunk size it can run
-            sizes = [*range(1, min(self.max_batch, self.models[0].chunk) + 1), self.max_batch]
+        elif self._fuse:  # under BatchParallel, fused per shape and per thread count: up to a chunk,
+            # a batch runs whole in this thread; above, as a chunk and a remainder in one-thread workers
+            sizes = [*range(1, min(self.max_batch, 2 * self.models[0].chunk) + 1), self.max_batch]
         else:
             sizes = [1, self.max_batch]
         for n in sorted(set(sizes)):

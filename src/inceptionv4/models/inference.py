@@ -313,6 +313,17 @@ def retain_freed_memory() -> bool:
     return all(ok == 1 for ok in applied)
 
 
+def _one_intra_op_thread() -> None:
+    """A BatchParallel worker's intra-op thread count: 1, taken up by this thread at once.
+
+    PyTorch keeps one process-wide count that each thread copies on its first parallel op, and
+    ``torch.set_num_threads`` sets it as well as the caller's own. Reading the count here makes
+    this thread's copy now, so the caller can put the process-wide value back after the batch.
+    """
+    torch.set_num_threads(1)
+    torch.get_num_threads()
+
+
 class BatchParallel(nn.Module):
     """Runs a CPU model on chunks of each batch in ``workers`` threads, one intra-op thread each.
 
@@ -333,7 +344,7 @@ class BatchParallel(nn.Module):
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(self.workers, initializer=torch.set_num_threads, initargs=(1,))
+            self._pool = ThreadPoolExecutor(self.workers, initializer=_one_intra_op_thread)
         return self._pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -346,7 +357,11 @@ class BatchParallel(nn.Module):
             with torch.inference_mode(inference), torch.set_grad_enabled(grad):
                 return self.model(part)
 
-        return torch.cat(list(self._executor().map(run, parts)))
+        threads = torch.get_num_threads()
+        try:
+            return torch.cat(list(self._executor().map(run, parts)))
+        finally:  # a worker's set_num_threads(1) also set the count every thread started later takes
+            torch.set_num_threads(threads)
 
     def close(self) -> None:
         """Stop the worker threads (they are also stopped when the process exits)."""
