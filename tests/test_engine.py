@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -307,7 +308,13 @@ def test_checkpoints_are_atomic_versioned_and_pruned(tmp_path):
         save_checkpoint({"step": step, "w": torch.ones(2) * step}, tmp_path, step, keep=2)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["step-00000002.pt", "step-00000003.pt"]  # no temp files left
-    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 3
+    old = os.umask(0o027)
+    try:  # the temp file it renames takes the umask, as open() would: not private like mkstemp's
+        path = save_checkpoint({"step": 4}, tmp_path, 4, keep=2)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 4
     torch.save({"format_version": 99}, tmp_path / "step-00000009.pt")
     with pytest.raises(ValueError, match="checkpoint format 99"):
         load_checkpoint(tmp_path / "step-00000009.pt")

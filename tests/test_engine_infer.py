@@ -436,8 +436,11 @@ def test_export_parity(small_model, tmp_path, fmt):
 def test_export_with_folded_bn_and_a_failing_check(small_model, tmp_path):
     report = export_model(small_model, tmp_path / "f.onnx", format="onnx", input_size=75, fold_bn=True)
     assert report["fold_bn"] and report["max_abs_diff"] < 1e-4
-    with pytest.raises(ExportMismatchError, match="differs from eager"):
+    (tmp_path / "g.onnx").write_bytes(b"an earlier export")
+    with pytest.raises(ExportMismatchError, match="differs from eager by .*; not written"):
         export_model(small_model, tmp_path / "g.onnx", format="onnx", input_size=75, tolerance=-1.0)
+    assert (tmp_path / "g.onnx").read_bytes() == b"an earlier export"  # a failed check replaces nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "g.onnx"]  # and leaves no temp file
     with pytest.raises(ValueError, match="format must be one of"):
         export_model(small_model, tmp_path / "h.x", format="tflite")
     with pytest.raises(ValueError, match="input 0x0 is smaller than the minimum 75x75"):

@@ -1,5 +1,8 @@
 """The native bundle: round trip, metadata, strict checks, backbone-only loading, labels."""
 
+import os
+import stat
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -118,6 +121,19 @@ def test_an_unwritable_destination_names_the_file_asked_for(v1_bundle, tmp_path)
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError, match=r"cannot write .*file/sub/m.safetensors: "):
         iv.save_weights(model, tmp_path / "file" / "sub" / "m.safetensors")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_saved_file_takes_the_umask_like_any_other(v1_bundle, tmp_path, umask):
+    """The atomic write goes through a temp file; it must not come out private (mkstemp's 0600)."""
+    model, _ = v1_bundle
+    old = os.umask(umask)
+    try:
+        path = iv.save_weights(model, tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
 
 
 def test_a_raw_state_dict_loads_as_the_network_its_shapes_fit(tmp_path):

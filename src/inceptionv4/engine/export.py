@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..models.fold import fold_batchnorm
+from ..weights.io import atomic_write
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 
@@ -43,24 +44,26 @@ def export_model(
     if hasattr(model, "check_input"):
         model.check_input(example)  # a size the network cannot take: said before anything is written
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and deprecation chatter; the parity check below is the judge
-        if format == "onnx":
-            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)  # fmt: skip
-        elif format == "torchscript":
-            torch.jit.save(torch.jit.trace(model, example), str(path))
-        else:
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), str(path))
     x = torch.randn(check_batch, model.in_chans, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = reference(x)
-        got = run_exported(path, format, x)
-    diff = float((expected - got).abs().max())
-    if not diff <= tolerance:
-        raise ExportMismatchError(f"{path}: exported model differs from eager by {diff:.3g} > {tolerance:g}")
+    with atomic_write(path) as tmp:  # a failed export or check leaves no file, and an earlier one as it was
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and deprecation chatter; the parity check below is the judge
+            if format == "onnx":
+                torch.onnx.export(model, (example,), tmp, dynamo=False, input_names=["images"], output_names=["logits"],
+                                  dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)  # fmt: skip
+            elif format == "torchscript":
+                torch.jit.save(torch.jit.trace(model, example), tmp)
+            else:
+                batch = torch.export.Dim("batch", min=1, max=1024)
+                torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), tmp)
+        with torch.no_grad():
+            expected = reference(x)
+            got = run_exported(tmp, format, x)
+        diff = float((expected - got).abs().max())
+        if not diff <= tolerance:
+            raise ExportMismatchError(
+                f"{path}: exported model differs from eager by {diff:.3g} > {tolerance:g}; not written"
+            )
     return {"path": str(path), "format": format, "max_abs_diff": diff, "input_size": size, "fold_bn": fold_bn}
 
 

@@ -7,13 +7,66 @@ tensor or a plain container, so a file handed to us cannot run code.
 
 from __future__ import annotations
 
+import os
 import pickle
+import secrets
+import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+
+
+@contextmanager
+def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[str]:
+    """Yield a temp file's name beside ``path``; once the block has written it, rename it to ``path``.
+
+    A failed write leaves ``path`` as it was and no temp file behind. The result takes the user's
+    umask, as ``open()`` would: ``tempfile.mkstemp`` and safetensors both write private files (mode
+    0600), and weights or checkpoints on a shared cluster must stay readable by whoever reads the
+    results. ``durable`` also fsyncs the file and the folder, so the rename survives a power cut.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _new_temp(path)
+    except OSError as err:  # name the file asked for, not the temp file beside it
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from None
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)  # 0666 less the umask, set by the kernel
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, mode)
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _new_temp(path: Path) -> tuple[int, str]:
+    for _ in range(100):  # the suffix stays last: writers such as torch.export read it
+        tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp name beside {path}")
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class UnsafeFileError(ValueError):
