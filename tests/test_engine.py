@@ -395,6 +395,16 @@ def test_overwrite_replaces_the_earlier_run_whole(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001.pt"]
 
 
+def test_resume_with_nothing_to_resume_starts_fresh_and_says_so(tmp_path, caplog):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"out_dir .*afile is a file, not a folder"):
+        train(**SMALL, out_dir=str(tmp_path / "afile"), max_steps=1, plots=False)
+    with caplog.at_level("INFO", logger="inceptionv4.engine.trainer"):
+        summary = train(**SMALL, out_dir=str(tmp_path / "run"), max_steps=1, plots=False, resume=True)
+    assert "--resume: no checkpoint in" in caplog.text and "starting a fresh run" in caplog.text
+    assert summary["steps"] == 1 and summary["resumed_from"] is None
+
+
 def test_trains_on_a_folder_of_class_folders_with_a_held_out_part(tmp_path, caplog):
     from PIL import Image
 

@@ -157,6 +157,8 @@ def _check_resumable(state: dict, now: dict, path: Path, num_classes: int) -> No
 def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read top to bottom
     start_time = time.time()
     out_dir = Path(cfg.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # said now, not after the data and model are built
+        raise ValueError(f"out_dir {out_dir} is a file, not a folder")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -243,6 +245,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         torch.set_rng_state(state["rng"]["torch"])
         resumed_from = str(latest)
         log.info("resumed from %s at step %d", latest, global_step)
+    elif cfg.resume:  # one command for a preemptible job's first start and every restart
+        log.info("--resume: no checkpoint in %s yet, starting a fresh run", ckpt_dir)
 
     net: nn.Module = model
     if world.distributed:
