@@ -452,6 +452,13 @@ def test_bench_settings_are_checked():
     for bad in ({"batch_size": 0}, {"iters": 0}, {"warmup": -1}):
         with pytest.raises(ValueError, match="batch_size and iters must be >= 1 and warmup >= 0"):
             benchmark("inception_resnet_v1", input_size=75, **bad)
+    with pytest.raises(ValueError, match="compare must be 'timm' or None, got 'keras'"):
+        benchmark("inception_resnet_v1", input_size=75, compare="keras")
+    with pytest.raises(ValueError, match="timm has no inception_resnet_v1"):  # before ours is measured
+        benchmark("inception_resnet_v1", input_size=75, compare="timm")
+    if not torch.cuda.is_available():  # PyTorch's "Found no NVIDIA driver" is not the error a user gets
+        with pytest.raises(ValueError, match="device 'cuda': PyTorch sees no CUDA GPU"):
+            benchmark("inception_resnet_v1", input_size=75, device="cuda")
 
 
 def test_fold_batchnorm_is_the_same_function(small_model):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..models import count_flops, create_model
+from .devices import resolve_device
 from .optim import FUSED_DEVICES
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -80,6 +81,16 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
     """
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise ValueError(f"batch_size and iters must be >= 1 and warmup >= 0, got {batch_size}, {iters}, {warmup}")
+    if compare not in (None, "timm"):
+        raise ValueError(f"compare must be 'timm' or None, got {compare!r}")
+    device = str(resolve_device(device))  # "auto", and a GPU that is not there, said before any model is built
+    if compare == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise ImportError("--compare timm needs timm installed (pip install timm)") from None
+        if name not in timm.list_models():
+            raise ValueError(f"timm has no {name}; it can be compared for inception_v4 and inception_resnet_v2")
     settings = {"batch_size": batch_size, "input_size": input_size, "device": device, "precision": precision,
                 "channels_last": channels_last, "compile": compile, "mode": mode, "warmup": warmup, "iters": iters}  # fmt: skip
     ours = create_model(name, num_classes=1000)
@@ -116,16 +127,8 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
     }
     result["ours"]["tflops"] = result["ours"]["img_per_s"] * gflops / 1000
     if compare == "timm":
-        try:
-            import timm
-        except ImportError:
-            raise ImportError("--compare timm needs timm installed (pip install timm)") from None
-        if name not in timm.list_models():
-            raise ValueError(f"timm has no {name}; it can be compared for inception_v4 and inception_resnet_v2")
         theirs = measure(timm.create_model(name), **settings)
         theirs["tflops"] = theirs["img_per_s"] * gflops / 1000
         result["timm"] = theirs
         result["speedup_vs_timm"] = result["ours"]["img_per_s"] / theirs["img_per_s"]
-    elif compare is not None:
-        raise ValueError(f"compare must be 'timm' or None, got {compare!r}")
     return result
