@@ -1,7 +1,8 @@
 """The CPU table: our eager paths, timm and onnxruntime, measured side by side in one run.
 
     python benchmarks/cpu.py [--models inception_v4 inception_resnet_v2] [--batch 16] [--rounds 5]
-                             [--compile] [--bf16] [--no-retain] [--latency-only] [--json out.json]
+                             [--compile] [--bf16] [--no-retain] [--latency-only] [--threads N]
+                             [--json out.json]
 
 Prints a markdown table (img/s at batch 16, latency at batch 1) with every figure also as a ratio
 to timm's eager NCHW model and to onnxruntime, both measured in the same rounds of the same process.
@@ -138,12 +139,15 @@ def main() -> None:
     )
     ap.add_argument("--no-retain", action="store_true",
                     help="leave glibc malloc as it is (default: models.retain_freed_memory, for every path alike)")  # fmt: skip
+    ap.add_argument("--threads", type=int, help="intra-op threads for torch and onnxruntime alike (default: torch's)")
     ap.add_argument("--latency-only", action="store_true", help="batch 1 only (3x --rounds rounds)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: batch 2, 1 round, 75 px")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     if args.quick:
         args.batch, args.rounds, args.warmup, args.size, args.gap = 2, 1, 1, 75, 0.0
+    if args.threads:
+        torch.set_num_threads(args.threads)  # ort_runner gives onnxruntime the same count
     import timm
 
     # Every torch path then reuses its activations' memory instead of page-faulting it in afresh
