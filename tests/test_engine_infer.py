@@ -282,10 +282,10 @@ def test_predict_decoding_on_the_device_answers_as_pil_in_order(small_model, jpe
 
 def _payloads_failing_on(name):
     """decode_payloads, with the file called ``name`` failing as an unreadable JPEG would."""
-    from inceptionv4.data.device_augment import _pixels
+    from inceptionv4.data.device_augment import pixels_of
 
     def decode(payloads, names, device):
-        return [f"{n}: no decoder read it" if n.endswith(name) else _pixels(Image.open(n).convert("RGB"))
+        return [f"{n}: no decoder read it" if n.endswith(name) else pixels_of(Image.open(n).convert("RGB"))
                 for p, n in zip(payloads, names, strict=True)]  # fmt: skip
 
     return decode
@@ -347,7 +347,7 @@ def mixed_inputs(folder, tmp_path) -> list[str]:
 
 def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path):
     inputs = mixed_inputs(folder, tmp_path)
-    files = [f for f, _ in expand_inputs(inputs)]
+    files = [f for f, _, _ in expand_inputs(inputs)]
     assert len(files) == 6  # 2 red, the corrupt file, the missing one, 2 green
     results = list(predict(small_model, inputs, topk=2, batch_size=2))
     assert [r["ok"] for r in results] == [True, True, False, False, True, True]
@@ -359,6 +359,51 @@ def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path
                          ({"crops": 7}, r"crops must be one of \(1, 10, 12, 144\), got 7")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             next(predict(small_model, inputs, **bad))
+
+
+def test_predict_takes_one_name_pil_images_and_folders_with_unreadable_parts(small_model, folder, tmp_path):
+    one = str(folder / "red" / "0.png")
+    by_name = list(predict(small_model, one, topk=3))  # a str, not a list: one file, not its characters
+    assert [r["file"] for r in by_name] == [one] and by_name[0]["ok"]
+    opened, made = Image.open(one), Image.fromarray(np.full((90, 120, 4), 200, np.uint8), "RGBA")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes((folder / "green" / "0.png").read_bytes()[:400])
+    in_memory = [opened, made, Image.open(truncated)]
+    for decode in ("workers", "device"):
+        results = list(predict(small_model, in_memory, topk=3, decode=decode))
+        assert [r["file"] for r in results] == [one, "<image 1>", str(truncated)]
+        assert [r["ok"] for r in results] == [True, True, False]
+        assert results[2]["error"].startswith("corrupt or truncated image")
+        got, want = results[0]["top"], by_name[0]["top"]  # the same pixels as from the file (other batch sizes)
+        assert [t["index"] for t in got] == [t["index"] for t in want]
+        assert max(abs(a["prob"] - b["prob"]) for a, b in zip(got, want, strict=True)) < 1e-5
+
+
+def test_a_folder_with_parts_that_cannot_be_read_gives_the_rest(folder, tmp_path, monkeypatch):
+    """``predict("/")`` met /proc/1/cwd, whose stat fails even for root, and Path.rglob's is_file
+    raised a PermissionError from deep inside pathlib. Root reads past chmod, so the refusals are
+    simulated where the walk meets them: a folder that cannot be listed, an entry that cannot be
+    examined."""
+    one = folder / "red" / "0.png"
+    tree = tmp_path / "tree"
+    (tree / "locked").mkdir(parents=True)
+    for path in (tree / "a.png", tree / "c.png", tree / "locked" / "b.png"):
+        path.write_bytes(one.read_bytes())
+    scandir, stat = os.scandir, os.stat
+
+    def refuse_listing(path=".", *args):
+        if Path(path) == tree / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path, *args)
+
+    def refuse_stat(path, *args, **kwargs):
+        if Path(path) == tree / "c.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", refuse_listing)
+    monkeypatch.setattr(os, "stat", refuse_stat)
+    assert [f for f, _, _ in expand_inputs([tree])] == [str(tree / "a.png")]
 
 
 def test_predict_with_workers_gives_the_same_answers_in_the_same_order(small_model, folder, tmp_path):

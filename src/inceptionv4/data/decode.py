@@ -69,6 +69,16 @@ def _decode(source: io.BytesIO, name: str, max_pixels: int) -> Image.Image:
         raise DecodeError(f"{name}: corrupt or truncated image ({err})") from None
 
 
+def image_rgb(img: Image.Image, name: str = "image") -> Image.Image:
+    """:func:`load_rgb` for a PIL image a caller already holds: EXIF orientation applied, 8-bit RGB,
+    or :class:`DecodeError` (an image opened lazily from a truncated file fails here)."""
+    try:
+        img.load()
+        return to_rgb(ImageOps.exif_transpose(img))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DecodeError(f"{name}: corrupt or truncated image ({err})") from None
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB (alpha composited on white, 16-bit scaled down)."""
     if img.mode == "RGB":

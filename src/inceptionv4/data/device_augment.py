@@ -158,7 +158,7 @@ def read_encoded(base: ImageDataset, index: int) -> tuple[torch.Tensor, tuple[in
     if isinstance(source, (str, Path)):
         return read_encoded_file(source)
     img, _ = base.load(index)
-    return _pixels(img), (img.height, img.width)
+    return pixels_of(img), (img.height, img.width)
 
 
 def read_encoded_file(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -176,10 +176,11 @@ def payload_of(data: bytes, name: str, *, jpeg: bool = True) -> tuple[torch.Tens
     if size is not None:
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
     img = decode_rgb(data, name)
-    return _pixels(img), (img.height, img.width)
+    return pixels_of(img), (img.height, img.width)
 
 
-def _pixels(img: Image.Image) -> torch.Tensor:
+def pixels_of(img: Image.Image) -> torch.Tensor:
+    """An RGB image as the (3, H, W) uint8 payload the device takes for what it does not decode."""
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
@@ -291,7 +292,7 @@ def _decode_one(payload: torch.Tensor, name: str, decode_jpeg, mode, device: tor
     except RuntimeError:
         pass
     try:  # the device decoder refused it: the CPU decoder takes more, or says why not
-        return _pixels(decode_rgb(payload.numpy().tobytes(), name)).to(device)
+        return pixels_of(decode_rgb(payload.numpy().tobytes(), name)).to(device)
     except DecodeError as err:
         log.warning("skipping %s", err)
         return str(err)

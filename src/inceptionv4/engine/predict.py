@@ -4,14 +4,16 @@ stops the others."""
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ..data import Preprocessing
-from ..data.decode import IMAGE_SUFFIXES, DecodeError, load_rgb
-from ..data.device_augment import read_encoded_file
+from ..data.decode import IMAGE_SUFFIXES, DecodeError, image_rgb, load_rgb
+from ..data.device_augment import pixels_of, read_encoded_file
 from .protocols import (
     AMP_DTYPES,
     CROPS,
@@ -26,23 +28,44 @@ from .protocols import (
     protocol_pieces,
 )
 
+#: What :func:`predict` takes: files, folders and globs by name, or PIL images already in memory.
+Input = str | Path | Image.Image
 
-def expand_inputs(inputs: list[str | Path]) -> list[tuple[str, str | None]]:
-    """(file, error) for every file named, inside a folder (recursively) or matched by a glob."""
-    out: list[tuple[str, str | None]] = []
-    for item in map(str, inputs):
+
+def expand_inputs(inputs: Input | list[Input]) -> list[tuple[str, str | None, Image.Image | None]]:
+    """(name, error, image) for every file named, inside a folder (recursively) or matched by a glob,
+    and for every PIL image given (named by its ``filename``, else ``<image i>``, i its position)."""
+    if isinstance(inputs, (str, Path, Image.Image)):  # one input, not a sequence of characters
+        inputs = [inputs]
+    out: list[tuple[str, str | None, Image.Image | None]] = []
+    for position, item in enumerate(inputs):
+        if isinstance(item, Image.Image):
+            out.append((getattr(item, "filename", "") or f"<image {position}>", None, item))
+            continue
+        item = str(item)
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            out += [(str(f), None) for f in files] or [(item, "folder has no images")]
+            files = _images_under(p)
+            out += [(str(f), None, None) for f in files] or [(item, "folder has no images", None)]
         elif p.exists():
-            out.append((item, None))
+            out.append((item, None, None))
         elif any(ch in item for ch in "*?["):
             matches = sorted(glob.glob(item, recursive=True))
-            out += [(m, None) for m in matches if Path(m).is_file()] or [(item, "no file matches this pattern")]
+            out += [(m, None, None) for m in matches if Path(m).is_file()] or [
+                (item, "no file matches this pattern", None)
+            ]
         else:
-            out.append((item, "no such file"))
+            out.append((item, "no such file", None))
     return out
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """The image files in ``folder`` and below, sorted; subfolders that cannot be read are passed
+    over (``Path.rglob`` raises on the first one: a PermissionError deep inside pathlib)."""
+    found = []
+    for root, _, names in os.walk(folder):
+        found += [Path(root, n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(f for f in found if os.path.isfile(f))
 
 
 def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:
@@ -60,7 +83,7 @@ class FileViews(torch.utils.data.Dataset):
     With ``encoded`` the item holds what ``--decode device`` leaves to the device instead: the
     file's bytes, or its pixels for a file the device decoder cannot take."""
 
-    def __init__(self, files: list[tuple[str, str | None]], pre: Preprocessing, crops: int, *,
+    def __init__(self, files: list[tuple[str, str | None, Image.Image | None]], pre: Preprocessing, crops: int, *,
                  encoded: bool = False) -> None:  # fmt: skip
         self.files, self.pre, self.crops, self.encoded = files, pre, crops, encoded
 
@@ -68,10 +91,13 @@ class FileViews(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[str, ProtocolPieces | torch.Tensor | None, str | None]:
-        file, error = self.files[index]
+        file, error, image = self.files[index]
         if error is not None:
             return file, None, error
         try:
+            if image is not None:  # already in memory: the device gets its pixels, not bytes to decode
+                rgb = image_rgb(image, file)
+                return file, pixels_of(rgb) if self.encoded else protocol_pieces(rgb, self.pre, self.crops), None
             if self.encoded:
                 return file, read_encoded_file(file)[0], None
             return file, protocol_pieces(load_rgb(file), self.pre, self.crops), None
@@ -81,7 +107,7 @@ class FileViews(torch.utils.data.Dataset):
 
 def predict(
     models: torch.nn.Module | list[torch.nn.Module],
-    inputs: list[str | Path],
+    inputs: Input | list[Input],
     *,
     topk: int = 5,
     batch_size: int | None = None,
@@ -95,7 +121,8 @@ def predict(
 ) -> Iterator[dict]:
     """Yield ``{"file", "ok", "top": [{"index", "name", "prob"}]}`` or ``{"file", "ok": False, "error"}``
     for every input file, in order, batching the work (``batch_size`` images at a time; default
-    16 on a CPU, 256 on a GPU).
+    16 on a CPU, 256 on a GPU). ``inputs`` are files, folders (searched recursively) and globs, PIL
+    images already in memory, or a list of them.
 
     The models run where they are (move them to a GPU first to predict there). ``optimize`` runs
     each model's :func:`~inceptionv4.models.optimize_for_inference` form (same results, faster on
