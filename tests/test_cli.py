@@ -73,6 +73,14 @@ def test_unwritable_outputs_are_one_line(tmp_path, capsys):
     assert main(["export", "--weights", str(weights), str(blocker / "sub" / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("inceptionv4 export: error: ") and str(blocker) in err and len(err.splitlines()) == 1
+    # eval's report is checked before the images are read: an evaluation can take hours
+    evaluate = ["eval", "--weights", str(weights), "--data", str(tmp_path / "no-such-folder"), "--device", "cpu"]
+    assert main([*evaluate, "--report", str(blocker / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {blocker / 'r.json'}" in err and "dataset" not in err
+    assert main([*evaluate, "--report", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder: give a file name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "v1.safetensors"]  # nothing left behind
 
 
 def test_every_train_flag_says_what_it_does(capsys):

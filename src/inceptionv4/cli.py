@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .models import count_params, create_model, get_model_card, list_models
 from .models.complexity import stage_shapes
+from .weights.io import atomic_write, check_writable
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -172,6 +173,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if not (args.data or args.list):
         raise ValueError("give --data (a folder of class folders) or --list (a list file)")
+    if args.report:  # an evaluation can take hours: a report that cannot be written is said now
+        check_writable(args.report)
     device = _inference_device(args)
     kind = "list" if args.list else "folder"
     dataset = build_dataset(kind, "val", root=args.list or args.data)
@@ -191,14 +194,14 @@ def _eval(args: argparse.Namespace) -> int:
         cleanup(world)
     if not world.is_main:
         return 0
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2))
-        png = Path(args.report).with_suffix(".confusion.png")
-        plot_confusion([row[:-1] for row in report["confusion"]], report["classes"], png)
     where = report["device"] + (f" x {world.size} processes" if world.distributed else "")
     print(f"{report['n']} images, {args.crops} crop(s), {len(models)} model(s) on {where}: "
           f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%")  # fmt: skip
+    if args.report:
+        with atomic_write(args.report) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2))
+        png = Path(args.report).with_suffix(".confusion.png")
+        plot_confusion([row[:-1] for row in report["confusion"]], report["classes"], png)
     for reason in report["skipped"]:
         print(f"skipped: {reason}", file=sys.stderr)
     return 0

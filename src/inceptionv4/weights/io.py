@@ -51,6 +51,23 @@ def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[str]:
             os.unlink(tmp)
 
 
+def check_writable(path: str | Path) -> Path:
+    """Make sure ``path`` can be written, now rather than at the end of a long run: its folder is
+    made, a temp file is created there and removed; ``path`` itself is left as it is. OSError (or
+    ValueError for a folder) naming ``path`` if not."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _new_temp(path)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from None
+    os.close(fd)
+    os.unlink(tmp)
+    return path
+
+
 def _new_temp(path: Path) -> tuple[int, str]:
     for _ in range(100):  # the suffix stays last: writers such as torch.export read it
         tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
