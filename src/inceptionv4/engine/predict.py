@@ -60,8 +60,9 @@ def expand_inputs(inputs: Input | list[Input]) -> list[tuple[str, str | None, Im
 
 
 def _images_under(folder: Path) -> list[Path]:
-    """The image files in ``folder`` and below, sorted; subfolders that cannot be read are passed
-    over (``Path.rglob`` raises on the first one: a PermissionError deep inside pathlib)."""
+    """The image files in ``folder`` and below, sorted. A subfolder that cannot be listed, or an
+    entry that cannot be examined, is passed over: ``Path.rglob``'s ``is_file`` raised on the first
+    such entry (under ``/``: /proc/1/cwd), a PermissionError from deep inside pathlib."""
     found = []
     for root, _, names in os.walk(folder):
         found += [Path(root, n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
