@@ -104,3 +104,29 @@ def test_a_bad_port_is_refused_while_parsing(port, message, capsys):
         main(["serve", "--weights", "missing.safetensors", "--port", port])
     assert stop.value.code == 2
     assert f"argument --port: {message}" in capsys.readouterr().err
+
+
+def test_help_and_list_leave_the_data_pipeline_unloaded():
+    """torchvision (and through it torch._dynamo) costs ~1.4 s to import; commands that read no
+    images must not pay it (inceptionv4.engine loads its names on first use)."""
+    code = (
+        "import sys\n"
+        "from inceptionv4.cli import build_parser, main\n"
+        "build_parser()\n"
+        "main(['list'])\n"
+        "print(sorted(m for m in ('torchvision', 'inceptionv4.engine.trainer', 'inceptionv4.data') if m in sys.modules))\n"
+        "from inceptionv4.engine import train, TrainConfig\n"
+        "print(train.__module__, TrainConfig.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == "[]"
+    assert lines[-1] == "inceptionv4.engine.trainer inceptionv4.engine.config"
+    from inceptionv4 import engine
+
+    assert set(engine.__all__) == set(engine._WHERE)  # every exported name loads, from where it is defined
+    assert all(
+        getattr(engine, name).__module__.startswith("inceptionv4.engine.")
+        for name in engine.__all__
+        if name != "RECIPES"
+    )

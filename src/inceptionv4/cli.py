@@ -82,8 +82,7 @@ def _train(args: argparse.Namespace) -> int:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     import dataclasses
 
-    from .engine import TrainConfig
-    from .engine.config import FIELD_HELP
+    from .engine.config import FIELD_HELP, TrainConfig
 
     p.add_argument("--config", help="a YAML file of settings (flags override it)")
     for f in dataclasses.fields(TrainConfig):

@@ -1,10 +1,32 @@
-"""Training and evaluation: functions over (model, data, optimizer) that return metric dicts."""
+"""Training and evaluation: functions over (model, data, optimizer) that return metric dicts.
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import RECIPES, TrainConfig
+The names below load on first use (PEP 562): ``train`` pulls in the data pipeline and with it
+torchvision (about 1.4 s, most of it torch._dynamo), which ``inceptionv4 --help``, ``list``,
+``info``, ``convert`` and ``export`` do not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Bound now, not on first use: ``evaluate`` is also the name of a submodule, which the import
+# system binds on this package whenever another module loads it first (the trainer does).
 from .evaluate import evaluate
-from .optim import EMA, TFRMSprop, lr_at
-from .trainer import NonFiniteLossError, train
+
+_WHERE = {
+    "latest_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "RECIPES": "config",
+    "TrainConfig": "config",
+    "evaluate": "evaluate",  # bound above
+    "EMA": "optim",
+    "TFRMSprop": "optim",
+    "lr_at": "optim",
+    "NonFiniteLossError": "trainer",
+    "train": "trainer",
+}
 
 __all__ = [
     "EMA",
@@ -19,3 +41,22 @@ __all__ = [
     "save_checkpoint",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from .config import RECIPES, TrainConfig
+    from .optim import EMA, TFRMSprop, lr_at
+    from .trainer import NonFiniteLossError, train
