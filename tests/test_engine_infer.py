@@ -333,6 +333,11 @@ def test_imagenet_folders_map_by_wordnet_id(small_model):
     assert imagenet1k()[1].name == "goldfish"
     with pytest.raises(ValueError, match="do not match the model's 3 outputs"):
         label_map(["a", "b"], small_model)
+    # a list file's integer labels (``img.jpg 1``) are output indices, also when the top ones are unused
+    assert label_map(["0", "1"], small_model) == [0, 1]
+    assert label_map([str(i) for i in range(1000)], model) == list(range(1000))
+    with pytest.raises(ValueError, match="do not match the model's 3 outputs"):
+        label_map(["0", "1", "2", "3"], small_model)  # more indices than outputs
 
 
 def mixed_inputs(folder, tmp_path) -> list[str]:

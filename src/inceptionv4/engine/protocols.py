@@ -204,13 +204,16 @@ def display_names(model: torch.nn.Module) -> list[str]:
 
 
 def label_map(dataset_classes: list[str], model: torch.nn.Module) -> list[int]:
-    """Model output index of each dataset class: by name (ImageNet folders by WordNet id)."""
+    """Model output index of each dataset class: by name (ImageNet folders by WordNet id), else by
+    position: classes named 0, 1, ... (a list file's integer labels) are output indices, and
+    unnamed classes as many as the outputs are in the outputs' order."""
     keys = class_keys(model)
     index = {k: i for i, k in enumerate(keys)}
     if all(c in index for c in dataset_classes):
         return [index[c] for c in dataset_classes]
-    if len(dataset_classes) == len(keys):
-        return list(range(len(keys)))  # unnamed classes: folder order is the class order
+    numbered = dataset_classes == [str(i) for i in range(len(dataset_classes))]
+    if len(dataset_classes) == len(keys) or (numbered and len(dataset_classes) <= len(keys)):
+        return list(range(len(dataset_classes)))  # folder order, or integer labels, is the class order
     missing = [c for c in dataset_classes if c not in index][:5]
     raise ValueError(
         f"the dataset's {len(dataset_classes)} classes do not match the model's {len(keys)} outputs "
