@@ -32,7 +32,7 @@ def test_unknown_model_is_one_clear_line():
     assert "Traceback" not in proc.stderr
 
 
-def test_convert_timm_checkpoint_to_bundle(tmp_path, capsys):
+def test_convert_timm_checkpoint_to_bundle(tmp_path, capsys, monkeypatch):
     import timm
     import torch
     from safetensors.torch import save_file
@@ -52,6 +52,16 @@ def test_convert_timm_checkpoint_to_bundle(tmp_path, capsys):
     x = torch.randn(1, 3, 120, 120)
     with torch.no_grad():
         assert (model(x) - ref(x)).abs().max() < 1e-4
+    # the raw file loads too, its network told by its shapes, and converted once per candidate only
+    from inceptionv4.weights import convert
+
+    calls = []
+    real = convert.convert_state_dict
+    monkeypatch.setattr(convert, "convert_state_dict", lambda *a, **k: calls.append(k["model"]) or real(*a, **k))
+    raw = iv.load_weights(tmp_path / "model.safetensors").eval()
+    assert raw.model_name == "inception_v4" and sorted(calls) == sorted(convert.TABLES["timm"])
+    with torch.no_grad():
+        assert (raw(x) - ref(x)).abs().max() < 1e-4
 
 
 def test_convert_errors_are_one_line(tmp_path, capsys):

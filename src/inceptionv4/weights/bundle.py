@@ -128,7 +128,7 @@ def load_weights(
         backbone_only: skip the classifier (fine-tuning with a fresh head of another size).
         keep_background: keep class 0 of 1001-class TensorFlow checkpoints.
     """
-    from .convert import convert_state_dict, identify_architecture
+    from .convert import convert_state_dict, fitting_conversions
     from .readers import detect_source, read_source_file
 
     tensors, meta = read_source_file(path, source)
@@ -145,8 +145,10 @@ def load_weights(
         if arch is not None and arch not in list_models():
             raise ValueError(f"unknown model {arch!r}; known models: {', '.join(list_models())}")
         src = source or detect_source(tensors, path)
+        sd = None
         if arch is None:  # no metadata and no name given: its names and shapes tell
-            fits = identify_architecture(tensors, source=src)
+            converted = fitting_conversions(tensors, source=src, keep_background=keep_background)
+            fits = list(converted)
             if not fits and src == "inceptionv4":  # a damaged or edited state dict: name what differs
                 fits = _nearest_architecture(tensors)
             if len(fits) != 1:
@@ -157,11 +159,13 @@ def load_weights(
                     f"(--model on the command line, architecture= in Python; one of {', '.join(list_models())})"
                 )
             arch = fits[0]
-        sd = (
-            tensors
-            if src == "inceptionv4"
-            else convert_state_dict(tensors, source=src, model=arch, keep_background=keep_background)
-        )
+            sd = converted.get(arch)  # converted once, while its fit was checked
+        if sd is None:
+            sd = (
+                tensors
+                if src == "inceptionv4"
+                else convert_state_dict(tensors, source=src, model=arch, keep_background=keep_background)
+            )
         fc = sd.get("head.fc.weight")
         kwargs = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
         info = {

@@ -346,25 +346,32 @@ def identify_architecture(obj: object, *, source: str) -> list[str]:
     for :func:`convert_state_dict`, plus "inceptionv4" for a state dict already in our names
     (``model.state_dict()`` saved by hand). Empty when nothing fits.
     """
+    return list(fitting_conversions(obj, source=source))
+
+
+def fitting_conversions(
+    obj: object, *, source: str, keep_background: bool = False
+) -> dict[str, dict[str, torch.Tensor]]:
+    """:func:`identify_architecture` with each fit's state dict in our names, so that a caller who
+    loads the one that fits does not convert it a second time."""
     if source == "inceptionv4":
         sd = dict(_as_state_dict(obj))
         kwargs = _build_kwargs(sd)
         theirs = {k: tuple(v.shape) for k, v in sd.items()}
-        fits = []
+        fits = {}
         for name in list_models():
             with torch.device("meta"):
                 ours = {k: tuple(v.shape) for k, v in create_model(name, **kwargs).state_dict().items()}
             if ours == theirs:
-                fits.append(name)
+                fits[name] = sd
         return fits
     models_of_source = tuple(TABLES[source]) if source in TABLES else ORDERED_SOURCES.get(source, ())
-    fits = []
+    fits = {}
     for name in models_of_source:
         try:
-            convert_state_dict(obj, source=source, model=name)
+            fits[name] = convert_state_dict(obj, source=source, model=name, keep_background=keep_background)
         except (ValueError, KeyError):
             continue
-        fits.append(name)
     return fits
 
 
