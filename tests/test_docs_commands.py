@@ -1,0 +1,71 @@
+"""README.md and docs/ stay true: every command they show parses, and the quickstart runs as written."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from inceptionv4.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def code_blocks(page: Path, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), flags=re.DOTALL | re.MULTILINE)
+
+
+def cli_commands() -> list[tuple[str, list[str]]]:
+    """(page, argv) of every ``inceptionv4 ...`` or ``torchrun ... -m inceptionv4 ...`` line in a
+    bash block, continuation lines joined and comments dropped; ``...`` placeholders are skipped."""
+    found = []
+    for page in PAGES:
+        for block in code_blocks(page, "bash"):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                if "inceptionv4" not in words or "..." in words:
+                    continue
+                at = words.index("inceptionv4")
+                if at > 0 and words[at - 1] != "-m":  # a word inside another command's arguments
+                    continue
+                argv = words[at + 1 :]
+                ends = [i for i, w in enumerate(argv) if w in (">", ">>", "|", "<", "2>", "&&", ";")]
+                found.append((page.name, argv[: ends[0]] if ends else argv))  # the shell's part dropped
+    return found
+
+
+COMMANDS = cli_commands()
+
+
+def test_the_pages_show_every_command():
+    shown = {argv[0] for _, argv in COMMANDS}
+    assert shown >= {"convert", "eval", "train", "predict", "serve", "export", "bench", "info"}
+
+
+@pytest.mark.parametrize(("page", "argv"), COMMANDS, ids=[f"{p}:{' '.join(a)[:60]}" for p, a in COMMANDS])
+def test_every_command_shown_parses(page, argv):
+    """A flag renamed or removed fails here, not in a user's terminal."""
+    parser = build_parser()
+    try:
+        parser.parse_args(argv)
+    except SystemExit as exit_:
+        pytest.fail(f"{page}: `inceptionv4 {' '.join(argv)}` does not parse (exit {exit_.code})")
+
+
+def test_the_readme_quickstart_runs_as_written(capsys):
+    """The first Python block of README.md, executed; the values its comments promise, checked."""
+    quickstart = code_blocks(ROOT / "README.md", "python")[0]
+    assert quickstart.lstrip().startswith("import torch")
+    scope: dict = {}
+    with torch.no_grad():
+        exec(compile(quickstart, "README.md quickstart", "exec"), scope)  # noqa: S102 - our own README
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "['inception_resnet_v1', 'inception_resnet_v2', 'inception_resnet_v2_paper', 'inception_v4']"
+    assert printed[1] == "(0.5, 0.5, 0.5) 0.875"
+    assert printed[2] == "[64, 192, 320, 1088, 1536]"
+    assert tuple(scope["logits"].shape) == (2, 10)
+    assert tuple(scope["feats"].shape) == (1, 1536, 8, 8)
+    assert tuple(scope["pooled"].shape) == (1, 1536)
+    assert len(scope["maps"]) == 3 and scope["model"].num_classes == 5
