@@ -69,3 +69,40 @@ def test_the_readme_quickstart_runs_as_written(capsys):
     assert tuple(scope["feats"].shape) == (1, 1536, 8, 8)
     assert tuple(scope["pooled"].shape) == (1, 1536)
     assert len(scope["maps"]) == 3 and scope["model"].num_classes == 5
+
+
+def test_every_call_in_the_readme_api_block_matches_its_signature():
+    """The README's second Python block names a hub checkpoint and a photo, so it is not run here:
+    each call in it is bound to the real signature instead (train's keywords to TrainConfig's
+    fields), so a renamed or removed argument fails here rather than in a user's session."""
+    import ast
+    import dataclasses
+    import inspect
+
+    from inceptionv4.engine.config import TrainConfig
+
+    block = code_blocks(ROOT / "README.md", "python")[1]
+    tree = ast.parse(block)
+    scope: dict = {}
+    exec("import inceptionv4", scope)  # noqa: S102
+    for node in ast.walk(tree):  # the block's own imports, nothing else of it
+        if isinstance(node, ast.ImportFrom | ast.Import):
+            exec(compile(ast.Module([node], []), "README.md", "exec"), scope)  # noqa: S102
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    checked = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        try:
+            func = eval(compile(ast.Expression(node.func), "README.md", "eval"), scope)
+        except (NameError, AttributeError):
+            continue  # a call on a value the block made (server.url, ...), not a library function
+        if not callable(func) or not getattr(func, "__module__", "").startswith("inceptionv4"):
+            continue
+        names = [k.arg for k in node.keywords]
+        inspect.signature(func).bind(*[None] * len(node.args), **dict.fromkeys(names))
+        if func.__name__ == "train":
+            assert set(names) <= fields, f"train() in README.md takes no {set(names) - fields}"
+        checked.append(func.__name__)
+    assert {"create_model", "save_weights", "load_weights", "train", "predict", "InferenceServer", "export_model",
+            "optimize_for_inference", "BatchParallel", "fuse_for_inference", "retain_freed_memory"} <= set(checked)  # fmt: skip
