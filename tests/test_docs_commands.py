@@ -71,38 +71,46 @@ def test_the_readme_quickstart_runs_as_written(capsys):
     assert len(scope["maps"]) == 3 and scope["model"].num_classes == 5
 
 
-def test_every_call_in_the_readme_api_block_matches_its_signature():
-    """The README's second Python block names a hub checkpoint and a photo, so it is not run here:
-    each call in it is bound to the real signature instead (train's keywords to TrainConfig's
-    fields), so a renamed or removed argument fails here rather than in a user's session."""
+PYTHON_PAGES = [page for page in PAGES if code_blocks(page, "python")]
+
+
+@pytest.mark.parametrize("page", PYTHON_PAGES, ids=[p.name for p in PYTHON_PAGES])
+def test_every_library_call_the_pages_show_matches_its_signature(page):
+    """Most Python blocks name a hub checkpoint, a photo or a dataset, so they are not run here:
+    each call of a library function in them is bound to its real signature instead (train's
+    keywords to TrainConfig's fields), so a renamed or removed argument fails here rather than in a
+    user's session. A page's blocks share their imports, as a reader's session would."""
     import ast
     import dataclasses
     import inspect
 
     from inceptionv4.engine.config import TrainConfig
 
-    block = code_blocks(ROOT / "README.md", "python")[1]
-    tree = ast.parse(block)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     scope: dict = {}
     exec("import inceptionv4", scope)  # noqa: S102
-    for node in ast.walk(tree):  # the block's own imports, nothing else of it
-        if isinstance(node, ast.ImportFrom | ast.Import):
-            exec(compile(ast.Module([node], []), "README.md", "exec"), scope)  # noqa: S102
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     checked = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        try:
-            func = eval(compile(ast.Expression(node.func), "README.md", "eval"), scope)
-        except (NameError, AttributeError):
-            continue  # a call on a value the block made (server.url, ...), not a library function
-        if not callable(func) or not getattr(func, "__module__", "").startswith("inceptionv4"):
-            continue
-        names = [k.arg for k in node.keywords]
-        inspect.signature(func).bind(*[None] * len(node.args), **dict.fromkeys(names))
-        if func.__name__ == "train":
-            assert set(names) <= fields, f"train() in README.md takes no {set(names) - fields}"
-        checked.append(func.__name__)
-    assert {"create_model", "save_weights", "load_weights", "train", "predict", "InferenceServer", "export_model",
-            "optimize_for_inference", "BatchParallel", "fuse_for_inference", "retain_freed_memory"} <= set(checked)  # fmt: skip
+    for block in code_blocks(page, "python"):
+        tree = ast.parse(block)
+        for node in ast.walk(tree):  # the block's own imports, nothing else of it
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                exec(compile(ast.Module([node], []), page.name, "exec"), scope)  # noqa: S102
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            try:
+                func = eval(compile(ast.Expression(node.func), page.name, "eval"), scope)
+            except (NameError, AttributeError):
+                continue  # a call on a value the block made (server.url, ...), not a library function
+            if not callable(func) or not getattr(func, "__module__", "").startswith("inceptionv4"):
+                continue
+            names = [k.arg for k in node.keywords if k.arg is not None]
+            inspect.signature(func).bind(*[None] * len(node.args), **dict.fromkeys(names))
+            if func.__name__ == "train":
+                assert set(names) <= fields, f"train() in {page.name} takes no {set(names) - fields}"
+            checked.append(func.__name__)
+    assert checked, f"no library call found in {page.name}'s Python blocks"
+    if page.name == "README.md":
+        assert {"create_model", "save_weights", "load_weights", "train", "predict", "InferenceServer",
+                "export_model", "optimize_for_inference", "BatchParallel", "fuse_for_inference",
+                "retain_freed_memory"} <= set(checked)  # fmt: skip
