@@ -49,6 +49,24 @@ def test_fused_equals_eager_and_fuses_every_conv(model_name):
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the caller's model untouched
 
 
+def test_the_warm_up_leaves_nothing_to_compile_for_the_next_call(capfd):
+    """After ``WARMUP`` passes (TorchScript profiles on the first, fuses and compiles on the
+    second), the next call of that shape only executes partitions: oneDNN's verbose log, which
+    names every compile and every primitive created, shows none. With one pass it would compile."""
+    model = _model("inception_resnet_v1")
+    x = torch.randn(1, 3, 75, 75)
+    fused = fuse_for_inference(model, x)
+    capfd.readouterr()
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON_CREATION):
+        fused(x)
+    log = [line.split(",") for line in capfd.readouterr().out.splitlines() if line.startswith("onednn_verbose")]
+    assert sum(f[2:4] == ["graph", "exec"] for f in log) >= 100  # every partition ran
+    assert not [f for f in log if f[3].startswith(("compile", "create"))]  # nothing was built
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON_CREATION):
+        fused(torch.randn(2, 3, 75, 75))  # a new shape: fused on this call
+    assert any(f[3].startswith("compile") for f in (line.split(",") for line in capfd.readouterr().out.splitlines()))
+
+
 def test_uncovered_calls_run_the_eager_form():
     model = _model("inception_v4")
     fused = fuse_for_inference(model, torch.randn(1, 3, 75, 75))

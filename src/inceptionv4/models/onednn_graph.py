@@ -60,7 +60,7 @@ class OneDNNGraph(nn.Module):
     main thread's size, and a 16-core server would run 16 x 16 threads on 16 cores.
     """
 
-    WARMUP = 3
+    WARMUP = 2  # TorchScript profiles a shape on its first pass, fuses and compiles on the second
 
     def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
         super().__init__()
