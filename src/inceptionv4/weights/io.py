@@ -1,4 +1,4 @@
-"""Reading weight files without ever executing what is inside them.
+"""Reading weight files without ever executing what is inside them, and writing files atomically.
 
 safetensors files are plain tensors. Pickle-based files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``)
 are read only through ``torch.load(weights_only=True)``, which refuses any object that is not a
@@ -7,6 +7,7 @@ tensor or a plain container, so a file handed to us cannot run code.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import secrets
@@ -31,11 +32,7 @@ def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[str]:
     results. ``durable`` also fsyncs the file and the folder, so the rename survives a power cut.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _new_temp(path)
-    except OSError as err:  # name the file asked for, not the temp file beside it
-        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from None
+    fd, tmp = _new_temp(path)
     mode = stat.S_IMODE(os.fstat(fd).st_mode)  # 0666 less the umask, set by the kernel
     os.close(fd)
     try:
@@ -58,24 +55,26 @@ def check_writable(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _new_temp(path)
-    except OSError as err:
-        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from None
+    fd, tmp = _new_temp(path)
     os.close(fd)
     os.unlink(tmp)
     return path
 
 
 def _new_temp(path: Path) -> tuple[int, str]:
-    for _ in range(100):  # the suffix stays last: writers such as torch.export read it
-        tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temp name beside {path}")
+    """(descriptor, name) of a new empty file beside ``path`` (its folder made first), created as
+    ``open()`` would create it; an OSError names ``path``, not the temp file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):  # the suffix stays last: writers such as torch.export read it
+            tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
+            try:
+                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "no free temp name")
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from None
 
 
 def _fsync(path: str | Path) -> None:
