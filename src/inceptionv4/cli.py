@@ -103,45 +103,38 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _load_models(weights: list[str], model: str | None) -> list:
-    from .api import create_model
-    from .weights import load_weights
+    from .infer.session import _load
 
     if not weights:
         raise ValueError("give --weights (a bundle or checkpoint file; several for an ensemble)")
-    out = []
-    for w in weights:
-        if model is not None and not w.endswith(".safetensors"):
-            out.append(create_model(model, pretrained=w))
-        else:
-            out.append(load_weights(w, architecture=model))
-    return out
+    return [_load(w, model) for w in weights]
 
 
-def _inference_device(args: argparse.Namespace):
-    """The device of eval / predict / serve, checked against this machine and the flags before
-    anything is read."""
-    from .engine.devices import resolve_device
-
-    fuse = getattr(args, "fuse", False)
-    device = resolve_device("cpu" if fuse and args.device == "auto" else args.device)
-    if fuse and device.type != "cpu":
-        raise ValueError(f"--fuse runs the oneDNN Graph form, which is CPU-only: drop --fuse to run on {device}")
-    if fuse and args.amp != "none":
-        raise ValueError("--fuse runs the oneDNN Graph form in float32: drop --amp, or --fuse")
-    return device
+def _precision(args: argparse.Namespace) -> str:
+    """--precision, or the deprecated --amp it replaces."""
+    if getattr(args, "amp", None) is None:
+        return args.precision
+    print("inceptionv4: --amp is deprecated, use --precision (bf16, fp16)", file=sys.stderr)
+    if args.precision != "fp32":
+        raise ValueError("give --precision or the deprecated --amp, not both")
+    return {"none": "fp32"}.get(args.amp, args.amp)
 
 
-def _inference_models(args: argparse.Namespace, weights: list[str], device) -> list:
-    """The models of eval / predict / serve, loaded and moved to ``device``."""
-    from .engine.devices import to_device
+def _open_session(args: argparse.Namespace, weights: list[str], device: str | None = None):
+    """The session of eval / predict / serve, from the flags every one of them shares."""
+    from .infer.session import open_session
 
-    fuse = getattr(args, "fuse", False)
-    models = _load_models(weights, args.model)
-    if (getattr(args, "optimize", False) or fuse) and device.type == "cpu":
+    if not weights:
+        raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
+    form = "fuse" if args.fuse else "optimize" if args.optimize else "eager"
+    session = open_session(weights, model=args.model, backend=args.backend, device=device or args.device,
+                           precision=_precision(args), crops=args.crops, form=form,
+                           parallel=getattr(args, "parallel", False), channels_last=args.channels_last)  # fmt: skip
+    if form != "eager" and session.device.type == "cpu":
         from .models import retain_freed_memory
 
         retain_freed_memory()  # this process only runs inference: keep activations' memory for reuse
-    return to_device(models, device, channels_last=getattr(args, "channels_last", False))
+    return session
 
 
 def _default_workers() -> int:
@@ -149,12 +142,31 @@ def _default_workers() -> int:
     return min(8, max(1, (os.cpu_count() or 2) - 1))
 
 
-def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
-    """--device, --amp and --decode for the inference commands (and --workers for those that read files in bulk)."""
+def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
+    """The flags of every command that runs a session: weights, backend, device, precision,
+    crops, torch forms, decoding (and --workers for those that read files in bulk)."""
+    from .infer.session import BACKENDS, PRECISIONS
+
+    p.add_argument("--weights", action="append", default=[],
+                   help="a weights file or an int8 artefact (inceptionv4 quantize); repeat for an ensemble")  # fmt: skip
+    p.add_argument("--model", help="the network, for weights files that do not say it")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs the network: auto (OpenVINO, else onnxruntime, on a CPU; torch on a GPU or "
+                        "for a torch form), torch, onnxruntime, openvino")  # fmt: skip
     p.add_argument("--device", default="auto",
-                   help="where the models run: auto (a GPU if PyTorch sees one), cpu, cuda, cuda:N, mps")  # fmt: skip
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
-                   help="run the forward passes under autocast in this precision (the softmax stays float32)")  # fmt: skip
+                   help="where it runs: auto (a GPU if PyTorch sees one), cpu, cuda, cuda:N, mps")  # fmt: skip
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32; bf16 / fp16 (torch autocast, OpenVINO's precision hint); int8: give an artefact "
+                        "from `inceptionv4 quantize` as --weights")  # fmt: skip
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
+    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
+    p.add_argument("--channels-last", action="store_true", help="torch: models and views in channels_last")
+    p.add_argument("--optimize", action="store_true",
+                   help="torch: the inference form (folded BN, prepacked conv+ReLU) and freed memory kept for "
+                        "reuse (models.optimize_for_inference): same results, faster on CPU")  # fmt: skip
+    p.add_argument("--fuse", action="store_true",
+                   help="torch: the inference form as oneDNN Graph partitions (models.fuse_for_inference; CPU fp32), "
+                        "about 5 s to set up")  # fmt: skip
     if workers:
         p.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
                        help="processes that decode and resample the images while the model runs (0: none)")  # fmt: skip
@@ -165,37 +177,37 @@ def _add_device_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .data import Preprocessing, build_dataset
+    from .data import build_dataset
     from .engine.distributed import World, cleanup, init_distributed
-    from .engine.protocols import evaluate_protocol, inference_forms
+    from .infer.evaluate import evaluate_protocol
     from .engine.runlog import plot_confusion
 
     if not (args.data or args.list):
         raise ValueError("give --data (a folder of class folders) or --list (a list file)")
     if args.report:  # an evaluation can take hours: a report that cannot be written is said now
         check_writable(args.report)
-    device = _inference_device(args)
+    weights = args.weights + (args.ensemble or [])
+    if not weights:
+        raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
     kind = "list" if args.list else "folder"
     dataset = build_dataset(kind, "val", root=args.list or args.data)
-    world = World()
+    world, device = World(), None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: each process takes a share of the images
-        world = init_distributed(device.type)
-        device = world.device
+        from .engine.devices import resolve_device
+
+        world = init_distributed(resolve_device(args.device).type)
+        device = str(world.device)
     try:
-        models = _inference_models(args, args.weights + (args.ensemble or []), device)
-        models = inference_forms(
-            models, optimize=args.optimize, fuse=args.fuse, input_size=Preprocessing.of(models[0]).input_size
-        )
-        report = evaluate_protocol(models, dataset, crops=args.crops, batch_size=args.batch_size,
-                                   progress=not args.no_progress, workers=args.workers, amp=args.amp,
-                                   channels_last=args.channels_last, decode=args.decode, world=world)  # fmt: skip
+        session = _open_session(args, weights, device)
+        report = evaluate_protocol(session, dataset, batch_size=args.batch_size, progress=not args.no_progress,
+                                   workers=args.workers, decode=args.decode, world=world)  # fmt: skip
     finally:
         cleanup(world)
     if not world.is_main:
         return 0
     where = report["device"] + (f" x {world.size} processes" if world.distributed else "")
-    print(f"{report['n']} images, {args.crops} crop(s), {len(models)} model(s) on {where}: "
-          f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%")  # fmt: skip
+    print(f"{report['n']} images, {args.crops} crop(s), {report['models']} model(s) on {where} "
+          f"({session.backend} {session.precision}): top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%")  # fmt: skip
     if args.report:
         with atomic_write(args.report) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=2))
@@ -207,13 +219,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .engine.predict import predict
+    from .infer.predict import predict
 
-    models = _inference_models(args, args.weights, _inference_device(args))
+    session = _open_session(args, args.weights)
     failed = 0
-    for result in predict(models, args.inputs, topk=args.topk, batch_size=args.batch_size, crops=args.crops,
-                          progress=not args.json, optimize=args.optimize, fuse=args.fuse, workers=args.workers,
-                          amp=args.amp, decode=args.decode):  # fmt: skip
+    for result in predict(session, args.inputs, topk=args.topk, batch_size=args.batch_size, progress=not args.json,
+                          workers=args.workers, decode=args.decode):  # fmt: skip
         if not result["ok"]:
             failed += 1
             if not args.json:
@@ -242,19 +253,20 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .engine.serve import InferenceServer
+    from .infer.serve import InferenceServer
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
-    models = _inference_models(args, args.weights, _inference_device(args))
-    print(f"loading {len(models)} model(s) and warming up ...", file=sys.stderr)
-    server = InferenceServer(models, host=args.host, port=args.port, topk=args.topk, crops=args.crops,
-                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, optimize=args.optimize,
-                             fuse=args.fuse, parallel=args.parallel, amp=args.amp, decode=args.decode,
+    session = _open_session(args, args.weights)
+    print(f"loaded {len(session.runners)} model(s) ({session.backend} {session.precision}); warming up ...",
+          file=sys.stderr)  # fmt: skip
+    server = InferenceServer(session, host=args.host, port=args.port, topk=args.topk, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms, decode=args.decode,
                              max_body_bytes=int(args.max_body_mb * 2**20))  # fmt: skip
     # SIGTERM (docker stop, systemd, kill) stops it as Ctrl-C does: shutdown must come from another thread
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     info = server.classifier.describe()
-    print(f"serving {info['architecture']} ({info['form']}, {info['num_classes']} classes, batches of up to "
+    print(f"serving {info['architecture']} ({info['backend']} {info['precision']}, {info['form']}, "
+          f"{info['num_classes']} classes, batches of up to "
           f"{info['max_batch']}) at {server.url}: POST /v1/predict, GET /v1/model, GET /health; Ctrl-C stops",
           file=sys.stderr, flush=True)  # fmt: skip
     try:
@@ -264,6 +276,25 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.close()
     print("stopped", file=sys.stderr)
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from .infer.quantize import quantize
+
+    r = quantize(args.weights, args.calibrate, args.out, backend=args.backend, model=args.model,
+                 min_agreement=args.min_agreement, calibration_images=args.calibration_images,
+                 check=args.check)  # fmt: skip
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"wrote {r['path']} ({r['backend']} int8, {r['architecture']}; calibrated on {r['calibration_images']} "
+          f"images): top-1 agreement with fp32 {100 * r['agreement']:.2f}% on {r['heldout_images']} held-out "
+          f"images, largest probability change {r['max_prob_drift']:.4f}")  # fmt: skip
+    if "int8_top1" in r:
+        print(f"  held-out top-1 / top-5: fp32 {r['fp32_top1']:.2f}% / {r['fp32_top5']:.2f}%, "
+              f"int8 {r['int8_top1']:.2f}% / {r['int8_top5']:.2f}%")  # fmt: skip
+    print(f"  report: {r['report']}; {len(r['skipped'])} unreadable file(s) passed over")
     return 0
 
 
@@ -340,67 +371,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="top-1/top-5 on a labelled folder, 1/10/12/144 crops, ensembles")
-    p.add_argument("--weights", action="append", default=[], help="a weights file; repeat for an ensemble")
-    p.add_argument("--model", help="the network, for weights files that do not say it")
     p.add_argument("--data", help="a folder of class folders (ImageNet WordNet-id folders map automatically)")
     p.add_argument("--list", help="a list file of '<path> <label>' lines instead of --data")
     p.add_argument("--ensemble", nargs="+", help="several weights files whose softmax is averaged (Table 5)")
-    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="images gathered at a time (default: the fewest whose views fill whole passes: 64 views on a CPU, "
-        "256 on a GPU)",
-    )
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="images gathered at a time (default: the fewest whose views fill whole passes: 64 views on "
+                        "a CPU, 256 on a GPU)")  # fmt: skip
     p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
     p.add_argument("--no-progress", action="store_true")
-    _add_device_flags(p, workers=True)
-    p.add_argument("--channels-last", action="store_true", help="models and views in channels_last memory format")
-    p.add_argument("--optimize", action="store_true", help="evaluate the inference form (see predict --optimize)")
-    p.add_argument("--fuse", action="store_true", help="evaluate the oneDNN Graph form (CPU fp32; see predict --fuse)")
+    _add_session_flags(p, workers=True)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")
     p.add_argument("inputs", nargs="+", help="image files, folders, or quoted globs")
-    p.add_argument("--weights", action="append", default=[], help="a weights file; repeat for an ensemble")
-    p.add_argument("--model", help="the network, for weights files that do not say it")
     p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
     p.add_argument(
         "--batch-size", type=int, default=None, metavar="N", help="images per pass (default: 16 on a CPU, 256 on a GPU)"
     )
     p.add_argument("--json", action="store_true", help="one JSON object per file")
-    p.add_argument("--optimize", action="store_true",
-                   help="run the inference form (folded BN, prepacked conv+ReLU) and keep freed memory for reuse "
-                        "(models.retain_freed_memory): same results, faster on CPU")  # fmt: skip
-    p.add_argument("--fuse", action="store_true",
-                   help="run the inference form as oneDNN Graph partitions (models.fuse_for_inference; CPU fp32): "
-                        "faster again, about 5 s to set up, so for folders rather than one photo")  # fmt: skip
-    _add_device_flags(p, workers=True)
+    _add_session_flags(p, workers=True)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("serve", help="an HTTP server: POST an image, get its top-k classes (requests batched)")
-    p.add_argument("--weights", action="append", default=[], help="a weights file; repeat for an ensemble")
-    p.add_argument("--model", help="the network, for weights files that do not say it")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=_port, default=8080, help="0 picks a free port")
     p.add_argument("--topk", type=int, default=5, help="classes per image unless a request asks (?topk=K)")
-    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
     p.add_argument("--max-batch", type=int, default=8, help="most images run in one forward pass")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its batch")  # fmt: skip
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body accepted")
-    p.add_argument("--optimize", action="store_true", help="serve the inference form (see predict --optimize)")
-    p.add_argument("--fuse", action="store_true",
-                   help="serve the oneDNN Graph form (CPU fp32; see predict --fuse): every batch shape is fused "
-                        "while warming up, so it starts later and answers faster")  # fmt: skip
     p.add_argument("--parallel", action="store_true",
-                   help="run each batch's chunks of 4 images on separate threads (models.BatchParallel)")  # fmt: skip
-    _add_device_flags(p, workers=False)
+                   help="torch on a CPU: run each batch's chunks of 4 images on separate threads "
+                        "(models.BatchParallel)")  # fmt: skip
+    _add_session_flags(p, workers=False)
     p.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("quantize", help="calibrated int8 (OpenVINO NNCF or onnxruntime QDQ), checked on held-out images")
+    p.add_argument("--weights", required=True, help="the fp32 weights (a bundle or checkpoint)")
+    p.add_argument("--model", help="the network, for weights files that do not say it")
+    p.add_argument("--calibrate", required=True, metavar="DIR",
+                   help="a folder of images like the ones it will see (class folders named as the network's "
+                        "classes also give top-1/top-5)")  # fmt: skip
+    p.add_argument("--check", metavar="DIR",
+                   help="judge on this folder instead of holding out a quarter of --calibrate")  # fmt: skip
+    p.add_argument("--backend", choices=("openvino", "onnxruntime"), default="openvino")
+    p.add_argument("--out", required=True, metavar="Q", help="the artefact: Q.xml (openvino) or Q.onnx (onnxruntime)")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="least top-1 agreement with fp32 on the held-out images (default 0.99); below it nothing "
+                        "is written")  # fmt: skip
+    p.add_argument("--calibration-images", type=int, default=300, metavar="N", help="most images calibrated on")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_quantize)
 
     p = sub.add_parser("export", help="ONNX / TorchScript / torch.export, checked against eager")
     p.add_argument("output", help="the file to write")

@@ -39,7 +39,7 @@ from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
 from .evaluate import _amp_dtype, evaluate
 from .optim import EMA, build_optimizer, load_optimizer_state, lr_at, scaler_step
-from .protocols import DeviceViews, EncodedFiles, collate_items
+from ..data.views import DeviceViews, EncodedFiles, collate_items
 from .runlog import RunLog, plot_confusion, plot_run
 
 log = logging.getLogger(__name__)

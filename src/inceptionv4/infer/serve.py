@@ -39,20 +39,11 @@ from urllib.parse import parse_qs, urlsplit
 import torch
 from PIL import Image
 
-from ..data import Preprocessing
 from ..data.decode import DecodeError, decode_rgb
 from ..data.device_augment import payload_of
-from .predict import inference_forms, top_classes
-from .protocols import (
-    AMP_DTYPES,
-    DeviceViews,
-    check_decode,
-    device_of,
-    display_names,
-    normalize_views,
-    predict_proba,
-    protocol_pixels,
-)
+from ..data.views import DeviceViews, check_decode, normalize_views, protocol_pixels
+from .predict import top_classes
+from .session import Session, as_session
 
 log = logging.getLogger("inceptionv4.serve")
 
@@ -90,50 +81,36 @@ class _Job:
 
 
 class Classifier:
-    """The models behind the server and the batching worker that runs them.
+    """The session behind the server and the batching worker that runs it.
 
     Usable without HTTP: ``submit(views)`` from any thread blocks until the batch holding those
-    views has run and returns their probabilities.
+    views has run and returns their probabilities. ``session`` says how inference runs
+    (:func:`~inceptionv4.infer.session.open_session`); networks in memory are taken as a 1-crop
+    torch session run where they are.
     """
 
     def __init__(
         self,
-        models: torch.nn.Module | list[torch.nn.Module],
+        session: Session | torch.nn.Module | list[torch.nn.Module],
         *,
-        crops: int = 1,
         max_batch: int = 8,
         max_wait_ms: float = 5.0,
-        optimize: bool = False,
-        fuse: bool = False,
-        parallel: bool = False,
         queue_size: int = 256,
-        amp: str = "none",
         decode: str = "workers",
     ) -> None:
-        models = models if isinstance(models, list) else [models]
         self.decode = check_decode(decode)
-        if amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
-        self.architecture = getattr(models[0], "model_name", type(models[0]).__name__)
-        self.names = display_names(models[0])
-        self.pre = Preprocessing.of(models[0])
-        self.crops, self.max_batch, self.max_wait, self.amp = crops, max_batch, max_wait_ms / 1000, amp
-        self.form = "fuse_for_inference" if fuse else "optimize_for_inference" if optimize else "eager"
-        self.models = inference_forms(models, optimize=optimize, fuse=fuse, input_size=self.pre.input_size)
-        if parallel:  # a batch's chunks of 4 images on separate threads (models.BatchParallel)
-            from ..models import BatchParallel
-
-            self.models = [BatchParallel(m) for m in self.models]
-            self.form += " + BatchParallel"
+        self.session = session = as_session(session)
+        self.architecture, self.names, self.pre = session.architecture, session.labels.names, session.pre
+        self.crops, self.max_batch, self.max_wait = session.crops, max_batch, max_wait_ms / 1000
         # oneDNN Graph fuses each new batch shape (a few passes), so the shapes are kept few:
         # BatchParallel runs chunks of 1-4 images; alone, the worker runs power-of-two chunks.
-        self._fuse, self._pow2 = fuse, fuse and not parallel
-        device = device_of(self.models[0])
-        self._device_views = DeviceViews(self.pre, crops, device) if decode == "device" else None
+        self._fuse = session.form == "fuse_for_inference"
+        self._pow2 = self._fuse and not session.parallel
+        self._device_views = DeviceViews(self.pre, self.crops, session.device) if decode == "device" else None
         self._queue: queue.Queue[_Job | None] = queue.Queue(queue_size)
         self.batches = self.images = 0  # counters, for /v1/model and tests
         self._worker = threading.Thread(target=self._run, name="inceptionv4-serve-worker", daemon=True)
@@ -146,7 +123,7 @@ class Classifier:
             sizes = [1 << i for i in range(self.max_batch.bit_length())]
         elif self._fuse:  # under BatchParallel, fused per shape and per thread count: up to a chunk,
             # a batch runs whole in this thread; above, as a chunk and a remainder in one-thread workers
-            sizes = [*range(1, min(self.max_batch, 2 * self.models[0].chunk) + 1), self.max_batch]
+            sizes = [*range(1, min(self.max_batch, 2 * self.session.models[0].chunk) + 1), self.max_batch]
         else:
             sizes = [1, self.max_batch]
         for n in sorted(set(sizes)):
@@ -236,14 +213,13 @@ class Classifier:
             parts = [self._decoded(j) if j.payloads is not None else j.views for j in jobs]
             present = [p for p in parts if p is not None]
             if len({p.dtype for p in present}) > 1:  # pixels and normalised views in one batch
-                device = device_of(self.models[0])
+                device = self.session.device
                 present = [normalize_views(p.to(device), self.pre) if p.dtype == torch.uint8 else p.to(device)
                            for p in present]  # fmt: skip
             probs = torch.zeros(0)
             if present:
                 with torch.inference_mode():
-                    probs = torch.cat([predict_proba(self.models, c, self.crops, pre=self.pre, amp=self.amp)
-                                       for c in self._chunks(torch.cat(present))])  # fmt: skip
+                    probs = torch.cat([self.session(c) for c in self._chunks(torch.cat(present))])
             start = 0
             for j in jobs:
                 n = j.images - len(j.failed)
@@ -273,21 +249,9 @@ class Classifier:
         return out
 
     def describe(self) -> dict:
+        """The session's card (network, classes, preprocessing, backend, precision) and the batching."""
         return {
-            "architecture": self.architecture,
-            "num_classes": len(self.names),
-            "models": len(self.models),
-            "input_size": self.pre.input_size,
-            "preprocessing": {
-                "mean": list(self.pre.mean),
-                "std": list(self.pre.std),
-                "interpolation": self.pre.interpolation,
-                "crop_pct": self.pre.crop_pct,
-            },
-            "crops": self.crops,
-            "form": self.form,
-            "device": str(device_of(self.models[0])),
-            "amp": self.amp,
+            **self.session.describe(),
             "decode": self.decode,
             "max_batch": self.max_batch,
             "max_wait_ms": self.max_wait * 1000,
@@ -485,7 +449,7 @@ class _Server(ThreadingHTTPServer):
 class InferenceServer:
     """The HTTP server around a :class:`Classifier`.
 
-    >>> server = InferenceServer(model, port=0).start()   # port 0: any free port
+    >>> server = InferenceServer(open_session('v4.safetensors'), port=0).start()   # port 0: any free port
     >>> server.url                                         # 'http://127.0.0.1:54321'
     >>> server.close()
 
@@ -494,18 +458,13 @@ class InferenceServer:
 
     def __init__(
         self,
-        models: torch.nn.Module | list[torch.nn.Module],
+        session: Session | torch.nn.Module | list[torch.nn.Module],
         *,
         host: str = "127.0.0.1",
         port: int = 8080,
         topk: int = 5,
-        crops: int = 1,
         max_batch: int = 8,
         max_wait_ms: float = 5.0,
-        optimize: bool = False,
-        fuse: bool = False,
-        parallel: bool = False,
-        amp: str = "none",
         decode: str = "workers",
         max_body_bytes: int = MAX_BODY_BYTES,
         timeout_s: float = 120.0,
@@ -515,17 +474,7 @@ class InferenceServer:
         if not 0 <= port <= 65535:  # before the models load, and not as bind()'s OverflowError
             raise ValueError(f"port must be 0-65535 (0: any free port), got {port}")
         _topk(topk)  # a bad default is the caller's mistake: ValueError now, not 400s later
-        self.classifier = Classifier(
-            models,
-            crops=crops,
-            max_batch=max_batch,
-            max_wait_ms=max_wait_ms,
-            optimize=optimize,
-            fuse=fuse,
-            parallel=parallel,
-            amp=amp,
-            decode=decode,
-        )
+        self.classifier = Classifier(session, max_batch=max_batch, max_wait_ms=max_wait_ms, decode=decode)
         try:
             self._httpd = _Server((host, port), self.classifier, topk, max_body_bytes, timeout_s)
         except OSError as err:  # port taken, no permission, unknown host

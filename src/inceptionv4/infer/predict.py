@@ -14,19 +14,8 @@ from PIL import Image
 from ..data import Preprocessing
 from ..data.decode import IMAGE_SUFFIXES, DecodeError, image_rgb, load_rgb
 from ..data.device_augment import pixels_of, read_encoded_file
-from .protocols import (
-    AMP_DTYPES,
-    CROPS,
-    DeviceViews,
-    ProtocolPieces,
-    check_decode,
-    cut_batch,
-    device_of,
-    display_names,
-    inference_forms,
-    predict_proba,
-    protocol_pieces,
-)
+from ..data.views import DeviceViews, ProtocolPieces, check_decode, cut_batch, protocol_pieces
+from .session import Session, as_session
 
 #: What :func:`predict` takes: files, folders and globs by name, or PIL images already in memory.
 Input = str | Path | Image.Image
@@ -79,7 +68,7 @@ def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict
 
 
 class FileViews(torch.utils.data.Dataset):
-    """Files as one protocol's :class:`~inceptionv4.engine.protocols.ProtocolPieces`, made where a
+    """Files as one protocol's :class:`~inceptionv4.data.views.ProtocolPieces`, made where a
     DataLoader's workers run: each item is ``(file, pieces, None)`` or ``(file, None, reason)``.
     With ``encoded`` the item holds what ``--decode device`` leaves to the device instead: the
     file's bytes, or its pixels for a file the device decoder cannot take."""
@@ -107,17 +96,13 @@ class FileViews(torch.utils.data.Dataset):
 
 
 def predict(
-    models: torch.nn.Module | list[torch.nn.Module],
+    session: Session | torch.nn.Module | list[torch.nn.Module],
     inputs: Input | list[Input],
     *,
     topk: int = 5,
     batch_size: int | None = None,
-    crops: int = 1,
     progress: bool = False,
-    optimize: bool = False,
-    fuse: bool = False,
     workers: int = 0,
-    amp: str = "none",
     decode: str = "workers",
 ) -> Iterator[dict]:
     """Yield ``{"file", "ok", "top": [{"index", "name", "prob"}]}`` or ``{"file", "ok": False, "error"}``
@@ -125,30 +110,20 @@ def predict(
     16 on a CPU, 256 on a GPU). ``inputs`` are files, folders (searched recursively) and globs, PIL
     images already in memory, or a list of them.
 
-    The models run where they are (move them to a GPU first to predict there). ``optimize`` runs
-    each model's :func:`~inceptionv4.models.optimize_for_inference` form (same results, faster on
-    CPU; the caller's models are left as they are); ``fuse`` runs
-    :func:`~inceptionv4.models.fuse_for_inference` (faster again, CPU fp32, about 5 s to set up
-    per model: worth it for a folder, not for one photo). ``workers`` loader processes decode and
-    resample the files in parallel (0: in this process; the views are cut where the models run);
-    ``amp`` ("bf16", "fp16") runs the passes under autocast. ``decode="device"`` leaves the
-    workers only reading the files and decodes and resamples them on the models' device (nvJPEG
-    on a GPU; see :func:`~inceptionv4.engine.protocols.evaluate_protocol`)."""
+    ``session`` (:func:`~inceptionv4.infer.session.open_session`) says how inference runs:
+    backend, device, precision, crops, an ensemble. Networks in memory are taken as a 1-crop torch
+    session run where they are. ``workers`` loader processes decode and resample the files in
+    parallel (0: in this process; the views are cut where the session runs). ``decode="device"``
+    leaves the workers only reading the files and decodes and resamples them on the session's
+    device (nvJPEG on a GPU; see :func:`~inceptionv4.infer.evaluate.evaluate_protocol`)."""
     if topk < 1 or (batch_size is not None and batch_size < 1) or workers < 0:  # before a model or a file is read
         raise ValueError(f"topk and batch_size must be >= 1 and workers >= 0, got {topk}, {batch_size}, {workers}")
-    if crops not in CROPS:
-        raise ValueError(f"crops must be one of {CROPS}, got {crops}")
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of {tuple(AMP_DTYPES)}, got {amp!r}")
     check_decode(decode)
-    models = models if isinstance(models, list) else [models]
-    names = display_names(models[0])
-    pre = Preprocessing.of(models[0])
-    models = inference_forms(models, optimize=optimize, fuse=fuse, input_size=pre.input_size)
+    session = as_session(session)
+    names, pre, crops, device = session.labels.names, session.pre, session.crops, session.device
     k = min(topk, len(names))
     files = expand_inputs(inputs)
-    device = device_of(models[0])  # where the views are cut
-    on_gpu = any(device_of(m).type == "cuda" for m in models)
+    on_gpu = device.type == "cuda"
     device_views = DeviceViews(pre, crops, device) if decode == "device" else None
     batch_size = batch_size or (256 if on_gpu else 16)  # images a pass; a GPU needs many to be busy
     loader = torch.utils.data.DataLoader(FileViews(files, pre, crops, encoded=decode == "device"), batch_size=batch_size,
@@ -169,7 +144,7 @@ def predict(
             views, failed = cut_batch([pieces for _, pieces in pending], device), {}
         tops = iter(())
         if views is not None:
-            probs = predict_proba(models, views, crops, chunk=256 if on_gpu else 64, pre=pre, amp=amp)
+            probs = session(views)
             tops = iter(top_classes(probs, names, k))
         for i, (file, _) in enumerate(pending):
             if i in failed:

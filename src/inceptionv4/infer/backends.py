@@ -1,0 +1,199 @@
+"""The runners behind a :class:`~inceptionv4.infer.session.Session`: torch modules, and the ONNX
+engines (onnxruntime, OpenVINO) built from our own ONNX export and kept in a disk cache.
+
+Only :func:`~inceptionv4.infer.session.open_session` calls these, after it has checked the
+settings; each returns a ready Session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import Preprocessing
+from .session import TORCH_DTYPES, Labels, Session, device_of
+
+#: What an int8 artefact's metadata says it is (ONNX ``metadata_props``, OpenVINO ``rt_info``).
+ARTEFACT_FORMAT = "inceptionv4.int8"
+#: The OpenVINO precision hint of each precision.
+OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$INCEPTIONV4_CACHE``, else ``~/.cache/inceptionv4``."""
+    root = cache_dir or os.environ.get("INCEPTIONV4_CACHE") or Path.home() / ".cache" / "inceptionv4"
+    return Path(root).expanduser()
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 of a network's state dict (names, shapes, dtypes and bytes): the cache key of its
+    builds, equal for equal weights wherever they were read from."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def torch_session(models: list[torch.nn.Module], device: torch.device, *, pre: Preprocessing, labels: Labels,
+                  architecture: str, precision: str, crops: int, form: str = "eager", parallel: bool = False,
+                  channels_last: bool = False, in_memory: list[bool], keep_devices: bool = False) -> Session:  # fmt: skip
+    """Torch runners: each model in its ``form`` (on ``device``, or where it is with
+    ``keep_devices``), under autocast in ``precision``. Models read from files are moved; the
+    caller's own modules are put in eval mode and otherwise left as they are (the forms are
+    copies)."""
+    from ..engine.devices import to_device
+
+    runners, forms = [], []
+    for m, own in zip(models, in_memory, strict=True):
+        m = m.eval() if keep_devices or own and device_of(m) == device else to_device([m], device)[0]
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        if form == "optimize":
+            from ..models import optimize_for_inference
+
+            m = optimize_for_inference(m)
+        elif form == "fuse":
+            from ..models import fuse_for_inference
+
+            m = fuse_for_inference(m, torch.zeros(1, 3, pre.input_size, pre.input_size))
+        elif form == "compile":
+            from ..models import compile_for_inference
+
+            m = compile_for_inference(m)
+        if parallel:
+            from ..models import BatchParallel
+
+            m = BatchParallel(m)
+        forms.append(m)
+        runners.append(_torch_runner(m, TORCH_DTYPES[precision], channels_last))
+    device = device_of(models[0]) if keep_devices else device
+    chunk = 256 if device.type == "cuda" else 64
+    name = {"eager": "eager", "optimize": "optimize_for_inference", "fuse": "fuse_for_inference",
+            "compile": "compile_for_inference"}[form]  # fmt: skip
+    return Session(runners, pre, labels, architecture, "torch", precision, device, crops, name, chunk, forms,
+                   parallel=parallel)  # fmt: skip
+
+
+def _torch_runner(module: torch.nn.Module, dtype: torch.dtype | None, channels_last: bool):
+    device = device_of(module)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return module(x)
+
+    return run
+
+
+def exported_onnx(model: torch.nn.Module, cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """Our ONNX export of ``model`` (BatchNorm folded, dynamic batch, checked against eager), from
+    the cache when it holds one for these weights: (path, whether it was built now)."""
+    from ..engine.export import export_model
+
+    size = Preprocessing.of(model).input_size
+    name = getattr(model, "model_name", "model")
+    path = cache_root(cache_dir) / "onnx" / f"{name}-{weights_hash(model)[:20]}-{size}.onnx"
+    if path.is_file():
+        return path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_model(model.eval(), path, format="onnx", fold_bn=True)
+    return path, True
+
+
+def engine_session(models: list[torch.nn.Module], backend: str, *, pre: Preprocessing, labels: Labels,
+                   architecture: str, precision: str, crops: int, cache_dir=None) -> Session:  # fmt: skip
+    """onnxruntime or OpenVINO runners over each model's cached ONNX export."""
+    runners, cache = [], []
+    for m in models:
+        path, built = exported_onnx(m, cache_dir)
+        runners.append(onnx_runner(path, backend, precision, cache_dir))
+        cache.append({"onnx": str(path), "built": built})
+    return Session(runners, pre, labels, architecture, backend, precision, torch.device("cpu"), crops, backend,
+                   64, cache=cache)  # fmt: skip
+
+
+def onnx_runner(path: str | os.PathLike, backend: str, precision: str, cache_dir=None):
+    """A runner for an ONNX (or OpenVINO IR) file on ``backend``, compiled for ``precision``.
+    OpenVINO keeps its compiled blobs under the cache (its ``CACHE_DIR``), so a second open of the
+    same file and precision skips compiling."""
+    if backend == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # no warnings on stderr for shapes it infers
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(sess.run(None, {name: np.ascontiguousarray(x.numpy())})[0])
+
+        return run
+    import openvino as ov
+
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(cache_root(cache_dir) / "openvino")})
+    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": OV_HINTS[precision],
+                                                      "PERFORMANCE_HINT": "LATENCY"})  # fmt: skip
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        request.infer({0: np.ascontiguousarray(x.numpy())})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    return run
+
+
+def artefact_metadata(path: str | os.PathLike) -> dict:
+    """The metadata an int8 artefact carries (architecture, classes, preprocessing, calibration
+    report); ValueError for a file that is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such int8 artefact: {path}")
+    text = None
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as err:  # noqa: BLE001 - onnx raises DecodeError and others for a damaged file
+            raise ValueError(f"{path} is not a readable ONNX file: {err}") from None
+        text = {p.key: p.value for p in proto.metadata_props}.get(ARTEFACT_FORMAT)
+    else:
+        import openvino as ov
+
+        try:
+            model = ov.Core().read_model(str(path))
+        except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError for a damaged IR
+            raise ValueError(f"{path} is not a readable OpenVINO IR: {str(err).splitlines()[0]}") from None
+        if model.has_rt_info([ARTEFACT_FORMAT]):
+            text = model.get_rt_info([ARTEFACT_FORMAT]).astype(str)
+    if not text:
+        raise ValueError(f"{path} is not an inceptionv4 int8 artefact (write one with `inceptionv4 quantize`)")
+    return json.loads(text)
+
+
+def open_artefacts(paths: list, backend: str, *, crops: int, model: str | None) -> Session:
+    """A session over int8 artefacts (an ensemble if several) on their engine."""
+    metas = [artefact_metadata(p) for p in paths]
+    first = metas[0]
+    for p, meta in zip(paths, metas, strict=True):
+        if model is not None and meta["architecture"] != model:
+            raise ValueError(f"{p} holds int8 {meta['architecture']} weights, not {model}")
+    labels = Labels.of(first["num_classes"], first.get("label_set"), first.get("class_names"))
+    for p, meta in zip(paths[1:], metas[1:], strict=True):
+        if Labels.of(meta["num_classes"], meta.get("label_set"), meta.get("class_names")).keys != labels.keys:
+            raise ValueError(f"the models of an ensemble must share their classes ({p} differs)")
+    pp = first["preprocessing"]
+    pre = Preprocessing(pp["input_size"], tuple(pp["mean"]), tuple(pp["std"]), pp["interpolation"], pp["crop_pct"])
+    runners = [onnx_runner(p, backend, "int8") for p in paths]
+    return Session(runners, pre, labels, first["architecture"], backend, "int8", torch.device("cpu"), crops,
+                   f"{backend} int8 artefact", 64, cache=[{"artefact": str(p)} for p in paths])  # fmt: skip

@@ -1,0 +1,368 @@
+"""How inference runs, decided once: weights -> backend, device, precision, crops -> probabilities.
+
+:func:`open_session` takes weights files (several: an ensemble), networks in memory, or an int8
+artefact written by :func:`~inceptionv4.infer.quantize.quantize`, checks every setting against
+each other and against this machine before anything heavy happens, and returns a
+:class:`Session`. ``eval``, ``predict``, ``serve`` and ``bench`` all run one.
+
+Backends (:mod:`inceptionv4.infer.backends`):
+
+========== =================== ================================================================
+backend    precisions          notes
+========== =================== ================================================================
+torch      fp32, bf16, fp16    autocast; CPU, CUDA, MPS; forms eager / optimize / fuse / compile
+onnxruntime fp32, int8         CPU; built from our ONNX export; int8 from a quantized artefact
+openvino   fp32, bf16, fp16,   CPU; bf16 needs AVX-512 BF16 or AMX, fp16 AVX-512 FP16 or AMX-FP16;
+           int8                int8 from a quantized artefact (NNCF)
+========== =================== ================================================================
+
+``backend="auto"`` takes OpenVINO, else onnxruntime, on a CPU for the precisions they run here,
+and torch otherwise (a GPU, a torch form, or neither engine installed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Preprocessing
+from ..data.views import CROPS, normalize_views
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+#: torch's inference forms (models.optimize_for_inference, fuse_for_inference, compile_for_inference)
+FORMS = ("eager", "optimize", "fuse", "compile")
+#: the autocast dtype of each precision torch runs
+TORCH_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the suffixes of the int8 artefacts :func:`~inceptionv4.infer.quantize.quantize` writes, and their engine
+ARTEFACT_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino"}
+
+
+def cpu_features() -> dict[str, bool]:
+    """The vector units of this CPU that decide what runs fast: AVX2, AVX-512, VNNI (int8),
+    AVX-512 BF16, AMX (bf16/int8 tiles) and AVX-512 FP16, read from ``/proc/cpuinfo`` (all False
+    where it is not there)."""
+    try:
+        flags = set()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        flags = set()
+    return {
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags,
+        "vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_tile" in flags,
+        "avx512_fp16": "avx512_fp16" in flags,
+        "amx_fp16": "amx_fp16" in flags,
+    }
+
+
+def vector_units() -> str:
+    """This CPU's vector units in a few words, for every CPU figure: "AVX-512, VNNI, BF16"."""
+    f = cpu_features()
+    names = [("avx2", "AVX2"), ("avx512", "AVX-512"), ("vnni", "VNNI"), ("avx512_bf16", "BF16"),
+             ("avx512_fp16", "FP16"), ("amx", "AMX")]  # fmt: skip
+    shown = [n for k, n in names if f[k] and not (k == "avx2" and f["avx512"])]
+    return ", ".join(shown) or "no AVX2"
+
+
+def engine_precision_gap(backend: str, precision: str) -> str | None:
+    """Why ``backend`` cannot run ``precision`` on this machine (naming the missing instruction
+    set), or None when it can. The one table of what each backend runs."""
+    f = cpu_features()
+    if backend == "torch":
+        return "torch runs fp32, bf16 and fp16 (int8 runs on openvino or onnxruntime)" if precision == "int8" else None
+    if backend == "onnxruntime":
+        if precision in ("bf16", "fp16"):
+            return f"onnxruntime's CPU engine runs fp32 and int8, not {precision} (use --backend openvino or torch)"
+        return None
+    if precision == "bf16" and not (f["avx512_bf16"] or f["amx"]):
+        return f"openvino bf16 needs a CPU with AVX-512 BF16 or AMX; this one has {vector_units()}"
+    if precision == "fp16" and not (f["avx512_fp16"] or f["amx_fp16"]):
+        return f"openvino fp16 needs a CPU with AVX-512 FP16 or AMX-FP16; this one has {vector_units()}"
+    return None
+
+
+def installed(backend: str) -> bool:
+    """Whether ``backend``'s engine can be imported here (torch always can)."""
+    return backend == "torch" or importlib.util.find_spec(backend) is not None
+
+
+def _require(backend: str) -> None:
+    if not installed(backend):
+        extra = "openvino" if backend == "openvino" else "export"
+        raise ImportError(f"--backend {backend} needs {backend} installed: pip install 'inceptionv4[{extra}]'")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """How a session names its outputs: ``keys`` match a dataset's classes (WordNet ids for
+    ImageNet, else class names, else indices), ``names`` are shown to people."""
+
+    keys: list[str]
+    names: list[str]
+    label_set: str | None = None
+    class_names: list[str] | None = None
+
+    @classmethod
+    def of(cls, num_classes: int, label_set: str | None = None, class_names: list[str] | None = None) -> Labels:
+        if label_set == "imagenet-1k":
+            from ..weights import class_names as shipped
+            from ..weights import imagenet1k
+
+            return cls([c.wnid for c in imagenet1k()], shipped("imagenet-1k"), label_set, None)
+        keys = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        return cls(keys, keys, label_set or None, list(class_names) if class_names else None)
+
+    @classmethod
+    def of_model(cls, model: torch.nn.Module) -> Labels:
+        return cls.of(model.num_classes, getattr(model, "label_set", None), getattr(model, "class_names", None))
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's parameters (or, failing those, buffers) are."""
+    first = next(model.parameters(), None)
+    if first is None:
+        first = next(model.buffers(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+#: A runner: normalised float32 views (B, 3, S, S) -> float32 logits (B, classes), on the CPU or
+#: where the runner's model is.
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Session:
+    """An opened inference set-up: call it on views to get probabilities.
+
+    ``session(views)`` takes (N*V, 3, S, S) views of N images with V = ``crops`` views each:
+    uint8 pixels (normalised here, where the models run, with ``pre``) or float32 already
+    normalised. It returns (N, classes) float32 probabilities on the CPU: the softmax of each
+    model averaged over the views, then over the models of an ensemble. The result does not
+    depend on how many images are passed at once.
+    """
+
+    runners: list[Runner]
+    pre: Preprocessing
+    labels: Labels
+    architecture: str
+    backend: str
+    precision: str
+    device: torch.device
+    crops: int = 1
+    form: str = "eager"
+    chunk: int = 64  # views per forward pass
+    models: list[torch.nn.Module] = field(default_factory=list)  # torch backend: the modules the runners run
+    cache: list[dict] = field(default_factory=list)  # engines: what was built or reused, per model
+    parallel: bool = False
+
+    def __post_init__(self) -> None:
+        if self.crops not in CROPS:
+            raise ValueError(f"crops must be one of {CROPS}, got {self.crops}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels.keys)
+
+    @torch.no_grad()
+    def __call__(self, views: torch.Tensor) -> torch.Tensor:
+        if views.dim() != 4 or len(views) % self.crops:
+            raise ValueError(f"views must be (N*{self.crops}, 3, S, S), got {tuple(views.shape)}")
+        total = None
+        for run in self.runners:
+            parts = []
+            for i in range(0, len(views), self.chunk):
+                x = views[i : i + self.chunk].to(self.device, non_blocking=True)
+                x = normalize_views(x, self.pre) if x.dtype == torch.uint8 else x.float()
+                parts.append(F.softmax(run(x).float(), 1))
+            probs = torch.cat(parts).cpu()  # one copy back (and one wait) per model, not one per pass
+            probs = probs.view(-1, self.crops, probs.shape[-1]).mean(1)
+            total = probs if total is None else total + probs
+        return total / len(self.runners)
+
+    def describe(self) -> dict:
+        """What runs, for ``/v1/model``, reports and logs."""
+        return {
+            "architecture": self.architecture,
+            "num_classes": self.num_classes,
+            "models": len(self.runners),
+            "backend": self.backend,
+            "precision": self.precision,
+            "form": self.form + (" + BatchParallel" if self.parallel else ""),
+            "device": str(self.device),
+            "crops": self.crops,
+            "input_size": self.pre.input_size,
+            "preprocessing": {
+                "mean": list(self.pre.mean),
+                "std": list(self.pre.std),
+                "interpolation": self.pre.interpolation,
+                "crop_pct": self.pre.crop_pct,
+            },
+            "cpu": vector_units() if self.device.type == "cpu" else None,
+        }
+
+
+Source = str | os.PathLike | torch.nn.Module
+
+
+def open_session(
+    source: Source | Sequence[Source],
+    *,
+    model: str | None = None,
+    backend: str = "auto",
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    crops: int = 1,
+    form: str = "eager",
+    parallel: bool = False,
+    channels_last: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Session:
+    """Open weights for inference, checking every setting before anything heavy is done.
+
+    Args:
+        source: a weights file (a bundle, or any checkpoint :func:`~inceptionv4.load_weights`
+            reads), an int8 artefact from ``inceptionv4 quantize`` (``.onnx``: onnxruntime,
+            ``.xml``: OpenVINO), a network in memory, or a list of these: an ensemble whose
+            probabilities are averaged. Networks in memory are used as they are, on their device
+            (torch) or exported (the engines); the caller's modules are not changed.
+        model: the network, for weights files that do not say it; a file of another network is
+            a ValueError.
+        backend: one of :data:`BACKENDS` (see the module docstring for ``auto``).
+        device: "auto" (a GPU if PyTorch sees one, for torch), "cpu", "cuda", "cuda:N", "mps".
+            The engines run on the CPU.
+        precision: one of :data:`PRECISIONS`. A precision the backend or this CPU lacks is a
+            ValueError naming what is missing.
+        crops: the views per image the session is called with (1, 10, 12, 144).
+        form: torch only: "eager", or a faster CPU form (:data:`FORMS`).
+        parallel: torch on a CPU only: split each pass over threads (models.BatchParallel).
+        channels_last: torch only: models and views in channels_last.
+        cache_dir: where the engines' builds are kept (default ``$INCEPTIONV4_CACHE`` or
+            ``~/.cache/inceptionv4``), keyed by the weights' hash, backend, precision and input
+            shape: a second open of the same weights is fast, changed weights are rebuilt.
+    """
+    from ..engine.devices import resolve_device
+
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    if not sources:
+        raise ValueError("give weights: a bundle or checkpoint file, or several for an ensemble")
+    for name, value, allowed in (("backend", backend, BACKENDS), ("precision", precision, PRECISIONS),
+                                 ("form", form, FORMS)):  # fmt: skip
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, got {crops}")
+    artefacts = [s for s in sources if _is_artefact(s)]
+    if artefacts:
+        if len(artefacts) != len(sources):
+            raise ValueError("an ensemble is all int8 artefacts or all weights, not a mix")
+        engines = {ARTEFACT_BACKENDS[Path(a).suffix.lower()] for a in artefacts}
+        if len(engines) > 1:
+            raise ValueError("the artefacts of an ensemble must be for one backend")
+        (engine,) = engines
+        if backend not in ("auto", engine):
+            raise ValueError(f"{artefacts[0]} is a {engine} artefact: drop --backend {backend} or give --backend {engine}")
+        if precision not in ("fp32", "int8"):  # fp32: the default, left as it was
+            raise ValueError(f"{artefacts[0]} runs in int8, not {precision}")
+        backend, precision = engine, "int8"
+    elif precision == "int8":
+        raise ValueError(
+            "int8 runs a calibrated artefact: write one with `inceptionv4 quantize --weights W --calibrate DIR "
+            "--backend openvino|onnxruntime --out Q` and give Q as the weights"
+        )
+    torch_only = form != "eager" or parallel or channels_last
+    dev = resolve_device("cpu" if (backend in ("onnxruntime", "openvino") or torch_only and form == "fuse")
+                         and str(device) == "auto" else str(device))  # fmt: skip
+    if backend == "auto":
+        backend = _auto_backend(dev, precision, torch_only)
+    if backend != "torch":
+        if dev.type != "cpu":
+            raise ValueError(f"--backend {backend} runs on the CPU here: drop --device {device}, or use --backend torch")
+        if torch_only:
+            raise ValueError(f"form, parallel and channels_last are torch options: drop them, or use --backend torch")
+        _require(backend)
+    gap = engine_precision_gap(backend, precision)
+    if gap:
+        raise ValueError(gap)
+    if form == "fuse" and (dev.type != "cpu" or precision != "fp32"):
+        raise ValueError("the fuse form runs oneDNN Graph partitions: CPU and fp32 only")
+    if parallel and dev.type != "cpu":
+        raise ValueError(f"parallel splits a batch over CPU threads: it needs the CPU, not {dev}")
+
+    from . import backends
+
+    if artefacts:
+        return backends.open_artefacts(artefacts, backend, crops=crops, model=model)
+    models = [_load(s, model) for s in sources]
+    first = models[0]
+    labels = Labels.of_model(first)
+    for m in models[1:]:
+        if Labels.of_model(m).keys != labels.keys:
+            raise ValueError("the models of an ensemble must share their classes")
+    pre = Preprocessing.of(first)
+    common = {"pre": pre, "labels": labels, "architecture": getattr(first, "model_name", type(first).__name__),
+              "precision": precision, "crops": crops}  # fmt: skip
+    if backend == "torch":
+        in_memory = [isinstance(s, torch.nn.Module) for s in sources]
+        keep = all(in_memory) and str(device) == "auto"  # networks in memory run where they are
+        return backends.torch_session(models, dev, form=form, parallel=parallel, channels_last=channels_last,
+                                      in_memory=in_memory, keep_devices=keep, **common)  # fmt: skip
+    return backends.engine_session(models, backend, cache_dir=cache_dir, **common)
+
+
+def _auto_backend(device: torch.device, precision: str, torch_only: bool) -> str:
+    if device.type != "cpu" or torch_only:
+        return "torch"
+    for engine in ("openvino", "onnxruntime"):
+        if installed(engine) and engine_precision_gap(engine, precision) is None:
+            return engine
+    return "torch"
+
+
+def _is_artefact(source: Source) -> bool:
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in ARTEFACT_BACKENDS
+
+
+def _load(source: Source, model: str | None) -> torch.nn.Module:
+    if isinstance(source, torch.nn.Module):
+        if model is not None and getattr(source, "model_name", model) != model:
+            raise ValueError(f"the network given is {source.model_name}, not {model}")
+        return source
+    from ..api import create_model
+    from ..weights import load_weights
+
+    path = os.fspath(source)
+    if model is not None and not path.endswith(".safetensors"):
+        return create_model(model, pretrained=path)
+    return load_weights(path, architecture=model)
+
+
+def as_session(models: Session | torch.nn.Module | Sequence[torch.nn.Module], crops: int | None = None) -> Session:
+    """A session as it is, or networks in memory as a torch session that runs them where they
+    are, eager and in float32 (what :func:`~inceptionv4.infer.predict.predict` and
+    :func:`~inceptionv4.infer.evaluate.evaluate_protocol` do with bare modules)."""
+    if isinstance(models, Session):
+        if crops is not None and models.crops != crops:
+            raise ValueError(f"the session was opened for {models.crops} crop(s), not {crops}")
+        return models
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    if not models:
+        raise ValueError("need at least one model")
+    from . import backends
+
+    first = models[0]
+    return backends.torch_session(models, device_of(first), pre=Preprocessing.of(first), labels=Labels.of_model(first),
+                                  architecture=getattr(first, "model_name", type(first).__name__), precision="fp32",
+                                  crops=crops or 1, in_memory=[True] * len(models), keep_devices=True)  # fmt: skip
