@@ -31,7 +31,7 @@ from input_pipeline import jpegs, measure_eval, write_folder
 from input_pipeline import measure as measure_pipeline
 
 import inceptionv4 as iv
-from inceptionv4.engine.bench import measure
+from inceptionv4.tools.bench import measure
 from inceptionv4.models.fold import fold_batchnorm
 from inceptionv4.models.inference import compile_for_inference
 

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 import inceptionv4 as iv
-from inceptionv4.engine.serve import InferenceServer
+from inceptionv4.infer.serve import InferenceServer
 from inceptionv4.models import onednn_graph_available, retain_freed_memory
 
 CLIENTS = r"""

@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -8,6 +9,10 @@ import inceptionv4 as iv
 # `make test` runs two pytest processes (pytest-xdist) on the two cores, one thread each: the
 # per-test tensors are small, and two processes use two cores better than two threads of one
 torch.set_num_threads(1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2)
+
+# the engines' builds (ONNX exports, OpenVINO blobs) of this run's throwaway weights go to a
+# folder of its own, not the user's cache; subprocesses the tests start inherit it
+os.environ["INCEPTIONV4_CACHE"] = tempfile.mkdtemp(prefix="inceptionv4-test-cache-")
 
 ALL_MODELS = iv.list_models()
 
@@ -45,3 +50,10 @@ def small_model() -> torch.nn.Module:
     model.class_names = ["red", "green", "blue"]
     model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
     return model
+
+
+def torch_session(models, crops: int = 1, **options):
+    """Networks in memory as a torch session of ``crops`` views per image, run where they are."""
+    from inceptionv4.infer.session import open_session
+
+    return open_session(models, backend="torch", crops=crops, **options)

@@ -19,7 +19,7 @@ from inceptionv4.data import (
 )
 from inceptionv4.data.device_augment import _color_jitter, device_decodable, sample_crop
 from inceptionv4.engine import train
-from inceptionv4.engine.protocols import DeviceViews
+from inceptionv4.data.views import DeviceViews
 
 # the reference decodes with torchvision's own decoder, deprecated in 0.29 for TorchCodec
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")

@@ -14,19 +14,13 @@ from PIL import Image
 import inceptionv4 as iv
 from inceptionv4.cli import main
 from inceptionv4.data import ImageFolder, Preprocessing
-from inceptionv4.engine.bench import benchmark
+from inceptionv4.tools.bench import benchmark
 from inceptionv4.engine.export import ExportMismatchError, export_model
-from inceptionv4.engine.predict import expand_inputs, predict
-from inceptionv4.engine.protocols import (
-    crop_views,
-    cut_views,
-    evaluate_protocol,
-    label_map,
-    predict_proba,
-    protocol_pieces,
-    protocol_pixels,
-    scales_for,
-)
+from inceptionv4.infer.predict import expand_inputs, predict
+from inceptionv4.data.views import crop_views, cut_views, protocol_pieces, protocol_pixels, scales_for
+from inceptionv4.infer.evaluate import evaluate_protocol, label_map
+from inceptionv4.infer.session import Session
+from .conftest import torch_session
 from inceptionv4.models import count_flops
 from inceptionv4.models.fold import fold_batchnorm
 from inceptionv4.weights import imagenet1k
@@ -60,11 +54,11 @@ def test_crop_protocols_make_the_stated_number_of_views(crops):
 
 def test_evaluate_protocol_and_ensemble(small_model, folder):
     ds = ImageFolder(folder)
-    single = evaluate_protocol([small_model], ds, crops=1, batch_size=4)
+    single = evaluate_protocol(torch_session([small_model], 1), ds, batch_size=4)
     assert single["n"] == 6 and len(single["skipped"]) == 1 and "corrupt.jpg" in single["skipped"][0]
     assert 0 <= single["top1"] <= 100 and single["top5"] == 100.0  # 3 classes: top-5 always hits
     assert sum(map(sum, single["confusion"])) == 6
-    ten = evaluate_protocol([small_model, small_model], ds, crops=10, batch_size=4)
+    ten = evaluate_protocol(torch_session([small_model, small_model], 10), ds, batch_size=4)
     assert ten["models"] == 2 and ten["n"] == 6
 
 
@@ -144,21 +138,23 @@ def test_144_crops_are_cut_from_16_pictures_where_pil_puts_them():
     assert torch.equal(views[132], pil(last.crop((165 - 118, 0, 165 - 118 + 75, 75))))  # right square, top-left
 
 
-def test_predict_proba_normalises_pixels_where_the_model_runs(small_model):
+def test_session_normalises_pixels_where_the_model_runs(small_model):
     img = Image.fromarray(np.random.default_rng(2).integers(0, 256, (80, 100, 3), dtype=np.uint8))
     pre = Preprocessing.of(small_model)
     pixels = torch.cat([protocol_pixels(img, pre, 10), protocol_pixels(img.rotate(90), pre, 10)])
     floats = torch.cat([crop_views(img, pre, 10), crop_views(img.rotate(90), pre, 10)])
     with torch.no_grad():
         want = torch.softmax(small_model(floats), 1).view(2, 10, 3).mean(1)
-    assert (predict_proba([small_model], floats, 10) - want).abs().max().item() < 1e-6
-    assert (predict_proba([small_model], pixels, 10, chunk=3, pre=pre) - want).abs().max().item() < 1e-6
-    bf16 = predict_proba([small_model], pixels, 10, pre=pre, amp="bf16")
+    session = torch_session(small_model, 10)
+    assert (session(floats) - want).abs().max().item() < 1e-6
+    session.chunk = 3  # passes of any size give the same
+    assert (session(pixels) - want).abs().max().item() < 1e-6
+    bf16 = torch_session(small_model, 10, precision="bf16")(pixels)
     assert 0 < (bf16 - want).abs().max().item() < 0.05  # bf16 really ran, and is close
-    with pytest.raises(ValueError, match="uint8 views need the Preprocessing"):
-        predict_proba([small_model], pixels, 10)
-    with pytest.raises(ValueError, match=r"amp must be one of \('none', 'bf16', 'fp16'\), got 'fp8'"):
-        predict_proba([small_model], floats, 10, amp="fp8")
+    with pytest.raises(ValueError, match=r"views must be \(N\*10, 3, S, S\)"):
+        session(pixels[:7])
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8': choose one of fp32, bf16, fp16, int8"):
+        torch_session(small_model, 10, precision="fp8")
 
 
 def test_evaluate_protocol_with_workers_matches_one_image_at_a_time(small_model, folder):
@@ -177,34 +173,35 @@ def test_evaluate_protocol_with_workers_matches_one_image_at_a_time(small_model,
         name = small_model.class_names[p.argmax()]
         want.append((ds.name_of(i), ds.classes[y], name, p.max().item()))
         confusion[y, ds.classes.index(name)] += 1
-    base = evaluate_protocol([small_model], ds, crops=12, batch_size=16)
-    assert base["confusion"] == confusion.tolist() and base["device"] == "cpu" and base["amp"] == "none"
-    for options in (
-        {},
-        {"workers": 2, "batch_size": 3, "chunk": 5},
-        {"workers": 1, "channels_last": True, "chunk": 64},
-    ):
-        got = evaluate_protocol([small_model], ds, crops=12, **options)
+    base = evaluate_protocol(torch_session([small_model], 12), ds, batch_size=16)
+    assert base["confusion"] == confusion.tolist() and base["device"] == "cpu" and base["precision"] == "fp32"
+    for options, chunk, layout in (({}, 64, {}), ({"workers": 2, "batch_size": 3}, 5, {}),
+                                   ({"workers": 1}, 64, {"channels_last": True})):  # fmt: skip
+        session = torch_session([small_model], 12, **layout)
+        session.chunk = chunk
+        got = evaluate_protocol(session, ds, **options)
         assert got["confusion"] == base["confusion"] and got["skipped"] == base["skipped"], options
         assert len(got["images"]) == len(want) == 6
         for image, (file, label, predicted, prob) in zip(got["images"], want, strict=True):
             assert (image["file"], image["label"], image["predicted"]) == (file, label, predicted), options
             assert abs(image["prob"] - prob) < 1e-6, options
-    import inceptionv4.engine.protocols as protocols_module
-
-    batches, proba = [], protocols_module.predict_proba
-    record = lambda m, v, *a, **k: batches.append(len(v)) or proba(m, v, *a, **k)
+    batches, call = [], Session.__call__
+    record = lambda self, v: batches.append(len(v)) or call(self, v)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(protocols_module, "predict_proba", record)
-        evaluate_protocol([small_model], ds, crops=12)
-        evaluate_protocol([small_model], ds, crops=10, chunk=4)
+        mp.setattr(Session, "__call__", record)
+        evaluate_protocol(torch_session([small_model], 12), ds)
+        session = torch_session([small_model], 10)
+        session.chunk = 4
+        evaluate_protocol(session, ds)
     # by default a batch's views fill whole passes: 16 files x 12 crops = 3 passes of 64 (here all 7
     # files, 6 readable); 2 files x 10 crops = 5 passes of 4 (the corrupt file and the 7th: 10 views)
     assert batches == [72, 20, 10, 20, 10]
-    for bad, message in (({"workers": -1}, "workers >= 0"), ({"chunk": 0}, "chunk must be >= 1"),
-                         ({"amp": "half"}, "amp must be one of"), ({"crops": 5}, "crops must be one of")):  # fmt: skip
+    for bad, message in (({"workers": -1}, "workers >= 0"), ({"batch_size": 0}, "batch_size must be >= 1"),
+                         ({"decode": "gpu"}, "decode must be")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             evaluate_protocol([small_model], ds, **bad)
+    with pytest.raises(ValueError, match="crops must be one of"):
+        torch_session(small_model, 5)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +224,7 @@ def jpeg_folder(tmp_path_factory):
 
 def test_device_decoded_views_are_within_two_levels_of_pil(small_model, jpeg_folder):
     from inceptionv4.data.decode import load_rgb
-    from inceptionv4.engine.protocols import DeviceViews, EncodedFiles, collate_items, normalize_views
+    from inceptionv4.data.views import DeviceViews, EncodedFiles, collate_items, normalize_views
 
     ds = ImageFolder(jpeg_folder)
     pre = Preprocessing.of(small_model)
@@ -248,9 +245,9 @@ def test_device_decoded_views_are_within_two_levels_of_pil(small_model, jpeg_fol
 
 def test_evaluate_protocol_decoding_on_the_device_agrees_with_pil(small_model, jpeg_folder):
     ds = ImageFolder(jpeg_folder)
-    pil = evaluate_protocol([small_model], ds, crops=12)
+    pil = evaluate_protocol(torch_session([small_model], 12), ds)
     for workers in (0, 2):
-        device = evaluate_protocol([small_model], ds, crops=12, decode="device", workers=workers)
+        device = evaluate_protocol(torch_session([small_model], 12), ds, decode="device", workers=workers)
         assert device["decode"] == "device" and sorted(device["skipped"]) == sorted(pil["skipped"])
         assert device["confusion"] == pil["confusion"] and device["n"] == pil["n"] == 7
         for a, b in zip(pil["images"], device["images"], strict=True):
@@ -261,8 +258,8 @@ def test_evaluate_protocol_decoding_on_the_device_agrees_with_pil(small_model, j
 
 def test_predict_decoding_on_the_device_answers_as_pil_in_order(small_model, jpeg_folder, tmp_path, monkeypatch):
     inputs = [str(jpeg_folder), str(tmp_path / "nope.jpg")]
-    pil = list(predict(small_model, inputs, topk=3, batch_size=3, crops=10))
-    device = list(predict(small_model, inputs, topk=3, batch_size=3, crops=10, decode="device", workers=1))
+    pil = list(predict(torch_session(small_model, 10), inputs, topk=3, batch_size=3))
+    device = list(predict(torch_session(small_model, 10), inputs, topk=3, batch_size=3, decode="device", workers=1))
     assert [(r["file"], r["ok"], r.get("error")) for r in device] == [(r["file"], r["ok"], r.get("error")) for r in pil]
     assert sum(r["ok"] for r in pil) == 7 and len(pil) == 10  # 6 JPEGs + a PNG; truncated, corrupt, missing
     for a, b in zip(pil, device, strict=True):
@@ -323,7 +320,7 @@ def test_evaluating_nothing_readable_is_an_error(small_model, tmp_path):
     (tmp_path / "red" / "a.jpg").write_bytes(b"\xff\xd8\xffnot really")
     (tmp_path / "red" / "b.png").write_text("text")
     with pytest.raises(ValueError, match=r"no image of the 2 in the dataset could be read: .*a.jpg.*; .*b.png"):
-        evaluate_protocol([small_model], ImageFolder(tmp_path), crops=1, batch_size=4)
+        evaluate_protocol(torch_session([small_model], 1), ImageFolder(tmp_path), batch_size=4)
 
 
 def test_imagenet_folders_map_by_wordnet_id(small_model):
@@ -360,10 +357,11 @@ def test_predict_reports_bad_files_and_keeps_going(small_model, folder, tmp_path
     top = results[0]["top"]
     assert len(top) == 2 and top[0]["name"] in small_model.class_names and top[0]["prob"] >= top[1]["prob"]
     for bad, message in (({"topk": 0}, "topk and batch_size must be >= 1"),
-                         ({"batch_size": 0}, "topk and batch_size must be >= 1"),
-                         ({"crops": 7}, r"crops must be one of \(1, 10, 12, 144\), got 7")):  # fmt: skip
+                         ({"batch_size": 0}, "topk and batch_size must be >= 1")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             next(predict(small_model, inputs, **bad))
+    with pytest.raises(ValueError, match=r"crops must be one of \(1, 10, 12, 144\), got 7"):
+        torch_session(small_model, 7)
 
 
 def test_predict_takes_one_name_pil_images_and_folders_with_unreadable_parts(small_model, folder, tmp_path):
@@ -413,8 +411,8 @@ def test_a_folder_with_parts_that_cannot_be_read_gives_the_rest(folder, tmp_path
 
 def test_predict_with_workers_gives_the_same_answers_in_the_same_order(small_model, folder, tmp_path):
     inputs = mixed_inputs(folder, tmp_path)
-    plain = list(predict(small_model, inputs, topk=3, batch_size=2, crops=10))
-    loaded = list(predict(small_model, inputs, topk=3, batch_size=2, crops=10, workers=2))
+    plain = list(predict(torch_session(small_model, 10), inputs, topk=3, batch_size=2))
+    loaded = list(predict(torch_session(small_model, 10), inputs, topk=3, batch_size=2, workers=2))
     assert [(r["file"], r["ok"], r.get("error")) for r in loaded] == [
         (r["file"], r["ok"], r.get("error")) for r in plain
     ]
@@ -424,23 +422,23 @@ def test_predict_with_workers_gives_the_same_answers_in_the_same_order(small_mod
             assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 1e-6
     with pytest.raises(ValueError, match="workers >= 0"):
         next(predict(small_model, inputs, workers=-1))
-    with pytest.raises(ValueError, match="amp must be one of"):
-        next(predict(small_model, inputs, amp="int8"))
+    with pytest.raises(ValueError, match="int8 runs a calibrated artefact: write one with `inceptionv4 quantize"):
+        torch_session(small_model, precision="int8")
 
 
 def test_predict_optimized_gives_the_same_answers(small_model, folder):
     inputs = [str(folder / "red"), str(folder / "g*" / "*.png")]
     plain = list(predict(small_model, inputs, topk=3, batch_size=3))
-    forms = [{"optimize": True}] + ([{"fuse": True}] if iv.models.onednn_graph_available() else [])
+    forms = ["optimize"] + (["fuse"] if iv.models.onednn_graph_available() else [])
     for form in forms:
-        fast = list(predict(small_model, inputs, topk=3, batch_size=3, **form))
+        fast = list(predict(torch_session(small_model, form=form), inputs, topk=3, batch_size=3))
         assert [r["file"] for r in fast] == [r["file"] for r in plain] and len(fast) == 4
         for a, b in zip(plain, fast, strict=True):
             assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]], form
             assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 1e-5, form
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in small_model.modules())  # the caller's model untouched
-    with pytest.raises(ValueError, match="pass one of them"):
-        next(predict(small_model, inputs, optimize=True, fuse=True))
+    with pytest.raises(ValueError, match="unknown form 'fused': choose one of eager, optimize, fuse, compile"):
+        torch_session(small_model, form="fused")
 
 
 def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys, monkeypatch):

@@ -22,9 +22,10 @@ from PIL import Image
 import inceptionv4 as iv
 from inceptionv4.cli import main
 from inceptionv4.data import Preprocessing, decode_rgb
-from inceptionv4.engine.predict import predict
-from inceptionv4.engine.protocols import crop_views
-from inceptionv4.engine.serve import Classifier, InferenceServer, pow2_sizes
+from inceptionv4.infer.predict import predict
+from inceptionv4.data.views import crop_views
+from inceptionv4.infer.serve import Classifier, InferenceServer, pow2_sizes
+from .conftest import torch_session
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +154,11 @@ def test_a_failing_forward_pass_is_a_500_and_a_full_queue_a_503(small_model, ima
             raise RuntimeError("out of memory (simulated)")
 
     with InferenceServer(small_model, port=0) as server:
-        good = server.classifier.models
-        server.classifier.models = [Broken()]
+        good = server.classifier.session.runners
+        server.classifier.session.runners = [Broken()]
         status, body, _ = call(server.url, "/v1/predict", images[0].read_bytes())
         assert status == 500 and body["error"] == "inference failed: RuntimeError: out of memory (simulated)"
-        server.classifier.models = good
+        server.classifier.session.runners = good
         assert call(server.url, "/v1/predict", images[0].read_bytes())[0] == 200
         full = queue.Queue(1)  # a full request queue: the client is told to come back
         full.put(None)
@@ -214,9 +215,9 @@ def test_fused_server_fuses_few_batch_shapes(small_model, images, two_threads):
     with torch.no_grad():
         want = torch.softmax(small_model(views), 1)
     for parallel, max_batch, shapes in ((False, 4, [1, 2, 4]), (True, 6, [1, 2, 3, 4])):
-        classifier = Classifier(small_model, max_batch=max_batch, fuse=True, parallel=parallel)
+        classifier = Classifier(torch_session(small_model, form="fuse", parallel=parallel), max_batch=max_batch)
         try:
-            fused = classifier.models[0].model if parallel else classifier.models[0]
+            fused = classifier.session.models[0].model if parallel else classifier.session.models[0]
             classifier.warm_up()
             warm = set(fused._warm)
             assert sorted({k[0][0] for k in warm}) == shapes
@@ -234,13 +235,13 @@ def test_fused_server_fuses_few_batch_shapes(small_model, images, two_threads):
 
 
 def test_a_request_larger_than_max_batch_runs_in_passes_of_max_batch(small_model, images):
-    classifier = Classifier(small_model, max_batch=2, crops=10)
+    classifier = Classifier(torch_session(small_model, 10), max_batch=2)
     try:
         views = torch.cat([classifier.views(p.read_bytes()) for p in images[:5]])
         assert [len(c) for c in classifier._chunks(views)] == [20, 20, 10]  # 10 crops per image
         probs = classifier.submit(views)
         assert classifier.batches == 1 and classifier.images == 5 and probs.shape == (5, 3)
-        want = [r["top"][0] for r in predict(small_model, [str(p) for p in images[:5]], topk=1, crops=10)]
+        want = [r["top"][0] for r in predict(torch_session(small_model, 10), [str(p) for p in images[:5]], topk=1)]
         assert probs.argmax(1).tolist() == [t["index"] for t in want]
         assert max(abs(probs[i, t["index"]].item() - t["prob"]) for i, t in enumerate(want)) < 1e-5
     finally:
@@ -274,7 +275,7 @@ def test_cli_serves_until_sigterm(small_model, images, tmp_path):
 def test_pixels_and_normalised_views_share_a_batch(small_model, images):
     """views() hands the worker uint8 pixels (normalised where the model runs); a caller's float
     views, already normalised, may wait in the same batch: each gets its own image's answer."""
-    classifier = Classifier(small_model, max_batch=8, max_wait_ms=500, amp="none")
+    classifier = Classifier(small_model, max_batch=8, max_wait_ms=500)
     try:
         pre = Preprocessing.of(small_model)
         pixels = classifier.views(images[0].read_bytes())
@@ -294,11 +295,11 @@ def test_pixels_and_normalised_views_share_a_batch(small_model, images):
         assert classifier.batches == 1  # both waited in one batch
         assert (torch.cat([got[0], got[1]]) - want).abs().max().item() < 1e-6
         info = classifier.describe()
-        assert info["device"] == "cpu" and info["amp"] == "none"
+        assert info["device"] == "cpu" and info["backend"] == "torch" and info["precision"] == "fp32"
     finally:
         classifier.close()
-    with pytest.raises(ValueError, match="amp must be one of"):
-        Classifier(small_model, amp="fp64")
+    with pytest.raises(ValueError, match="decode must be 'workers' or 'device'"):
+        Classifier(small_model, decode="gpu")
 
 
 @pytest.fixture(scope="module")
@@ -320,7 +321,7 @@ def test_device_decoding_answers_as_the_connection_threads_do(small_model, image
     blobs = json.dumps({"images": [base64.b64encode(b).decode() for b in bodies], "topk": 3})
     answers = {}
     for decode in ("workers", "device"):
-        with InferenceServer(small_model, port=0, topk=3, crops=12, decode=decode) as server:
+        with InferenceServer(torch_session(small_model, 12), port=0, topk=3, decode=decode) as server:
             status, body, _ = call(server.url, "/v1/predict", blobs, "application/json")
             assert status == 200 and all(r["ok"] for r in body["results"])
             answers[decode] = body["results"]
@@ -349,7 +350,7 @@ def test_device_decoding_answers_as_the_connection_threads_do(small_model, image
         return [f"{n}: no decoder read it" if n == "images[1]" else img for img, n in zip(out, names, strict=True)]
 
     monkeypatch.setattr(device_augment, "decode_payloads", failing_second)
-    with InferenceServer(small_model, port=0, topk=3, crops=12, decode="device") as server:
+    with InferenceServer(torch_session(small_model, 12), port=0, topk=3, decode="device") as server:
         status, body, _ = call(server.url, "/v1/predict", blobs, "application/json")
     assert status == 200 and [r["ok"] for r in body["results"]] == [True, False, True, True, True]
     assert body["results"][1] == {"ok": False, "error": "images[1]: no decoder read it"}

@@ -206,8 +206,8 @@ def _eval(args: argparse.Namespace) -> int:
     if not world.is_main:
         return 0
     where = report["device"] + (f" x {world.size} processes" if world.distributed else "")
-    print(f"{report['n']} images, {args.crops} crop(s), {report['models']} model(s) on {where} "
-          f"({session.backend} {session.precision}): top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%")  # fmt: skip
+    print(f"{report['n']} images, {args.crops} crop(s), {report['models']} model(s) on {where}: "
+          f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%  ({session.backend} {session.precision})")  # fmt: skip
     if args.report:
         with atomic_write(args.report) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=2))
@@ -314,7 +314,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .engine.bench import benchmark
+    from .tools.bench import benchmark
 
     if (args.optimize or args.fuse) and args.device == "cpu":
         from .models import retain_freed_memory

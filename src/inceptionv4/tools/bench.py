@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..models import count_flops, create_model
-from .devices import resolve_device
-from .optim import FUSED_DEVICES
+from ..engine.devices import resolve_device
+from ..engine.optim import FUSED_DEVICES
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
