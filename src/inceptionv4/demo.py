@@ -30,8 +30,10 @@ DEMO_SETTINGS = {
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, max_steps: int | None = None,
-             seed: int = 0, samples: int = 8, progress: bool = True) -> dict:  # fmt: skip
-    """Run the demo; returns what it measured and wrote (also printed by ``inceptionv4 demo``)."""
+             seed: int = 0, samples: int = 8, progress: bool = True, int8_min_agreement: float = 0.99) -> dict:  # fmt: skip
+    """Run the demo; returns what it measured and wrote (also printed by ``inceptionv4 demo``).
+    The int8 model is kept only if it agrees with fp32 on ``int8_min_agreement`` of the held-out
+    digits; else ``int8`` holds the refusal."""
     from .data import Digits
     from .engine import train
     from .engine.export import export_model, run_exported
@@ -79,7 +81,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, ma
             "onnx": model.class_names[int(p.argmax())],
             "onnx_prob": float(p.max()),
         })  # fmt: skip
-    int8 = _quantize_demo(model, out_dir, seed)
+    int8 = _quantize_demo(model, out_dir, seed, int8_min_agreement)
     return {
         "int8": int8,
         "time_s": time.time() - start,
@@ -97,7 +99,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, ma
     }
 
 
-def _quantize_demo(model, out_dir: Path, seed: int) -> dict | None:
+def _quantize_demo(model, out_dir: Path, seed: int, min_agreement: float) -> dict | None:
     """Quantize the trained model to int8 (OpenVINO NNCF, else onnxruntime), calibrated on the
     training digits and judged on every held-out digit: agreement with fp32 and the speed of both.
     None (and why, in the log) when neither engine is installed."""
@@ -124,8 +126,11 @@ def _quantize_demo(model, out_dir: Path, seed: int) -> dict | None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 img.save(path)
     suffix = ".xml" if backend == "openvino" else ".onnx"
-    report = quantize(model, folders["train"], out_dir / f"model.int8{suffix}", backend=backend,
-                      check=folders["val"], seed=seed)  # fmt: skip
+    try:
+        report = quantize(model, folders["train"], out_dir / f"model.int8{suffix}", backend=backend,
+                          check=folders["val"], seed=seed, min_agreement=min_agreement)  # fmt: skip
+    except ValueError as refused:  # agreement below the bar: said, and nothing written
+        return {"refused": str(refused), "backend": backend}
     speed = {}
     size = model.pretrained_cfg.input_size[-1]
     x = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8)
@@ -158,7 +163,8 @@ def format_report(r: dict) -> str:
         f"Written to {r['out_dir']}/:",
         f"  weights    {r['weights']}  (safetensors bundle: classes, preprocessing, provenance)",
         f"  onnx       {r['onnx']}",
-        *([f"  int8       {r['int8']['path']}  (report: {r['int8']['report']})"] if r.get("int8") else []),
+        *([f"  int8       {r['int8']['path']}  (report: {r['int8']['report']})"] if (r.get("int8") or {}).get("path")
+          else []),
         f"  metrics    {', '.join(r['metrics'])}",
         f"  plots      {', '.join(r['plots'])}",
         "  samples    " + str(Path(r["out_dir"]) / "samples"),
@@ -176,6 +182,8 @@ def format_report(r: dict) -> str:
 def _int8_lines(q: dict | None) -> list[str]:
     if not q:
         return ["int8: skipped (install openvino and nncf, or onnxruntime: pip install 'inceptionv4[openvino]')"]
+    if "refused" in q:
+        return [f"int8 ({q['backend']}) not written: {q['refused']}"]
     return [
         f"int8 ({q['backend']}, calibrated on {q['calibration_images']} training digits): top-1 agreement with "
         f"fp32 {100 * q['agreement']:.1f}% on the {q['heldout_images']} held-out digits "

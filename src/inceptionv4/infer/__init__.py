@@ -1,47 +1,28 @@
 """Inference: one session (weights -> backend, device, precision, crops -> probabilities) behind
 eval, predict, serve and bench, and calibrated int8.
 
-The names below load on first use (PEP 562), so ``import inceptionv4.infer`` stays cheap.
+The functions are bound here eagerly: ``predict`` and ``quantize`` are also the names of their
+submodules, and a lazy binding would be replaced by the submodule whenever another module
+imported it first (use ``importlib.import_module("inceptionv4.infer.predict")`` for the module).
 """
 
-from __future__ import annotations
+from .evaluate import evaluate_protocol, label_map
+from .predict import predict
+from .quantize import quantize
+from .serve import Classifier, InferenceServer
+from .session import BACKENDS, PRECISIONS, Session, cpu_features, open_session, vector_units
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-_WHERE = {
-    "BACKENDS": "session",
-    "PRECISIONS": "session",
-    "Session": "session",
-    "open_session": "session",
-    "cpu_features": "session",
-    "vector_units": "session",
-    "evaluate_protocol": "evaluate",
-    "label_map": "evaluate",
-    "predict": "predict",
-    "InferenceServer": "serve",
-    "Classifier": "serve",
-    "quantize": "quantize",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})
-
-
-if TYPE_CHECKING:
-    from .evaluate import evaluate_protocol, label_map
-    from .predict import predict
-    from .quantize import quantize
-    from .serve import Classifier, InferenceServer
-    from .session import BACKENDS, PRECISIONS, Session, cpu_features, open_session, vector_units
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "Classifier",
+    "InferenceServer",
+    "Session",
+    "cpu_features",
+    "evaluate_protocol",
+    "label_map",
+    "open_session",
+    "predict",
+    "quantize",
+    "vector_units",
+]

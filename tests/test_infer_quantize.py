@@ -1,0 +1,119 @@
+"""infer.quantize: int8 artefacts for both engines, their report, and what it refuses."""
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inceptionv4 as iv
+from inceptionv4.cli import main
+from inceptionv4.infer.quantize import quantize
+from inceptionv4.infer.session import installed, open_session
+
+quantize_module = importlib.import_module("inceptionv4.infer.quantize")
+
+BACKENDS = [b for b in ("onnxruntime", "openvino") if installed(b) and (b != "openvino" or installed("nncf"))]
+SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml"}
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+    """Class folders named as small_model's classes, 4 noisy images each, and one unreadable file."""
+    root = tmp_path_factory.mktemp("calib")
+    rng = np.random.default_rng(0)
+    for c, colour in (("red", (220, 30, 30)), ("green", (30, 220, 30)), ("blue", (30, 30, 220))):
+        (root / c).mkdir()
+        for i in range(4):
+            px = np.clip(np.array(colour) + rng.normal(0, 25, (80, 96, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(root / c / f"{i}.png")
+    (root / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return root
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_artefact_is_written_with_its_report_and_opens_as_weights(small_model, colours, backend, tmp_path):
+    out = tmp_path / f"q{SUFFIX[backend]}"
+    r = quantize(small_model, colours, out, backend=backend, min_agreement=0.0)
+    assert out.is_file() and (backend != "openvino" or out.with_suffix(".bin").is_file())
+    assert r["calibration_images"] == 9 and r["heldout_images"] == 3 and len(r["skipped"]) == 1
+    assert 0 <= r["agreement"] <= 1 and 0 <= r["max_prob_drift"] <= 1
+    assert {"fp32_top1", "fp32_top5", "int8_top1", "int8_top5"} <= set(r)  # the class folders name outputs
+    assert r["int8_top5"] == 100.0  # 3 classes
+    assert json.loads((tmp_path / "q.report.json").read_text())["agreement"] == r["agreement"]
+    session = open_session(out)
+    assert session.backend == backend and session.precision == "int8"
+    assert session.architecture == "inception_resnet_v1" and session.labels.names == ["red", "green", "blue"]
+    assert session.pre.input_size == 75
+    fp32 = open_session(small_model, backend=backend)
+    x = torch.randint(0, 256, (4, 3, 75, 75), dtype=torch.uint8)
+    assert (session(x) - fp32(x)).abs().max().item() < 0.5 and session(x).shape == (4, 3)
+    with pytest.raises(ValueError, match="holds int8 inception_resnet_v1 weights, not inception_v4"):
+        open_session(out, model="inception_v4")
+    with pytest.raises(ValueError, match="runs in int8, not bf16"):
+        open_session(out, precision="bf16")
+    other = "openvino" if backend == "onnxruntime" else "onnxruntime"
+    with pytest.raises(ValueError, match=f"is a {backend} artefact: drop --backend {other}"):
+        open_session(out, backend=other)
+
+
+@pytest.mark.skipif(not BACKENDS, reason="no int8 engine installed")
+def test_the_cli_quantizes_and_predicts_with_the_artefact(small_model, colours, tmp_path, capsys):
+    backend = BACKENDS[-1]
+    weights, out = tmp_path / "m.safetensors", tmp_path / f"q{SUFFIX[backend]}"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    args = ["quantize", "--weights", str(weights), "--calibrate", str(colours), "--backend", backend,
+            "--out", str(out), "--min-agreement", "0"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out} ({backend} int8, inception_resnet_v1; calibrated on 9 images)" in text
+    assert "held-out top-1 / top-5" in text and "1 unreadable file(s) passed over" in text
+    assert main(["predict", "--weights", str(out), "--json", str(colours / "red")]) == 1  # one file is broken
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["ok"] for r in lines] == [True, True, True, True, False]  # 4 reds, then broken.png
+    assert sorted(t["name"] for t in lines[0]["top"]) == ["blue", "green", "red"]
+    assert main(["predict", "--weights", str(out), "--model", "inception_v4", str(colours / "red")]) == 2
+    assert "holds int8 inception_resnet_v1 weights, not inception_v4" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not BACKENDS, reason="no int8 engine installed")
+def test_agreement_below_the_bar_writes_nothing_and_gives_the_figures(small_model, colours, tmp_path, monkeypatch):
+    calls = []
+
+    def shifted(run, views, batch=16):  # the second call is int8's: every top-1 moved to another class
+        p = torch.softmax(run(views).float(), 1)
+        calls.append(p)
+        return p.roll(1, dims=1) if len(calls) == 2 else p
+
+    monkeypatch.setattr(quantize_module, "_probs", shifted)
+    out = tmp_path / f"q{SUFFIX[BACKENDS[0]]}"
+    with pytest.raises(ValueError, match=r"int8 agrees with fp32 on 0\.0% of 3 held-out images .* below "
+                                         r"--min-agreement 99\.0%; nothing written"):  # fmt: skip
+        quantize(small_model, colours, out, backend=BACKENDS[0])
+    assert list(tmp_path.iterdir()) == []  # no artefact, no report, no temporary folder
+
+
+def test_bad_calibration_input_is_refused_before_any_work(small_model, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "a").mkdir(parents=True)
+    (empty / "a" / "x.jpg").write_bytes(b"\xff\xd8\xffnope")
+    backend = BACKENDS[0] if BACKENDS else "onnxruntime"
+    if BACKENDS:
+        with pytest.raises(ValueError, match=r"0 readable image\(s\); quantize needs at least 2 .*x.jpg: not an image"):
+            quantize(small_model, empty, tmp_path / f"q{SUFFIX[backend]}", backend=backend)
+    with pytest.raises(ValueError, match="must be a folder of images"):
+        quantize(small_model, tmp_path / "nowhere", tmp_path / f"q{SUFFIX[backend]}", backend=backend)
+    with pytest.raises(ValueError, match="a openvino artefact is a .xml file: got q.onnx|a onnxruntime artefact"):
+        quantize(small_model, empty, tmp_path / "q.onnx" if backend == "openvino" else tmp_path / "q.xml",
+                 backend=backend)  # fmt: skip
+    with pytest.raises(ValueError, match="openvino or onnxruntime artefact, not 'torch'"):
+        quantize(small_model, empty, tmp_path / "q.pt", backend="torch")
+    not_ours = tmp_path / "plain.onnx"
+    if BACKENDS:
+        from inceptionv4.engine.export import export_model
+
+        export_model(small_model, not_ours)
+        with pytest.raises(ValueError, match="is not an inceptionv4 int8 artefact"):
+            open_session(not_ours)

@@ -1,0 +1,122 @@
+"""infer.session and infer.backends: every backend against torch, the build cache, and clear refusals."""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inceptionv4 as iv
+from inceptionv4.cli import main
+from inceptionv4.data.views import protocol_pixels
+from inceptionv4.infer.session import installed, open_session
+
+from .conftest import torch_session
+
+session_module = importlib.import_module("inceptionv4.infer.session")
+
+ENGINES = [b for b in ("onnxruntime", "openvino") if installed(b)]
+
+
+@pytest.fixture(scope="module")
+def pixels(small_model):
+    rng = np.random.default_rng(0)
+    pre = torch_session(small_model).pre
+    imgs = [Image.fromarray(rng.integers(0, 256, (90, 110, 3), dtype=np.uint8)) for _ in range(5)]
+    return torch.cat([protocol_pixels(img, pre, 10) for img in imgs])  # 5 images x 10 crops
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_each_engine_at_fp32_gives_torchs_probabilities(small_model, pixels, backend, tmp_path):
+    want = torch_session(small_model, 10)(pixels)
+    session = open_session(small_model, backend=backend, crops=10, cache_dir=tmp_path)
+    got = session(pixels)
+    assert got.shape == (5, 3) and session.backend == backend and session.device.type == "cpu"
+    assert (got - want).abs().max().item() < 1e-4
+    assert session.describe()["precision"] == "fp32" and session.labels.names == ["red", "green", "blue"]
+
+
+def test_an_ensemble_averages_its_models(small_model, pixels):
+    torch.manual_seed(1)
+    other = iv.create_model("inception_resnet_v1", num_classes=3).eval()
+    other.class_names, other.pretrained_cfg = small_model.class_names, small_model.pretrained_cfg
+    both = torch_session([small_model, other], 10)(pixels)
+    alone = (torch_session(small_model, 10)(pixels) + torch_session(other, 10)(pixels)) / 2
+    assert (both - alone).abs().max().item() < 1e-6
+
+
+@pytest.mark.skipif(not ENGINES, reason="neither onnxruntime nor openvino is installed")
+def test_the_build_cache_is_reused_and_rebuilt_for_changed_weights(small_model, tmp_path):
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    first = open_session(weights, backend=ENGINES[0], cache_dir=tmp_path / "cache")
+    again = open_session(weights, backend=ENGINES[0], cache_dir=tmp_path / "cache")
+    assert first.cache[0]["built"] and not again.cache[0]["built"]
+    assert first.cache[0]["onnx"] == again.cache[0]["onnx"]
+    changed = iv.load_weights(weights)
+    with torch.no_grad():
+        changed.head.fc.bias.add_(1.0)
+    iv.save_weights(changed, weights)
+    rebuilt = open_session(weights, backend=ENGINES[0], cache_dir=tmp_path / "cache")
+    assert rebuilt.cache[0]["built"] and rebuilt.cache[0]["onnx"] != first.cache[0]["onnx"]
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
+
+
+def test_auto_takes_an_engine_on_the_cpu_and_torch_for_its_forms(small_model, monkeypatch):
+    assert session_module._auto_backend(torch.device("cpu"), "fp32", torch_only=True) == "torch"
+    assert session_module._auto_backend(torch.device("cuda"), "fp32", torch_only=False) == "torch"
+    expected = ENGINES[-1] if ENGINES else "torch"  # openvino before onnxruntime
+    assert session_module._auto_backend(torch.device("cpu"), "fp32", torch_only=False) == expected
+    monkeypatch.setattr(session_module, "installed", lambda b: b == "torch")
+    assert session_module._auto_backend(torch.device("cpu"), "fp32", torch_only=False) == "torch"
+
+
+def test_bad_settings_get_one_clear_error(small_model, tmp_path, monkeypatch, capsys):
+    for bad, message in (
+        ({"backend": "tensorrt"}, "unknown backend 'tensorrt': choose one of auto, torch, onnxruntime, openvino"),
+        ({"precision": "int4"}, "unknown precision 'int4'"),
+        ({"precision": "int8"}, "int8 runs a calibrated artefact: write one with `inceptionv4 quantize"),
+        ({"backend": "torch", "precision": "int8"}, "int8 runs a calibrated artefact"),
+        ({"backend": "onnxruntime", "precision": "bf16"}, "onnxruntime's CPU engine runs fp32 and int8, not bf16"),
+        ({"backend": "onnxruntime", "form": "fuse"}, "form, parallel and channels_last are torch options"),
+        ({"crops": 7}, r"crops must be one of \(1, 10, 12, 144\)"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            open_session(small_model, **bad)
+    with pytest.raises(ValueError, match="give weights"):
+        open_session([])
+    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+        ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), False) | {"avx2": True})
+    with pytest.raises(ValueError, match="openvino bf16 needs a CPU with AVX-512 BF16 or AMX; this one has AVX2"):
+        open_session(small_model, backend="openvino", precision="bf16")
+    with pytest.raises(ValueError, match="openvino fp16 needs a CPU with AVX-512 FP16 or AMX-FP16"):
+        open_session(small_model, backend="openvino", precision="fp16")
+    monkeypatch.setattr(session_module, "installed", lambda b: b == "torch")
+    with pytest.raises(ImportError, match=r"--backend openvino needs openvino installed: pip install 'inceptionv4\[openvino\]'"):
+        open_session(small_model, backend="openvino")
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    assert main(["predict", "--weights", str(weights), "--backend", "openvino", str(weights)]) == 2
+    assert "needs openvino installed" in capsys.readouterr().err
+    assert main(["predict", "--weights", str(weights), "--model", "inception_v4", str(weights)]) == 2
+    assert "holds inception_resnet_v1 weights, not inception_v4" in capsys.readouterr().err
+
+
+def test_cpu_features_name_the_vector_units():
+    units = session_module.vector_units()
+    f = session_module.cpu_features()
+    assert set(f) == {"avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"}
+    assert ("AVX-512" in units) == f["avx512"] and ("BF16" in units) == f["avx512_bf16"]
+
+
+def test_the_amp_flag_still_works_one_release(small_model, tmp_path, capsys):
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    img = tmp_path / "x.png"
+    Image.new("RGB", (90, 90), (200, 30, 30)).save(img)
+    assert main(["predict", "--weights", str(weights), "--backend", "torch", "--amp", "bf16", "--json", str(img)]) == 0
+    captured = capsys.readouterr()
+    assert "--amp is deprecated, use --precision" in captured.err and '"ok": true' in captured.out
+    assert main(["predict", "--weights", str(weights), "--amp", "bf16", "--precision", "fp16", str(img)]) == 2
+    assert "not both" in capsys.readouterr().err
