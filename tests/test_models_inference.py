@@ -16,7 +16,6 @@ from inceptionv4.models.inference import (
     AvgPoolAfter1x1,
     BatchParallel,
     FusedResidual,
-    MergedOpenings,
     PackedConv2d,
     compile_for_inference,
     optimize_for_inference,
@@ -34,7 +33,7 @@ def test_optimized_equals_eager(model_name):
     x = torch.randn(2, 3, 91, 91)
     with torch.no_grad():
         ref = model(x)
-        for options in ({}, {"merge_1x1": True}, {"prepack": False, "merge_1x1": True}):
+        for options in ({}, {"prepack": False}):
             fast = optimize_for_inference(model, **options)
             assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
             assert (fast(x.to(memory_format=torch.channels_last)) - ref).abs().max() < 1e-4, options
@@ -102,15 +101,6 @@ def test_optimized_form_exports_and_traces():
         assert (traced(x) - ref).abs().max() < 1e-4
         program = torch.export.export(fast, (x,))
         assert (program.module()(x) - ref).abs().max() < 1e-4
-
-
-def test_merge_counts_for_inception_v4():
-    with torch.no_grad():
-        fast = optimize_for_inference(iv.create_model("inception_v4").eval(), merge_1x1=True, channels_last=False)
-    merged = {type(m.block).__name__: m.merged[0].out_channels if isinstance(m.merged, nn.Sequential)
-              else m.merged.weight.shape[0] for m in fast.modules() if isinstance(m, MergedOpenings)}  # fmt: skip
-    # Inception-A: 96 + 64 + 64; Inception-B: 384 + 192 + 192; Inception-C: 256 + 384 + 384; Reduction-B: 192 + 256
-    assert merged == {"StemSplit2": 128, "InceptionA": 224, "InceptionB": 768, "ReductionB": 448, "InceptionC": 1024}
 
 
 def test_avg_pool_moves_after_the_1x1_conv_exactly():

@@ -1,16 +1,13 @@
 """``optimize_for_inference``: the same function as the per-figure network, in a faster form.
 
 1. BatchNorm folded into every convolution (:func:`fold_batchnorm`).
-2. Optionally, the 1x1 convolutions that open several branches of a block on the same input
-   (Inception-A's three, Mixed_5b's three, ...) merged into one wider convolution, whose output is
-   sliced back to the branches: one large GEMM instead of two or three small ones.
-3. On CPU, every convolution as a oneDNN primitive with its weights reordered once, ahead of
+2. On CPU, every convolution as a oneDNN primitive with its weights reordered once, ahead of
    time, into the blocked layout the kernel reads (eager PyTorch reorders them on every call:
    about a sixth of the time at batch 1) and the ReLU fused into the kernel as a post-op.
-4. Every "average pool -> 1x1 conv" branch (Inception-A/B/C, Figs. 4-6) as "1x1 conv -> average
+3. Every "average pool -> 1x1 conv" branch (Inception-A/B/C, Figs. 4-6) as "1x1 conv -> average
    pool": both are linear and the pool's weights sum to one, so they commute exactly; the pool then
    runs on the conv's 96-256 output channels instead of its 384-1536 input channels.
-5. channels_last memory format.
+4. channels_last memory format.
 
 The readable modules stay the definition; this form is derived from them and is checked equal
 to them (max |diff| < 1e-4 in fp32) by the tests.
@@ -130,38 +127,6 @@ class FusedResidual(nn.Module):
         return self.block.expand(self.block.branches(x), residual=x)
 
 
-class _Shared:
-    """Holds the merged output while one block runs (a plain object: no parameters, no state dict)."""
-
-    value: torch.Tensor | None = None
-
-
-class SliceOfMerged(nn.Module):
-    """Stands in for an opening 1x1 conv: returns its channels of the merged conv's output."""
-
-    def __init__(self, shared: _Shared, start: int, end: int) -> None:
-        super().__init__()
-        self.shared, self.start, self.end = shared, start, end
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x is the block input, already consumed
-        return self.shared.value[:, self.start : self.end]
-
-
-class MergedOpenings(nn.Module):
-    """A block whose opening 1x1 convs run as one conv + ReLU before the block's own forward."""
-
-    def __init__(self, block: nn.Module, merged: nn.Module, shared: _Shared) -> None:
-        super().__init__()
-        self.block, self.merged, self.shared = block, merged, shared  # merged: Conv2d + ReLU
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.shared.value = self.merged(x)
-        try:
-            return self.block(x)
-        finally:
-            self.shared.value = None
-
-
 class AvgPoolAfter1x1(nn.Module):
     """``relu(pool(conv(x)))`` standing in for ``relu(conv(pool(x)))`` (``conv``: 1x1, linear).
 
@@ -196,47 +161,17 @@ class AvgPoolAfter1x1(nn.Module):
         )
 
 
-def _openings(model: nn.Module, size: int) -> dict[str, list[str]]:
-    """For each trunk step, the 1x1 stride-1 ConvBNReLUs inside it that read the step's own input."""
-    found: dict[str, list[str]] = {}
-    names = {m: n for n, m in model.named_modules()}
-    current: dict[str, object] = {}
-    hooks = []
-    for step_name, step in model.trunk():
-        hooks.append(step.register_forward_pre_hook(lambda m, a, s=step_name: current.update(step=s, x=a[0])))
-        for sub in step.modules():
-            conv = getattr(sub, "conv", None)
-            relu = isinstance(getattr(sub, "act", None), nn.ReLU)  # not a pool branch's linear conv
-            if isinstance(sub, ConvBNReLU) and relu and conv.kernel_size == (1, 1) and conv.stride == (1, 1):
-
-                def hook(m, a):
-                    if a[0] is current.get("x"):
-                        found.setdefault(current["step"], []).append(names[m])
-
-                hooks.append(sub.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, model.in_chans, size, size))
-    finally:
-        for h in hooks:
-            h.remove()
-    return {step: convs for step, convs in found.items() if len(convs) > 1}
-
-
 def _set(root: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, child = path.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, child, module)
 
 
 @torch.no_grad()
-def optimize_for_inference(model: nn.Module, *, merge_1x1: bool = False, prepack: bool | None = None,
-                           channels_last: bool = True) -> nn.Module:  # fmt: skip
+def optimize_for_inference(model: nn.Module, *, prepack: bool | None = None, channels_last: bool = True) -> nn.Module:
     """A faster copy of ``model`` for inference (eval mode): folded BN, prepacked conv+ReLU, pools
     moved after the 1x1 convs, channels_last.
 
-    ``prepack`` (default: when this PyTorch has oneDNN) swaps every conv for a :class:`PackedConv2d`;
-    ``merge_1x1`` merges the opening 1x1 convs of each block (off by default: on CPU the strided
-    channel slices it hands the branches are copied, which costs what the wider GEMM saves).
+    ``prepack`` (default: when this PyTorch has oneDNN) swaps every conv for a :class:`PackedConv2d`.
     """
     prepack = prepacking_available() if prepack is None else prepack
     if prepack and not prepacking_available():
@@ -245,20 +180,6 @@ def optimize_for_inference(model: nn.Module, *, merge_1x1: bool = False, prepack
     for name, module in list(fast.named_modules()):
         if AvgPoolAfter1x1.matches(module):
             _set(fast, name, AvgPoolAfter1x1(module[1], module[0]))
-    if merge_1x1:
-        size = model.min_input_size
-        for step, paths in _openings(fast, size).items():
-            convs = [fast.get_submodule(p).conv for p in paths]
-            merged = nn.Conv2d(convs[0].in_channels, sum(c.out_channels for c in convs), 1, bias=True)
-            merged = merged.to(convs[0].weight.device, convs[0].weight.dtype)
-            merged.weight.copy_(torch.cat([c.weight for c in convs]))
-            merged.bias.copy_(torch.cat([c.bias for c in convs]))
-            merged = PackedConv2d(merged, relu=True) if prepack else nn.Sequential(merged, nn.ReLU())
-            shared, start = _Shared(), 0
-            for path, conv in zip(paths, convs, strict=True):
-                _set(fast, path, SliceOfMerged(shared, start, start + conv.out_channels))
-                start += conv.out_channels
-            _set(fast, step, MergedOpenings(fast.get_submodule(step), merged, shared))
     if prepack:
         for name, module in list(fast.named_modules()):
             if isinstance(module, ConvBNReLU) and isinstance(module.conv, nn.Conv2d):
