@@ -314,14 +314,36 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .tools.bench import benchmark
+    from .tools.bench import benchmark, compare_engines
 
+    single = args.mode == "train" or args.optimize or args.fuse or args.parallel or args.compile or args.compare \
+        or args.channels_last  # fmt: skip
+    if not single:
+        r = compare_engines(args.model, weights=args.weights, batch_sizes=tuple(args.batch_size or (16, 1)), rounds=args.rounds,
+                            seconds=args.seconds, device=args.device, backends=args.backend,
+                            precisions=args.precision, log=lambda t: print(t, file=sys.stderr))  # fmt: skip
+        if args.json:
+            print(json.dumps(r, indent=2))
+            return 0
+        print(f"{r['model']} on {r['device']} ({r['cpu']}; {r['threads']} threads), best of {r['rounds']} "
+              "interleaved rounds:")  # fmt: skip
+        refs = [k for k in ("vs timm eager fp32", "vs onnxruntime fp32", "vs openvino fp32") if k in r["rows"][0]]
+        print(f"  {'batch':>5}  {'path':<28} {'img/s':>8}" + "".join(f"  {k[3:]:>18}" for k in refs))
+        for row in r["rows"]:
+            print(f"  {row['batch_size']:>5}  {row['path']:<28} {row['img_per_s']:>8.1f}"
+                  + "".join(f"  {row.get(k, float('nan')):>17.2f}x" for k in refs))  # fmt: skip
+        return 0
+    args.batch_size = args.batch_size or [16]
+    if len(args.batch_size) > 1 or (args.precision and len(args.precision) > 1) or args.backend:
+        raise ValueError("--optimize, --fuse, --parallel, --compile, --compare, --channels-last and --mode train "
+                         "time one torch path: give one --batch-size and one --precision, and no --backend")  # fmt: skip
     if (args.optimize or args.fuse) and args.device == "cpu":
         from .models import retain_freed_memory
 
         retain_freed_memory()  # applies to timm's run too (--compare): both reuse memory, as onnxruntime does
-    r = benchmark(args.model, batch_size=args.batch_size, input_size=args.input_size, device=args.device,
-                  precision=args.precision, channels_last=args.channels_last, compile=args.compile, mode=args.mode,
+    precision = args.precision[0] if args.precision else "fp32"
+    r = benchmark(args.model, batch_size=args.batch_size[0], input_size=args.input_size, device=args.device,
+                  precision=precision, channels_last=args.channels_last, compile=args.compile, mode=args.mode,
                   warmup=args.warmup, iters=args.iters, compare=args.compare, optimize=args.optimize,
                   fuse=args.fuse, parallel=args.parallel)  # fmt: skip
     if args.json:
@@ -433,26 +455,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions (inference)")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("bench", help="throughput and latency, optionally against timm in the same run")
+    p = sub.add_parser("bench", help="every engine x precision this machine runs, side by side; or one torch path")
     p.add_argument("model")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--input-size", type=int, default=299)
+    p.add_argument("--weights", help="time this weights file (default: random weights of MODEL)")
+    p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
+                   help="batch sizes (default: 16 and 1; one torch path: 16)")  # fmt: skip
+    p.add_argument("--backend", nargs="+", choices=("torch", "onnxruntime", "openvino"),
+                   help="only these backends (default: every one installed)")  # fmt: skip
+    p.add_argument("--precision", nargs="+", choices=("fp32", "bf16", "fp16", "int8"),
+                   help="only these precisions (default: every one this CPU runs)")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each path's best is kept")
+    p.add_argument("--seconds", type=float, default=2.0, help="time per path, batch size and round")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--mode", choices=("inference", "train"), default="inference")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--compare", choices=("timm",))
-    p.add_argument("--optimize", action="store_true",
-                   help="measure optimize_for_inference (folded BN, prepacked conv+ReLU; freed memory kept for "
-                        "reuse on CPU); with --compile, compile_for_inference")  # fmt: skip
-    p.add_argument("--fuse", action="store_true",
-                   help="measure fuse_for_inference (the optimized form as oneDNN Graph partitions; CPU fp32; "
-                        "freed memory kept for reuse)")  # fmt: skip
-    p.add_argument("--parallel", action="store_true", help="split each batch over threads (models.BatchParallel)")
     p.add_argument("--json", action="store_true")
+    single = p.add_argument_group("one torch path (any of these flags)")
+    single.add_argument("--mode", choices=("inference", "train"), default="inference")
+    single.add_argument("--input-size", type=int, default=299)
+    single.add_argument("--channels-last", action="store_true")
+    single.add_argument("--compile", action="store_true")
+    single.add_argument("--warmup", type=int, default=3)
+    single.add_argument("--iters", type=int, default=10)
+    single.add_argument("--compare", choices=("timm",), help="timm's model in the same run")
+    single.add_argument("--optimize", action="store_true",
+                        help="optimize_for_inference (folded BN, prepacked conv+ReLU; freed memory kept for reuse "
+                             "on CPU); with --compile, compile_for_inference")  # fmt: skip
+    single.add_argument("--fuse", action="store_true",
+                        help="fuse_for_inference (oneDNN Graph partitions; CPU fp32; freed memory kept for reuse)")
+    single.add_argument("--parallel", action="store_true", help="split each batch over threads (models.BatchParallel)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("demo", help="train, evaluate, export and predict on bundled real data (a few minutes)")

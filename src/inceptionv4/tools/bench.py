@@ -1,16 +1,18 @@
-"""Throughput and latency of a network (ours, and timm's side by side in the same process)."""
+"""Throughput and latency: every inference engine this machine runs, side by side in one process
+(:func:`compare_engines`), and one torch path, for inference or a training step (:func:`benchmark`)."""
 
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..models import count_flops, create_model
 from ..engine.devices import resolve_device
 from ..engine.optim import FUSED_DEVICES
+from ..models import count_flops, create_model
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -132,3 +134,115 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
         result["timm"] = theirs
         result["speedup_vs_timm"] = result["ours"]["img_per_s"] / theirs["img_per_s"]
     return result
+
+
+def engine_paths(*, device: str = "cpu", backends: list[str] | None = None,
+                 precisions: list[str] | None = None) -> list[tuple[str, str, str]]:  # fmt: skip
+    """Every (backend, precision, torch form) this machine runs, in table order: torch's forms in
+    fp32 and its bf16 where the CPU has bf16 units, then each installed engine's precisions."""
+    from ..infer.session import cpu_features, engine_precision_gap, installed
+    from ..models import onednn_graph_available
+
+    f = cpu_features()
+    bf16_units = device != "cpu" or f["avx512_bf16"] or f["amx"]
+    paths = [("torch", "fp32", "eager")]
+    if device == "cpu":
+        paths += [("torch", "fp32", "optimize")] + ([("torch", "fp32", "fuse")] if onednn_graph_available() else [])
+    if bf16_units:
+        paths.append(("torch", "bf16", "optimize" if device == "cpu" else "eager"))
+    if device == "cpu":
+        for engine in ("onnxruntime", "openvino"):
+            if not installed(engine) or (engine == "openvino" and not installed("nncf")):
+                continue
+            for precision in ("fp32", "bf16", "fp16", "int8"):
+                if engine_precision_gap(engine, precision) is None:
+                    paths.append((engine, precision, "eager"))
+    return [p for p in paths if (not backends or p[0] in backends) and (not precisions or p[1] in precisions)]
+
+
+def compare_engines(name: str = "inception_v4", *, weights: str | None = None, batch_sizes: tuple[int, ...] = (16, 1),
+                    rounds: int = 3, seconds: float = 2.0, device: str = "cpu", backends: list[str] | None = None,
+                    precisions: list[str] | None = None, timm_reference: bool = True, cache_dir=None,
+                    log=None) -> dict:  # fmt: skip
+    """Every backend x precision x form this machine runs (:func:`engine_paths`), timed in the same
+    process with the rounds interleaved: each round times every path for about ``seconds`` at
+    each batch size, and a path's figure is its best round (img/s). Ratios are to timm eager fp32
+    (when timm is installed) and to onnxruntime fp32 and OpenVINO fp32 (when measured).
+
+    int8 paths are quantized on random images: a speed figure only (``inceptionv4 quantize``
+    measures accuracy). ``weights`` times a real bundle; default: random weights of ``name``.
+    """
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from ..infer.session import open_session, vector_units
+
+    if rounds < 1 or not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"rounds and batch sizes must be >= 1, got {rounds}, {batch_sizes}")
+    device = str(resolve_device(device))
+    log = log or (lambda text: None)
+    net = create_model(name, num_classes=1000).eval() if weights is None else None
+    source = weights if weights is not None else net
+    paths = engine_paths(device=device, backends=backends, precisions=precisions)
+    sessions: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, precision, form in paths:
+            label = f"{backend} {precision}" + (f" {form}" if backend == "torch" else "")
+            log(f"opening {label} ...")
+            if precision == "int8":
+                calib = Path(tmp, "calib")
+                if not calib.exists():
+                    calib.mkdir()
+                    rng = np.random.default_rng(0)
+                    for i in range(8):
+                        Image.fromarray(rng.integers(0, 256, (342, 342, 3), dtype=np.uint8)).save(calib / f"{i}.png")
+                from ..infer.quantize import quantize
+
+                suffix = ".xml" if backend == "openvino" else ".onnx"
+                q = quantize(source, calib, Path(tmp, f"q-{backend}{suffix}"), backend=backend, min_agreement=0.0,
+                             cache_dir=cache_dir)  # fmt: skip
+                sessions[label] = open_session(q["path"])
+            else:
+                sessions[label] = open_session(source, backend=backend, precision=precision, form=form,
+                                               device=device, cache_dir=cache_dir)  # fmt: skip
+        runs = dict(sessions)
+        size = next(iter(sessions.values())).pre.input_size
+        if timm_reference:
+            try:
+                import timm
+            except ImportError:
+                timm = None
+            if timm is not None and name in timm.list_models():
+                ref = timm.create_model(name, num_classes=1000).eval().to(device)
+                runs = {"timm eager fp32": lambda x, m=ref: m(x.to(device)), **runs}
+        best: dict[int, dict[str, float]] = {b: {} for b in batch_sizes}
+        xs = {b: torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b)) for b in batch_sizes}
+        with torch.inference_mode():
+            for b, x in xs.items():  # warm-up: every shape once (the fused form compiles per shape)
+                for run in runs.values():
+                    run(x)
+                    run(x)
+            for r in range(rounds):
+                for b, x in xs.items():
+                    for label, run in runs.items():
+                        n, t0 = 0, time.perf_counter()
+                        while True:
+                            run(x)
+                            n += 1
+                            if time.perf_counter() - t0 >= seconds and n >= 2:
+                                break
+                        rate = n * b / (time.perf_counter() - t0)
+                        best[b][label] = max(best[b].get(label, 0.0), rate)
+                log(f"round {r + 1}/{rounds} done")
+    table = []
+    for b in batch_sizes:
+        for label, rate in best[b].items():
+            row = {"batch_size": b, "path": label, "img_per_s": rate}
+            for ref in ("timm eager fp32", "onnxruntime fp32", "openvino fp32"):
+                if ref in best[b]:
+                    row[f"vs {ref}"] = rate / best[b][ref]
+            table.append(row)
+    return {"model": name, "weights": weights, "device": device, "cpu": vector_units(), "rounds": rounds,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": table}  # fmt: skip
