@@ -48,7 +48,8 @@ def eval_end_to_end(ds, size: int, dev: torch.device, quick: bool) -> dict[str, 
     bf16 and channels_last -- with each decoder, at 1 crop and at 144 (12 on a quick run). The
     second of two runs is timed: the first tunes cuDNN for the pass shapes and warms the files."""
     from inceptionv4.data.datasets import Subset
-    from inceptionv4.engine.protocols import evaluate_protocol
+    from inceptionv4.infer.evaluate import evaluate_protocol
+    from inceptionv4.infer.session import open_session
 
     model = iv.create_model("inception_v4", num_classes=len(ds.classes)).to(dev).to(memory_format=torch.channels_last)
     model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, input_size=(3, size, size))
@@ -57,12 +58,14 @@ def eval_end_to_end(ds, size: int, dev: torch.device, quick: bool) -> dict[str, 
     out: dict[str, float] = {"e2e_eval_workers": workers}
     for crops, n in ((1, 8), (12, 2)) if quick else ((1, 1024), (144, 32)):  # default batch sizes, as a user gets
         subset = Subset(ds, [i % len(ds) for i in range(n)])
+        session = open_session(model, backend="torch", device=str(dev), precision="bf16", crops=crops,
+                               channels_last=True)  # fmt: skip
         for decode in ("workers", "device"):
-            run = {"crops": crops, "workers": workers, "amp": "bf16", "channels_last": True, "decode": decode}
-            evaluate_protocol([model], subset, **run)
+            run = {"workers": workers, "decode": decode}
+            evaluate_protocol(session, subset, **run)
             sync()
             start = time.perf_counter()
-            evaluate_protocol([model], subset, **run)
+            evaluate_protocol(session, subset, **run)
             sync()
             out[f"e2e_eval{crops}_{decode}_img_s"] = n / (time.perf_counter() - start)
             print(f"eval end to end, {crops} crop(s), --decode {decode}, {workers} workers: "

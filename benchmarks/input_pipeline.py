@@ -49,7 +49,7 @@ from inceptionv4.data import (
     train_transform,
 )
 from inceptionv4.data.decode import decode_rgb
-from inceptionv4.engine.protocols import (
+from inceptionv4.data.views import (
     DeviceViews,
     collate_items,
     cut_views,

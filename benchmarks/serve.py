@@ -32,6 +32,7 @@ from PIL import Image
 
 import inceptionv4 as iv
 from inceptionv4.infer.serve import InferenceServer
+from inceptionv4.infer.session import open_session
 from inceptionv4.models import onednn_graph_available, retain_freed_memory
 
 CLIENTS = r"""
@@ -93,9 +94,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = iv.create_model(args.model).eval()
     wanted = set(args.forms) - ({"fuse"} if not onednn_graph_available() else set())
-    forms = [{name: True} if name != "eager" else {} for name in ("eager", "optimize", "fuse") if name in wanted]
+    forms = [name for name in ("eager", "optimize", "fuse") if name in wanted]
     settings = [(f, 1, False) for f in forms] + [(f, args.max_batch, False) for f in forms]
-    settings += [(f, args.max_batch, True) for f in forms if f]  # BatchParallel: the inference forms
+    settings += [(f, args.max_batch, True) for f in forms if f != "eager"]  # BatchParallel: the inference forms
     servers, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         image = os.path.join(tmp, "photo.jpg")
@@ -103,10 +104,11 @@ def main() -> None:
         try:
             for form, max_batch, parallel in settings:  # every server up at once: the rounds interleave them
                 start = time.perf_counter()
-                servers.append(InferenceServer(model, port=0, max_batch=max_batch, parallel=parallel, **form).start())
+                session = open_session(model, backend="torch", form=form, parallel=parallel)
+                servers.append(InferenceServer(session, port=0, max_batch=max_batch).start())
                 measure(servers[-1], args.clients, 2 * args.clients, image)  # warm the path and the clients
                 servers[-1].classifier.batches = servers[-1].classifier.images = 0
-                rows.append({"form": servers[-1].classifier.form, "max_batch": max_batch,
+                rows.append({"form": servers[-1].classifier.describe()["form"], "max_batch": max_batch,
                              "setup_s": time.perf_counter() - start, "rounds": []})  # fmt: skip
             for k in range(args.rounds):
                 order = list(range(len(servers)))[:: 1 if k % 2 == 0 else -1]  # reversed every other round

@@ -42,8 +42,8 @@ def test_inference_commands_refuse_a_device_before_loading(tmp_path, capsys, mon
         (["predict", "--weights", missing, "x.jpg", "--device", "tpu"], "unknown device 'tpu'"),
         (["serve", "--weights", missing, "--device", "cuda:0"], "PyTorch sees no CUDA GPU"),
         (
-            ["predict", "--weights", missing, "x.jpg", "--fuse", "--amp", "bf16"],
-            "--fuse runs the oneDNN Graph form in float32",
+            ["predict", "--weights", missing, "x.jpg", "--fuse", "--precision", "bf16"],
+            "the fuse form runs oneDNN Graph partitions: CPU and fp32 only",
         ),
     ):
         assert main(args) == 2, args
@@ -52,4 +52,4 @@ def test_inference_commands_refuse_a_device_before_loading(tmp_path, capsys, mon
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert main(["predict", "--weights", missing, "x.jpg", "--fuse", "--device", "cuda"]) == 2
-    assert "--fuse runs the oneDNN Graph form, which is CPU-only" in capsys.readouterr().err
+    assert "the fuse form runs oneDNN Graph partitions: CPU and fp32 only" in capsys.readouterr().err

@@ -145,17 +145,17 @@ def _default_workers() -> int:
 def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
     """The flags of every command that runs a session: weights, backend, device, precision,
     crops, torch forms, decoding (and --workers for those that read files in bulk)."""
-    from .infer.session import BACKENDS, PRECISIONS
-
+    # the choices are checked where they are defined (infer.session.open_session): importing it
+    # here would load torchvision for `--help` and `list`
     p.add_argument("--weights", action="append", default=[],
                    help="a weights file or an int8 artefact (inceptionv4 quantize); repeat for an ensemble")  # fmt: skip
     p.add_argument("--model", help="the network, for weights files that do not say it")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
+    p.add_argument("--backend", default="auto",
                    help="what runs the network: auto (OpenVINO, else onnxruntime, on a CPU; torch on a GPU or "
                         "for a torch form), torch, onnxruntime, openvino")  # fmt: skip
     p.add_argument("--device", default="auto",
                    help="where it runs: auto (a GPU if PyTorch sees one), cpu, cuda, cuda:N, mps")  # fmt: skip
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    p.add_argument("--precision", default="fp32",
                    help="fp32; bf16 / fp16 (torch autocast, OpenVINO's precision hint); int8: give an artefact "
                         "from `inceptionv4 quantize` as --weights")  # fmt: skip
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
@@ -189,12 +189,13 @@ def _eval(args: argparse.Namespace) -> int:
     weights = args.weights + (args.ensemble or [])
     if not weights:
         raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
+    from .engine.devices import resolve_device
+
+    resolve_device(args.device)  # a GPU this machine lacks is said before the dataset is listed
     kind = "list" if args.list else "folder"
     dataset = build_dataset(kind, "val", root=args.list or args.data)
     world, device = World(), None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: each process takes a share of the images
-        from .engine.devices import resolve_device
-
         world = init_distributed(resolve_device(args.device).type)
         device = str(world.device)
     try:
@@ -460,9 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="time this weights file (default: random weights of MODEL)")
     p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
                    help="batch sizes (default: 16 and 1; one torch path: 16)")  # fmt: skip
-    p.add_argument("--backend", nargs="+", choices=("torch", "onnxruntime", "openvino"),
+    p.add_argument("--backend", nargs="+",
                    help="only these backends (default: every one installed)")  # fmt: skip
-    p.add_argument("--precision", nargs="+", choices=("fp32", "bf16", "fp16", "int8"),
+    p.add_argument("--precision", nargs="+",
                    help="only these precisions (default: every one this CPU runs)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each path's best is kept")
     p.add_argument("--seconds", type=float, default=2.0, help="time per path, batch size and round")

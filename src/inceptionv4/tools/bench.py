@@ -140,9 +140,13 @@ def engine_paths(*, device: str = "cpu", backends: list[str] | None = None,
                  precisions: list[str] | None = None) -> list[tuple[str, str, str]]:  # fmt: skip
     """Every (backend, precision, torch form) this machine runs, in table order: torch's forms in
     fp32 and its bf16 where the CPU has bf16 units, then each installed engine's precisions."""
-    from ..infer.session import cpu_features, engine_precision_gap, installed
+    from ..infer.session import BACKENDS, PRECISIONS, cpu_features, engine_precision_gap, installed
     from ..models import onednn_graph_available
 
+    for kind, given, known in (("backend", backends, BACKENDS[1:]), ("precision", precisions, PRECISIONS)):
+        unknown = sorted(set(given or ()) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {kind} {', '.join(unknown)}: choose from {', '.join(known)}")
     f = cpu_features()
     bf16_units = device != "cpu" or f["avx512_bf16"] or f["amx"]
     paths = [("torch", "fp32", "eager")]
