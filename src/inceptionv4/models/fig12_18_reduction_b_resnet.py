@@ -5,7 +5,7 @@
 | v1 (Fig. 12) | 256 -> 3x3/2 384 / 256 -> 3x3/2 256 / 256 -> 3x3 256 -> 3x3/2 256 / maxpool | 896 + 896 = 1792 |
 | v2 (Fig. 18) | 256 -> 3x3/2 384 / 256 -> 3x3/2 288 / 256 -> 3x3 288 -> 3x3/2 320 / maxpool | C_in + 992 |
 
-Fig. 18's caption says "v1" where v2 is meant (PAPER.md).
+Fig. 18's caption says "v1" where v2 is meant (docs/architecture.md, "Paper vs released code").
 """
 
 from __future__ import annotations

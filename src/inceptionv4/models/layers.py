@@ -1,6 +1,6 @@
 """The few layers every block is made of.
 
-Every convolution in the paper is conv -> BN -> ReLU unless marked "linear" (PAPER.md), so one
+Every convolution in the paper is conv -> BN -> ReLU unless marked "linear" (docs/architecture.md), so one
 small module, :class:`ConvBNReLU`, carries all of them. Padding is spelled the way the paper
 draws it: ``"valid"`` (the figures' "V") or ``"same"`` (everything else, stride 1 only).
 """

@@ -92,7 +92,7 @@ register_model(
     ModelCard(
         name="inception_resnet_v2",
         title="Inception-ResNet-v2 (released)",
-        figures="Fig. 15 (released layout, see PAPER.md)",
+        figures="Fig. 15 (released layout; see docs/architecture.md, Paper vs released code)",
         layout="released",
         num_params=55_843_464,
         gflops=26.31,

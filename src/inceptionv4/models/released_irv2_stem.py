@@ -1,7 +1,7 @@
 """The stem of the *released* Inception-ResNet-v2 (no figure in the paper): 299x299x3 -> 35x35x320.
 
 Google's checkpoint (and every port: timm, Keras, Cadene) uses an Inception-v3-like stem and a
-"Mixed_5b" block instead of Fig. 3 (PAPER.md, "The released Inception-ResNet-v2").
+"Mixed_5b" block instead of Fig. 3 (docs/architecture.md, "Paper vs released code").
 """
 
 from __future__ import annotations

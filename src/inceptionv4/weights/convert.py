@@ -1,4 +1,4 @@
-"""Converters: pure functions from a source's state dict to ours (STYLE.md, habit 6).
+"""Converters: pure functions (no state, no I/O) from a source's state dict to ours.
 
 Each source has an explicit table from its block prefixes to ours, plus a rename of the branch
 attributes inside each block; leaf names (``conv.weight``, ``bn.running_mean`` ...) are shared.
