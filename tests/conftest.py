@@ -57,3 +57,17 @@ def torch_session(models, crops: int = 1, **options):
     from inceptionv4.infer.session import open_session
 
     return open_session(models, backend="torch", crops=crops, **options)
+
+
+def colour_folders(root, per_class: int, shape: tuple[int, int], noise: float) -> None:
+    """Class folders named as small_model's classes (red, green, blue), ``per_class`` noisy PNGs
+    of ``shape`` (height, width) each, the same pixels for the same arguments."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, colour in (("red", (220, 30, 30)), ("green", (30, 220, 30)), ("blue", (30, 30, 220))):
+        (root / c).mkdir()
+        for i in range(per_class):
+            px = np.clip(np.array(colour) + rng.normal(0, noise, (*shape, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(root / c / f"{i}.png")

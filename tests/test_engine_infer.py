@@ -20,7 +20,7 @@ from inceptionv4.infer.predict import expand_inputs, predict
 from inceptionv4.data.views import crop_views, cut_views, protocol_pieces, protocol_pixels, scales_for
 from inceptionv4.infer.evaluate import evaluate_protocol, label_map
 from inceptionv4.infer.session import Session
-from .conftest import torch_session
+from .conftest import colour_folders, torch_session
 from inceptionv4.models import count_flops
 from inceptionv4.models.fold import fold_batchnorm
 from inceptionv4.weights import imagenet1k
@@ -29,12 +29,7 @@ from inceptionv4.weights import imagenet1k
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for c, color in (("red", (220, 30, 30)), ("green", (30, 220, 30)), ("blue", (30, 30, 220))):
-        (root / c).mkdir()
-        for i in range(2):
-            px = np.clip(np.array(color) + rng.normal(0, 20, (90, 120, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(px).save(root / c / f"{i}.png")
+    colour_folders(root, 2, (90, 120), 20)
     (root / "blue" / "corrupt.jpg").write_bytes(b"\xff\xd8\xffnot really")
     return root
 

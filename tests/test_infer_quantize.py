@@ -3,15 +3,15 @@
 import importlib
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import inceptionv4 as iv
 from inceptionv4.cli import main
 from inceptionv4.infer.quantize import quantize
 from inceptionv4.infer.session import installed, open_session
+
+from .conftest import colour_folders
 
 quantize_module = importlib.import_module("inceptionv4.infer.quantize")
 
@@ -23,12 +23,7 @@ SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml"}
 def colours(tmp_path_factory):
     """Class folders named as small_model's classes, 4 noisy images each, and one unreadable file."""
     root = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(0)
-    for c, colour in (("red", (220, 30, 30)), ("green", (30, 220, 30)), ("blue", (30, 30, 220))):
-        (root / c).mkdir()
-        for i in range(4):
-            px = np.clip(np.array(colour) + rng.normal(0, 25, (80, 96, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(px).save(root / c / f"{i}.png")
+    colour_folders(root, 4, (80, 96), 25)
     (root / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     return root
 

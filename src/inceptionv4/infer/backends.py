@@ -7,6 +7,7 @@ settings; each returns a ready Session.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,18 @@ from .session import TORCH_DTYPES, Labels, Session, device_of
 ARTEFACT_FORMAT = "inceptionv4.int8"
 #: The OpenVINO precision hint of each precision.
 OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO ``Core``, kept for the process's life. Compiling for the CPU
+    registers an alternate signal stack on the calling thread that OpenVINO frees when its last
+    Core goes; freed from another thread (a garbage collection there), the registration would
+    outlive the memory, and the next signal handled in Python (a DataLoader's SIGCHLD) would be a
+    segmentation fault. One Core that never goes keeps that stack valid, and shares the plugin."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -45,9 +58,9 @@ def torch_session(models: list[torch.nn.Module], device: torch.device, *, pre: P
                   architecture: str, precision: str, crops: int, form: str = "eager", parallel: bool = False,
                   channels_last: bool = False, in_memory: list[bool], keep_devices: bool = False) -> Session:  # fmt: skip
     """Torch runners: each model in its ``form`` (on ``device``, or where it is with
-    ``keep_devices``), under autocast in ``precision``. Models read from files are moved; the
-    caller's own modules are put in eval mode and otherwise left as they are (the forms are
-    copies)."""
+    ``keep_devices``), under autocast in ``precision``. A model not on ``device`` is moved there
+    (in place, as ``Module.to`` is) and put in eval mode; the forms are copies, so a caller's own
+    module keeps its layers."""
     from ..engine.devices import to_device
 
     runners, forms = [], []
@@ -137,12 +150,9 @@ def onnx_runner(path: str | os.PathLike, backend: str, precision: str, cache_dir
             return torch.from_numpy(sess.run(None, {name: np.ascontiguousarray(x.numpy())})[0])
 
         return run
-    import openvino as ov
-
-    core = ov.Core()
-    core.set_property({"CACHE_DIR": str(cache_root(cache_dir) / "openvino")})
-    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": OV_HINTS[precision],
-                                                      "PERFORMANCE_HINT": "LATENCY"})  # fmt: skip
+    compiled = openvino_core().compile_model(str(path), "CPU", {
+        "INFERENCE_PRECISION_HINT": OV_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+        "CACHE_DIR": str(cache_root(cache_dir) / "openvino")})  # fmt: skip
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -168,10 +178,8 @@ def artefact_metadata(path: str | os.PathLike) -> dict:
             raise ValueError(f"{path} is not a readable ONNX file: {err}") from None
         text = {p.key: p.value for p in proto.metadata_props}.get(ARTEFACT_FORMAT)
     else:
-        import openvino as ov
-
         try:
-            model = ov.Core().read_model(str(path))
+            model = openvino_core().read_model(str(path))
         except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError for a damaged IR
             raise ValueError(f"{path} is not a readable OpenVINO IR: {str(err).splitlines()[0]}") from None
         if model.has_rt_info([ARTEFACT_FORMAT]):

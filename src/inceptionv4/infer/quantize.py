@@ -22,7 +22,7 @@ import torch
 from ..data.decode import DecodeError, load_rgb
 from ..data.views import normalize_views, protocol_pixels
 from ..weights.io import check_writable
-from .backends import ARTEFACT_FORMAT, exported_onnx, onnx_runner, weights_hash
+from .backends import ARTEFACT_FORMAT, exported_onnx, onnx_runner, openvino_core, weights_hash
 from .session import ARTEFACT_BACKENDS, Labels, _load, _require
 
 SUFFIXES = {backend: suffix for suffix, backend in ARTEFACT_BACKENDS.items()}
@@ -202,7 +202,7 @@ def _nncf_quantize(onnx_path: Path, calib: list[np.ndarray], out: Path) -> None:
     import openvino as ov
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
-    ov_model = ov.Core().read_model(str(onnx_path))
+    ov_model = openvino_core().read_model(str(onnx_path))
     quantized = nncf.quantize(ov_model, nncf.Dataset(calib), subset_size=len(calib),
                               preset=nncf.QuantizationPreset.PERFORMANCE)  # fmt: skip
     ov.save_model(quantized, str(out), compress_to_fp16=False)
@@ -234,7 +234,7 @@ def _write_metadata(path: Path, backend: str, text: str) -> None:
         return
     import openvino as ov
 
-    model = ov.Core().read_model(str(path))
+    model = openvino_core().read_model(str(path))
     model.set_rt_info(text, [ARTEFACT_FORMAT])
     tmp = path.with_name("with-meta-" + path.name)
     ov.save_model(model, str(tmp), compress_to_fp16=False)

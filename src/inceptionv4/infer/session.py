@@ -99,10 +99,12 @@ def installed(backend: str) -> bool:
     return backend == "torch" or importlib.util.find_spec(backend) is not None
 
 
-def _require(backend: str) -> None:
-    if not installed(backend):
-        extra = "openvino" if backend == "openvino" else "export"
-        raise ImportError(f"--backend {backend} needs {backend} installed: pip install 'inceptionv4[{extra}]'")
+def _require(package: str, purpose: str | None = None) -> None:
+    """ImportError naming the extra that installs ``package`` (an engine, or nncf) when it is missing."""
+    if not installed(package):
+        extra = "openvino" if package in ("openvino", "nncf") else "export"
+        raise ImportError(f"{purpose or '--backend ' + package} needs {package} installed: "
+                          f"pip install 'inceptionv4[{extra}]'")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -283,15 +285,15 @@ def open_session(
             "--backend openvino|onnxruntime --out Q` and give Q as the weights"
         )
     torch_only = form != "eager" or parallel or channels_last
-    dev = resolve_device("cpu" if (backend in ("onnxruntime", "openvino") or torch_only and form == "fuse")
-                         and str(device) == "auto" else str(device))  # fmt: skip
+    cpu_only = backend in ("onnxruntime", "openvino") or form == "fuse"  # "auto" means the CPU for these
+    dev = resolve_device("cpu" if cpu_only and str(device) == "auto" else str(device))
     if backend == "auto":
         backend = _auto_backend(dev, precision, torch_only)
     if backend != "torch":
         if dev.type != "cpu":
             raise ValueError(f"--backend {backend} runs on the CPU here: drop --device {device}, or use --backend torch")
         if torch_only:
-            raise ValueError(f"form, parallel and channels_last are torch options: drop them, or use --backend torch")
+            raise ValueError("form, parallel and channels_last are torch options: drop them, or use --backend torch")
         _require(backend)
     gap = engine_precision_gap(backend, precision)
     if gap:
