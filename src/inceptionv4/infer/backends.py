@@ -56,7 +56,7 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 def torch_session(models: list[torch.nn.Module], device: torch.device, *, pre: Preprocessing, labels: Labels,
                   architecture: str, precision: str, crops: int, form: str = "eager", parallel: bool = False,
-                  channels_last: bool = False, in_memory: list[bool], keep_devices: bool = False) -> Session:  # fmt: skip
+                  channels_last: bool = False, keep_devices: bool = False) -> Session:  # fmt: skip
     """Torch runners: each model in its ``form`` (on ``device``, or where it is with
     ``keep_devices``), under autocast in ``precision``. A model not on ``device`` is moved there
     (in place, as ``Module.to`` is) and put in eval mode; the forms are copies, so a caller's own
@@ -64,8 +64,8 @@ def torch_session(models: list[torch.nn.Module], device: torch.device, *, pre: P
     from ..engine.devices import to_device
 
     runners, forms = [], []
-    for m, own in zip(models, in_memory, strict=True):
-        m = m.eval() if keep_devices or own and device_of(m) == device else to_device([m], device)[0]
+    for m in models:
+        m = m.eval() if keep_devices else to_device([m], device)[0]
         if channels_last:
             m = m.to(memory_format=torch.channels_last)
         if form == "optimize":

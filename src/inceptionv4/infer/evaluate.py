@@ -13,14 +13,15 @@ import torch
 
 from ..data.views import DeviceViews, EncodedFiles, ProtocolViews, check_decode, collate_items, cut_batch, scales_for
 from ..engine.distributed import World, gather_objects
-from .session import Session, as_session
+from .session import Labels, Session, as_session
 
 def label_map(dataset_classes: list[str], outputs: Session | torch.nn.Module | list[str]) -> list[int]:
     """Output index of each dataset class, for a session, a network, or the outputs' class keys
     (:class:`~inceptionv4.infer.session.Labels`): by name (ImageNet folders by WordNet id), else
     by position: classes named 0, 1, ... (a list file's integer labels) are output indices, and
     unnamed classes as many as the outputs are in the outputs' order."""
-    keys = outputs if isinstance(outputs, list) else as_session(outputs).labels.keys
+    keys = outputs if isinstance(outputs, list) else outputs.labels.keys if isinstance(outputs, Session) \
+        else Labels.of_model(outputs).keys  # fmt: skip
     index = {k: i for i, k in enumerate(keys)}
     if all(c in index for c in dataset_classes):
         return [index[c] for c in dataset_classes]

@@ -238,8 +238,8 @@ def open_session(
         source: a weights file (a bundle, or any checkpoint :func:`~inceptionv4.load_weights`
             reads), an int8 artefact from ``inceptionv4 quantize`` (``.onnx``: onnxruntime,
             ``.xml``: OpenVINO), a network in memory, or a list of these: an ensemble whose
-            probabilities are averaged. Networks in memory are used as they are, on their device
-            (torch) or exported (the engines); the caller's modules are not changed.
+            probabilities are averaged. Networks in memory run where they are (torch; moved when a
+            ``device`` is given) or are exported (the engines); their layers are not changed.
         model: the network, for weights files that do not say it; a file of another network is
             a ValueError.
         backend: one of :data:`BACKENDS` (see the module docstring for ``auto``).
@@ -275,7 +275,8 @@ def open_session(
             raise ValueError("the artefacts of an ensemble must be for one backend")
         (engine,) = engines
         if backend not in ("auto", engine):
-            raise ValueError(f"{artefacts[0]} is a {engine} artefact: drop --backend {backend} or give --backend {engine}")
+            raise ValueError(f"{artefacts[0]} is a {engine} artefact: drop --backend {backend} or give "
+                             f"--backend {engine}")  # fmt: skip
         if precision not in ("fp32", "int8"):  # fp32: the default, left as it was
             raise ValueError(f"{artefacts[0]} runs in int8, not {precision}")
         backend, precision = engine, "int8"
@@ -317,10 +318,9 @@ def open_session(
     common = {"pre": pre, "labels": labels, "architecture": getattr(first, "model_name", type(first).__name__),
               "precision": precision, "crops": crops}  # fmt: skip
     if backend == "torch":
-        in_memory = [isinstance(s, torch.nn.Module) for s in sources]
-        keep = all(in_memory) and str(device) == "auto"  # networks in memory run where they are
+        keep = str(device) == "auto" and all(isinstance(s, torch.nn.Module) for s in sources)  # where they are
         return backends.torch_session(models, dev, form=form, parallel=parallel, channels_last=channels_last,
-                                      in_memory=in_memory, keep_devices=keep, **common)  # fmt: skip
+                                      keep_devices=keep, **common)  # fmt: skip
     return backends.engine_session(models, backend, cache_dir=cache_dir, **common)
 
 
@@ -351,20 +351,8 @@ def _load(source: Source, model: str | None) -> torch.nn.Module:
     return load_weights(path, architecture=model)
 
 
-def as_session(models: Session | torch.nn.Module | Sequence[torch.nn.Module], crops: int | None = None) -> Session:
+def as_session(models: Session | torch.nn.Module | Sequence[torch.nn.Module]) -> Session:
     """A session as it is, or networks in memory as a torch session that runs them where they
     are, eager and in float32 (what :func:`~inceptionv4.infer.predict.predict` and
     :func:`~inceptionv4.infer.evaluate.evaluate_protocol` do with bare modules)."""
-    if isinstance(models, Session):
-        if crops is not None and models.crops != crops:
-            raise ValueError(f"the session was opened for {models.crops} crop(s), not {crops}")
-        return models
-    models = list(models) if isinstance(models, (list, tuple)) else [models]
-    if not models:
-        raise ValueError("need at least one model")
-    from . import backends
-
-    first = models[0]
-    return backends.torch_session(models, device_of(first), pre=Preprocessing.of(first), labels=Labels.of_model(first),
-                                  architecture=getattr(first, "model_name", type(first).__name__), precision="fp32",
-                                  crops=crops or 1, in_memory=[True] * len(models), keep_devices=True)  # fmt: skip
+    return models if isinstance(models, Session) else open_session(models, backend="torch")
