@@ -65,6 +65,8 @@ def test_the_cli_quantizes_and_predicts_with_the_artefact(small_model, colours, 
     text = capsys.readouterr().out
     assert f"wrote {out} ({backend} int8, inception_resnet_v1; calibrated on 9 images)" in text
     assert "held-out top-1 / top-5" in text and "1 unreadable file(s) passed over" in text
+    assert main([*args, "--json"]) == 0  # stdout is the report alone (NNCF's progress goes to stderr)
+    assert json.loads(capsys.readouterr().out)["calibration_images"] == 9
     assert main(["predict", "--weights", str(out), "--json", str(colours / "red")]) == 1  # one file is broken
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["ok"] for r in lines] == [True, True, True, True, False]  # 4 reds, then broken.png

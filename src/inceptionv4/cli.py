@@ -329,9 +329,9 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"{r['model']} on {r['device']} ({r['cpu']}; {r['threads']} threads), best of {r['rounds']} "
               "interleaved rounds:")  # fmt: skip
         refs = [k for k in ("vs timm eager fp32", "vs onnxruntime fp32", "vs openvino fp32") if k in r["rows"][0]]
-        print(f"  {'batch':>5}  {'path':<28} {'img/s':>8}" + "".join(f"  {k[3:]:>18}" for k in refs))
+        print(f"  {'batch':>5}  {'path':<32} {'img/s':>8}" + "".join(f"  {k[3:]:>18}" for k in refs))
         for row in r["rows"]:
-            print(f"  {row['batch_size']:>5}  {row['path']:<28} {row['img_per_s']:>8.1f}"
+            print(f"  {row['batch_size']:>5}  {row['path']:<32} {row['img_per_s']:>8.1f}"
                   + "".join(f"  {row.get(k, float('nan')):>17.2f}x" for k in refs))  # fmt: skip
         return 0
     args.batch_size = args.batch_size or [16]

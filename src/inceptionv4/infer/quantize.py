@@ -9,10 +9,12 @@ network's classes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -203,8 +205,9 @@ def _nncf_quantize(onnx_path: Path, calib: list[np.ndarray], out: Path) -> None:
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
     ov_model = openvino_core().read_model(str(onnx_path))
-    quantized = nncf.quantize(ov_model, nncf.Dataset(calib), subset_size=len(calib),
-                              preset=nncf.QuantizationPreset.PERFORMANCE)  # fmt: skip
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bar: stdout is for results (--json)
+        quantized = nncf.quantize(ov_model, nncf.Dataset(calib), subset_size=len(calib),
+                                  preset=nncf.QuantizationPreset.PERFORMANCE)  # fmt: skip
     ov.save_model(quantized, str(out), compress_to_fp16=False)
 
 

@@ -139,7 +139,8 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
 def engine_paths(*, device: str = "cpu", backends: list[str] | None = None,
                  precisions: list[str] | None = None) -> list[tuple[str, str, str]]:  # fmt: skip
     """Every (backend, precision, torch form) this machine runs, in table order: torch's forms in
-    fp32 and its bf16 where the CPU has bf16 units, then each installed engine's precisions."""
+    fp32 (alone and under BatchParallel) and its bf16 where the CPU has bf16 units, then each
+    installed engine's precisions."""
     from ..infer.session import BACKENDS, PRECISIONS, cpu_features, engine_precision_gap, installed
     from ..models import onednn_graph_available
 
@@ -150,8 +151,9 @@ def engine_paths(*, device: str = "cpu", backends: list[str] | None = None,
     f = cpu_features()
     bf16_units = device != "cpu" or f["avx512_bf16"] or f["amx"]
     paths = [("torch", "fp32", "eager")]
-    if device == "cpu":
-        paths += [("torch", "fp32", "optimize")] + ([("torch", "fp32", "fuse")] if onednn_graph_available() else [])
+    if device == "cpu":  # "+ parallel": models.BatchParallel around the form
+        forms = ["optimize", "optimize + parallel"] + (["fuse", "fuse + parallel"] if onednn_graph_available() else [])
+        paths += [("torch", "fp32", form) for form in forms]
     if bf16_units:
         paths.append(("torch", "bf16", "optimize" if device == "cpu" else "eager"))
     if device == "cpu":
@@ -209,7 +211,8 @@ def compare_engines(name: str = "inception_v4", *, weights: str | None = None, b
                              cache_dir=cache_dir)  # fmt: skip
                 sessions[label] = open_session(q["path"])
             else:
-                sessions[label] = open_session(source, backend=backend, precision=precision, form=form,
+                sessions[label] = open_session(source, backend=backend, precision=precision,
+                                               form=form.removesuffix(" + parallel"), parallel=form.endswith("parallel"),
                                                device=device, cache_dir=cache_dir)  # fmt: skip
         runs = dict(sessions)
         size = next(iter(sessions.values())).pre.input_size
