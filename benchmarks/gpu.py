@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,14 +27,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cpu import cpu_description
 from input_pipeline import jpegs, measure_eval, write_folder
 from input_pipeline import measure as measure_pipeline
 
 import inceptionv4 as iv
 from inceptionv4.tools.bench import measure
 from inceptionv4.models.fold import fold_batchnorm
-from inceptionv4.models.inference import compile_for_inference
+from inceptionv4.infer.backends import compile_for_inference
+from inceptionv4.infer.session import vector_units
+
+
+def cpu_description() -> str:
+    """The processor's name, its vector units and the kernels PyTorch picked for them."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}; {vector_units()}; PyTorch kernels: {torch.backends.cpu.get_cpu_capability()}"
 
 
 def throughput(model, mode: str, batch: int, size: int, dev: torch.device, warmup: int, iters: int,

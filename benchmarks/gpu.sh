@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU table on one CUDA GPU, in under 10 minutes (one device call): prints it as it goes
 # and writes benchmarks/gpu.json after every figure, then the optimizer-step table (gpu_optim.json) and,
-# where the host CPU has bf16 units, the CPU bf16 rows (gpu_cpu_bf16.json).
+# the host CPU's engine table from `inceptionv4 bench` (gpu_cpu.json).
 # Compiled rows start only in the first 300 s; a run cut short keeps every figure it printed.
 #
 #   bash benchmarks/gpu.sh [out.json]                 # on the GPU machine
@@ -26,15 +26,13 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
     'inceptionv4 from', inceptionv4.__file__)" || { echo "cannot import inceptionv4, timm and torch with $PY"; exit 1; }
 PYTHONUNBUFFERED=1 timeout 520 "$PY" benchmarks/gpu.py "${GPU_ARGS[@]}" || echo "gpu.py stopped early (exit $?)"
 PYTHONUNBUFFERED=1 timeout 60 "$PY" benchmarks/optim_step.py "${OPTIM_ARGS[@]}" || echo "optim_step.py stopped early (exit $?)"
-# Issue 7's CPU bf16 target needs AVX-512 BF16 or AMX, which the 2-core development machines lack;
-# the GPU machine's host CPU may have them. Its rows go last, in what is left of the 10 minutes.
-CPU_ARGS=(--models inception_v4 --bf16 --rounds 3 --json "${OUT%.json}_cpu_bf16.json")
-[ "${QUICK:-0}" = 1 ] && CPU_ARGS+=(--quick)
-if ! grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo 2>/dev/null && [ "${QUICK:-0}" != 1 ]; then
-    echo "cpu.py --bf16 skipped: this host CPU has neither AVX-512 BF16 nor AMX"
-elif [ "$SECONDS" -gt 470 ]; then
-    echo "cpu.py --bf16 skipped: ${SECONDS} s gone, under 2 minutes left of the 10"
+# Then the host CPU's engine table (`inceptionv4 bench`: every backend x precision installed there,
+# bf16 where the CPU has AVX-512 BF16 or AMX), in what is left of the 10 minutes.
+CPU_ARGS=(bench inception_v4 --device cpu --rounds 2 --seconds 2 --json)
+[ "${QUICK:-0}" = 1 ] && CPU_ARGS+=(--batch-size 1 --rounds 1 --seconds 0 --backend torch)
+if [ "$SECONDS" -gt 470 ]; then
+    echo "bench (host CPU) skipped: ${SECONDS} s gone, under 2 minutes left of the 10"
 else
-    PYTHONUNBUFFERED=1 timeout $((590 - SECONDS)) "$PY" benchmarks/cpu.py "${CPU_ARGS[@]}" \
-        || echo "cpu.py stopped early (exit $?)"
+    PYTHONUNBUFFERED=1 timeout $((590 - SECONDS)) "$PY" -m inceptionv4 "${CPU_ARGS[@]}" >"${OUT%.json}_cpu.json" \
+        && echo "host CPU engine table: ${OUT%.json}_cpu.json" || echo "bench (host CPU) stopped early (exit $?)"
 fi

@@ -1,15 +1,14 @@
 """What request batching buys a server: `inceptionv4 serve`'s settings under concurrent clients.
 
     python benchmarks/serve.py [--model inception_v4] [--clients 16] [--requests 64]
-                               [--forms eager optimize fuse] [--json out.json]
+                               [--backends torch onnxruntime openvino] [--precision fp32] [--json out.json]
 
-For each inference form (eager, optimize_for_inference, fuse_for_inference) it starts
-`InferenceServer`s in this process, one answering one image per forward pass (--max-batch 1) and
-others batching whatever is waiting (up to 8, and split over threads by BatchParallel), all up at
-once. In each round, every server in turn (the order reversed every other round) gets --requests
+For each backend (every one installed, by default) it starts `InferenceServer`s in this process,
+one answering one image per forward pass (--max-batch 1) and one batching whatever is waiting (up
+to --max-batch), all up at once. In each round, every server in turn (the order reversed every other round) gets --requests
 posts of a 500x375 JPEG from --clients concurrent clients (a separate process: their HTTP work
 does not hold this process's GIL). Prints the median images per second over rounds, the median of
-each round's ratio to the same form unbatched, and the clients' latency over all rounds (p50,
+each round's ratio to the same backend unbatched, and the clients' latency over all rounds (p50,
 p90: the wall time of one request, queueing included).
 """
 
@@ -32,8 +31,7 @@ from PIL import Image
 
 import inceptionv4 as iv
 from inceptionv4.infer.serve import InferenceServer
-from inceptionv4.infer.session import open_session
-from inceptionv4.models import onednn_graph_available, retain_freed_memory
+from inceptionv4.infer.session import installed, open_session, vector_units
 
 CLIENTS = r"""
 import http.client, json, sys, threading, time
@@ -87,28 +85,26 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32, help="requests per setting and round, over all clients")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=8)
-    ap.add_argument("--forms", nargs="+", choices=("eager", "optimize", "fuse"), default=["eager", "optimize", "fuse"])
+    ap.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime", "openvino"),
+                    default=[b for b in ("torch", "onnxruntime", "openvino") if installed(b)])  # fmt: skip
+    ap.add_argument("--precision", default="fp32", help="fp32, or bf16 (torch, OpenVINO) where the CPU has it")
     ap.add_argument("--json")
     args = ap.parse_args()
-    retain_freed_memory()  # a serving process; the forms below all reuse memory alike
     torch.manual_seed(0)
     model = iv.create_model(args.model).eval()
-    wanted = set(args.forms) - ({"fuse"} if not onednn_graph_available() else set())
-    forms = [name for name in ("eager", "optimize", "fuse") if name in wanted]
-    settings = [(f, 1, False) for f in forms] + [(f, args.max_batch, False) for f in forms]
-    settings += [(f, args.max_batch, True) for f in forms if f != "eager"]  # BatchParallel: the inference forms
+    settings = [(b, 1) for b in args.backends] + [(b, args.max_batch) for b in args.backends]
     servers, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         image = os.path.join(tmp, "photo.jpg")
         photo(image)
         try:
-            for form, max_batch, parallel in settings:  # every server up at once: the rounds interleave them
+            for backend, max_batch in settings:  # every server up at once: the rounds interleave them
                 start = time.perf_counter()
-                session = open_session(model, backend="torch", form=form, parallel=parallel)
+                session = open_session(model, backend=backend, precision=args.precision)
                 servers.append(InferenceServer(session, port=0, max_batch=max_batch).start())
                 measure(servers[-1], args.clients, 2 * args.clients, image)  # warm the path and the clients
                 servers[-1].classifier.batches = servers[-1].classifier.images = 0
-                rows.append({"form": servers[-1].classifier.describe()["form"], "max_batch": max_batch,
+                rows.append({"path": f"{backend} {args.precision}", "max_batch": max_batch,
                              "setup_s": time.perf_counter() - start, "rounds": []})  # fmt: skip
             for k in range(args.rounds):
                 order = list(range(len(servers)))[:: 1 if k % 2 == 0 else -1]  # reversed every other round
@@ -123,9 +119,9 @@ def main() -> None:
         finally:
             for server in servers:
                 server.close()
-    base = {r["form"]: r for r in rows if r["max_batch"] == 1}
+    base = {r["path"]: r for r in rows if r["max_batch"] == 1}
     for r in rows:
-        b = base[r["form"].removesuffix(" + BatchParallel")]
+        b = base[r["path"]]
         times = sorted(t for x in r["rounds"] for t in x["times"])
         r["img_per_s"] = statistics.median(x["img_per_s"] for x in r["rounds"])
         r["vs_unbatched"] = statistics.median(
@@ -136,12 +132,12 @@ def main() -> None:
         for x in r["rounds"]:
             del x["times"]
     print(f"\n{args.model}, {args.clients} concurrent clients, {args.rounds} rounds of {args.requests} requests, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()} ({vector_units()}), "
           f"torch {torch.__version__}, {date.today()}\n")  # fmt: skip
-    print("| form | max batch | img/s | vs same form, max batch 1 | p50 ms | p90 ms | mean batch | errors | setup s |")
+    print("| path | max batch | img/s | vs same path, max batch 1 | p50 ms | p90 ms | mean batch | errors | setup s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['form']} | {r['max_batch']} | {r['img_per_s']:.2f} | {r['vs_unbatched']:.2f}x | "
+        print(f"| {r['path']} | {r['max_batch']} | {r['img_per_s']:.2f} | {r['vs_unbatched']:.2f}x | "
               f"{r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['mean_batch']:.1f} | {r['errors']} | {r['setup_s']:.1f} |")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:

@@ -421,95 +421,19 @@ def test_predict_with_workers_gives_the_same_answers_in_the_same_order(small_mod
         torch_session(small_model, precision="int8")
 
 
-def test_predict_optimized_gives_the_same_answers(small_model, folder):
-    inputs = [str(folder / "red"), str(folder / "g*" / "*.png")]
-    plain = list(predict(small_model, inputs, topk=3, batch_size=3))
-    forms = ["optimize"] + (["fuse"] if iv.models.onednn_graph_available() else [])
-    for form in forms:
-        fast = list(predict(torch_session(small_model, form=form), inputs, topk=3, batch_size=3))
-        assert [r["file"] for r in fast] == [r["file"] for r in plain] and len(fast) == 4
-        for a, b in zip(plain, fast, strict=True):
-            assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]], form
-            assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 1e-5, form
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in small_model.modules())  # the caller's model untouched
-    with pytest.raises(ValueError, match="unknown form 'fused': choose one of eager, optimize, fuse, compile"):
-        torch_session(small_model, form="fused")
-
-
-def test_predict_and_bench_cli_optimize(small_model, folder, tmp_path, capsys, monkeypatch):
-    retained = []  # the CLI owns its process, so it keeps freed memory for reuse (not this test's process)
-    monkeypatch.setattr(iv.models, "retain_freed_memory", lambda: retained.append(True) or True)
+def test_retired_torch_forms_say_what_to_use_instead(small_model, folder, tmp_path, capsys):
     iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
-    assert main(["predict", "--weights", str(tmp_path / "m.safetensors"), "--optimize", str(folder / "red")]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and all(line.split(": ")[1].split()[0] in small_model.class_names for line in out)
-    args = ["bench", "inception_resnet_v1", "--batch-size", "4", "--input-size", "75", "--warmup", "1", "--iters", "1",
-            "--optimize", "--parallel"]  # fmt: skip
-    assert main(args) == 0
-    assert "optimized batch-parallel:" in capsys.readouterr().out
-    assert retained == [True, True]
-    if iv.models.onednn_graph_available():
-        assert main([*args[:-2], "--fuse", "--json"]) == 0
-        r = json.loads(capsys.readouterr().out)
-        assert r["fuse"] and not r["optimize"] and r["ours"]["img_per_s"] > 0
-        assert main(["predict", "--weights", str(tmp_path / "m.safetensors"), "--fuse", str(folder / "red")]) == 0
-        assert len(capsys.readouterr().out.splitlines()) == 2
-        assert retained == [True, True, True, True]
-    with pytest.raises(ValueError, match="CPU fp32, without optimize or compile"):
-        benchmark("inception_v4", batch_size=1, input_size=75, iters=1, fuse=True, optimize=True)
-
-
-def test_predict_cli_exit_status_and_json(small_model, folder, tmp_path):
-    iv.save_weights(small_model, tmp_path / "m.safetensors", class_names=small_model.class_names)
-    args = ["predict", "--weights", str(tmp_path / "m.safetensors"), "--json", str(folder / "red" / "0.png"),
-            str(folder / "blue" / "corrupt.jpg")]  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "inceptionv4", *args], capture_output=True, text=True, check=False)
-    assert proc.returncode == 1  # something failed
-    lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [line["ok"] for line in lines] == [True, False] and "Traceback" not in proc.stderr
-
-
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "exported-program"])
-def test_export_parity(small_model, tmp_path, fmt):
-    report = export_model(small_model, tmp_path / f"m.{fmt}", format=fmt, input_size=75)
-    assert report["max_abs_diff"] < 1e-4
-    assert (tmp_path / f"m.{fmt}").stat().st_size > 1_000_000
-
-
-def test_export_with_folded_bn_and_a_failing_check(small_model, tmp_path):
-    report = export_model(small_model, tmp_path / "f.onnx", format="onnx", input_size=75, fold_bn=True)
-    assert report["fold_bn"] and report["max_abs_diff"] < 1e-4
-    (tmp_path / "g.onnx").write_bytes(b"an earlier export")
-    with pytest.raises(ExportMismatchError, match="differs from eager by .*; not written"):
-        export_model(small_model, tmp_path / "g.onnx", format="onnx", input_size=75, tolerance=-1.0)
-    assert (tmp_path / "g.onnx").read_bytes() == b"an earlier export"  # a failed check replaces nothing
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "g.onnx"]  # and leaves no temp file
-    with pytest.raises(ValueError, match="format must be one of"):
-        export_model(small_model, tmp_path / "h.x", format="tflite")
-    with pytest.raises(ValueError, match="input 0x0 is smaller than the minimum 75x75"):
-        export_model(small_model, tmp_path / "new" / "i.onnx", format="onnx", input_size=0)
-    assert not (tmp_path / "new").exists()  # refused before anything was written
-
-
-def test_bench_settings_are_checked():
-    for bad in ({"batch_size": 0}, {"iters": 0}, {"warmup": -1}):
-        with pytest.raises(ValueError, match="batch_size and iters must be >= 1 and warmup >= 0"):
-            benchmark("inception_resnet_v1", input_size=75, **bad)
-    with pytest.raises(ValueError, match="compare must be 'timm' or None, got 'keras'"):
-        benchmark("inception_resnet_v1", input_size=75, compare="keras")
-    with pytest.raises(ValueError, match="timm has no inception_resnet_v1"):  # before ours is measured
-        benchmark("inception_resnet_v1", input_size=75, compare="timm")
-    if not torch.cuda.is_available():  # PyTorch's "Found no NVIDIA driver" is not the error a user gets
-        with pytest.raises(ValueError, match="device 'cuda': PyTorch sees no CUDA GPU"):
-            benchmark("inception_resnet_v1", input_size=75, device="cuda")
-
-
-def test_fold_batchnorm_is_the_same_function(small_model):
-    folded = fold_batchnorm(small_model)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    x = torch.randn(2, 3, 80, 80)
-    with torch.no_grad():
-        assert (folded(x) - small_model(x)).abs().max() < 1e-4
+    for command in (["predict", "--weights", str(tmp_path / "m.safetensors"), str(folder / "red")],
+                    ["serve", "--weights", str(tmp_path / "m.safetensors")], ["bench", "inception_v4"]):  # fmt: skip
+        for flag in ("--optimize", "--fuse", "--parallel"):
+            with pytest.raises(SystemExit) as stop:
+                main([*command, flag])
+            assert stop.value.code == 2
+            err = capsys.readouterr().err
+            assert f"{flag} was retired: the ONNX engines are faster on a CPU" in err and "--compile" in err
+            assert "Traceback" not in err
+    with pytest.raises(ValueError, match="unknown form 'optimize': choose one of eager, compile"):
+        torch_session(small_model, form="optimize")
 
 
 def test_export_cli(tmp_path, capsys):
@@ -524,10 +448,6 @@ def test_bench_reports_ratio_against_timm():
     assert r["speedup_vs_timm"] == pytest.approx(r["ours"]["img_per_s"] / r["timm"]["img_per_s"])
     with torch.device("meta"):
         assert r["gflops_per_image"] == pytest.approx(count_flops(iv.create_model("inception_v4"), 75) / 1e9)
-    fast = benchmark("inception_v4", batch_size=4, input_size=75, warmup=1, iters=1, optimize=True, parallel=True)
-    assert fast["optimize"] and fast["parallel"] and fast["ours"]["img_per_s"] > 0
-    with pytest.raises(ValueError, match="inference only"):
-        benchmark("inception_v4", batch_size=2, input_size=75, iters=1, mode="train", optimize=True)
     t = benchmark("inception_resnet_v1", batch_size=2, input_size=75, warmup=1, iters=1, mode="train")
     assert t["ours"]["latency_p50_ms"] > 0
     with pytest.raises(ValueError, match="timm has no inception_resnet_v2_paper"):
@@ -548,7 +468,7 @@ def test_eval_cli_writes_report_and_confusion_png(small_model, folder, tmp_path,
     assert main(["eval", "--weights", str(tmp_path / "m.safetensors")]) == 2  # no data given: one clear line
     assert "give --data" in capsys.readouterr().err
     args = ["eval", "--weights", str(tmp_path / "m.safetensors"), "--data", str(folder), "--decode", "device",
-            "--optimize", "--workers", "0", "--report", str(report), "--no-progress"]  # fmt: skip
+            "--channels-last", "--workers", "0", "--report", str(report), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     assert "6 images, 1 crop(s), 1 model(s) on cpu: top-1" in capsys.readouterr().out
     data = json.loads(report.read_text())

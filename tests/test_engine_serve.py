@@ -24,7 +24,7 @@ from inceptionv4.cli import main
 from inceptionv4.data import Preprocessing, decode_rgb
 from inceptionv4.infer.predict import predict
 from inceptionv4.data.views import crop_views
-from inceptionv4.infer.serve import Classifier, InferenceServer, pow2_sizes
+from inceptionv4.infer.serve import Classifier, InferenceServer
 from .conftest import torch_session
 
 
@@ -193,45 +193,6 @@ def test_setup_errors_are_clear(small_model):
         port = int(server.url.rsplit(":", 1)[1])
         with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port}: "):
             InferenceServer(small_model, port=port, warm_up=False)
-
-
-@pytest.fixture
-def two_threads():
-    """The serving thread on 2 intra-op threads (under xdist the conftest gives 1), so that
-    BatchParallel's one-thread workers need graphs of their own."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_fused_server_fuses_few_batch_shapes(small_model, images, two_threads):
-    """oneDNN Graph fuses every new shape: alone the worker runs power-of-two batches; under
-    BatchParallel, chunks of 1-4 images. Warming up fuses them all, so clients never do."""
-    if not iv.models.onednn_graph_available():
-        pytest.skip("this PyTorch has no oneDNN Graph fuser")
-    pre = Preprocessing.of(small_model)
-    views = torch.cat([crop_views(decode_rgb(p.read_bytes()), pre) for p in images[:5]])
-    with torch.no_grad():
-        want = torch.softmax(small_model(views), 1)
-    for parallel, max_batch, shapes in ((False, 4, [1, 2, 4]), (True, 6, [1, 2, 3, 4])):
-        classifier = Classifier(torch_session(small_model, form="fuse", parallel=parallel), max_batch=max_batch)
-        try:
-            fused = classifier.session.models[0].model if parallel else classifier.session.models[0]
-            classifier.warm_up()
-            warm = set(fused._warm)
-            assert sorted({k[0][0] for k in warm}) == shapes
-            if parallel:  # and for the one-thread workers, every chunk a batch of 5 or 6 is cut into
-                assert {k[0][0] for k in warm if k[2] == 1} == {1, 2, 4}
-                assert {k[0][0] for k in warm if k[2] == 2} == {1, 2, 3, 4}  # whole batches of up to a chunk
-            probs = torch.cat([classifier.submit(views[:3]), classifier.submit(views[3:])])  # 3 (2+1 or 3), 2
-            both = classifier.submit(views)  # 5: alone, 4+1; under BatchParallel, chunks of 4 and 1
-            assert fused._warm == warm  # nothing new fused for a client
-            assert (both - want).abs().max().item() < 1e-5
-            assert (probs - want).abs().max().item() < 1e-5
-        finally:
-            classifier.close()
-    assert pow2_sizes(7) == [4, 2, 1] and pow2_sizes(8) == [8] and pow2_sizes(6) == [4, 2]
 
 
 def test_a_request_larger_than_max_batch_runs_in_passes_of_max_batch(small_model, images):

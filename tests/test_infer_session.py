@@ -1,18 +1,24 @@
 """infer.session and infer.backends: every backend against torch, the build cache, and clear refusals."""
 
 import importlib
+import os
+import shutil
+import sysconfig
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 import inceptionv4 as iv
 from inceptionv4.cli import main
 from inceptionv4.data.views import protocol_pixels
+from inceptionv4.infer.backends import compile_for_inference
 from inceptionv4.infer.session import installed, open_session
+from inceptionv4.models.layers import ConvBNReLU
 
-from .conftest import torch_session
+from .conftest import randomize_bn, torch_session
 
 session_module = importlib.import_module("inceptionv4.infer.session")
 
@@ -79,7 +85,7 @@ def test_bad_settings_get_one_clear_error(small_model, tmp_path, monkeypatch, ca
         ({"precision": "int8"}, "int8 runs a calibrated artefact: write one with `inceptionv4 quantize"),
         ({"backend": "torch", "precision": "int8"}, "int8 runs a calibrated artefact"),
         ({"backend": "onnxruntime", "precision": "bf16"}, "onnxruntime's CPU engine runs fp32 and int8, not bf16"),
-        ({"backend": "onnxruntime", "form": "fuse"}, "form, parallel and channels_last are torch options"),
+        ({"backend": "onnxruntime", "form": "compile"}, "form and channels_last are torch options"),
         ({"crops": 7}, r"crops must be one of \(1, 10, 12, 144\)"),
     ):
         with pytest.raises(ValueError, match=message):
@@ -120,3 +126,23 @@ def test_the_amp_flag_still_works_one_release(small_model, tmp_path, capsys):
     assert "--amp is deprecated, use --precision" in captured.err and '"ok": true' in captured.out
     assert main(["predict", "--weights", str(weights), "--amp", "bf16", "--precision", "fp16", str(img)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+HAS_TOOLCHAIN = bool(shutil.which("g++") or shutil.which("c++")) and os.path.exists(
+    os.path.join(sysconfig.get_paths()["include"], "Python.h")
+)
+
+
+@pytest.mark.skipif(not HAS_TOOLCHAIN, reason="inductor's C++ wrapper needs a C++ compiler and Python's headers")
+def test_compile_for_inference_is_the_same_function():
+    """Inductor with freezing and the C++ wrapper, on a small ConvBNReLU stack (a full network takes minutes)."""
+    torch.manual_seed(0)
+    net = randomize_bn(
+        nn.Sequential(ConvBNReLU(3, 8, 3, stride=2, padding="valid"), ConvBNReLU(8, 16, (1, 7)), ConvBNReLU(16, 8, 1))
+    )
+    net.eval()
+    compiled = compile_for_inference(net)
+    x = torch.randn(2, 3, 33, 33)
+    with torch.inference_mode():
+        assert (compiled(x) - net(x)).abs().max() < 1e-4
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the caller's network untouched

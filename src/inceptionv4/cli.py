@@ -126,15 +126,28 @@ def _open_session(args: argparse.Namespace, weights: list[str], device: str | No
 
     if not weights:
         raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
-    form = "fuse" if args.fuse else "optimize" if args.optimize else "eager"
-    session = open_session(weights, model=args.model, backend=args.backend, device=device or args.device,
-                           precision=_precision(args), crops=args.crops, form=form,
-                           parallel=getattr(args, "parallel", False), channels_last=args.channels_last)  # fmt: skip
-    if form != "eager" and session.device.type == "cpu":
-        from .models import retain_freed_memory
+    return open_session(weights, model=args.model, backend=args.backend, device=device or args.device,
+                        precision=_precision(args), crops=args.crops, form="compile" if args.compile else "eager",
+                        channels_last=args.channels_last)  # fmt: skip
 
-        retain_freed_memory()  # this process only runs inference: keep activations' memory for reuse
-    return session
+
+class _Retired(argparse.Action):
+    """A flag that was removed: using it is a usage error that says what to use instead."""
+
+    def __init__(self, option_strings, dest, instead: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS, **kwargs)
+        self.instead = instead
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} was retired: {self.instead}")
+
+
+#: the torch CPU forms the engines replaced, and what to give instead
+_RETIRED_FORMS = (
+    "the ONNX engines are faster on a CPU and are the default there (--backend auto: OpenVINO, else "
+    "onnxruntime; --precision bf16, or an int8 artefact from `inceptionv4 quantize`); "
+    "`inceptionv4 bench MODEL` times every path side by side. For torch itself, --compile"
+)
 
 
 def _default_workers() -> int:
@@ -161,12 +174,11 @@ def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
     p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
     p.add_argument("--channels-last", action="store_true", help="torch: models and views in channels_last")
-    p.add_argument("--optimize", action="store_true",
-                   help="torch: the inference form (folded BN, prepacked conv+ReLU) and freed memory kept for "
-                        "reuse (models.optimize_for_inference): same results, faster on CPU")  # fmt: skip
-    p.add_argument("--fuse", action="store_true",
-                   help="torch: the inference form as oneDNN Graph partitions (models.fuse_for_inference; CPU fp32), "
-                        "about 5 s to set up")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="torch: torch.compile of the BN-folded network, constants frozen (the first pass per "
+                        "input shape compiles: 1-3 minutes on 2 CPU cores)")  # fmt: skip
+    for flag in ("--optimize", "--fuse", "--parallel"):
+        p.add_argument(flag, action=_Retired, instead=_RETIRED_FORMS)
     if workers:
         p.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
                        help="processes that decode and resample the images while the model runs (0: none)")  # fmt: skip
@@ -317,8 +329,7 @@ def _export(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .tools.bench import benchmark, compare_engines
 
-    single = args.mode == "train" or args.optimize or args.fuse or args.parallel or args.compile or args.compare \
-        or args.channels_last  # fmt: skip
+    single = args.mode == "train" or args.compile or args.compare or args.channels_last
     if not single:
         r = compare_engines(args.model, weights=args.weights, batch_sizes=tuple(args.batch_size or (16, 1)), rounds=args.rounds,
                             seconds=args.seconds, device=args.device, backends=args.backend,
@@ -336,24 +347,18 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     args.batch_size = args.batch_size or [16]
     if len(args.batch_size) > 1 or (args.precision and len(args.precision) > 1) or args.backend:
-        raise ValueError("--optimize, --fuse, --parallel, --compile, --compare, --channels-last and --mode train "
-                         "time one torch path: give one --batch-size and one --precision, and no --backend")  # fmt: skip
-    if (args.optimize or args.fuse) and args.device == "cpu":
-        from .models import retain_freed_memory
-
-        retain_freed_memory()  # applies to timm's run too (--compare): both reuse memory, as onnxruntime does
+        raise ValueError("--compile, --compare, --channels-last and --mode train time one torch path: give one "
+                         "--batch-size and one --precision, and no --backend")  # fmt: skip
     precision = args.precision[0] if args.precision else "fp32"
     r = benchmark(args.model, batch_size=args.batch_size[0], input_size=args.input_size, device=args.device,
                   precision=precision, channels_last=args.channels_last, compile=args.compile, mode=args.mode,
-                  warmup=args.warmup, iters=args.iters, compare=args.compare, optimize=args.optimize,
-                  fuse=args.fuse, parallel=args.parallel)  # fmt: skip
+                  warmup=args.warmup, iters=args.iters, compare=args.compare)  # fmt: skip
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     o = r["ours"]
     print(f"{r['model']} {r['mode']} bs {r['batch_size']} {r['precision']} {r['device']}"
-          f"{' channels_last' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''}"
-          f"{' optimized' if r['optimize'] else ''}{' fused' if r['fuse'] else ''}{' batch-parallel' if r['parallel'] else ''}: "
+          f"{' channels_last' if r['channels_last'] else ''}{' compiled' if r['compile'] else ''}: "
           f"{o['img_per_s']:.1f} img/s, p50 {o['latency_p50_ms']:.1f} ms, p90 {o['latency_p90_ms']:.1f} ms, "
           f"{r['gflops_per_image']:.2f} GFLOP/img, {o['tflops']:.3f} TFLOP/s")  # fmt: skip
     if "timm" in r:
@@ -423,9 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its batch")  # fmt: skip
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body accepted")
-    p.add_argument("--parallel", action="store_true",
-                   help="torch on a CPU: run each batch's chunks of 4 images on separate threads "
-                        "(models.BatchParallel)")  # fmt: skip
     _add_session_flags(p, workers=False)
     p.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(func=_serve)
@@ -473,16 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
     single.add_argument("--mode", choices=("inference", "train"), default="inference")
     single.add_argument("--input-size", type=int, default=299)
     single.add_argument("--channels-last", action="store_true")
-    single.add_argument("--compile", action="store_true")
+    single.add_argument("--compile", action="store_true", help="torch.compile (ours, and timm's with --compare)")
     single.add_argument("--warmup", type=int, default=3)
     single.add_argument("--iters", type=int, default=10)
     single.add_argument("--compare", choices=("timm",), help="timm's model in the same run")
-    single.add_argument("--optimize", action="store_true",
-                        help="optimize_for_inference (folded BN, prepacked conv+ReLU; freed memory kept for reuse "
-                             "on CPU); with --compile, compile_for_inference")  # fmt: skip
-    single.add_argument("--fuse", action="store_true",
-                        help="fuse_for_inference (oneDNN Graph partitions; CPU fp32; freed memory kept for reuse)")
-    single.add_argument("--parallel", action="store_true", help="split each batch over threads (models.BatchParallel)")
+    for flag in ("--optimize", "--fuse", "--parallel"):
+        single.add_argument(flag, action=_Retired, instead=_RETIRED_FORMS)
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("demo", help="train, evaluate, export and predict on bundled real data (a few minutes)")

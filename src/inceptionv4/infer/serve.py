@@ -106,10 +106,6 @@ class Classifier:
         self.session = session = as_session(session)
         self.architecture, self.names, self.pre = session.architecture, session.labels.names, session.pre
         self.crops, self.max_batch, self.max_wait = session.crops, max_batch, max_wait_ms / 1000
-        # oneDNN Graph fuses each new batch shape (a few passes), so the shapes are kept few:
-        # BatchParallel runs chunks of 1-4 images; alone, the worker runs power-of-two chunks.
-        self._fuse = session.form == "fuse_for_inference"
-        self._pow2 = self._fuse and not session.parallel
         self._device_views = DeviceViews(self.pre, self.crops, session.device) if decode == "device" else None
         self._queue: queue.Queue[_Job | None] = queue.Queue(queue_size)
         self.batches = self.images = 0  # counters, for /v1/model and tests
@@ -119,14 +115,7 @@ class Classifier:
     def warm_up(self) -> None:
         """Run every batch shape the worker will use once, so no client pays for the first pass."""
         s = self.pre.input_size
-        if self._pow2:
-            sizes = [1 << i for i in range(self.max_batch.bit_length())]
-        elif self._fuse:  # under BatchParallel, fused per shape and per thread count: up to a chunk,
-            # a batch runs whole in this thread; above, as a chunk and a remainder in one-thread workers
-            sizes = [*range(1, min(self.max_batch, 2 * self.session.models[0].chunk) + 1), self.max_batch]
-        else:
-            sizes = [1, self.max_batch]
-        for n in sorted(set(sizes)):
+        for n in sorted({1, self.max_batch}):
             self.submit(torch.zeros(n * self.crops, 3, s, s, dtype=torch.uint8))
         if self._device_views is not None:  # the device decoder's first call sets it up (nvJPEG: a while)
             buf = io.BytesIO()
@@ -240,13 +229,8 @@ class Classifier:
         return views
 
     def _chunks(self, views: torch.Tensor) -> list[torch.Tensor]:
-        """Passes of at most ``max_batch`` images (one request may bring more), power-of-two
-        sized where the fused form runs alone."""
-        out = []
-        for piece in views.split(self.max_batch * self.crops):
-            sizes = pow2_sizes(len(piece) // self.crops) if self._pow2 else [len(piece) // self.crops]
-            out += piece.split([n * self.crops for n in sizes])
-        return out
+        """Passes of at most ``max_batch`` images (one request may bring more)."""
+        return list(views.split(self.max_batch * self.crops))
 
     def describe(self) -> dict:
         """The session's card (network, classes, preprocessing, backend, precision) and the batching."""
@@ -257,11 +241,6 @@ class Classifier:
             "max_wait_ms": self.max_wait * 1000,
             "served": {"batches": self.batches, "images": self.images},
         }
-
-
-def pow2_sizes(n: int) -> list[int]:
-    """A batch of ``n`` as power-of-two chunks, largest first: 7 -> [4, 2, 1]."""
-    return [1 << i for i in range(n.bit_length() - 1, -1, -1) if n >> i & 1]
 
 
 class _Handler(BaseHTTPRequestHandler):

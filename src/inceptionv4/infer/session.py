@@ -10,14 +10,15 @@ Backends (:mod:`inceptionv4.infer.backends`):
 ========== =================== ================================================================
 backend    precisions          notes
 ========== =================== ================================================================
-torch      fp32, bf16, fp16    autocast; CPU, CUDA, MPS; forms eager / optimize / fuse / compile
+torch      fp32, bf16, fp16    autocast; CPU, CUDA, MPS; eager, or torch.compile (``form``)
 onnxruntime fp32, int8         CPU; built from our ONNX export; int8 from a quantized artefact
 openvino   fp32, bf16, fp16,   CPU; bf16 needs AVX-512 BF16 or AMX, fp16 AVX-512 FP16 or AMX-FP16;
            int8                int8 from a quantized artefact (NNCF)
 ========== =================== ================================================================
 
 ``backend="auto"`` takes OpenVINO, else onnxruntime, on a CPU for the precisions they run here,
-and torch otherwise (a GPU, a torch form, or neither engine installed).
+and torch otherwise (a GPU, a torch option such as ``form="compile"``, or neither engine
+installed).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from ..data.views import CROPS, normalize_views
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-#: torch's inference forms (models.optimize_for_inference, fuse_for_inference, compile_for_inference)
-FORMS = ("eager", "optimize", "fuse", "compile")
+#: how torch runs a network: as it is, or through infer.backends.compile_for_inference
+FORMS = ("eager", "compile")
 #: the autocast dtype of each precision torch runs
 TORCH_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: the suffixes of the int8 artefacts :func:`~inceptionv4.infer.quantize.quantize` writes, and their engine
@@ -168,7 +169,6 @@ class Session:
     chunk: int = 64  # views per forward pass
     models: list[torch.nn.Module] = field(default_factory=list)  # torch backend: the modules the runners run
     cache: list[dict] = field(default_factory=list)  # engines: what was built or reused, per model
-    parallel: bool = False
 
     def __post_init__(self) -> None:
         if self.crops not in CROPS:
@@ -202,7 +202,7 @@ class Session:
             "models": len(self.runners),
             "backend": self.backend,
             "precision": self.precision,
-            "form": self.form + (" + BatchParallel" if self.parallel else ""),
+            "form": self.form,
             "device": str(self.device),
             "crops": self.crops,
             "input_size": self.pre.input_size,
@@ -228,7 +228,6 @@ def open_session(
     precision: str = "fp32",
     crops: int = 1,
     form: str = "eager",
-    parallel: bool = False,
     channels_last: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> Session:
@@ -248,8 +247,8 @@ def open_session(
         precision: one of :data:`PRECISIONS`. A precision the backend or this CPU lacks is a
             ValueError naming what is missing.
         crops: the views per image the session is called with (1, 10, 12, 144).
-        form: torch only: "eager", or a faster CPU form (:data:`FORMS`).
-        parallel: torch on a CPU only: split each pass over threads (models.BatchParallel).
+        form: torch only: "eager", or "compile" (``torch.compile`` of the BN-folded network with
+            its constants frozen; the first pass per input shape compiles, 1-3 minutes on 2 cores).
         channels_last: torch only: models and views in channels_last.
         cache_dir: where the engines' builds are kept (default ``$INCEPTIONV4_CACHE`` or
             ``~/.cache/inceptionv4``), keyed by the weights' hash, backend, precision and input
@@ -285,8 +284,8 @@ def open_session(
             "int8 runs a calibrated artefact: write one with `inceptionv4 quantize --weights W --calibrate DIR "
             "--backend openvino|onnxruntime --out Q` and give Q as the weights"
         )
-    torch_only = form != "eager" or parallel or channels_last
-    cpu_only = backend in ("onnxruntime", "openvino") or form == "fuse"  # "auto" means the CPU for these
+    torch_only = form != "eager" or channels_last
+    cpu_only = backend in ("onnxruntime", "openvino")  # "auto" means the CPU for these
     dev = resolve_device("cpu" if cpu_only and str(device) == "auto" else str(device))
     if backend == "auto":
         backend = _auto_backend(dev, precision, torch_only)
@@ -294,15 +293,11 @@ def open_session(
         if dev.type != "cpu":
             raise ValueError(f"--backend {backend} runs on the CPU here: drop --device {device}, or use --backend torch")
         if torch_only:
-            raise ValueError("form, parallel and channels_last are torch options: drop them, or use --backend torch")
+            raise ValueError("form and channels_last are torch options: drop them, or use --backend torch")
         _require(backend)
     gap = engine_precision_gap(backend, precision)
     if gap:
         raise ValueError(gap)
-    if form == "fuse" and (dev.type != "cpu" or precision != "fp32"):
-        raise ValueError("the fuse form runs oneDNN Graph partitions: CPU and fp32 only")
-    if parallel and dev.type != "cpu":
-        raise ValueError(f"parallel splits a batch over CPU threads: it needs the CPU, not {dev}")
 
     from . import backends
 
@@ -319,7 +314,7 @@ def open_session(
               "precision": precision, "crops": crops}  # fmt: skip
     if backend == "torch":
         keep = str(device) == "auto" and all(isinstance(s, torch.nn.Module) for s in sources)  # where they are
-        return backends.torch_session(models, dev, form=form, parallel=parallel, channels_last=channels_last,
+        return backends.torch_session(models, dev, form=form, channels_last=channels_last,
                                       keep_devices=keep, **common)  # fmt: skip
     return backends.engine_session(models, backend, cache_dir=cache_dir, **common)
 

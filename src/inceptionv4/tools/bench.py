@@ -72,14 +72,10 @@ def measure(model: nn.Module, *, batch_size: int, input_size: int, device: str =
 
 def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device: str = "cpu", precision: str = "fp32",
               channels_last: bool = False, compile: bool = False, mode: str = "inference", warmup: int = 3,
-              iters: int = 10, compare: str | None = None, optimize: bool = False, fuse: bool = False,
-              parallel: bool = False) -> dict:  # fmt: skip
-    """Measure ``name`` (and, with ``compare="timm"``, timm's model of the same name in the same run).
-
-    ``optimize`` measures :func:`~inceptionv4.models.inference.optimize_for_inference`'s form, or
-    with ``compile`` :func:`~inceptionv4.models.inference.compile_for_inference`; ``fuse`` measures
-    :func:`~inceptionv4.models.onednn_graph.fuse_for_inference` (CPU fp32); ``parallel`` wraps ours in
-    :class:`~inceptionv4.models.inference.BatchParallel` (all inference only, ``parallel`` on CPU only).
+              iters: int = 10, compare: str | None = None) -> dict:  # fmt: skip
+    """Measure one torch path of ``name`` (and, with ``compare="timm"``, timm's model of the same
+    name in the same run, with the same settings): inference or a training step, eager or
+    ``torch.compile``, in ``precision`` by autocast. :func:`compare_engines` measures the engines.
     """
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise ValueError(f"batch_size and iters must be >= 1 and warmup >= 0, got {batch_size}, {iters}, {warmup}")
@@ -97,36 +93,7 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
                 "channels_last": channels_last, "compile": compile, "mode": mode, "warmup": warmup, "iters": iters}  # fmt: skip
     ours = create_model(name, num_classes=1000)
     gflops = count_flops(ours, input_size) / 1e9 * (3 if mode == "train" else 1)
-    ours_settings = dict(settings)
-    if (optimize or parallel or fuse) and mode != "inference":
-        raise ValueError("optimize, fuse and parallel apply to inference only")
-    if fuse and (device != "cpu" or precision != "fp32" or optimize or compile):
-        raise ValueError("fuse measures fuse_for_inference: CPU fp32, without optimize or compile")
-    if parallel and device != "cpu":
-        raise ValueError("parallel splits batches over CPU threads; it needs device='cpu'")
-    if optimize:
-        from ..models.inference import compile_for_inference, optimize_for_inference
-
-        ours = compile_for_inference(ours) if compile else optimize_for_inference(ours)
-        ours_settings.update(compile=False, channels_last=True)  # compiled / laid out already
-    if fuse:
-        from ..models.onednn_graph import fuse_for_inference
-
-        ours = fuse_for_inference(ours, torch.randn(batch_size, 3, input_size, input_size))
-        ours_settings.update(channels_last=False)  # traced and fused for NCHW input
-    if parallel:
-        from ..models.inference import BatchParallel
-
-        ours = BatchParallel(ours)
-    result = {
-        "model": name,
-        **settings,
-        "optimize": optimize,
-        "fuse": fuse,
-        "parallel": parallel,
-        "gflops_per_image": gflops,
-        "ours": measure(ours, **ours_settings),
-    }
+    result = {"model": name, **settings, "gflops_per_image": gflops, "ours": measure(ours, **settings)}
     result["ours"]["tflops"] = result["ours"]["img_per_s"] * gflops / 1000
     if compare == "timm":
         theirs = measure(timm.create_model(name), **settings)
@@ -138,11 +105,10 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
 
 def engine_paths(*, device: str = "cpu", backends: list[str] | None = None,
                  precisions: list[str] | None = None) -> list[tuple[str, str, str]]:  # fmt: skip
-    """Every (backend, precision, torch form) this machine runs, in table order: torch's forms in
-    fp32 (alone and under BatchParallel) and its bf16 where the CPU has bf16 units, then each
-    installed engine's precisions."""
+    """Every (backend, precision, torch form) this machine runs, in table order: torch eager in
+    fp32, and in bf16 where the device has bf16 units, then each installed engine's precisions.
+    (``torch.compile`` takes minutes per shape: ``benchmark(..., compile=True)`` times it.)"""
     from ..infer.session import BACKENDS, PRECISIONS, cpu_features, engine_precision_gap, installed
-    from ..models import onednn_graph_available
 
     for kind, given, known in (("backend", backends, BACKENDS[1:]), ("precision", precisions, PRECISIONS)):
         unknown = sorted(set(given or ()) - set(known))
@@ -151,11 +117,8 @@ def engine_paths(*, device: str = "cpu", backends: list[str] | None = None,
     f = cpu_features()
     bf16_units = device != "cpu" or f["avx512_bf16"] or f["amx"]
     paths = [("torch", "fp32", "eager")]
-    if device == "cpu":  # "+ parallel": models.BatchParallel around the form
-        forms = ["optimize", "optimize + parallel"] + (["fuse", "fuse + parallel"] if onednn_graph_available() else [])
-        paths += [("torch", "fp32", form) for form in forms]
     if bf16_units:
-        paths.append(("torch", "bf16", "optimize" if device == "cpu" else "eager"))
+        paths.append(("torch", "bf16", "eager"))
     if device == "cpu":
         for engine in ("onnxruntime", "openvino"):
             if not installed(engine) or (engine == "openvino" and not installed("nncf")):
@@ -211,8 +174,7 @@ def compare_engines(name: str = "inception_v4", *, weights: str | None = None, b
                              cache_dir=cache_dir)  # fmt: skip
                 sessions[label] = open_session(q["path"])
             else:
-                sessions[label] = open_session(source, backend=backend, precision=precision,
-                                               form=form.removesuffix(" + parallel"), parallel=form.endswith("parallel"),
+                sessions[label] = open_session(source, backend=backend, precision=precision, form=form,
                                                device=device, cache_dir=cache_dir)  # fmt: skip
         runs = dict(sessions)
         size = next(iter(sessions.values())).pre.input_size
@@ -227,7 +189,7 @@ def compare_engines(name: str = "inception_v4", *, weights: str | None = None, b
         best: dict[int, dict[str, float]] = {b: {} for b in batch_sizes}
         xs = {b: torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b)) for b in batch_sizes}
         with torch.inference_mode():
-            for b, x in xs.items():  # warm-up: every shape once (the fused form compiles per shape)
+            for b, x in xs.items():  # warm-up: every shape twice (an engine's first passes set up)
                 for run in runs.values():
                     run(x)
                     run(x)
