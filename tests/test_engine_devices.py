@@ -42,8 +42,8 @@ def test_inference_commands_refuse_a_device_before_loading(tmp_path, capsys, mon
         (["predict", "--weights", missing, "x.jpg", "--device", "tpu"], "unknown device 'tpu'"),
         (["serve", "--weights", missing, "--device", "cuda:0"], "PyTorch sees no CUDA GPU"),
         (
-            ["predict", "--weights", missing, "x.jpg", "--fuse", "--precision", "bf16"],
-            "the fuse form runs oneDNN Graph partitions: CPU and fp32 only",
+            ["predict", "--weights", missing, "x.jpg", "--backend", "onnxruntime", "--compile"],
+            "form and channels_last are torch options",
         ),
     ):
         assert main(args) == 2, args
@@ -51,5 +51,5 @@ def test_inference_commands_refuse_a_device_before_loading(tmp_path, capsys, mon
         assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert main(["predict", "--weights", missing, "x.jpg", "--fuse", "--device", "cuda"]) == 2
-    assert "the fuse form runs oneDNN Graph partitions: CPU and fp32 only" in capsys.readouterr().err
+    assert main(["predict", "--weights", missing, "x.jpg", "--backend", "openvino", "--device", "cuda"]) == 2
+    assert "--backend openvino runs on the CPU here: drop --device cuda" in capsys.readouterr().err
