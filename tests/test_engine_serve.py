@@ -42,7 +42,7 @@ def images(tmp_path_factory):
 
 
 def call(url, path, body=None, ctype="image/png", method=None, headers=None):
-    """(status, JSON body, headers) of one request on a fresh connection."""
+    """(status, JSON body, headers with lower-case names) of one request on a fresh connection."""
     u = urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
     hdrs = {"Content-Type": ctype} if body is not None else {}
@@ -50,7 +50,7 @@ def call(url, path, body=None, ctype="image/png", method=None, headers=None):
         method or ("POST" if body is not None else "GET"), path, body=body, headers={**hdrs, **(headers or {})}
     )
     resp = conn.getresponse()
-    out = resp.status, json.loads(resp.read()), dict(resp.getheaders())
+    out = resp.status, json.loads(resp.read()), {k.lower(): v for k, v in resp.getheaders()}
     conn.close()
     return out
 
@@ -69,7 +69,7 @@ def test_answers_equal_predict_raw_and_json(small_model, images):
     with InferenceServer(small_model, port=0, topk=3) as server:
         assert call(server.url, "/health")[:2] == (200, {"status": "ok"})
         status, body, headers = call(server.url, "/v1/predict", images[0].read_bytes())
-        assert status == 200 and headers["Content-Type"] == "application/json" and body["results"][0]["ok"]
+        assert status == 200 and headers["content-type"] == "application/json" and body["results"][0]["ok"]
         assert_same_top(body["results"][0]["top"], want[0])
         status, body, _ = call(server.url, "/v1/predict?topk=1", images[1].read_bytes(), ctype="image/jpeg")
         assert status == 200 and len(body["results"][0]["top"]) == 1  # the query's topk wins
@@ -120,7 +120,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(small_model,
         status, msg, _ = err("/v1/predict", b"")
         assert status == 400 and "empty" in msg
         status, msg, headers = err("/v1/predict", good * 3)
-        assert status == 413 and "byte limit" in msg and headers.get("Connection") == "close"
+        assert status == 413 and "byte limit" in msg and headers.get("connection") == "close"
         status, msg, _ = err("/v1/predict?topk=0", good)
         assert status == 400 and msg == "topk must be >= 1, got 0"
         status, msg, _ = err("/v1/predict?topk=two", good)
@@ -132,9 +132,9 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(small_model,
         status, msg, _ = err("/v1/predict", '{"images": ["@@@"]}', ctype="application/json")
         assert status == 400 and msg == "images[0] is not valid base64"
         status, msg, headers = err("/v1/predict", None, method="GET")
-        assert status == 405 and headers["Allow"] == "POST"
+        assert status == 405 and headers["allow"] == "POST"
         status, msg, headers = err("/health", b"x")
-        assert status == 405 and headers["Allow"] == "GET"
+        assert status == 405 and headers["allow"] == "GET"
         assert err("/v2/anything")[:2] == (404, "no such endpoint: /v2/anything")
         # one bad image in a JSON request: the others are still answered, in order
         blobs = [base64.b64encode(good).decode(), base64.b64encode(b"junk").decode()]
@@ -164,7 +164,7 @@ def test_a_failing_forward_pass_is_a_500_and_a_full_queue_a_503(small_model, ima
         full.put(None)
         server.classifier._queue, waiting = full, server.classifier._queue
         status, body, headers = call(server.url, "/v1/predict", images[0].read_bytes())
-        assert status == 503 and headers["Retry-After"] == "1" and "busy" in body["error"]
+        assert status == 503 and headers["retry-after"] == "1" and "busy" in body["error"]
         server.classifier._queue = waiting
 
 
@@ -173,7 +173,7 @@ def test_close_answers_the_requests_in_flight(small_model, images):
     url, answer = server.url, []
     client = threading.Thread(target=lambda: answer.append(call(url, "/v1/predict", images[0].read_bytes())))
     client.start()
-    while server._httpd._busy == 0:  # the request is in flight
+    while server.in_flight == 0:  # the request is in flight
         time.sleep(0.01)
     server.close()
     client.join()

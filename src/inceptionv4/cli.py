@@ -126,9 +126,13 @@ def _open_session(args: argparse.Namespace, weights: list[str], device: str | No
 
     if not weights:
         raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
-    return open_session(weights, model=args.model, backend=args.backend, device=device or args.device,
-                        precision=_precision(args), crops=args.crops, form="compile" if args.compile else "eager",
-                        channels_last=args.channels_last)  # fmt: skip
+    return open_session(weights, **{**_session_options(args), **({"device": device} if device else {})})
+
+
+def _session_options(args: argparse.Namespace) -> dict:
+    """open_session's keyword arguments from the flags every session command shares."""
+    return {"model": args.model, "backend": args.backend, "device": args.device, "precision": _precision(args),
+            "crops": args.crops, "form": "compile" if args.compile else "eager", "channels_last": args.channels_last}  # fmt: skip
 
 
 class _Retired(argparse.Action):
@@ -264,24 +268,40 @@ def _port(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import logging
     import signal
-    import threading
 
-    from .infer.serve import InferenceServer
+    from .infer.serve import InferenceServer, serve_workers
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
+    limits = {"topk": args.topk, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "decode": args.decode,
+              "max_body_bytes": int(args.max_body_mb * 2**20), "max_images": args.max_images,
+              "queue_size": args.queue_size, "header_timeout_s": args.header_timeout,
+              "body_timeout_s": args.body_timeout, "access_log": not args.quiet}  # fmt: skip
+    endpoints = "the page at /, POST /v1/predict, GET /v1/model, /health, /metrics, /docs; Ctrl-C stops"
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1:
+        if not args.weights:
+            raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
+
+        def announce(url: str, card: dict) -> None:
+            print(f"serving {card['architecture']} ({card['backend']} {card['precision']}) with {args.workers} "
+                  f"worker processes at {url}: {endpoints}", file=sys.stderr, flush=True)  # fmt: skip
+
+        serve_workers(args.weights, _session_options(args), limits, args.workers, host=args.host, port=args.port,
+                      announce=announce)  # fmt: skip
+        print("stopped", file=sys.stderr)
+        return 0
     session = _open_session(args, args.weights)
     print(f"loaded {len(session.runners)} model(s) ({session.backend} {session.precision}); warming up ...",
           file=sys.stderr)  # fmt: skip
-    server = InferenceServer(session, host=args.host, port=args.port, topk=args.topk, max_batch=args.max_batch,
-                             max_wait_ms=args.max_wait_ms, decode=args.decode,
-                             max_body_bytes=int(args.max_body_mb * 2**20))  # fmt: skip
-    # SIGTERM (docker stop, systemd, kill) stops it as Ctrl-C does: shutdown must come from another thread
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    server = InferenceServer(session, host=args.host, port=args.port, **limits)
     info = server.classifier.describe()
     print(f"serving {info['architecture']} ({info['backend']} {info['precision']}, {info['form']}, "
-          f"{info['num_classes']} classes, batches of up to "
-          f"{info['max_batch']}) at {server.url}: POST /v1/predict, GET /v1/model, GET /health; Ctrl-C stops",
+          f"{info['num_classes']} classes, batches of up to {info['max_batch']}) at {server.url}: {endpoints}",
           file=sys.stderr, flush=True)  # fmt: skip
+    # uvicorn stops gracefully on SIGINT / SIGTERM (docker stop, systemd, kill), then sends the
+    # signal again to the handler before it: SIGTERM's must then not kill the process
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -427,7 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8, help="most images run in one forward pass")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its batch")  # fmt: skip
-    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body accepted")
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body accepted (413 above)")
+    p.add_argument("--max-images", type=int, default=64, help="most images in one request")
+    p.add_argument("--queue-size", type=int, default=256,
+                   help="most requests waiting for the model; beyond, 503 with Retry-After")  # fmt: skip
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds a client has to send a request's headers")  # fmt: skip
+    p.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a client has to send a request's body")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="server processes on the port, each with its own copy of the model")  # fmt: skip
     _add_session_flags(p, workers=False)
     p.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(func=_serve)

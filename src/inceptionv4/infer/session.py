@@ -101,9 +101,11 @@ def installed(backend: str) -> bool:
 
 
 def _require(package: str, purpose: str | None = None) -> None:
-    """ImportError naming the extra that installs ``package`` (an engine, or nncf) when it is missing."""
+    """ImportError naming the extra that installs ``package`` (an engine, nncf, the server's
+    libraries) when it is missing."""
     if not installed(package):
-        extra = "openvino" if package in ("openvino", "nncf") else "export"
+        extra = {"openvino": "openvino", "nncf": "openvino", "fastapi": "serve", "uvicorn": "serve",
+                 "prometheus_client": "serve", "python_multipart": "serve"}.get(package, "export")  # fmt: skip
         raise ImportError(f"{purpose or '--backend ' + package} needs {package} installed: "
                           f"pip install 'inceptionv4[{extra}]'")  # fmt: skip
 

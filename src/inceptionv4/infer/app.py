@@ -1,0 +1,344 @@
+"""The HTTP API and the page: a FastAPI app around a :class:`~inceptionv4.infer.batching.Classifier`.
+
+Endpoints::
+
+    GET  /             the page: choose or drop images, see each one's top-5 (offline: no CDN)
+    POST /v1/predict   the image as the body (any Content-Type but JSON and multipart),
+                       JSON {"images": [<base64>, ...], "topk": k}, or a multipart form with one
+                       or more files (curl -F file=@photo.jpg) -> {"results": [{"ok", "top"}, ...]}
+                       (?topk=K in the query works for all three)
+    GET  /v1/model     the model card: network, classes, preprocessing, backend, precision, batching
+    GET  /health       {"status": "ok"} once the model is loaded and warmed up
+    GET  /metrics      Prometheus text format
+    GET  /docs         OpenAPI docs (/openapi.json: the schema)
+
+Every error is JSON ``{"error": "<reason>"}`` with its status; no traceback reaches a client.
+Uploads are decoded on a thread pool, and a request waits for its batch without holding a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
+
+from ..data.decode import DecodeError
+from .batching import Classifier, ServerBusy
+from .metrics import ServeMetrics
+from .predict import top_classes
+
+log = logging.getLogger("inceptionv4.serve")
+
+#: Largest request body accepted (bytes): a few large photos, base64 included.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+#: Most images in one request (JSON or multipart).
+MAX_IMAGES_PER_REQUEST = 64
+#: The paths metrics are labelled with; any other path counts as "other".
+ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json", "/static")
+
+
+class RequestError(ValueError):
+    """A request the server refuses: its status, a short ``reason`` (the metrics label) and a
+    message for the client. ``close``: the body was not read, so the connection must close."""
+
+    def __init__(self, status: HTTPStatus, reason: str, message: str, *, close: bool = False,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status, self.reason, self.close, self.headers = status, reason, close, headers or {}
+
+
+def create_app(
+    classifier: Classifier,
+    *,
+    topk: int = 5,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_images: int = MAX_IMAGES_PER_REQUEST,
+    body_timeout_s: float = 30.0,
+    timeout_s: float = 120.0,
+    metrics: ServeMetrics | None = None,
+    in_flight: Callable[[int], None] | None = None,
+) -> FastAPI:
+    """The app serving ``classifier``.
+
+    Args:
+        topk: classes per image unless a request asks (``?topk=K``, or ``"topk"`` in JSON).
+        max_body_bytes: larger bodies get a 413 before they are read (by Content-Length), or as
+            soon as they pass the limit (chunked).
+        max_images: most images in one request (400 above).
+        body_timeout_s: a body that has not fully arrived by then gets a 408, and the connection
+            closes: a client that trickles its upload cannot hold the server.
+        timeout_s: longest wait for a request's batch (500 after).
+        metrics: where requests, errors, batches and latencies are counted (default: a registry
+            of this app's own).
+        in_flight: called with +1 / -1 as each request starts and ends (a server's drain count).
+    """
+    check_topk(topk)
+    metrics = metrics or ServeMetrics()
+    classifier_hook(classifier, metrics)
+    app = FastAPI(
+        title="inceptionv4",
+        summary=f"{classifier.architecture}: images in, top-k classes out",
+        version=_version(),
+    )
+    app.state.classifier, app.state.metrics = classifier, metrics
+    web = resources.files("inceptionv4.infer") / "web"
+    page = (web / "index.html").read_text(encoding="utf-8")
+    app.mount("/static", StaticFiles(packages=[("inceptionv4.infer", "web")]), name="static")
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        start = time.perf_counter()
+        path = request.url.path
+        endpoint = path if path in ENDPOINTS else "/static" if path.startswith("/static/") else "other"
+        if in_flight is not None:
+            in_flight(1)
+        try:
+            response = await call_next(request)
+        finally:
+            if in_flight is not None:
+                in_flight(-1)
+        metrics.request(endpoint, response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, err: RequestError) -> JSONResponse:
+        metrics.error(err.reason)
+        headers = {**err.headers, **({"Connection": "close"} if err.close else {})}
+        return JSONResponse({"error": str(err)}, status_code=err.status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        path = request.url.path
+        if err.status_code == HTTPStatus.NOT_FOUND:
+            reason, message = "not_found", f"no such endpoint: {path}"
+        elif err.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+            allowed = (err.headers or {}).get("Allow", "")
+            reason = "method_not_allowed"
+            message = f"{request.method} is not served at {path}" + (f": use {allowed}" if allowed else "")
+        else:
+            reason, message = f"http_{err.status_code}", str(err.detail)
+        metrics.error(reason)
+        return JSONResponse({"error": message}, status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        metrics.error("invalid_request")
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, err: Exception) -> JSONResponse:  # logged; the client gets the type only
+        log.error("unhandled error answering %s %s", request.method, request.url.path, exc_info=err)
+        metrics.error("internal")
+        return JSONResponse({"error": f"internal error ({type(err).__name__}); the server logged it"},
+                            status_code=500)  # fmt: skip
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health", summary="Whether the model is loaded and warmed up")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", summary="The model card: network, classes, preprocessing, backend, precision, batching")
+    async def model() -> dict:
+        return {**classifier.describe(), "class_names": classifier.names, "topk": topk}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    @app.post(
+        "/v1/predict",
+        summary="Classify images: a raw body, JSON base64 or a multipart upload",
+        openapi_extra={"requestBody": {"content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object", "properties": {
+                "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
+                "topk": {"type": "integer", "minimum": 1}}, "required": ["images"]}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+        }}},
+    )  # fmt: skip
+    async def predict(request: Request) -> JSONResponse:
+        query_topk = request.query_params.get("topk")
+        if query_topk is not None:
+            check_topk(query_topk)  # before the body is read
+        data = await read_body(request, max_body_bytes, body_timeout_s)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        k: object = topk
+        if ctype == "application/json":
+            parsed = parse_json(data)
+            k = parsed.get("topk", topk)
+            blobs = images_of(parsed, max_images)
+            names = [f"images[{i}]" for i in range(len(blobs))]
+        elif ctype == "multipart/form-data":
+            names, blobs = await form_files(request, data, max_images)
+        else:
+            blobs, names = [data], ["body"]
+        k = check_topk(query_topk if query_topk is not None else k)
+        results, prepared, kept = await run_in_threadpool(_prepare, classifier, blobs, names)
+        if not prepared:  # counted once, as the request's refusal
+            raise RequestError(HTTPStatus.BAD_REQUEST, "not_an_image", "; ".join(r["error"] for r in results))
+        for r in results:
+            if not r["ok"]:
+                metrics.error("not_an_image")
+        try:
+            answers = iter(await classifier.classify_async(prepared, timeout=timeout_s, names=kept))
+        except ServerBusy as err:
+            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "busy", str(err), headers={"Retry-After": "1"}) from None
+        except RuntimeError as err:  # the forward pass failed or timed out
+            raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, "inference_failed", str(err)) from None
+        for r in results:
+            if r["ok"]:
+                answer = next(answers)
+                if isinstance(answer, str):  # the device decoder refused what the header promised
+                    r.update(ok=False, error=answer)
+                    metrics.error("not_an_image")
+                else:
+                    r["top"] = top_classes(answer[None], classifier.names, k)[0]
+        metrics.images(sum(r["ok"] for r in results))
+        return JSONResponse({"results": results})
+
+    return app
+
+
+def classifier_hook(classifier: Classifier, metrics: ServeMetrics) -> None:
+    """Have ``classifier``'s worker report each batch to ``metrics`` (batch size, queue waits)."""
+    classifier._on_batch = metrics.batch
+    metrics.watch_queue(lambda: classifier.queued)
+
+
+def _prepare(classifier: Classifier, blobs: list[bytes], names: list[str]):
+    """Each upload decoded (on a pool thread): the per-image results so far, what decoded, and its names."""
+    results, prepared, kept = [], [], []
+    for blob, name in zip(blobs, names, strict=True):
+        try:
+            prepared.append(classifier.prepare(blob, name))
+            kept.append(name)
+            results.append({"ok": True})
+        except DecodeError as err:
+            results.append({"ok": False, "error": str(err)})
+    return results, prepared, kept
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, at most ``limit`` bytes, all of it within ``timeout`` seconds."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            raise RequestError(HTTPStatus.BAD_REQUEST, "bad_length", f"Content-Length is not a number: {length!r}",
+                               close=True)  # fmt: skip
+        if int(length) > limit:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
+                               f"body of {int(length):,} bytes is over the {limit:,}-byte limit", close=True)  # fmt: skip
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
+                                       f"body is over the {limit:,}-byte limit", close=True)  # fmt: skip
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(HTTPStatus.REQUEST_TIMEOUT, "body_timeout",
+                           f"the body did not arrive within {timeout:g} s", close=True) from None  # fmt: skip
+    except ClientDisconnect:
+        raise RequestError(HTTPStatus.BAD_REQUEST, "disconnected", "the client went away mid-body") from None
+    return b"".join(chunks)
+
+
+def parse_json(data: bytes) -> dict:
+    try:
+        request = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json", f"body is not valid JSON ({err})") from None
+    if not isinstance(request, dict):
+        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json",
+                           'JSON body must be an object: {"images": [<base64>, ...]}')  # fmt: skip
+    return request
+
+
+def images_of(request: dict, max_images: int) -> list[bytes]:
+    """The decoded base64 images of a JSON request."""
+    images = request.get("images")
+    if not isinstance(images, list) or not images or not all(isinstance(b, str) for b in images):
+        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json", '"images" must be a non-empty list of base64 strings')
+    _check_count(len(images), max_images)
+    out = []
+    for i, text in enumerate(images):
+        try:
+            out.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "bad_base64", f"images[{i}] is not valid base64") from None
+    return out
+
+
+async def form_files(request: Request, data: bytes, max_images: int) -> tuple[list[str], list[bytes]]:
+    """The files of a multipart form already read into ``data``: (names, bytes), in order."""
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=max_images, max_fields=max_images)
+    except (MultiPartException, HTTPException) as err:  # starlette raises the latter inside an app
+        message = err.message if isinstance(err, MultiPartException) else err.detail
+        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_multipart", f"multipart form: {message}") from None
+    try:
+        files = [(field, v) for field, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "no_file",
+                               "multipart form has no file: send the image as a file field "
+                               "(curl -F file=@photo.jpg)")  # fmt: skip
+        _check_count(len(files), max_images)
+        names = [f"{field}[{i}] ({f.filename})" if f.filename else f"{field}[{i}]" for i, (field, f) in enumerate(files)]
+        return names, [await f.read() for _, f in files]
+    finally:
+        await form.close()
+
+
+def _check_count(n: int, max_images: int) -> None:
+    if n > max_images:
+        raise RequestError(HTTPStatus.BAD_REQUEST, "too_many_images",
+                           f"{n} images is over the {max_images}-per-request limit")  # fmt: skip
+
+
+def check_topk(value: object) -> int:
+    """``value`` as a top-k count (>= 1), or a 400 naming what was wrong."""
+    try:
+        k = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk must be an integer, got {value!r}") from None
+    if k < 1:
+        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk must be >= 1, got {k}")
+    return k
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("inceptionv4")
+    except PackageNotFoundError:
+        return "0"

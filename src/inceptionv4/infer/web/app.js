@@ -1,0 +1,108 @@
+// The page at "/": choose or drop images; each is posted to /v1/predict on its own, so one bad
+// file shows its own error and the others are answered (the server batches them together).
+"use strict";
+
+const TOPK = 5;
+const results = document.getElementById("results");
+const template = document.getElementById("result-template");
+
+function text(el, value) { el.textContent = value; return el; }
+
+async function loadCard() {
+  const card = document.getElementById("model-card");
+  try {
+    const response = await fetch("/v1/model");
+    const m = await response.json();
+    if (!response.ok) throw new Error(m.error || response.statusText);
+    const pre = m.preprocessing || {};
+    const rows = [
+      ["Network", m.architecture],
+      ["Classes", `${m.num_classes}` + (m.class_names ? ` (${m.class_names.slice(0, 5).join(", ")}${m.num_classes > 5 ? ", …" : ""})` : "")],
+      ["Input", `${m.input_size}×${m.input_size}, ${m.crops} crop(s), ${pre.interpolation} resize, crop ${pre.crop_pct}`],
+      ["Normalisation", `mean ${JSON.stringify(pre.mean)}, std ${JSON.stringify(pre.std)}`],
+      ["Backend", `${m.backend} ${m.precision} on ${m.device}` + (m.cpu ? ` (${m.cpu})` : "")],
+      ["Ensemble", `${m.models} model(s)`],
+      ["Batching", `up to ${m.max_batch} images per pass, ${m.max_wait_ms} ms wait`],
+    ];
+    card.replaceChildren();
+    for (const [k, v] of rows) {
+      card.append(text(document.createElement("dt"), k), text(document.createElement("dd"), v));
+    }
+    card.dataset.architecture = m.architecture;
+    text(document.getElementById("tagline"),
+      `${m.architecture}: ${m.num_classes} classes, ${m.backend} ${m.precision}. Choose images to see their top ${TOPK}.`);
+  } catch (err) {
+    text(document.getElementById("tagline"), `Could not load the model card: ${err.message}`);
+  }
+}
+
+function showError(item, message) {
+  item.classList.add("failed");
+  text(item.querySelector(".status"), message);
+  item.dataset.state = "error";
+}
+
+async function classify(file) {
+  const item = template.content.firstElementChild.cloneNode(true);
+  item.dataset.file = file.name;
+  item.dataset.state = "pending";
+  text(item.querySelector(".file"), file.name);
+  const thumb = item.querySelector(".thumb");
+  thumb.src = URL.createObjectURL(file);
+  thumb.alt = file.name;
+  thumb.onerror = () => { thumb.removeAttribute("src"); };
+  results.prepend(item);
+  const started = performance.now();
+  let body;
+  try {
+    const response = await fetch(`/v1/predict?topk=${TOPK}`, {
+      method: "POST",
+      headers: { "Content-Type": file.type || "application/octet-stream" },
+      body: file,
+    });
+    body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+    if (!response.ok) return showError(item, `Error ${response.status}: ${body.error}`);
+  } catch (err) {
+    return showError(item, `The server did not answer: ${err.message}`);
+  }
+  const ms = performance.now() - started;
+  const result = body.results[0];
+  if (!result.ok) return showError(item, result.error);
+  text(item.querySelector(".status"), `${ms.toFixed(0)} ms`).classList.add("timing");
+  const bars = item.querySelector(".bars");
+  for (const t of result.top) {
+    const row = document.createElement("li");
+    row.className = "bar";
+    row.dataset.name = t.name;
+    row.dataset.prob = t.prob;
+    const fill = document.createElement("div");
+    fill.className = "fill";
+    fill.style.width = `${Math.max(0.5, 100 * t.prob)}%`;
+    const track = document.createElement("div");
+    track.className = "track";
+    track.append(fill);
+    row.append(text(document.createElement("span"), t.name), track,
+      text(document.createElement("span"), `${(100 * t.prob).toFixed(1)}%`));
+    row.children[0].className = "name";
+    row.children[2].className = "prob";
+    bars.append(row);
+  }
+  item.dataset.state = "done";
+  item.dataset.ms = ms.toFixed(1);
+}
+
+function take(files) {
+  for (const file of files) classify(file);
+}
+
+const input = document.getElementById("file-input");
+input.addEventListener("change", () => { take(input.files); input.value = ""; });
+const zone = document.getElementById("drop-zone");
+for (const name of ["dragenter", "dragover"]) {
+  zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.add("over"); });
+}
+for (const name of ["dragleave", "drop"]) {
+  zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.remove("over"); });
+}
+zone.addEventListener("drop", (e) => take(e.dataTransfer.files));
+loadCard();
