@@ -230,7 +230,8 @@ def test_metrics_page_model_card_and_openapi(server):
     assert set(schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]) == {
         "image/*", "application/json", "multipart/form-data"}  # fmt: skip
     status, page, _ = request(server.url, "GET", "/docs")
-    assert status == 200 and "swagger" in page.lower()
+    assert status == 200 and "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    assert request(server.url, "GET", "/docs-assets/swagger-ui-bundle.js")[0] == 200  # offline: shipped, no CDN
     status, page, hdrs = request(server.url, "GET", "/")
     assert status == 200 and hdrs["content-type"].startswith("text/html") and "/static/app.js" in page
     for asset in ("app.js", "style.css"):

@@ -10,7 +10,7 @@ Endpoints::
     GET  /v1/model     the model card: network, classes, preprocessing, backend, precision, batching
     GET  /health       {"status": "ok"} once the model is loaded and warmed up
     GET  /metrics      Prometheus text format
-    GET  /docs         OpenAPI docs (/openapi.json: the schema)
+    GET  /docs         OpenAPI docs, offline too (/openapi.json: the schema)
 
 Every error is JSON ``{"error": "<reason>"}`` with its status; no traceback reaches a client.
 Uploads are decoded on a thread pool, and a request waits for its batch without holding a thread.
@@ -30,6 +30,7 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -50,7 +51,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Most images in one request (JSON or multipart).
 MAX_IMAGES_PER_REQUEST = 64
 #: The paths metrics are labelled with; any other path counts as "other".
-ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json", "/static")
+ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json")
 
 
 class RequestError(ValueError):
@@ -95,17 +96,25 @@ def create_app(
         title="inceptionv4",
         summary=f"{classifier.architecture}: images in, top-k classes out",
         version=_version(),
+        docs_url=None,  # served below from the installed swagger-ui-bundle, not a CDN
+        redoc_url=None,
     )
+    # swagger-ui-bundle ships Swagger UI 4, which reads OpenAPI 3.0; this schema (no models, no
+    # nullable fields) is the same in 3.0 and 3.1
+    app.openapi_version = "3.0.3"
     app.state.classifier, app.state.metrics = classifier, metrics
     web = resources.files("inceptionv4.infer") / "web"
     page = (web / "index.html").read_text(encoding="utf-8")
     app.mount("/static", StaticFiles(packages=[("inceptionv4.infer", "web")]), name="static")
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
     @app.middleware("http")
     async def count(request: Request, call_next):
         start = time.perf_counter()
         path = request.url.path
-        endpoint = path if path in ENDPOINTS else "/static" if path.startswith("/static/") else "other"
+        endpoint = path if path in ENDPOINTS else "/static" if path.startswith(("/static/", "/docs-assets/")) else "other"
         if in_flight is not None:
             in_flight(1)
         try:
@@ -153,6 +162,13 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="inceptionv4 API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")  # fmt: skip
 
     @app.get("/health", summary="Whether the model is loaded and warmed up")
     async def health() -> dict:

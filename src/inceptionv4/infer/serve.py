@@ -35,7 +35,7 @@ import torch
 
 from .session import _require
 
-for _package in ("fastapi", "uvicorn", "prometheus_client", "python_multipart"):
+for _package in ("fastapi", "uvicorn", "prometheus_client", "python_multipart", "swagger_ui_bundle"):
     _require(_package, "inceptionv4 serve")
 
 import h11  # noqa: E402 - after the check above, which names the extra to install

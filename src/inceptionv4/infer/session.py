@@ -105,7 +105,7 @@ def _require(package: str, purpose: str | None = None) -> None:
     libraries) when it is missing."""
     if not installed(package):
         extra = {"openvino": "openvino", "nncf": "openvino", "fastapi": "serve", "uvicorn": "serve",
-                 "prometheus_client": "serve", "python_multipart": "serve"}.get(package, "export")  # fmt: skip
+                 "prometheus_client": "serve", "python_multipart": "serve", "swagger_ui_bundle": "serve"}.get(package, "export")  # fmt: skip
         raise ImportError(f"{purpose or '--backend ' + package} needs {package} installed: "
                           f"pip install 'inceptionv4[{extra}]'")  # fmt: skip
 

@@ -61,7 +61,10 @@ async function classify(file) {
       body: file,
     });
     body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-    if (!response.ok) return showError(item, `Error ${response.status}: ${body.error}`);
+    if (!response.ok) {
+      const reason = (body.error || "").replace(/^body: /, "");
+      return showError(item, response.status === 400 ? `Not read: ${reason}` : `Error ${response.status}: ${reason}`);
+    }
   } catch (err) {
     return showError(item, `The server did not answer: ${err.message}`);
   }

@@ -1,0 +1,97 @@
+"""The page at "/" in real headless Chromium (Debian's chromium + chromium-driver, through selenium):
+upload real images, read the bars back, and keep a screenshot with the test's files.
+
+`.ci/run` installs Chromium and sets INCEPTIONV4_REQUIRE_BROWSER=1, so there a missing browser is
+a failure, not a skip.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inceptionv4.infer.predict import predict
+from inceptionv4.infer.serve import InferenceServer
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+HAVE_BROWSER = bool(CHROMIUM and CHROMEDRIVER)
+if not HAVE_BROWSER and os.environ.get("INCEPTIONV4_REQUIRE_BROWSER") == "1":
+    raise RuntimeError("INCEPTIONV4_REQUIRE_BROWSER=1 but chromium / chromedriver are not installed")
+pytestmark = pytest.mark.skipif(not HAVE_BROWSER, reason="needs Debian's chromium and chromium-driver")
+
+#: where the screenshots are kept (the test's files, beside the tests)
+SHOTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1100,1400", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)  # no Selenium Manager
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_a_person_uploads_images_and_reads_the_bars(small_model, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    rng = np.random.default_rng(3)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(photo, quality=92)
+    broken = tmp_path / "broken.png"  # a real PNG cut short
+    Image.fromarray(rng.integers(0, 256, (90, 90, 3), dtype=np.uint8)).save(broken)
+    broken.write_bytes(broken.read_bytes()[:200])
+    want = next(predict(small_model, str(photo), topk=3))["top"]
+    with InferenceServer(small_model, port=0, access_log=False) as server:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.ID, "model-card").get_attribute("data-architecture"))
+        card = browser.find_element(By.ID, "model-card").text
+        assert "inception_resnet_v1" in card and "torch fp32 on cpu" in card and "75×75" in card
+        assert "3 (red, green, blue)" in card
+        browser.find_element(By.ID, "file-input").send_keys(f"{photo}\n{broken}")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result[data-state='done'], .result[data-state='error']")) == 2)  # noqa: E501
+        good = browser.find_element(By.CSS_SELECTOR, ".result[data-file='photo.jpg']")
+        bars = good.find_elements(By.CSS_SELECTOR, ".bar")
+        # three classes, so the top-5 shows all three, best first, as predict() ranks them
+        got = [(b.get_attribute("data-name"), float(b.get_attribute("data-prob"))) for b in bars]
+        assert [n for n, _ in got] == [t["name"] for t in want]
+        assert max(abs(p - t["prob"]) for (_, p), t in zip(got, want, strict=True)) < 1e-5
+        shown = [b.find_element(By.CSS_SELECTOR, ".prob").text for b in bars]
+        assert shown == [f"{100 * t['prob']:.1f}%" for t in want]
+        widths = [b.find_element(By.CSS_SELECTOR, ".fill").size["width"] for b in bars]
+        assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1] > 0  # drawn to scale
+        assert good.find_element(By.CSS_SELECTOR, ".status").text.endswith(" ms")
+        bad = browser.find_element(By.CSS_SELECTOR, ".result[data-file='broken.png']")
+        assert bad.find_element(By.CSS_SELECTOR, ".status").text.startswith("Not read: corrupt or truncated image")
+        assert not bad.find_elements(By.CSS_SELECTOR, ".bar")
+        SHOTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(SHOTS / "page.png"))
+    assert (SHOTS / "page.png").stat().st_size > 10_000
+
+
+def test_the_api_docs_render_offline(small_model, browser):
+    """/docs draws from the swagger-ui files the serve extra installs: no CDN."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with InferenceServer(small_model, port=0, access_log=False, warm_up=False) as server:
+        browser.get(server.url + "/docs")
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/v1/predict", "/v1/model", "/health", "/metrics"} <= paths
