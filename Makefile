@@ -12,7 +12,7 @@ $(PY):
 
 # torch and torchvision are pinned in pyproject.toml; pip takes them from the local wheel store.
 $(DEMO_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[export,openvino]'
+	$(PY) -m pip install --quiet -e '.[export,openvino,serve]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)

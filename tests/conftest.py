@@ -71,3 +71,17 @@ def colour_folders(root, per_class: int, shape: tuple[int, int], noise: float) -
         for i in range(per_class):
             px = np.clip(np.array(colour) + rng.normal(0, noise, (*shape, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(px).save(root / c / f"{i}.png")
+
+
+def noisy_pngs(root, n: int, seed: int) -> list:
+    """``n`` distinct PNG files of noise in ``root``, sizes around small_model's 75 px (the i-th
+    is (80 + 7i) x (100 - 3i)), the same pixels for the same seed."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        paths.append(root / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (80 + 7 * i, 100 - 3 * i, 3), dtype=np.uint8)).save(paths[-1])
+    return paths

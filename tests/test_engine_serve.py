@@ -25,20 +25,13 @@ from inceptionv4.data import Preprocessing, decode_rgb
 from inceptionv4.infer.predict import predict
 from inceptionv4.data.views import crop_views
 from inceptionv4.infer.serve import Classifier, InferenceServer
-from .conftest import torch_session
+from .conftest import noisy_pngs, torch_session
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Eight distinct PNG files (noisy colours, sizes around the model's 75 px)."""
-    root = tmp_path_factory.mktemp("serve")
-    rng = np.random.default_rng(1)
-    paths = []
-    for i in range(8):
-        px = rng.integers(0, 256, (80 + 7 * i, 100 - 3 * i, 3), dtype=np.uint8)
-        paths.append(root / f"{i}.png")
-        Image.fromarray(px).save(paths[-1])
-    return paths
+    return noisy_pngs(tmp_path_factory.mktemp("serve"), 8, seed=1)
 
 
 def call(url, path, body=None, ctype="image/png", method=None, headers=None):

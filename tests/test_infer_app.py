@@ -23,19 +23,13 @@ import inceptionv4 as iv
 from inceptionv4.infer.predict import predict
 from inceptionv4.infer.serve import InferenceServer
 
-from .conftest import torch_session
+from .conftest import noisy_pngs, torch_session
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Ten distinct PNG files around the model's 75 px."""
-    root = tmp_path_factory.mktemp("app")
-    rng = np.random.default_rng(7)
-    paths = []
-    for i in range(10):
-        paths.append(root / f"{i}.png")
-        Image.fromarray(rng.integers(0, 256, (78 + 5 * i, 96 - 2 * i, 3), dtype=np.uint8)).save(paths[-1])
-    return paths
+    return noisy_pngs(tmp_path_factory.mktemp("app"), 10, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +49,18 @@ def request(url, method, path, body=None, headers=None, timeout=30):
     conn.close()
     kind = resp.getheader("content-type", "")
     return resp.status, json.loads(raw) if "json" in kind else raw.decode(), {k.lower(): v for k, v in resp.getheaders()}
+
+
+def read_all(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends on ``sock`` until it closes the connection (or resets it)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except OSError:
+        pass
+    return data
 
 
 def multipart(files: list[tuple[str, str, bytes]], fields: dict[str, str] | None = None) -> tuple[bytes, str]:
@@ -114,16 +120,7 @@ def test_slow_clients_do_not_hold_up_the_others_and_are_cut_off(server, images):
                                       {"Content-Type": "image/png"})  # fmt: skip
             assert status == 200 and body["results"][0]["ok"] and time.perf_counter() - t < 2.0
             time.sleep(max(0.0, 1.0 - (time.perf_counter() - t)))
-        answers = []
-        for s in slow:
-            s.settimeout(5)
-            data = b""
-            try:
-                while chunk := s.recv(4096):
-                    data += chunk
-            except OSError:
-                pass
-            answers.append(data)
+        answers = [read_all(s, 5) for s in slow]
         assert all(a.startswith(b"HTTP/1.1 408 ") and b"request headers not complete within 1.5 s" in a for a in answers)
     finally:
         for s in slow:
@@ -134,10 +131,7 @@ def test_a_body_that_trickles_gets_a_408(server):
     u = urlsplit(server.url)
     with socket.create_connection((u.hostname, u.port)) as s:
         s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\nab")
-        s.settimeout(10)
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
+        data = read_all(s, 10)
     assert data.startswith(b"HTTP/1.1 408 ") and b"the body did not arrive within 1.5 s" in data
 
 
@@ -201,14 +195,7 @@ def test_chunked_bodies_are_read_up_to_the_limit(server, images):
                 piece = data[i : i + 50_000]
                 s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
             s.sendall(b"0\r\n\r\n")
-            s.settimeout(30)
-            out = b""
-            try:
-                while chunk := s.recv(65536):
-                    out += chunk
-            except ConnectionResetError:
-                pass
-            return out
+            return read_all(s, 30)
 
     assert chunked(images[4].read_bytes()).startswith(b"HTTP/1.1 200 ")
     assert b"is over the 200,000-byte limit" in chunked(b"\x89PNG" + b"0" * 260_000)

@@ -339,6 +339,18 @@ def _export(args: argparse.Namespace) -> int:
         from .models import create_model
 
         model = create_model(args.model)
+    if args.format == "triton":
+        from .tools.triton import export_triton
+
+        if args.input_size is not None or args.fold_bn:
+            raise ValueError("--format triton exports at the model's own input size, BatchNorm folded: drop "
+                             "--input-size and --fold-bn")  # fmt: skip
+        r = export_triton(model, args.output, max_batch_size=args.max_batch_size)
+        for variant, m in r["models"].items():
+            print(f"wrote {m['path']}/ ({m['backend']} backend; config.pbtxt, labels.txt, 1/)")
+        print(f"and {r['repository']}/README.md (the client's preprocessing), client.py; max |diff| of the ONNX "
+              f"model vs eager: {r['max_abs_diff']:.2e}. Serve: tritonserver --model-repository={r['repository']}")  # fmt: skip
+        return 0
     report = export_model(model, args.output, format=args.format, input_size=args.input_size, fold_bn=args.fold_bn)
     print(
         f"wrote {report['path']} ({report['format']}, dynamic batch); max |diff| vs eager: {report['max_abs_diff']:.2e}"
@@ -478,11 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_quantize)
 
-    p = sub.add_parser("export", help="ONNX / TorchScript / torch.export, checked against eager")
-    p.add_argument("output", help="the file to write")
+    p = sub.add_parser("export", help="ONNX / TorchScript / torch.export / a Triton model repository, checked against eager")
+    p.add_argument("output", help="the file to write (--format triton: the repository folder)")
     p.add_argument("--weights", help="a weights file (random weights of --model if omitted)")
     p.add_argument("--model", help="the network")
-    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program", "triton"), default="onnx")
+    p.add_argument("--max-batch-size", type=int, default=32, help="triton: the config's max_batch_size")
     p.add_argument("--input-size", type=int, help="the input size to trace at (default: the model's)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions (inference)")
     p.set_defaults(func=_export)

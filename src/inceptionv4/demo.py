@@ -171,6 +171,7 @@ def format_report(r: dict) -> str:
         "",
         "Next:",
         f"  inceptionv4 predict --weights {r['weights']} {Path(r['out_dir']) / 'samples'}",
+        f"  inceptionv4 serve --weights {r['weights']}    # then open http://127.0.0.1:8080/ and drop a digit",
         "  inceptionv4 train --model inception_v4 --dataset folder --data /path/to/your/folder --recipe finetune \\",
         "      --pretrained /path/to/inception_v4.safetensors --epochs 5 --out-dir runs/mine",
         "  inceptionv4 convert --from timm --model inception_v4 model.safetensors inception_v4.safetensors",

@@ -110,20 +110,7 @@ def create_app(
 
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        path = request.url.path
-        endpoint = path if path in ENDPOINTS else "/static" if path.startswith(("/static/", "/docs-assets/")) else "other"
-        if in_flight is not None:
-            in_flight(1)
-        try:
-            response = await call_next(request)
-        finally:
-            if in_flight is not None:
-                in_flight(-1)
-        metrics.request(endpoint, response.status_code, time.perf_counter() - start)
-        return response
+    app.add_middleware(_Count, metrics=metrics, in_flight=in_flight)
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, err: RequestError) -> JSONResponse:
@@ -236,6 +223,35 @@ def create_app(
         return JSONResponse({"results": results})
 
     return app
+
+
+class _Count:
+    """ASGI middleware: every HTTP request counted and timed by endpoint and status, and the
+    requests in flight reported (a plain ASGI wrapper: no per-request task or body copy)."""
+
+    def __init__(self, app, metrics: ServeMetrics, in_flight: Callable[[int], None] | None) -> None:
+        self.app, self.metrics, self.in_flight = app, metrics, in_flight
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, start, status = scope["path"], time.perf_counter(), [500]
+        endpoint = path if path in ENDPOINTS else "/static" if path.startswith(("/static/", "/docs-assets/")) else "other"
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        if self.in_flight is not None:
+            self.in_flight(1)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            if self.in_flight is not None:
+                self.in_flight(-1)
+            self.metrics.request(endpoint, status[0], time.perf_counter() - start)
 
 
 def classifier_hook(classifier: Classifier, metrics: ServeMetrics) -> None:

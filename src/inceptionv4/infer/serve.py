@@ -48,7 +48,7 @@ from .metrics import ServeMetrics  # noqa: E402
 from .session import Session  # noqa: E402
 
 __all__ = ["MAX_BODY_BYTES", "MAX_IMAGES_PER_REQUEST", "Classifier", "InferenceServer", "RequestError",
-           "ServerBusy", "serve_workers"]  # fmt: skip
+           "ServerBusy", "create_app", "serve_workers"]  # fmt: skip
 
 log = logging.getLogger("inceptionv4.serve")
 
