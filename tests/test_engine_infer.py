@@ -15,14 +15,12 @@ import inceptionv4 as iv
 from inceptionv4.cli import main
 from inceptionv4.data import ImageFolder, Preprocessing
 from inceptionv4.tools.bench import benchmark
-from inceptionv4.engine.export import ExportMismatchError, export_model
 from inceptionv4.infer.predict import expand_inputs, predict
 from inceptionv4.data.views import crop_views, cut_views, protocol_pieces, protocol_pixels, scales_for
 from inceptionv4.infer.evaluate import evaluate_protocol, label_map
 from inceptionv4.infer.session import Session
 from .conftest import colour_folders, torch_session
 from inceptionv4.models import count_flops
-from inceptionv4.models.fold import fold_batchnorm
 from inceptionv4.weights import imagenet1k
 
 

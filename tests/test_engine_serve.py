@@ -5,7 +5,6 @@ import http.client
 import io
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -14,7 +13,6 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -146,19 +144,40 @@ def test_a_failing_forward_pass_is_a_500_and_a_full_queue_a_503(small_model, ima
         def forward(self, x):
             raise RuntimeError("out of memory (simulated)")
 
-    with InferenceServer(small_model, port=0) as server:
+    with InferenceServer(small_model, port=0, max_batch=1, queue_size=1) as server:
         good = server.classifier.session.runners
         server.classifier.session.runners = [Broken()]
         status, body, _ = call(server.url, "/v1/predict", images[0].read_bytes())
         assert status == 500 and body["error"] == "inference failed: RuntimeError: out of memory (simulated)"
         server.classifier.session.runners = good
         assert call(server.url, "/v1/predict", images[0].read_bytes())[0] == 200
-        full = queue.Queue(1)  # a full request queue: the client is told to come back
-        full.put(None)
-        server.classifier._queue, waiting = full, server.classifier._queue
-        status, body, headers = call(server.url, "/v1/predict", images[0].read_bytes())
+        # a full request queue: one request in the forward pass (held there), one waiting (the
+        # queue holds one), and the next is told to come back
+        release, running = threading.Event(), threading.Event()
+
+        def held(x):
+            running.set()
+            release.wait(60)
+            return good[0](x)
+
+        server.classifier.session.runners = [held]
+        answers = []
+        first = threading.Thread(target=lambda: answers.append(call(server.url, "/v1/predict", images[0].read_bytes())))
+        first.start()
+        assert running.wait(30)
+        second = threading.Thread(target=lambda: answers.append(call(server.url, "/v1/predict", images[1].read_bytes())))
+        second.start()
+        deadline = time.monotonic() + 30
+        while server.classifier.queued < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        status, body, headers = call(server.url, "/v1/predict", images[2].read_bytes())
+        release.set()
+        first.join()
+        second.join()
+        server.classifier.session.runners = good
         assert status == 503 and headers["retry-after"] == "1" and "busy" in body["error"]
-        server.classifier._queue = waiting
+        assert [a[0] for a in answers] == [200, 200]  # the two it took are answered
 
 
 def test_close_answers_the_requests_in_flight(small_model, images):
