@@ -29,6 +29,8 @@ demo: $(DEMO_STAMP)
 TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	# timm's own tests/test_models.py on our networks as timm sees them (about a minute)
+	TEST_WORKERS=$(TEST_WORKERS) PY=$(PY) bash tests/scripts/timm_models.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info runs

@@ -5,6 +5,15 @@ from .models import FeatureInfo, InceptionNet, ModelCard, get_model_card, list_m
 
 __version__ = "0.1.0"
 
+
+def register_timm(prefix: str = "iv4_") -> list[str]:
+    """Register the networks in timm's registry as ``prefix + name`` (needs timm installed); see
+    :func:`inceptionv4.models.timm_contract.register_timm`."""
+    from .models.timm_contract import register_timm as register
+
+    return register(prefix)
+
+
 __all__ = [
     "FeatureInfo",
     "InceptionNet",
@@ -14,5 +23,6 @@ __all__ = [
     "get_model_card",
     "list_models",
     "load_weights",
+    "register_timm",
     "save_weights",
 ]

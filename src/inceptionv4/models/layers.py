@@ -80,9 +80,13 @@ def max_pool_valid() -> nn.MaxPool2d:
 
 
 class ClassifierHead(nn.Module):
-    """Global pool -> dropout (keep 0.8 in the paper) -> fully connected (Fig. 9, Fig. 15)."""
+    """Global pool -> dropout (keep 0.8 in the paper) -> fully connected (Fig. 9, Fig. 15).
 
-    POOLS = ("avg", "max", "avgmax")
+    ``pool=""`` (timm's unpooled head) keeps the (N, C, H, W) map: with classes, the classifier
+    runs at every position.
+    """
+
+    POOLS = ("avg", "max", "avgmax", "")
 
     def __init__(self, in_chs: int, num_classes: int, pool: str = "avg", drop_rate: float = 0.2) -> None:
         super().__init__()
@@ -95,7 +99,9 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        # (N, C, H, W) -> (N, C) or (N, 2C)
+        # (N, C, H, W) -> (N, C) or (N, 2C); "": unpooled
+        if self.pool_type == "":
+            return x
         if self.pool_type == "avg":
             return x.mean((2, 3))
         if self.pool_type == "max":
@@ -104,11 +110,15 @@ class ClassifierHead(nn.Module):
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.pool(x))
-        return x if pre_logits else self.fc(x)
+        if pre_logits:
+            return x
+        if self.pool_type == "":  # unpooled: the classifier at every position, (N, classes, H, W)
+            return self.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.fc(x)
 
     def reset(self, num_classes: int, pool: str | None = None) -> ClassifierHead:
         """The same kind of head for another class count (a fresh classifier)."""
-        return ClassifierHead(self.in_chs, num_classes, pool or self.pool_type, self.drop.p)
+        return ClassifierHead(self.in_chs, num_classes, self.pool_type if pool is None else pool, self.drop.p)
 
 
 class EmbeddingHead(ClassifierHead):
@@ -118,6 +128,8 @@ class EmbeddingHead(ClassifierHead):
     def __init__(
         self, in_chs: int, embedding_dim: int, num_classes: int = 0, pool: str = "avg", drop_rate: float = 0.2
     ):
+        if pool == "":
+            raise ValueError("an embedding head pools its input: global_pool='' is not available with embedding_dim")
         super().__init__(in_chs, 0, pool, drop_rate)
         self.embedding_dim = embedding_dim
         self.proj = nn.Linear(self.num_features, embedding_dim, bias=False)
@@ -134,7 +146,8 @@ class EmbeddingHead(ClassifierHead):
 
     def reset(self, num_classes: int, pool: str | None = None) -> EmbeddingHead:
         """A fresh classifier over the embedding; the projection and its BatchNorm are kept."""
-        head = EmbeddingHead(self.in_chs, self.embedding_dim, num_classes, pool or self.pool_type, self.drop.p)
+        head = EmbeddingHead(self.in_chs, self.embedding_dim, num_classes, self.pool_type if pool is None else pool,
+                             self.drop.p)  # fmt: skip
         head.proj, head.bn = self.proj, self.bn
         return head
 

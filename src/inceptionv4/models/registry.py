@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .inception_resnet import inception_resnet_v1, inception_resnet_v2, inception_resnet_v2_paper
@@ -13,13 +13,18 @@ from .network import InceptionNet, _check_num_classes
 
 
 @dataclass(frozen=True)
-class ModelCard:
+class ModelCard(Mapping):
     """What a user needs to know to feed, judge and cite a network.
 
     ``num_params`` and ``gflops`` are for 1000 classes at 299x299 (2 FLOPs per multiply-add) and
     are recomputed from the model by the tests. Accuracies are ILSVRC-2012 validation top-1/top-5
     in percent: ``paper_*`` from Table 2 (single crop, 100 - error), ``released_*`` from the
     released checkpoints; None where no such figure exists.
+
+    It is also timm's ``pretrained_cfg``: a read-only mapping of its fields (``card["input_size"]``,
+    ``card.get("pool_size")``; keys it lacks, such as ``hf_hub_id``, are absent), with
+    ``pool_size`` the last feature map at ``input_size``, ``first_conv`` and ``classifier`` the
+    module names of the first convolution and of the classifier.
     """
 
     name: str
@@ -41,11 +46,27 @@ class ModelCard:
     released_top5: float | None = None
     weights_from: tuple[str, ...] = field(default_factory=tuple)
     notes: str = ""
+    pool_size: tuple[int, int] = (8, 8)
+    first_conv: str = "stem.conv1a.conv"
+    classifier: str = "head.fc"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    # timm's pretrained_cfg / default_cfg: the fields as a read-only mapping
+    def __getitem__(self, key: str) -> object:
+        if key not in _CARD_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
 
+    def __iter__(self):
+        return iter(_CARD_KEYS)
+
+    def __len__(self) -> int:
+        return len(_CARD_KEYS)
+
+
+_CARD_KEYS = tuple(f.name for f in dataclasses.fields(ModelCard))
 _BUILDERS: dict[str, Callable[..., InceptionNet]] = {}
 _CARDS: dict[str, ModelCard] = {}
 
