@@ -132,6 +132,18 @@ def test_a_body_that_trickles_gets_a_408(server):
     assert data.startswith(b"HTTP/1.1 408 ") and b"the body did not arrive within 1.5 s" in data
 
 
+def test_a_request_that_is_not_http_gets_a_json_400(server):
+    u = urlsplit(server.url)
+    for junk in (b"\x16\x03\x01\x02\x00garbage\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 70_000):
+        with socket.create_connection((u.hostname, u.port)) as s:
+            s.sendall(junk)
+            data = read_all(s, 10)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ") and b"application/json" in head
+        assert json.loads(body)["error"].startswith("not a valid HTTP/1.1 request (")
+    assert request(server.url, "GET", "/health")[0] == 200
+
+
 def test_every_refusal_has_its_status_and_reason_and_metrics_count_them(server, images):
     good = images[1].read_bytes()
     png = {"Content-Type": "image/png"}

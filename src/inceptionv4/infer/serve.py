@@ -92,6 +92,14 @@ class GuardedH11Protocol(H11Protocol):
             self._deadline = None
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse (garbage, headers over the size limit) gets a JSON 400 like
+        every other refusal, not uvicorn's plain text; the connection closes."""
+        body = json.dumps({"error": f"not a valid HTTP/1.1 request ({msg.rstrip('.')})"}).encode()
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        self.transport.close()
+
     def _arm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
