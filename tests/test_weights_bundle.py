@@ -199,3 +199,14 @@ def test_imagenet_labels_ship_with_the_package():
     assert class_names("imagenet-1k")[-1] == "toilet tissue"
     with pytest.raises(ValueError, match="shipped label sets: imagenet-1k"):
         class_names("imagenet-21k")
+
+
+def test_a_label_set_of_another_size_is_refused_naming_both(tmp_path):
+    digits = iv.create_model("inception_resnet_v1", num_classes=10)
+    with pytest.raises(ValueError, match=r"label set 'imagenet-1k' names 1000 classes, but the model has 10"):
+        iv.save_weights(digits, tmp_path / "d.safetensors", label_set="imagenet-1k")
+    with pytest.raises(ValueError, match="unknown label set 'imagenet-21k'"):
+        iv.save_weights(digits, tmp_path / "d.safetensors", label_set="imagenet-21k")
+    assert not (tmp_path / "d.safetensors").exists()  # nothing written
+    with pytest.raises(ValueError, match="3 class names for a model with 10 classes"):
+        iv.save_weights(digits, tmp_path / "d.safetensors", class_names=["a", "b", "c"])

@@ -43,6 +43,13 @@ def save_weights(
     if class_names is None and label_set is None:
         class_names = getattr(model, "class_names", None)
         label_set = getattr(model, "label_set", None)
+    if label_set is not None:
+        from .labels import class_names as names_of
+
+        size = len(names_of(label_set))  # an unknown label set is a ValueError here too
+        if size != model.num_classes:
+            raise ValueError(f"label set {label_set!r} names {size} classes, but the model has {model.num_classes}: "
+                             "give class_names for your classes, or a model with as many outputs")  # fmt: skip
     card = model.pretrained_cfg
     metadata = {
         "format": FORMAT,
