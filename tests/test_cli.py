@@ -140,3 +140,25 @@ def test_help_and_list_leave_the_data_pipeline_unloaded():
         for name in engine.__all__
         if name != "RECIPES"
     )
+
+
+def test_info_describes_a_weights_file(tmp_path, capsys):
+    import hashlib
+
+    import inceptionv4 as iv
+
+    model = iv.create_model("inception_resnet_v1", num_classes=3)
+    path = tmp_path / "m.safetensors"
+    iv.save_weights(model, path, class_names=["red", "green", "blue"], source="unit test", epochs=2)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert "inception_resnet_v1 weights bundle" in out and f"sha256 {digest}" in out
+    assert "3 classes: red, green, blue" in out and "source: unit test" in out and "input [3, 299, 299]" in out
+    assert main(["info", str(path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["sha256"] == digest and d["architecture"] == "inception_resnet_v1" and d["meta"] == {"epochs": 2}
+    assert main(["info", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no such weights file" in capsys.readouterr().err
+    assert main(["info", "inception_v5"]) == 2
+    assert "unknown model 'inception_v5'" in capsys.readouterr().err

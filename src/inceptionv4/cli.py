@@ -13,9 +13,40 @@ from .models.complexity import stage_shapes
 from .weights.io import atomic_write, check_writable
 
 
+def _info_file(args: argparse.Namespace) -> int:
+    from .weights import describe_bundle
+
+    d = describe_bundle(args.model)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    names = d["class_names"] or []
+    if not names and d.get("label_set"):
+        from .weights import class_names
+
+        names = class_names(d["label_set"])
+    classes = f"{d['num_classes']} classes" + (f" ({d['label_set']})" if d.get("label_set") else "")
+    if names:
+        classes += ": " + ", ".join(map(str, names[:10])) + (", ..." if len(names) > 10 else "")
+    pre = d["preprocessing"] or {}
+    print(f"{d['path']}: {d['architecture']} weights bundle, {d['bytes'] / 2**20:.1f} MiB, sha256 {d['sha256']}")
+    print(f"  {classes}")
+    if pre:
+        print(f"  preprocessing: input {pre.get('input_size')}, mean/std {pre.get('mean')}/{pre.get('std')}, "
+              f"{pre.get('interpolation')}, crop {pre.get('crop_pct')}")  # fmt: skip
+    print(f"  source: {d.get('source') or 'not recorded'}")
+    if d.get("build_kwargs"):
+        print(f"  built with: {d['build_kwargs']}")
+    if d.get("meta"):
+        print(f"  recorded: {d['meta']}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import torch
 
+    if args.model not in list_models() and (Path(args.model).suffix or os.sep in args.model):
+        return _info_file(args)  # a weights file, not a network's name
     card = get_model_card(args.model)  # ValueError for an unknown name
     with torch.device("meta"):
         model = create_model(args.model)
@@ -414,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="the networks this package builds")
     p.set_defaults(func=_list)
-    p = sub.add_parser("info", help="a network's model card")
-    p.add_argument("model", help="a name from `inceptionv4 list`")
+    p = sub.add_parser("info", help="a network's model card, or what a weights file holds")
+    p.add_argument("model", help="a name from `inceptionv4 list`, or a weights bundle (.safetensors)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_info)
     p = sub.add_parser("convert", help="a released checkpoint -> an inceptionv4 .safetensors bundle")

@@ -1,6 +1,6 @@
 """Weights: the native safetensors bundle, converters from every released source, safe reading."""
 
-from .bundle import load_weights, read_bundle_metadata, save_weights
+from .bundle import describe_bundle, load_weights, read_bundle_metadata, save_weights
 from .convert import SOURCES, convert_state_dict
 from .hub import HUB_WEIGHTS, PretrainedUnavailableError
 from .io import UnsafeFileError
@@ -15,6 +15,7 @@ __all__ = [
     "convert_state_dict",
     "imagenet1k",
     "load_weights",
+    "describe_bundle",
     "read_bundle_metadata",
     "save_weights",
 ]

@@ -88,6 +88,19 @@ def read_bundle_metadata(path: str | Path) -> dict[str, object]:
     return _decode(meta)
 
 
+def describe_bundle(path: str | Path) -> dict[str, object]:
+    """What a bundle holds, for ``inceptionv4 info FILE``: its metadata (network, classes,
+    preprocessing, source, build options) plus the file's size and sha256 (to tell copies apart)."""
+    import hashlib
+
+    meta = read_bundle_metadata(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": h.hexdigest(), **meta}
+
+
 def _safetensors_meta(path: str | Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
