@@ -162,3 +162,22 @@ def test_info_describes_a_weights_file(tmp_path, capsys):
     assert "no such weights file" in capsys.readouterr().err
     assert main(["info", "inception_v5"]) == 2
     assert "unknown model 'inception_v5'" in capsys.readouterr().err
+
+
+def test_help_shows_every_option_with_its_default_and_the_version(capsys):
+    import argparse
+
+    from inceptionv4 import __version__
+    from inceptionv4.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [(name, a.dest) for name, p in commands.items() for a in p._actions if not a.help]
+    assert not missing, missing
+    text = commands["predict"].format_help()
+    assert "classes shown per image (default: 5)" in text and "(default: auto)" in text
+    assert "(required)" in commands["convert"].format_help()  # --model
+    assert "``" not in parser.format_help() and "Inception-ResNet-v2" in parser.format_help()
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"inceptionv4 {__version__}"

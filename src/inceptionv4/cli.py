@@ -207,7 +207,9 @@ def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
                    help="fp32; bf16 / fp16 (torch autocast, OpenVINO's precision hint); int8: give an artefact "
                         "from `inceptionv4 quantize` as --weights")  # fmt: skip
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
-    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1)
+    p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1,
+                   help="views per image: 1 (centre crop), 10 (corners + centre, mirrored), 12 or 144 "
+                        "(docs/evaluation.md)")  # fmt: skip
     p.add_argument("--channels-last", action="store_true", help="torch: models and views in channels_last")
     p.add_argument("--compile", action="store_true",
                    help="torch: torch.compile of the BN-folded network, constants frozen (the first pass per "
@@ -440,8 +442,33 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default (when it has one worth showing) and says when
+    the option is required."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.help is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.required:
+            return text + " (required)"
+        default = action.default
+        if "%(default)" not in text and default not in (None, False, [], argparse.SUPPRESS) and action.nargs != 0:
+            text += " (default: %(default)s)"
+        return text
+
+
+DESCRIPTION = (
+    "Inception-v4, Inception-ResNet-v1 and Inception-ResNet-v2 (Szegedy et al. 2016): build, convert, train, "
+    "evaluate, predict, serve, quantize, export and benchmark them. `inceptionv4 COMMAND --help` for each."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inceptionv4", description=__doc__)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="inceptionv4", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"inceptionv4 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="the networks this package builds")
     p.set_defaults(func=_list)
@@ -469,13 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images gathered at a time (default: the fewest whose views fill whole passes: 64 views on "
                         "a CPU, 256 on a GPU)")  # fmt: skip
     p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_session_flags(p, workers=True)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")
     p.add_argument("inputs", nargs="+", help="image files, folders, or quoted globs")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image")
     p.add_argument(
         "--batch-size", type=int, default=None, metavar="N", help="images per pass (default: 16 on a CPU, 256 on a GPU)"
     )
@@ -512,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "classes also give top-1/top-5)")  # fmt: skip
     p.add_argument("--check", metavar="DIR",
                    help="judge on this folder instead of holding out a quarter of --calibrate")  # fmt: skip
-    p.add_argument("--backend", choices=("openvino", "onnxruntime"), default="openvino")
+    p.add_argument("--backend", choices=("openvino", "onnxruntime"), default="openvino",
+                   help="the engine the artefact is for: OpenVINO (NNCF) or onnxruntime (static QDQ)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="Q", help="the artefact: Q.xml (openvino) or Q.onnx (onnxruntime)")
     p.add_argument("--min-agreement", type=float, default=0.99,
                    help="least top-1 agreement with fp32 on the held-out images (default 0.99); below it nothing "
@@ -525,14 +553,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the file to write (--format triton: the repository folder)")
     p.add_argument("--weights", help="a weights file (random weights of --model if omitted)")
     p.add_argument("--model", help="the network")
-    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program", "triton"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program", "triton"), default="onnx",
+                   help="what to write; triton: a model repository folder")  # fmt: skip
     p.add_argument("--max-batch-size", type=int, default=32, help="triton: the config's max_batch_size")
     p.add_argument("--input-size", type=int, help="the input size to trace at (default: the model's)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions (inference)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="every engine x precision this machine runs, side by side; or one torch path")
-    p.add_argument("model")
+    p.add_argument("model", help="the network to time (see `inceptionv4 list`)")
     p.add_argument("--weights", help="time this weights file (default: random weights of MODEL)")
     p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
                    help="batch sizes (default: 16 and 1; one torch path: 16)")  # fmt: skip
@@ -542,15 +571,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these precisions (default: every one this CPU runs)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each path's best is kept")
     p.add_argument("--seconds", type=float, default=2.0, help="time per path, batch size and round")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="cpu", help="where to time: cpu, cuda, cuda:N, mps")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
     single = p.add_argument_group("one torch path (any of these flags)")
-    single.add_argument("--mode", choices=("inference", "train"), default="inference")
-    single.add_argument("--input-size", type=int, default=299)
-    single.add_argument("--channels-last", action="store_true")
+    single.add_argument("--mode", choices=("inference", "train"), default="inference",
+                        help="a forward pass, or a training step (forward, backward, SGD)")  # fmt: skip
+    single.add_argument("--input-size", type=int, default=299, help="image side in pixels")
+    single.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     single.add_argument("--compile", action="store_true", help="torch.compile (ours, and timm's with --compare)")
-    single.add_argument("--warmup", type=int, default=3)
-    single.add_argument("--iters", type=int, default=10)
+    single.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    single.add_argument("--iters", type=int, default=10, help="timed steps")
     single.add_argument("--compare", choices=("timm",), help="timm's model in the same run")
     for flag in ("--optimize", "--fuse", "--parallel"):
         single.add_argument(flag, action=_Retired, instead=_RETIRED_FORMS)
@@ -560,8 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="the run folder")
     p.add_argument("--epochs", type=int, help="training epochs (default 4)")
     p.add_argument("--max-steps", type=int, help="stop training after this many steps (a quick look)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the seed of the split, the initialisation and the order")
     p.set_defaults(func=_demo)
+    for command in sub.choices.values():
+        command.formatter_class = _Help
     return parser
 
 
