@@ -169,7 +169,7 @@ def format_report(r: dict) -> str:
         f"  plots      {', '.join(r['plots'])}",
         "  samples    " + str(Path(r["out_dir"]) / "samples"),
         "",
-        "Next:",
+        "Next (in this shell first: source .venv/bin/activate):",
         f"  inceptionv4 predict --weights {r['weights']} {Path(r['out_dir']) / 'samples'}",
         f"  inceptionv4 serve --weights {r['weights']}    # then open http://127.0.0.1:8080/ and drop a digit",
         "  inceptionv4 train --model inception_v4 --dataset folder --data /path/to/your/folder --recipe finetune \\",

@@ -272,5 +272,5 @@ def convert_file(
     else:
         label_set = None
     return save_weights(
-        net, dst, class_names=names, label_set=label_set, source=f"{source or 'detected'}: {Path(src).name}"
+        net, dst, class_names=names, label_set=label_set, source=f"{source}: {Path(src).name}" if source else f"{Path(src).name} (its source told from its tensor names)"
     )

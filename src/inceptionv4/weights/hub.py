@@ -55,7 +55,8 @@ def download(repo_id: str) -> tuple[str, HubWeights]:
         from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     except ImportError:
         raise PretrainedUnavailableError(
-            f"downloading {repo_id} needs huggingface_hub: pip install 'inceptionv4[hub]'; " + _manual(w)
+            f"downloading {repo_id} needs huggingface_hub: pip install 'inceptionv4[hub]' (from a clone: "
+            "pip install -e '.[hub]'); " + _manual(w)
         ) from None
     cached = try_to_load_from_cache(w.repo_id, w.filename)
     if isinstance(cached, str):
