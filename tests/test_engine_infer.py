@@ -463,6 +463,9 @@ def test_eval_cli_writes_report_and_confusion_png(small_model, folder, tmp_path,
     data = json.loads(report.read_text())
     assert set(data["per_class_top1"]) == {"red", "green", "blue"} and len(data["confusion"]) == 3
     assert (tmp_path / "out" / "report.confusion.png").stat().st_size > 1000
+    assert f"wrote {report} (the report) and {report.with_suffix('.confusion.png')} (its confusion matrix)" in captured.out
+    assert data["confusion_columns"] == [*data["classes"], "(a class outside the dataset)"]
+    assert all(len(row) == 4 for row in data["confusion"])
     assert main(["eval", "--weights", str(tmp_path / "m.safetensors")]) == 2  # no data given: one clear line
     assert "give --data" in capsys.readouterr().err
     args = ["eval", "--weights", str(tmp_path / "m.safetensors"), "--data", str(folder), "--decode", "device",

@@ -262,7 +262,9 @@ def _eval(args: argparse.Namespace) -> int:
         with atomic_write(args.report) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=2))
         png = Path(args.report).with_suffix(".confusion.png")
-        plot_confusion([row[:-1] for row in report["confusion"]], report["classes"], png)
+        plot_confusion([row[:-1] for row in report["confusion"]], report["classes"], png,
+                       title=f"{session.architecture}, {args.crops} crop(s): top-1 {report['top1']:.2f}%")  # fmt: skip
+        print(f"wrote {args.report} (the report) and {png} (its confusion matrix)")
     for reason in report["skipped"]:
         print(f"skipped: {reason}", file=sys.stderr)
     return 0

@@ -84,14 +84,18 @@ def read_metrics(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_run(out_dir: str | Path) -> list[Path]:
-    """PNG plots of loss, accuracy and learning rate from ``metrics.jsonl``; returns their paths."""
+def plot_run(out_dir: str | Path, title: str | None = None) -> list[Path]:
+    """PNG plots of loss, accuracy and learning rate from ``metrics.jsonl``; returns their paths.
+    Each is titled with ``title`` (default: the run folder's name); epoch axes tick whole epochs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     out_dir = Path(out_dir)
+    title = title or out_dir.resolve().name
     records = read_metrics(out_dir / "metrics.jsonl")
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
@@ -106,6 +110,9 @@ def plot_run(out_dir: str | Path) -> list[Path]:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}: {name}")
+        if xlabel == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if any(s[0] for s in series):
             ax.legend()
@@ -115,7 +122,7 @@ def plot_run(out_dir: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    figure("loss", [([r["step"] for r in steps], [r["loss"] for r in steps], "train (step)"),
+    figure("loss", [([r["step"] for r in steps], [r["loss"] for r in steps], "train (mean since last point)"),
                     ([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "val (epoch)")], "step", "loss")  # fmt: skip
     figure("accuracy", [([r["epoch"] for r in epochs], [r["val_top1"] for r in epochs], "val top-1"),
                         ([r["epoch"] for r in epochs], [r["val_top5"] for r in epochs], "val top-5")], "epoch", "%")  # fmt: skip
@@ -123,8 +130,9 @@ def plot_run(out_dir: str | Path) -> list[Path]:
     return written
 
 
-def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path) -> Path:
-    """The confusion matrix as a PNG (rows: true class, columns: prediction)."""
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path, title: str | None = None) -> Path:
+    """The confusion matrix as a PNG (rows: true class, columns: prediction), with a colour bar
+    and ``title`` (default: the accuracy it shows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +142,10 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
     m = np.asarray(confusion)
     n = len(classes)
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 1.5)), dpi=100)
-    ax.imshow(m, cmap="Blues")
+    image = ax.imshow(m, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="images")
+    total = int(m.sum())
+    ax.set_title(title or f"top-1 {100 * np.trace(m[:, :n]) / max(total, 1):.1f}% of {total} images")
     if n <= 30:
         ax.set_xticks(range(n), classes, rotation=90)
         ax.set_yticks(range(n), classes)

@@ -300,6 +300,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
     try:
         # after the handler: a SIGTERM while the log opens (TensorBoard's import) is a clean stop too
         runlog = RunLog(out_dir, r, resume=resumed_from is not None) if world.is_main else None
+        interval_loss, interval_n = 0.0, 0  # the training loss since the last step record
         while global_step < total_steps:
             epoch, start_in_epoch = divmod(global_step, steps_per_epoch)
             train_ds.set_epoch(epoch)
@@ -371,6 +372,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                         ema.update(model, applied)  # a step the scaler skipped leaves the average alone
                 global_step += 1
                 mean_loss = step_loss / max(step_n, 1)
+                interval_loss, interval_n = interval_loss + step_loss, interval_n + step_n
                 epoch_loss += step_loss
                 epoch_n += step_n
                 images += step_n * world.size
@@ -379,8 +381,10 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                     bar.update(1)
                     bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{rate:.1f}", lr=f"{lr:.2e}")
                 if runlog is not None and (global_step % cfg.log_every == 0 or global_step == 1):
-                    runlog.write({"kind": "step", "step": global_step, "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
-                                  "img_per_s": rate})  # fmt: skip
+                    # the mean over the steps since the last record, not one batch's loss
+                    runlog.write({"kind": "step", "step": global_step, "epoch": epoch + 1,
+                                  "loss": interval_loss / max(interval_n, 1), "lr": lr, "img_per_s": rate})  # fmt: skip
+                    interval_loss, interval_n = 0.0, 0
                 preempted = broadcast_flag(stop["sigterm"], world)
                 at_epoch_end = global_step % steps_per_epoch == 0 or global_step >= total_steps
                 if preempted or (cfg.save_every and global_step % cfg.save_every == 0 and not at_epoch_end):
@@ -451,8 +455,9 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         if cfg.plots:
             summary["plots"] = [str(p) for p in plot_run(out_dir)]
             if last_eval:
+                title = f"{out_dir.name}: val top-1 {summary['val_top1']:.1f}%"
                 summary["plots"].append(
-                    str(plot_confusion(last_eval["confusion"], classes, out_dir / "plots" / "confusion.png"))
+                    str(plot_confusion(last_eval["confusion"], classes, out_dir / "plots" / "confusion.png", title=title))
                 )
         summary["confusion"] = last_eval.get("confusion")
     return summary

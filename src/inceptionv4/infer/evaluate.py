@@ -35,6 +35,11 @@ def label_map(dataset_classes: list[str], outputs: Session | torch.nn.Module | l
     )
 
 
+#: the confusion matrix's last column: predictions of a class the dataset does not have (a
+#: 1000-class ImageNet network on a folder of 10 of its classes can still answer any of the 1000)
+OUTSIDE = "(a class outside the dataset)"
+
+
 def evaluate_protocol(
     session: Session | torch.nn.Module | list[torch.nn.Module],
     dataset,
@@ -140,7 +145,8 @@ def evaluate_protocol(
         "top1": 100.0 * confusion.diag().sum().item() / max(n, 1),
         "top5": 100.0 * top5 / max(n, 1),
         "per_class_top1": {c: 100.0 * a for c, a in zip(dataset.classes, per_class.tolist(), strict=True)},
-        "confusion": confusion.tolist(),
+        "confusion": confusion.tolist(),  # n x (n + 1): rows true, columns predicted, see below
+        "confusion_columns": [*dataset.classes, OUTSIDE],
         "classes": list(dataset.classes),
         "images": [entry for _, entry in images],
         "skipped": skipped,
