@@ -50,3 +50,22 @@ def test_every_hub_id_names_a_model_and_a_source():
 def test_missing_local_file():
     with pytest.raises(FileNotFoundError, match="no such weights file: /nonexistent/w.safetensors"):
         iv.create_model("inception_v4", pretrained="/nonexistent/w.safetensors")
+
+
+def test_every_weights_flag_takes_a_hub_id_with_the_same_offline_message(empty_hub_cache, tmp_path, capsys):
+    from inceptionv4.cli import main
+
+    (tmp_path / "cat").mkdir()
+    image = tmp_path / "cat" / "x.png"
+    image.write_bytes(b"not read: the weights fail first")
+    for argv in (["predict", "--weights", "timm/inception_v4.tf_in1k", str(image)],
+                 ["export", str(tmp_path / "v4.onnx"), "--weights", "timm/inception_resnet_v2.tf_in1k"],
+                 ["eval", "--weights", "timm/inception_v4.tf_in1k", "--data", str(tmp_path)]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "cannot download timm/inception" in err and "--weights /path/to/model.safetensors" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert main(["predict", "--weights", "timm/inception_v5", str(image)]) == 2
+    assert "timm/inception_v5 is neither a weights file here nor a known hub id" in capsys.readouterr().err
+    assert main(["predict", "--weights", "timm/inception_v4.tf_in1k", "--model", "inception_resnet_v2", str(image)]) == 2
+    assert "holds inception_v4 weights, not inception_resnet_v2" in capsys.readouterr().err

@@ -342,7 +342,15 @@ def _load(source: Source, model: str | None) -> torch.nn.Module:
     from ..api import create_model
     from ..weights import load_weights
 
+    from ..weights.hub import HUB_WEIGHTS, is_local
+
     path = os.fspath(source)
+    if not is_local(path):  # a hub id, as create_model(pretrained=...) takes: "timm/inception_v4.tf_in1k"
+        known = HUB_WEIGHTS.get(path)
+        if known is None:
+            ids = ", ".join(sorted(HUB_WEIGHTS))
+            raise ValueError(f"{path} is neither a weights file here nor a known hub id ({ids})")
+        return create_model(model or known.model, pretrained=path)  # another --model: a ValueError
     if model is not None and not path.endswith(".safetensors"):
         return create_model(model, pretrained=path)
     return load_weights(path, architecture=model)

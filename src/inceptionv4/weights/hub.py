@@ -73,7 +73,8 @@ def download(repo_id: str) -> tuple[str, HubWeights]:
 def _manual(w: HubWeights) -> str:
     return (
         f"Fetch https://huggingface.co/{w.repo_id}/resolve/main/{w.filename} where you have a network "
-        f"(or `hf download {w.repo_id} {w.filename}`) and pass pretrained='/path/to/{w.filename}'."
+        f"(or `hf download {w.repo_id} {w.filename}`) and pass the file: pretrained='/path/to/{w.filename}' in "
+        f"Python, --weights /path/to/{w.filename} on the command line."
     )
 
 
