@@ -22,6 +22,9 @@ def test_every_artefact_exists(demo):
                 "plots/accuracy.png", "plots/lr.png", "plots/confusion.png"):  # fmt: skip
         assert (out / rel).is_file(), rel
     assert len(list((out / "samples").glob("*.png"))) == 4
+    from PIL import Image
+
+    assert {Image.open(p).size for p in (out / "samples").glob("*.png")} == {(75, 75)}  # as the network sees them
     assert demo["steps"] == 30 and demo["val_images"] == 359
 
 

@@ -58,17 +58,21 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, ma
     sample_dir = out_dir / "samples"
     sample_dir.mkdir(parents=True, exist_ok=True)
     files, truths = [], []
-    for i in picks:
+    from PIL import Image
+
+    from .data import Preprocessing
+    from .data.views import protocol_pixels
+
+    pre = Preprocessing.of(model)
+    for i in picks:  # the 8x8 scans as the network sees them: resized and cropped to its input size
         img, label = val.load(i)
         path = sample_dir / f"{val.name_of(i).replace('#', '_')}_label{label}.png"
-        img.save(path)
+        Image.fromarray(protocol_pixels(img, pre, 1)[0].permute(1, 2, 0).numpy()).save(path)
         files.append(path)
         truths.append(val.classes[label])
     eager = list(predict(model, files, topk=1))
-    from .data import Preprocessing
     from .data.decode import load_rgb
 
-    pre = Preprocessing.of(model)
     batch = torch.cat([crop_views(load_rgb(f), pre, 1) for f in files])
     onnx_probs = torch.softmax(run_exported(onnx["path"], "onnx", batch), 1)
     rows = []
@@ -167,7 +171,8 @@ def format_report(r: dict) -> str:
           else []),
         f"  metrics    {', '.join(r['metrics'])}",
         f"  plots      {', '.join(r['plots'])}",
-        "  samples    " + str(Path(r["out_dir"]) / "samples"),
+        "  samples    " + str(Path(r["out_dir"]) / "samples") + "  (held-out 8x8 scans, dark ink on white, saved at "
+        "the size the network sees)",
         "",
         "Next (in this shell first: source .venv/bin/activate):",
         f"  inceptionv4 predict --weights {r['weights']} {Path(r['out_dir']) / 'samples'}",
