@@ -39,6 +39,9 @@ def test_report_names_everything(demo):
     text = format_report(demo)
     assert "held-out digits" in text and "model.onnx" in text and "inceptionv4 predict" in text
     assert text.count("label") >= 4
+    out = Path(demo["out_dir"])
+    assert "config.yaml" in text and f"{out / 'checkpoints'}" in text and " MB in all" in text
+    assert len(list((out / "checkpoints").glob("step-*.pt"))) == 1  # only the newest is kept by default
 
 
 def test_int8_and_bf16_agree_with_fp32_on_the_held_out_digits(demo):

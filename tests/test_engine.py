@@ -387,7 +387,7 @@ def test_resuming_with_other_settings_names_them_and_changes_nothing(short_run):
 
 
 def test_overwrite_replaces_the_earlier_run_whole(tmp_path):
-    train(**SMALL, out_dir=str(tmp_path), max_steps=2, save_every=1, plots=False)
+    train(**SMALL, out_dir=str(tmp_path), max_steps=2, save_every=1, plots=False, keep_checkpoints=2)
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001.pt", "step-00000002.pt"]
     summary = train(**SMALL, out_dir=str(tmp_path), max_steps=1, plots=False, overwrite=True)
     assert summary["steps"] == 1

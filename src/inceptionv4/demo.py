@@ -164,9 +164,12 @@ def format_report(r: dict) -> str:
         f"ONNX export agrees with PyTorch to {r['onnx_max_abs_diff']:.1e} (max |logit difference|).",
         *_int8_lines(r.get("int8")),
         "",
-        f"Written to {r['out_dir']}/:",
-        f"  weights    {r['weights']}  (safetensors bundle: classes, preprocessing, provenance)",
-        f"  onnx       {r['onnx']}",
+        f"Written to {r['out_dir']}/ ({_size(r['out_dir'])} in all):",
+        f"  weights    {r['weights']}  ({_size(r['weights'])}; safetensors bundle: classes, preprocessing, provenance)",
+        f"  onnx       {r['onnx']}  ({_size(r['onnx'])})",
+        f"  config     {Path(r['out_dir']) / 'config.yaml'}  (every setting of the run)",
+        f"  checkpoint {Path(r['out_dir']) / 'checkpoints'}  ({_size(Path(r['out_dir']) / 'checkpoints')}; the newest "
+        "only, for --resume: --keep-checkpoints N keeps more)",
         *([f"  int8       {r['int8']['path']}  (report: {r['int8']['report']})"] if (r.get("int8") or {}).get("path")
           else []),
         f"  metrics    {', '.join(r['metrics'])}",
@@ -183,6 +186,13 @@ def format_report(r: dict) -> str:
         "  inceptionv4 eval --weights inception_v4.safetensors --data /path/to/imagenet/val --crops 144",
     ]
     return "\n".join(lines)
+
+
+def _size(path: str | Path) -> str:
+    """A file's or a folder's size on disk, in MB."""
+    p = Path(path)
+    total = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    return f"{total / 1e6:.1f} MB"
 
 
 def _int8_lines(q: dict | None) -> list[str]:

@@ -78,6 +78,7 @@ FIELD_HELP = {
     "resume": "continue from the newest checkpoint in out_dir",
     "overwrite": "replace a run already checkpointed in out_dir",
     "save_every": "also checkpoint every N optimizer steps (0: at epoch ends only)",
+    "keep_checkpoints": "how many of the newest checkpoints stay on disk",
     "max_steps": "stop after this many optimizer steps",
     "nan_policy": "stop | skip: what a NaN or infinite loss does",
     "log_every": "log the training loss every N steps",
@@ -95,6 +96,7 @@ _RANGES = {
     "workers": (lambda v: v >= 0, "an integer >= 0"),
     "seed": (lambda v: True, "an integer"),
     "save_every": (lambda v: v >= 0, "an integer >= 0"),
+    "keep_checkpoints": (lambda v: v >= 1, "an integer >= 1"),
     "log_every": (lambda v: v >= 1, "an integer >= 1"),
     "max_steps": (lambda v: v >= 1, "an integer >= 1, or unset"),
     "lr": (lambda v: v > 0, "> 0"),
@@ -160,6 +162,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False  # a fresh run may replace the run already checkpointed in out_dir
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    keep_checkpoints: int = 1  # how many of the newest checkpoints stay on disk
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     nan_policy: str = "stop"  # stop | skip
     log_every: int = 10

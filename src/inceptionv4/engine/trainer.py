@@ -291,6 +291,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
             },
             ckpt_dir,
             global_step,
+            keep=r["keep_checkpoints"],
         )
 
     amp_dtype = _amp_dtype(cfg.amp)
