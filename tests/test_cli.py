@@ -47,6 +47,9 @@ def test_convert_timm_checkpoint_to_bundle(tmp_path, capsys, monkeypatch):
         == 0
     )
     assert "1000 classes" in capsys.readouterr().out
+    told = tmp_path / "told.safetensors"  # no --model: the one network its names and shapes fit
+    assert main(["convert", str(tmp_path / "model.safetensors"), str(told)]) == 0
+    assert f"wrote {told}: inception_v4, 1000 classes" in capsys.readouterr().out
     model = iv.load_weights(out).eval()
     assert model.label_set == "imagenet-1k"
     x = torch.randn(1, 3, 120, 120)
@@ -69,7 +72,11 @@ def test_convert_errors_are_one_line(tmp_path, capsys):
         main(["convert", "--model", "inception_v4", str(tmp_path / "missing.pth"), str(tmp_path / "o.safetensors")])
         == 2
     )
-    assert "no such weights file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no such weights file" in err and "Released checkpoints: timm: the Hugging Face hub" in err
+    assert main(["convert", "--from", "keras", str(tmp_path / "m.h5"), str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "keras.applications.InceptionResNetV2" in err and "timm:" not in err and len(err.splitlines()) == 1
 
 
 def test_unwritable_outputs_are_one_line(tmp_path, capsys):
@@ -176,7 +183,7 @@ def test_help_shows_every_option_with_its_default_and_the_version(capsys):
     assert not missing, missing
     text = commands["predict"].format_help()
     assert "classes shown per image (default: 5)" in text and "(default: auto)" in text
-    assert "(required)" in commands["convert"].format_help()  # --model
+    assert "(required)" in commands["quantize"].format_help()  # --weights, --calibrate
     assert "``" not in parser.format_help() and "Inception-ResNet-v2" in parser.format_help()
     with pytest.raises(SystemExit) as stop:
         main(["--version"])

@@ -481,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="a released checkpoint -> an inceptionv4 .safetensors bundle")
     p.add_argument("--from", dest="source", choices=("timm", "cadene", "facenet", "keras", "tf-slim"), default=None,
                    help="who wrote SRC (detected from its names when omitted)")  # fmt: skip
-    p.add_argument("--model", required=True, help="the network SRC holds (see `inceptionv4 list`)")
+    p.add_argument("--model", help="the network SRC holds (see `inceptionv4 list`; default: the one its names and "
+                                   "shapes fit)")  # fmt: skip
     p.add_argument("--keep-background", action="store_true", help="keep class 0 of 1001-class TensorFlow heads")
     p.add_argument("src", help="the checkpoint: .safetensors, .pth/.bin (read without unpickling code), .h5, TF prefix")
     p.add_argument("dst", help="the bundle to write (.safetensors)")

@@ -257,13 +257,33 @@ def _load_into(
         model.load_state_dict(sd, strict=False)
 
 
+#: Where each source's released checkpoints are published, for the message of a missing file.
+WHERE_TO_FETCH = {
+    "timm": "the Hugging Face hub: timm/inception_v4.tf_in1k, timm/inception_resnet_v2.tf_in1k (model.safetensors)",
+    "cadene": "the Cadene/pretrained-models.pytorch README (inceptionv4-*.pth, inceptionresnetv2-*.pth)",
+    "facenet": "the timesler/facenet-pytorch GitHub releases (20180402-114759-vggface2.pt, casia-webface)",
+    "keras": "keras.applications.InceptionResNetV2(weights='imagenet'), which saves its .h5 under ~/.keras/models",
+    "tf-slim": "the tensorflow/models research/slim README (inception_v4_2016_09_09.tar.gz, "
+               "inception_resnet_v2_2016_08_30.tar.gz; give the .ckpt prefix)",
+}
+
+
 def convert_file(
-    src: str | Path, dst: str | Path, *, source: str | None, model: str, keep_background: bool = False
+    src: str | Path, dst: str | Path, *, source: str | None, model: str | None = None, keep_background: bool = False
 ) -> Path:
-    """Convert a released checkpoint of any supported source into a bundle (``inceptionv4 convert``)."""
+    """Convert a released checkpoint of any supported source into a bundle (``inceptionv4 convert``).
+
+    ``model`` names the network; when None, the one network the checkpoint's names and shapes
+    fit. A file that is not there is a FileNotFoundError that says where each source publishes its
+    checkpoints."""
     from .labels import class_names
 
-    net = load_weights(src, architecture=model, source=source, keep_background=keep_background)
+    try:
+        net = load_weights(src, architecture=model, source=source, keep_background=keep_background)
+    except FileNotFoundError as err:
+        where = {source: WHERE_TO_FETCH[source]} if source in WHERE_TO_FETCH else WHERE_TO_FETCH
+        hints = "; ".join(f"{k}: {v}" for k, v in where.items())
+        raise FileNotFoundError(f"{err.args[0] if err.args else err}. Released checkpoints: {hints}") from None
     names = None
     if net.num_classes == 1000 and source != "facenet":
         label_set = "imagenet-1k"
