@@ -590,3 +590,32 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
     assert s["status"] == "finished" and math.isfinite(s["val_loss"])
     with pytest.raises(ValueError, match="amp must be one of none, bf16, fp16; got 'fp8'"):
         train(**SMALL, amp="fp8", out_dir=str(tmp_path / "x"))
+
+
+def test_the_readmes_training_example_trains(tmp_path, caplog):
+    """The README's Python training example, as written (only its folder moved here): a short run
+    is fitted to its length, says so, and learns the digits."""
+    import ast
+    import logging
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    call = re.search(r"summary = (train\(.*?\))", readme, re.S).group(1)
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in ast.parse(call, mode="eval").body.keywords}
+    assert kwargs["recipe"] == "modern" and kwargs["dataset"] == "digits"
+    with caplog.at_level(logging.WARNING):
+        summary = train(**{**kwargs, "out_dir": str(tmp_path / "quick"), "progress": False, "workers": 1})
+    assert summary["val_top1"] >= 90.0, summary["val_top1"]
+    said = caplog.text
+    assert "warm-up 5 epochs -> " in said and "weight averaging (EMA 0.9998) off" in said
+
+
+def test_fit_to_run_scales_warm_up_and_averaging_to_the_run():
+    from inceptionv4.engine.optim import fit_to_run
+
+    assert fit_to_run(5.0, 0.9998, 44, 44) == (pytest.approx(0.2), None, [
+        "warm-up 5 epochs -> 0.2 (20% of the 44 steps)",
+        "weight averaging (EMA 0.9998) off: 44 steps is too short a run for it"])  # fmt: skip
+    warm, decay, notes = fit_to_run(5.0, 0.9998, 10_000, 1000)
+    assert warm == 2.0 and decay == pytest.approx(1 - 1 / 1000) and len(notes) == 2
+    assert fit_to_run(1.0, 0.9998, 100_000, 1000) == (1.0, 0.9998, [])  # a long run keeps its recipe

@@ -140,6 +140,41 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
         group.update(flags)
 
 
+#: the most of a run that warm-up may take, whatever the recipe says in epochs
+MAX_WARMUP_SHARE = 0.2
+#: weight averaging needs its window (1 / (1 - decay) steps) to be at most this share of the run
+MAX_EMA_WINDOW_SHARE = 0.1
+#: below this many steps a run keeps no weight average at all
+MIN_EMA_STEPS = 200
+
+
+def fit_to_run(warmup_epochs: float, ema_decay: float | None, total_steps: int,
+               steps_per_epoch: int) -> tuple[float, float | None, list[str]]:  # fmt: skip
+    """A recipe's warm-up and weight averaging fitted to a run of ``total_steps``.
+
+    Recipes are written for long runs: "modern" warms up over 5 epochs and averages with decay
+    0.9998, a window of 5,000 steps. In a short run that leaves the rate low throughout, and an
+    average that is mostly the initial weights. So warm-up takes at most
+    :data:`MAX_WARMUP_SHARE` of the steps. The decay is lowered until the window is
+    :data:`MAX_EMA_WINDOW_SHARE` of the run, and averaging is off below :data:`MIN_EMA_STEPS`.
+    Returns (warmup_epochs, ema_decay, what changed, for the log).
+    """
+    notes = []
+    cap = MAX_WARMUP_SHARE * total_steps / max(steps_per_epoch, 1)
+    if warmup_epochs > cap:
+        notes.append(f"warm-up {warmup_epochs:g} epochs -> {cap:.3g} ({MAX_WARMUP_SHARE:.0%} of the {total_steps} steps)")
+        warmup_epochs = cap
+    if ema_decay and 1 / (1 - ema_decay) > MAX_EMA_WINDOW_SHARE * total_steps:
+        if total_steps < MIN_EMA_STEPS:
+            notes.append(f"weight averaging (EMA {ema_decay:g}) off: {total_steps} steps is too short a run for it")
+            ema_decay = None
+        else:
+            fitted = 1 - 1 / (MAX_EMA_WINDOW_SHARE * total_steps)
+            notes.append(f"EMA decay {ema_decay:g} -> {fitted:.4g} (its window a tenth of the {total_steps} steps)")
+            ema_decay = fitted
+    return warmup_epochs, ema_decay, notes
+
+
 def lr_at(step: int, *, base_lr: float, schedule: str, steps_per_epoch: int, epochs: int, warmup_epochs: float,
           decay_rate: float = 0.94, decay_epochs: float = 2.0, min_lr_ratio: float = 0.0) -> float:  # fmt: skip
     """Learning rate at optimizer step ``step`` (a pure function, so resuming needs no scheduler state).

@@ -38,7 +38,7 @@ from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, sa
 from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
 from .evaluate import _amp_dtype, evaluate
-from .optim import EMA, build_optimizer, load_optimizer_state, lr_at, scaler_step
+from .optim import EMA, build_optimizer, fit_to_run, load_optimizer_state, lr_at, scaler_step
 from ..data.views import DeviceViews, EncodedFiles, collate_items
 from .runlog import RunLog, plot_confusion, plot_run
 
@@ -209,12 +209,16 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         val_ds, val_collate, val_on_device = Augmented(val_base, eval_transform(pre), cfg.seed), collate, None
     optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"],
                                 grad_scaling=cfg.amp == "fp16")  # fmt: skip
-    ema = EMA(model, r["ema_decay"]) if r["ema_decay"] else None
     scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.amp == "fp16")
     steps_per_epoch = len(train_base) // cfg.batch_size
     total_steps = (
         steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     )
+    r["warmup_epochs"], r["ema_decay"], fitted = fit_to_run(r["warmup_epochs"], r["ema_decay"], total_steps,
+                                                            steps_per_epoch)  # fmt: skip
+    for note in fitted:
+        log.warning("a short run: %s", note)
+    ema = EMA(model, r["ema_decay"]) if r["ema_decay"] else None
 
     # -- resume -------------------------------------------------------------------------------------
     ckpt_dir = out_dir / "checkpoints"

@@ -16,6 +16,9 @@ from torch.utils.checkpoint import checkpoint
 
 from .layers import AuxHead, ClassifierHead, EmbeddingHead
 
+#: whether torch.fx's symbolic tracer is running (torch.compile and torch.export are not it)
+_fx_tracing = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", torch.fx._symbolic_trace.is_fx_tracing)
+
 STAGES = ("stage_a", "reduction_a", "stage_b", "reduction_b", "stage_c", "post")
 
 
@@ -160,7 +163,7 @@ class InceptionNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError for a tensor the network cannot take, before any convolution runs.
         (Skipped while torch.fx traces the network: a Proxy has no shape to check.)"""
-        if torch.fx._symbolic_trace.is_fx_tracing():
+        if _fx_tracing():
             return
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
