@@ -155,9 +155,13 @@ def _open_session(args: argparse.Namespace, weights: list[str], device: str | No
     """The session of eval / predict / serve, from the flags every one of them shares."""
     from .infer.session import open_session
 
+    return open_session(_check_weights(weights), **{**_session_options(args), **({"device": device} if device else {})})
+
+
+def _check_weights(weights: list[str]) -> list[str]:
     if not weights:
         raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
-    return open_session(weights, **{**_session_options(args), **({"device": device} if device else {})})
+    return weights
 
 
 def _session_options(args: argparse.Namespace) -> dict:
@@ -235,9 +239,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("give --data (a folder of class folders) or --list (a list file)")
     if args.report:  # an evaluation can take hours: a report that cannot be written is said now
         check_writable(args.report)
-    weights = args.weights + (args.ensemble or [])
-    if not weights:
-        raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
+    weights = _check_weights(args.weights + (args.ensemble or []))
     from .engine.devices import resolve_device
 
     resolve_device(args.device)  # a GPU this machine lacks is said before the dataset is listed
@@ -315,8 +317,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1:
-        if not args.weights:
-            raise ValueError("give --weights (a bundle, a checkpoint or an int8 artefact; several for an ensemble)")
+        _check_weights(args.weights)
 
         def announce(url: str, card: dict) -> None:
             print(f"serving {card['architecture']} ({card['backend']} {card['precision']}) with {args.workers} "

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
+from .. import __version__
 from ..data.decode import DecodeError
 from .batching import Classifier, ServerBusy
 from .metrics import ServeMetrics
@@ -95,7 +96,7 @@ def create_app(
     app = FastAPI(
         title="inceptionv4",
         summary=f"{classifier.architecture}: images in, top-k classes out",
-        version=_version(),
+        version=__version__,
         docs_url=None,  # served below from the installed swagger-ui-bundle, not a CDN
         redoc_url=None,
     )
@@ -256,7 +257,7 @@ class _Count:
 
 def classifier_hook(classifier: Classifier, metrics: ServeMetrics) -> None:
     """Have ``classifier``'s worker report each batch to ``metrics`` (batch size, queue waits)."""
-    classifier._on_batch = metrics.batch
+    classifier.on_batch = metrics.batch
     metrics.watch_queue(lambda: classifier.queued)
 
 
@@ -365,12 +366,3 @@ def check_topk(value: object) -> int:
     if k < 1:
         raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk must be >= 1, got {k}")
     return k
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("inceptionv4")
-    except PackageNotFoundError:
-        return "0"

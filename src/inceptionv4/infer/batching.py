@@ -84,7 +84,7 @@ class Classifier:
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self._queue: queue.Queue[_Job | None] = queue.Queue(queue_size)
-        self._on_batch = on_batch
+        self.on_batch = on_batch
         self.batches = self.images = 0  # counters, for /v1/model and tests
         self._worker = threading.Thread(target=self._run, name="inceptionv4-serve-worker", daemon=True)
         self._worker.start()
@@ -230,9 +230,9 @@ class Classifier:
             log.exception("forward pass failed")
             for j in jobs:
                 j.error = f"inference failed: {type(err).__name__}: {err}"
-        if self._on_batch is not None and present:
+        if self.on_batch is not None and present:
             try:
-                self._on_batch(len(probs), [started - j.queued for j in jobs])
+                self.on_batch(len(probs), [started - j.queued for j in jobs])
             except Exception:  # a metrics hook never stops the serving
                 log.exception("batch hook failed")
         for j in jobs:

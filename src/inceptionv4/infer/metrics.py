@@ -42,6 +42,7 @@ class ServeMetrics:
         self._batch = Histogram("inceptionv4_batch_images", "Images per forward pass", buckets=BATCH_BUCKETS, **into)
         self._wait = Histogram("inceptionv4_queue_wait_seconds", "Time a request waited for its forward pass",
                                buckets=LATENCY_BUCKETS, **into)  # fmt: skip
+        self._depth_of: Callable[[], int] | None = None
         self._depth = Gauge("inceptionv4_queue_depth", "Requests waiting for the worker",
                             multiprocess_mode="livesum", **into)  # fmt: skip
 
@@ -60,12 +61,16 @@ class ServeMetrics:
         self._batch.observe(images)
         for w in waits:
             self._wait.observe(w)
+        if self._depth_of is not None:  # several processes: the depth as each batch leaves it
+            self._depth.set(self._depth_of())
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
-        """Read the queue depth when the metrics are collected (single process), else on each batch."""
+        """Read the queue depth when the metrics are collected (one process), or after each batch
+        (several: a callback gauge cannot be shared between processes)."""
         if multiprocess():
-            return  # a callback gauge cannot be shared between processes
-        self._depth.set_function(depth)
+            self._depth_of = depth
+        else:
+            self._depth.set_function(depth)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type."""

@@ -29,6 +29,7 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from typing import Self
 
 import torch
@@ -48,7 +49,7 @@ from .metrics import ServeMetrics  # noqa: E402
 from .session import Session  # noqa: E402
 
 __all__ = ["MAX_BODY_BYTES", "MAX_IMAGES_PER_REQUEST", "Classifier", "InferenceServer", "RequestError",
-           "ServerBusy", "create_app", "serve_workers"]  # fmt: skip
+           "ServeSettings", "ServerBusy", "create_app", "serve_workers"]  # fmt: skip
 
 log = logging.getLogger("inceptionv4.serve")
 
@@ -116,15 +117,6 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def _config(app, *, header_timeout_s: float, drain_s: float, max_connections: int, access_log: bool,
-            **kwargs) -> uvicorn.Config:  # fmt: skip
-    config = uvicorn.Config(app, http=GuardedH11Protocol, lifespan="off", log_config=None, access_log=access_log,
-                            timeout_keep_alive=5, timeout_graceful_shutdown=max(1, round(drain_s)),
-                            limit_concurrency=max_connections, backlog=2048, server_header=False, **kwargs)  # fmt: skip
-    config.header_timeout = header_timeout_s
-    return config
-
-
 def _listen(host: str, port: int) -> socket.socket:
     if not 0 <= port <= 65535:  # before the models load, and not as bind()'s OverflowError
         raise ValueError(f"port must be 0-65535 (0: any free port), got {port}")
@@ -140,6 +132,53 @@ def _listen(host: str, port: int) -> socket.socket:
 def _url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How a server batches and what it lets one client do: the defaults and checks of
+    :class:`InferenceServer` and of each :func:`serve_workers` process, in one place."""
+
+    topk: int = 5
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    decode: str = "workers"
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_images: int = MAX_IMAGES_PER_REQUEST
+    queue_size: int = 256
+    timeout_s: float = 120.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1024
+    drain_s: float = 30.0
+    access_log: bool = True
+
+    def __post_init__(self) -> None:
+        check_topk(self.topk)  # a bad default is the caller's mistake: ValueError now, not 400s later
+        for name in ("max_body_bytes", "max_images", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_timeout_s", "timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    def classifier(self, session) -> Classifier:
+        return Classifier(session, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, decode=self.decode,
+                          queue_size=self.queue_size)  # fmt: skip
+
+    def app(self, classifier: Classifier, **kwargs):
+        return create_app(classifier, topk=self.topk, max_body_bytes=self.max_body_bytes, max_images=self.max_images,
+                          body_timeout_s=self.body_timeout_s, timeout_s=self.timeout_s, **kwargs)  # fmt: skip
+
+    def config(self, app, **kwargs) -> uvicorn.Config:
+        """uvicorn's config: the guarded protocol, the connection bound, the drain time."""
+        config = uvicorn.Config(app, http=GuardedH11Protocol, lifespan="off", log_config=None,
+                                access_log=self.access_log, timeout_keep_alive=5,
+                                timeout_graceful_shutdown=max(1, round(self.drain_s)),
+                                limit_concurrency=self.max_connections, backlog=2048, server_header=False,
+                                **kwargs)  # fmt: skip
+        config.header_timeout = self.header_timeout_s
+        return config
 
 
 class InferenceServer:
@@ -176,31 +215,22 @@ class InferenceServer:
         warm_up: bool = True,
     ) -> None:
         self._thread: threading.Thread | None = None
-        check_topk(topk)  # a bad default is the caller's mistake: ValueError now, not 400s later
-        for name, value in (("max_body_bytes", max_body_bytes), ("max_images", max_images),
-                            ("max_connections", max_connections)):  # fmt: skip
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, value in (("header_timeout_s", header_timeout_s), ("body_timeout_s", body_timeout_s),
-                            ("timeout_s", timeout_s)):  # fmt: skip
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+        settings = ServeSettings(topk=topk, max_batch=max_batch, max_wait_ms=max_wait_ms, decode=decode,
+                                 max_body_bytes=max_body_bytes, max_images=max_images, queue_size=queue_size,
+                                 timeout_s=timeout_s, header_timeout_s=header_timeout_s,
+                                 body_timeout_s=body_timeout_s, max_connections=max_connections, drain_s=drain_s,
+                                 access_log=access_log)  # fmt: skip
         self._socket = _listen(host, port)
         try:
-            self.classifier = Classifier(session, max_batch=max_batch, max_wait_ms=max_wait_ms, decode=decode,
-                                         queue_size=queue_size)  # fmt: skip
+            self.classifier = settings.classifier(session)
         except BaseException:
             self._socket.close()
             raise
         self.metrics = ServeMetrics()
         self.in_flight = 0
         self._lock = threading.Lock()
-        app = create_app(self.classifier, topk=topk, max_body_bytes=max_body_bytes, max_images=max_images,
-                         body_timeout_s=body_timeout_s, timeout_s=timeout_s, metrics=self.metrics,
-                         in_flight=self._count)  # fmt: skip
-        self.app = app
-        self._server = uvicorn.Server(_config(app, header_timeout_s=header_timeout_s, drain_s=drain_s,
-                                              max_connections=max_connections, access_log=access_log))  # fmt: skip
+        self.app = settings.app(self.classifier, metrics=self.metrics, in_flight=self._count)
+        self._server = uvicorn.Server(settings.config(self.app))
         if warm_up:  # clients queue in the listen backlog meanwhile
             try:
                 self.classifier.warm_up()
@@ -260,7 +290,7 @@ def serve_workers(source, session_options: dict, server_options: dict, workers: 
     """Serve ``source`` with ``workers`` processes on one port until SIGINT / SIGTERM.
 
     ``session_options`` are :func:`~inceptionv4.infer.session.open_session`'s keyword arguments and
-    ``server_options`` :class:`InferenceServer`'s. They are checked here once, by opening the
+    ``server_options`` :class:`ServeSettings`' fields. They are checked here once, by opening the
     session (which also fills the engines' build cache), before any worker starts. Each worker
     then opens its own session with the backend chosen here and warms it up; the CPU's intra-op
     threads are divided between them. ``announce(url, card)`` is called once the port is bound.
@@ -271,6 +301,7 @@ def serve_workers(source, session_options: dict, server_options: dict, workers: 
 
     if workers < 2:
         raise ValueError(f"serve_workers runs 2 or more processes, got {workers}")
+    serving = ServeSettings(**server_options)  # checked before anything loads
     card = open_session(source, **session_options).describe()
     settings = {**session_options, "source": source, "backend": card["backend"], "server": server_options,
                 "threads": max(1, (os.cpu_count() or workers) // workers)}  # fmt: skip
@@ -278,11 +309,7 @@ def serve_workers(source, session_options: dict, server_options: dict, workers: 
     with tempfile.TemporaryDirectory(prefix="inceptionv4-metrics-") as metrics_dir:
         os.environ[WORKER_SETTINGS] = json.dumps(settings)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        config = _config("inceptionv4.infer.serve:worker_app", factory=True, workers=workers,
-                         header_timeout_s=server_options.get("header_timeout_s", 10.0),
-                         drain_s=server_options.get("drain_s", 30.0),
-                         max_connections=server_options.get("max_connections", 1024),
-                         access_log=server_options.get("access_log", True))  # fmt: skip
+        config = serving.config("inceptionv4.infer.serve:worker_app", factory=True, workers=workers)
         if announce is not None:
             announce(_url(sock), card)
         try:
@@ -299,10 +326,7 @@ def worker_app():
 
     settings = json.loads(os.environ[WORKER_SETTINGS])
     torch.set_num_threads(settings.pop("threads"))
-    server = settings.pop("server", {})
-    session = open_session(settings.pop("source"), **settings)
-    classifier = Classifier(session, max_batch=server.get("max_batch", 8), max_wait_ms=server.get("max_wait_ms", 5.0),
-                            decode=server.get("decode", "workers"), queue_size=server.get("queue_size", 256))  # fmt: skip
+    serving = ServeSettings(**settings.pop("server", {}))
+    classifier = serving.classifier(open_session(settings.pop("source"), **settings))
     classifier.warm_up()
-    keys = ("topk", "max_body_bytes", "max_images", "body_timeout_s", "timeout_s")
-    return create_app(classifier, **{k: server[k] for k in keys if k in server})
+    return serving.app(classifier)

@@ -66,7 +66,10 @@ class FeatureInfoList(list):
         return dicts if keys is None else [{k: d[k] for k in keys} for d in dicts]
 
     def get(self, key: str, idx: int | list[int] | None = None):
-        return self._get({"num_chs": "num_chs", "reduction": "reduction", "module": "module"}[key], idx)
+        """timm's ``get``: one field ("num_chs", "reduction" or "module") per tap."""
+        if key not in ("num_chs", "reduction", "module"):
+            raise KeyError(key)
+        return self._get(key, idx)
 
 
 @contextlib.contextmanager
