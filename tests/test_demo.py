@@ -67,3 +67,38 @@ def test_int8_and_bf16_agree_with_fp32_on_the_held_out_digits(demo):
         agree = (session(views).argmax(1) == want).double().mean().item()
         assert agree >= 0.97, (session.backend, session.precision, agree)
     assert "int8" in format_report(demo) and "held-out digits" in format_report(demo)
+
+
+def test_the_readmes_second_python_block_runs_on_what_the_demo_left(demo, tmp_path, monkeypatch, capsys):
+    """README.md's weights/inference block, as written, from a folder whose runs/demo is the demo's output."""
+    import ast
+    import re
+
+    import torch
+
+    from inceptionv4.weights import load_weights
+
+    block = re.findall(r"```python\n(.*?)```", (Path(__file__).resolve().parents[1] / "README.md").read_text(), re.S)[1]
+    assert 'load_weights("runs/demo/model.safetensors")' in block
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "demo").symlink_to(demo["out_dir"])
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {"__name__": "readme"}
+    exec(compile(block, "README.md block 2", "exec"), scope)  # noqa: S102 - our own README
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'] (3, 75, 75)"
+    samples = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "runs/demo/samples").glob("*.png"))
+    assert [line.split(" ")[0] for line in printed[1:5]] == samples  # every sample, in order
+    eager = {row["file"]: row["eager"] for row in demo["samples"]}
+    tops = [ast.literal_eval(line.split(" ", 1)[1]) for line in printed[1:5]]
+    assert [top["name"] for top in tops] == [eager[Path(f).name] for f in samples]
+    first = eager[Path(samples[0]).name]
+    assert ast.literal_eval(printed[5])["name"] == first  # bf16 agrees on the first
+    agreement = float(printed[6].split()[0])
+    assert agreement >= 0.95 and (tmp_path / "runs/demo/mine.int8.xml").is_file()
+    served = ast.literal_eval(printed[7])["results"][0]
+    assert served["ok"] and served["top"][0]["name"] == first
+    copy = load_weights(tmp_path / "runs/demo/copy.safetensors")
+    assert copy.class_names == scope["model"].class_names
+    assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), scope["model"].state_dict().values()))
+    assert (tmp_path / "runs/demo/copy.onnx").is_file()
