@@ -188,3 +188,31 @@ def test_help_shows_every_option_with_its_default_and_the_version(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"inceptionv4 {__version__}"
+
+
+def test_predict_prints_hostile_file_names_escaped_on_one_line(tmp_path):
+    """A non-UTF-8 name aborted text-mode predict under a strict UTF-8 stdout (7 of 17 files were
+    printed); a newline in a name split its line and ANSI escapes reached the terminal."""
+    import os
+    import subprocess
+    import sys
+
+    import inceptionv4 as iv
+    from PIL import Image
+
+    weights = tmp_path / "w.safetensors"
+    model = iv.create_model("inception_resnet_v1", num_classes=2)
+    model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
+    iv.save_weights(model, weights, class_names=["a", "b"])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [b"plain.png", b"bad\xff.png", b"new\nline.png", b"red\x1b[31m.png", "caf\u00e9.png".encode()]
+    for name in names:
+        Image.new("RGB", (80, 80), (200, 30, 30)).save(os.path.join(os.fsencode(folder), name), format="PNG")
+    run = subprocess.run([sys.executable, "-m", "inceptionv4.cli", "predict", "--weights", str(weights), str(folder)],
+                         capture_output=True, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    lines = run.stdout.decode().splitlines()
+    assert len(lines) == 5 and not any("\x1b" in line for line in lines)
+    shown = sorted(line.split(": ")[0].rsplit("/", 1)[1] for line in lines)
+    assert shown == sorted(["plain.png", "bad\\xff.png", "new\\nline.png", "red\\x1b[31m.png", "caf\u00e9.png"])

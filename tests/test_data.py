@@ -74,6 +74,59 @@ def test_bad_files_get_a_reason(tmp_path):
         load_rgb(good, max_pixels=100)
 
 
+def test_thin_images_are_refused_from_their_header_before_any_resize(tmp_path):
+    """A 3 kB 1,000,000 x 1 PNG passed the pixel guard, and resizing its short side to the input
+    made it 342,000,000 x 342 pixels (a MemoryError). Its header alone now refuses it, as does an
+    in-memory image; a 32:1 panorama still decodes."""
+    import os
+
+    from inceptionv4.data.decode import MAX_ASPECT_RATIO, check_size, decode_rgb, image_rgb
+
+    thin = _save(Image.new("RGB", (1_000_000, 1)), tmp_path / "thin.png")
+    assert os.path.getsize(thin) < 5000
+    with pytest.raises(DecodeError, match=r"thin.png: 1000000x1 is too thin to resize \(its sides differ more than 32:1\)"):
+        load_rgb(thin)
+    with pytest.raises(DecodeError, match="upload: 1x1000000 is too thin"):
+        decode_rgb(_save(Image.new("L", (1, 1_000_000)), tmp_path / "tall.png").read_bytes())
+    with pytest.raises(DecodeError, match="mine: 400x4 is too thin"):
+        image_rgb(Image.new("RGB", (400, 4)), "mine")
+    assert load_rgb(_save(Image.new("RGB", (32 * 20, 20)), tmp_path / "pano.png")).size == (640, 20)
+    check_size(MAX_ASPECT_RATIO, 1, "ok")
+    with pytest.raises(DecodeError):
+        check_size(MAX_ASPECT_RATIO + 1, 1, "no")
+
+
+def test_only_regular_files_of_bounded_size_are_read(tmp_path):
+    """A FIFO hung the reader forever and a link to /dev/zero read until a MemoryError: both are
+    now refused from fstat before a byte is read, as is a file over the size cap."""
+    import os
+    import threading
+
+    from inceptionv4.data.decode import read_bytes
+
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    result: list = []
+    reader = threading.Thread(target=lambda: result.append(_reason(lambda: load_rgb(fifo))), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert result == ["fifo.png: not a regular file (a FIFO), not read"]
+    assert _reason(lambda: load_rgb(tmp_path / "zero.png")) == "zero.png: not a regular file (a character device), not read"
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * 2000)
+    assert _reason(lambda: read_bytes(big, max_bytes=1000)) == "big.png: 2,000 bytes is over the 1,000-byte limit"
+    assert _reason(lambda: load_rgb(tmp_path)).endswith(": is a directory")
+    assert _reason(lambda: load_rgb("x" * 300 + ".png")).endswith("cannot be read (File name too long)")
+
+
+def _reason(call) -> str:
+    """The DecodeError message of ``call()``, its folder dropped."""
+    with pytest.raises(DecodeError) as err:
+        call()
+    return str(err.value).rsplit("/", 1)[-1]
+
+
 def test_bytes_decode_like_files(tmp_path):
     good = _save(Image.new("L", (40, 30), 77), tmp_path / "gray.png")
     img = decode_rgb(good.read_bytes(), "upload")

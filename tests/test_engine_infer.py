@@ -378,8 +378,8 @@ def test_predict_takes_one_name_pil_images_and_folders_with_unreadable_parts(sma
 def test_a_folder_with_parts_that_cannot_be_read_gives_the_rest(folder, tmp_path, monkeypatch):
     """``predict("/")`` met /proc/1/cwd, whose stat fails even for root, and Path.rglob's is_file
     raised a PermissionError from deep inside pathlib. Root reads past chmod, so the refusals are
-    simulated where the walk meets them: a folder that cannot be listed, an entry that cannot be
-    examined."""
+    simulated where the walk meets them: a folder that cannot be listed is one entry with its
+    reason, and an entry that cannot be examined is still listed (reading it says why)."""
     one = folder / "red" / "0.png"
     tree = tmp_path / "tree"
     (tree / "locked").mkdir(parents=True)
@@ -399,7 +399,9 @@ def test_a_folder_with_parts_that_cannot_be_read_gives_the_rest(folder, tmp_path
 
     monkeypatch.setattr(os, "scandir", refuse_listing)
     monkeypatch.setattr(os, "stat", refuse_stat)
-    assert [f for f, _, _ in expand_inputs([tree])] == [str(tree / "a.png")]
+    assert [(f, e) for f, e, _ in expand_inputs([tree])] == [
+        (str(tree / "a.png"), None), (str(tree / "c.png"), None),
+        (str(tree / "locked"), "folder cannot be listed (Permission denied); skipped")]  # fmt: skip
 
 
 def test_predict_with_workers_gives_the_same_answers_in_the_same_order(small_model, folder, tmp_path):
@@ -474,3 +476,21 @@ def test_eval_cli_writes_report_and_confusion_png(small_model, folder, tmp_path,
     assert "6 images, 1 crop(s), 1 model(s) on cpu: top-1" in capsys.readouterr().out
     data = json.loads(report.read_text())
     assert data["decode"] == "device" and len(data["images"]) == 6 and len(data["skipped"]) == 1
+
+
+def test_one_input_that_cannot_be_examined_is_one_error_among_the_answers(small_model, folder, tmp_path):
+    """A path that could not be examined (an unsearchable parent; here a name over the 255-byte
+    limit, which fails the same way even for root) stopped predict before any file was read. A
+    FIFO hung it and a link to /dev/zero read without bound. Each is now one error, in its place."""
+    good = [str(folder / "red" / "0.png"), str(folder / "green" / "1.png")]
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    long_name = str(tmp_path / ("x" * 300 + ".png"))
+    inputs = [good[0], long_name, str(fifo), str(tmp_path / "zero.png"), good[1]]
+    out = list(predict(small_model, inputs, topk=1))
+    assert [r["file"] for r in out] == inputs and [r["ok"] for r in out] == [True, False, False, False, True]
+    assert out[1]["error"] == "cannot be examined (File name too long)"
+    assert out[2]["error"] == "not a regular file (a FIFO), not read"
+    assert out[3]["error"] == "not a regular file (a character device), not read"
+    assert [r["top"][0]["name"] for r in (out[0], out[4])] == [r["top"][0]["name"] for r in predict(small_model, good, topk=1)]

@@ -144,6 +144,36 @@ def test_a_request_that_is_not_http_gets_a_json_400(server):
     assert request(server.url, "GET", "/health")[0] == 200
 
 
+def test_hostile_numbers_and_lengths_get_a_400_naming_why(server, images):
+    """The old server dropped the connection with no reply on these: a Content-Length in non-ASCII
+    digits or of 5,000 digits, topk 1e999 / Infinity, a JSON number of 5,000 digits; and deeply
+    nested JSON was a 500 (RecursionError)."""
+    u = urlsplit(server.url)
+    for length in ("\u0663".encode(), b"1" * 5000):  # ARABIC-INDIC DIGIT THREE
+        with socket.create_connection((u.hostname, u.port)) as s:
+            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\nabc")
+            head, _, body = read_all(s, 10).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        assert json.loads(body)["error"] == "not a valid HTTP/1.1 request (bad Content-Length)"
+    png = base64.b64encode(images[0].read_bytes()).decode()
+    cases = {
+        '{"images": ["%s"], "topk": 1e999}' % png: "body is not valid JSON (1e999 is out of range)",
+        '{"images": ["%s"], "topk": Infinity}' % png: "body is not valid JSON (Infinity is not a JSON number)",
+        '{"images": ["%s"], "topk": NaN}' % png: "body is not valid JSON (NaN is not a JSON number)",
+        '{"images": ["%s"], "topk": %s}' % (png, "9" * 5000): "body is not valid JSON (a number of 5,000 digits)",
+        '{"images": ["%s"], "topk": 2.5}' % png: "topk must be an integer, got 2.5",
+        '{"images": ["%s"], "topk": true}' % png: "topk must be an integer, got True",
+        "[" * 100_000 + "]" * 100_000: "body is not valid JSON (nested too deeply)",
+    }
+    for body, error in cases.items():
+        status, answer, _ = request(server.url, "POST", "/v1/predict", body.encode(),
+                                    {"Content-Type": "application/json"})  # fmt: skip
+        assert (status, answer) == (400, {"error": error}), body[:60]
+    assert request(server.url, "POST", "/v1/predict?topk=" + "9" * 5000, images[0].read_bytes())[:2] == (
+        400, {"error": "topk of 5000 digits is too large"})  # fmt: skip
+    assert request(server.url, "GET", "/health")[0] == 200
+
+
 def test_every_refusal_has_its_status_and_reason_and_metrics_count_them(server, images):
     good = images[1].read_bytes()
     png = {"Content-Type": "image/png"}

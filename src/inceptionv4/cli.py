@@ -282,13 +282,30 @@ def _predict(args: argparse.Namespace) -> int:
         if not result["ok"]:
             failed += 1
             if not args.json:
-                print(f"{result['file']}: error: {result['error']}", file=sys.stderr)
+                print(f"{printable(result['file'])}: error: {printable(result['error'])}", file=sys.stderr)
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(result))  # ASCII: control characters and undecodable bytes escaped
         elif result["ok"]:
-            best = ", ".join(f"{t['name']} {100 * t['prob']:.1f}%" for t in result["top"])
-            print(f"{result['file']}: {best}")
+            best = ", ".join(f"{printable(t['name'])} {100 * t['prob']:.1f}%" for t in result["top"])
+            print(f"{printable(result['file'])}: {best}")
     return 1 if failed else 0
+
+
+def printable(text: str) -> str:
+    """``text`` safe for one terminal line: control characters (a newline, an ANSI escape) as
+    Python escapes, and the bytes of a file name that were not UTF-8 (held as surrogates) as
+    ``\\xNN``, so one name is one line and any stdout encoding can print it."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
 
 
 def _port(text: str) -> int:

@@ -1,12 +1,16 @@
 """Robust image decoding: every real-world file either becomes an RGB image or a clear reason.
 
 Grayscale, CMYK, palette, RGBA (composited on white) and 16-bit images are converted; EXIF
-orientation is applied; a decompression bomb is refused before its pixels are allocated.
+orientation is applied. Before any pixel is allocated, a decompression bomb, an image too thin to
+resize (its short side scaled to the network's input makes the long side unbounded) and anything
+that is not a regular file of bounded size (a FIFO, a device, /dev/zero behind a link) are refused.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -15,6 +19,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Refuse images above this many pixels (a 16k x 16k photo): a decompression-bomb guard.
 MAX_PIXELS = 16_384 * 16_384
+
+#: Refuse images whose long side is more than this many times the short side: resizing the short
+#: side to the input size multiplies the long side by as much (a 1,000,000 x 1 PNG of 3 kB became
+#: 342,000,000 x 342 pixels). Panoramas stay well inside it.
+MAX_ASPECT_RATIO = 32
+
+#: Refuse files larger than this (an uncompressed 8k x 8k RGB TIFF is 201 MB).
+MAX_FILE_BYTES = 256 * 2**20
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -28,17 +40,56 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return decode_rgb(read_bytes(path), str(path), max_pixels)
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The bytes of ``path``, or :class:`DecodeError` saying why not."""
+def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``max_bytes``), or :class:`DecodeError` saying
+    why not. The file is opened without blocking and examined before it is read, so a FIFO never
+    hangs the caller and a device (/dev/zero, also behind a link) is never read."""
     path = Path(path)
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise DecodeError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DecodeError(f"{path}: is a directory") from None
+    except (OSError, ValueError) as err:  # ValueError: an embedded NUL
+        raise DecodeError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise DecodeError(f"{path}: is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise DecodeError(f"{path}: not a regular file ({_kind(info.st_mode)}), not read")
+        if info.st_size > max_bytes:
+            raise DecodeError(f"{path}: {info.st_size:,} bytes is over the {max_bytes:,}-byte limit")
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            fd = -1
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:  # it grew while we read
+            raise DecodeError(f"{path}: over the {max_bytes:,}-byte limit")
+        return data
     except OSError as err:
         raise DecodeError(f"{path}: cannot be read ({err.strerror or err})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def check_size(width: int, height: int, name: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise :class:`DecodeError` for an image too large or too thin to decode and resize, from its
+    header's size alone."""
+    if width * height > max_pixels:
+        raise DecodeError(f"{name}: {width}x{height} pixels is over the {max_pixels:,}-pixel limit")
+    if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)) or min(width, height) < 1:
+        raise DecodeError(f"{name}: {width}x{height} is too thin to resize (its sides differ more than "
+                          f"{MAX_ASPECT_RATIO}:1)")  # fmt: skip
 
 
 def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -53,9 +104,7 @@ def _decode(source: io.BytesIO, name: str, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise DecodeError(f"{name}: {w}x{h} pixels is over the {max_pixels:,}-pixel limit")
+                check_size(*img.size, name, max_pixels)
                 img.load()  # decode now: truncated files fail here, not later in a worker
                 img = ImageOps.exif_transpose(img)
                 return to_rgb(img)
@@ -71,7 +120,9 @@ def _decode(source: io.BytesIO, name: str, max_pixels: int) -> Image.Image:
 
 def image_rgb(img: Image.Image, name: str = "image") -> Image.Image:
     """:func:`load_rgb` for a PIL image a caller already holds: EXIF orientation applied, 8-bit RGB,
-    or :class:`DecodeError` (an image opened lazily from a truncated file fails here)."""
+    or :class:`DecodeError` (an image opened lazily from a truncated file, or one too thin to
+    resize, fails here)."""
+    check_size(*img.size, name, max_pixels=2**62)  # its pixels are the caller's already
     try:
         img.load()
         return to_rgb(ImageOps.exif_transpose(img))

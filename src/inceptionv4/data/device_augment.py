@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .datasets import ImageDataset, _sample_seed
-from .decode import MAX_PIXELS, DecodeError, decode_rgb, read_bytes
+from .decode import DecodeError, check_size, decode_rgb, read_bytes
 from .transforms import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,11 @@ def device_decodable(data: bytes) -> tuple[int, int] | None:
             width, height = img.size
     except Exception:  # noqa: BLE001 -- any header PIL cannot read goes to the CPU decoder, which says why
         return None
-    if width * height > MAX_PIXELS or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+    try:
+        check_size(width, height, "")
+    except DecodeError:  # the CPU decoder says why
+        return None
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
     return height, width
 

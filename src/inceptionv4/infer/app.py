@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import logging
 import time
 from collections.abc import Callable
@@ -301,10 +302,31 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text) > 100:
+        raise ValueError(f"a number of {len(text):,} digits")
+    return int(text)
+
+
 def parse_json(data: bytes) -> dict:
+    """A JSON request body as a dict, or a 400 naming what was wrong: invalid JSON, a number that is
+    not finite (1e999, Infinity, NaN) or of hundreds of digits, nesting too deep to parse."""
     try:
-        request = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        request = json.loads(data, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
+    except RecursionError:
+        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json", "body is not valid JSON (nested too deeply)") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError and the number checks above
         raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json", f"body is not valid JSON ({err})") from None
     if not isinstance(request, dict):
         raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json",
@@ -358,11 +380,16 @@ def _check_count(n: int, max_images: int) -> None:
 
 
 def check_topk(value: object) -> int:
-    """``value`` as a top-k count (>= 1), or a 400 naming what was wrong."""
-    try:
-        k = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk must be an integer, got {value!r}") from None
+    """``value`` (a JSON integer, or the query's digits) as a top-k count (>= 1), or a 400 naming what
+    was wrong: 2.5 and true are not integers (digits in a string are taken, as in the query)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value) > 9:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk of {len(value)} digits is too large")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk must be an integer, got {shown}")
+    k = value
     if k < 1:
         raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk must be >= 1, got {k}")
     return k

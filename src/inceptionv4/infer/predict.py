@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,11 @@ Input = str | Path | Image.Image
 
 def expand_inputs(inputs: Input | list[Input]) -> list[tuple[str, str | None, Image.Image | None]]:
     """(name, error, image) for every file named, inside a folder (recursively) or matched by a glob,
-    and for every PIL image given (named by its ``filename``, else ``<image i>``, i its position)."""
+    and for every PIL image given (named by its ``filename``, else ``<image i>``, i its position).
+
+    Nothing here raises for one input: a path that cannot be examined (an unsearchable directory,
+    a name too long), a folder or subfolder that cannot be listed, a folder with no images, a
+    pattern that matches nothing are each one entry with its error, in its place."""
     if isinstance(inputs, (str, Path, Image.Image)):  # one input, not a sequence of characters
         inputs = [inputs]
     out: list[tuple[str, str | None, Image.Image | None]] = []
@@ -31,16 +36,22 @@ def expand_inputs(inputs: Input | list[Input]) -> list[tuple[str, str | None, Im
         if isinstance(item, Image.Image):
             out.append((getattr(item, "filename", "") or f"<image {position}>", None, item))
             continue
-        item = str(item)
-        p = Path(item)
-        if p.is_dir():
-            files = _images_under(p)
-            out += [(str(f), None, None) for f in files] or [(item, "folder has no images", None)]
-        elif p.exists():
-            out.append((item, None, None))
+        item = os.fspath(item) if isinstance(item, os.PathLike) else str(item)
+        try:
+            mode = os.stat(item).st_mode
+        except FileNotFoundError:
+            mode = None
+        except (OSError, ValueError) as err:  # EACCES on a parent, ENAMETOOLONG, ELOOP, an embedded NUL
+            out.append((item, f"cannot be examined ({getattr(err, 'strerror', None) or err})", None))
+            continue
+        if mode is not None and stat.S_ISDIR(mode):
+            found = _images_under(Path(item))
+            out += found if any(error is None for _, error, _ in found) else [*found, (item, "folder has no images", None)]
+        elif mode is not None:
+            out.append((item, None, None))  # a special file is refused by name when it is read
         elif any(ch in item for ch in "*?["):
             matches = sorted(glob.glob(item, recursive=True))
-            out += [(m, None, None) for m in matches if Path(m).is_file()] or [
+            out += [(m, None, None) for m in matches if not os.path.isdir(m)] or [
                 (item, "no file matches this pattern", None)
             ]
         else:
@@ -48,14 +59,17 @@ def expand_inputs(inputs: Input | list[Input]) -> list[tuple[str, str | None, Im
     return out
 
 
-def _images_under(folder: Path) -> list[Path]:
-    """The image files in ``folder`` and below, sorted. A subfolder that cannot be listed, or an
-    entry that cannot be examined, is passed over: ``Path.rglob``'s ``is_file`` raised on the first
-    such entry (under ``/``: /proc/1/cwd), a PermissionError from deep inside pathlib."""
-    found = []
-    for root, _, names in os.walk(folder):
-        found += [Path(root, n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(f for f in found if os.path.isfile(f))
+def _images_under(folder: Path) -> list[tuple[str, str | None, None]]:
+    """The image files in ``folder`` and below, sorted, as :func:`expand_inputs` entries; a
+    subfolder that cannot be listed is an entry with its error, not passed over in silence."""
+    found: list[tuple[str, str | None, None]] = []
+
+    def unlisted(err: OSError) -> None:
+        found.append((err.filename or str(folder), f"folder cannot be listed ({err.strerror or err}); skipped", None))
+
+    for root, _, names in os.walk(folder, onerror=unlisted):
+        found += [(str(Path(root, n)), None, None) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found, key=lambda entry: entry[0])
 
 
 def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:

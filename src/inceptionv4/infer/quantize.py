@@ -161,7 +161,11 @@ def _read_folder(folder: Path, pre) -> tuple[list[torch.Tensor], list[str | None
     from .predict import _images_under
 
     views, truth, skipped = [], [], []
-    for f in _images_under(folder):
+    for name, error, _ in _images_under(folder):
+        f = Path(name)
+        if error is not None:
+            skipped.append(f"{name}: {error}")
+            continue
         try:
             img = load_rgb(f)
         except DecodeError as err:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -95,7 +96,11 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """A request h11 cannot parse (garbage, headers over the size limit) gets a JSON 400 like
-        every other refusal, not uvicorn's plain text; the connection closes."""
+        every other refusal, not uvicorn's plain text, with h11's reason (a bad Content-Length, an
+        illegal header line) where uvicorn dropped it; the connection closes."""
+        handled = sys.exc_info()[1]  # uvicorn calls this inside its `except h11.RemoteProtocolError`
+        if isinstance(handled, h11.RemoteProtocolError) and str(handled):
+            msg = str(handled)[:200]
         body = json.dumps({"error": f"not a valid HTTP/1.1 request ({msg.rstrip('.')})"}).encode()
         self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
                              b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
