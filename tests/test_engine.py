@@ -303,14 +303,19 @@ def test_ema_skips_what_the_fp16_grad_scaler_skipped():
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
+def _state(step: int) -> dict:
+    """What a checkpoint must hold, in miniature."""
+    return {"step": step, "model": {"w": torch.ones(2) * step}, "optimizer": {}, "scaler": {}, "rng": {}, "config": {}}
+
+
 def test_checkpoints_are_atomic_versioned_and_pruned(tmp_path):
     for step in (1, 2, 3):
-        save_checkpoint({"step": step, "w": torch.ones(2) * step}, tmp_path, step, keep=2)
+        save_checkpoint(_state(step), tmp_path, step, keep=2)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["step-00000002.pt", "step-00000003.pt"]  # no temp files left
     old = os.umask(0o027)
     try:  # the temp file it renames takes the umask, as open() would: not private like mkstemp's
-        path = save_checkpoint({"step": 4}, tmp_path, 4, keep=2)
+        path = save_checkpoint(_state(4), tmp_path, 4, keep=2)
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
@@ -318,6 +323,66 @@ def test_checkpoints_are_atomic_versioned_and_pruned(tmp_path):
     torch.save({"format_version": 99}, tmp_path / "step-00000009.pt")
     with pytest.raises(ValueError, match="checkpoint format 99"):
         load_checkpoint(tmp_path / "step-00000009.pt")
+
+
+def test_damaged_checkpoints_are_named_and_the_newest_intact_one_is_found(tmp_path, caplog):
+    """Empty, text, truncated and key-missing files gave EOFError, UnpicklingError and KeyError
+    tracebacks, and 64 flipped bytes of tensor data resumed silently. Each is now one named
+    reason, and the newest intact checkpoint beside them is the one resumed."""
+    import logging
+
+    from inceptionv4.engine.checkpoint import CheckpointError, newest_intact_checkpoint
+
+    state = _state(1)
+    state["model"] = {"w": torch.arange(4096, dtype=torch.float32)}
+    good = save_checkpoint(state, tmp_path, 1, keep=10)
+    data = good.read_bytes()
+    at = data.index(torch.arange(4096, dtype=torch.float32).numpy().tobytes()[:64]) + 1000  # inside the tensor's bytes
+    flipped = bytearray(data)
+    for i in range(at, at + 64):
+        flipped[i] ^= 0xFF
+    damaged = {
+        2: (b"", "empty file"),
+        3: (b"this is not a checkpoint\n", "not a checkpoint (not a PyTorch archive)"),
+        4: (data[: len(data) // 2], "truncated or damaged ("),
+        5: (bytes(flipped), "checksum mismatch"),
+    }
+    for step, (content, _) in damaged.items():
+        (tmp_path / f"step-{step:08d}.pt").write_bytes(content)
+    torch.save({"format_version": 2, "sha256": "x", "step": 6}, tmp_path / "step-00000006.pt")
+    damaged[6] = (None, "checksum mismatch")
+    for step, (_, reason) in damaged.items():
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(tmp_path / f"step-{step:08d}.pt")
+        assert str(err.value).startswith(f"{tmp_path / f'step-{step:08d}.pt'}: {reason}"), str(err.value)
+        assert "\n" not in str(err.value)
+    missing = dict(state)
+    del missing["optimizer"]
+    save_checkpoint(missing, tmp_path / "m", 1)
+    with pytest.raises(CheckpointError, match="lacks optimizer"):
+        load_checkpoint(tmp_path / "m" / "step-00000001.pt")
+    with caplog.at_level(logging.WARNING):
+        path, found = newest_intact_checkpoint(tmp_path)
+    assert path == good and torch.equal(found["model"]["w"], state["model"]["w"])
+    assert caplog.text.count("skipping damaged checkpoint") == 5 and "resuming from step-00000001.pt" in caplog.text
+    good.unlink()
+    with pytest.raises(CheckpointError, match="no intact checkpoint to resume from: .*empty file"):
+        newest_intact_checkpoint(tmp_path)
+
+
+def test_stale_temp_files_of_killed_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from inceptionv4.weights.io import remove_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".step-00000004.{int(dead.stdout)}-0123abcd.tmp.pt"
+    mine = tmp_path / f".model.{os.getpid()}-89abcdef.tmp.safetensors"  # a writer that is still alive
+    for f in (stale, mine, tmp_path / "step-00000004.pt"):
+        f.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "step-00000004.pt"])
 
 
 # -- a real run ------------------------------------------------------------------------------------
@@ -449,6 +514,60 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     resumed = _run_probe(tmp_path / "killed", *common, ("resume", True))
     assert resumed["resumed_from"] is not None and resumed["steps"] == 6
     assert resumed["weights_digest"] == reference["weights_digest"]
+
+
+KILL_POINTS = ["checkpoint:3", "weights", "plots"]
+
+
+def test_kill_9_at_any_write_then_resume_gives_the_uninterrupted_runs_bytes(tmp_path):
+    """kill -9 in the middle of a checkpoint write, of the final weights write and of the plots
+    (the last two failed every resume with a NoneType format error), a damaged newest checkpoint,
+    and resuming a finished run: each resume finishes with the uninterrupted run's tensors, a
+    model.safetensors of the same SHA-256, each metrics row once, and no temp file left."""
+    import hashlib
+
+    common = [*SMALL.items(), ("max_steps", 4), ("save_every", 1), ("deterministic", True), ("plots", True),
+              ("lr", 0.05), ("warmup_epochs", 0), ("keep_checkpoints", 2)]  # fmt: skip
+    reference = _run_probe(tmp_path / "ref", *common)
+    sha = hashlib.sha256((tmp_path / "ref" / "model.safetensors").read_bytes()).hexdigest()
+    want_rows = _measured(tmp_path / "ref")
+    outcomes = {}
+    for point in KILL_POINTS:
+        run = tmp_path / point.replace(":", "-")
+        proc = _run_probe(run, *common, env={"PROBE_KILL": point}, wait=False)
+        proc.communicate(timeout=600)
+        assert proc.returncode == -signal.SIGKILL, point
+        outcomes[point] = _resumed(run, common)
+    # a damaged newest checkpoint: the intact one before it is resumed from
+    run = tmp_path / "damaged"
+    proc = _run_probe(run, *common, env={"PROBE_KILL": "weights"}, wait=False)
+    proc.communicate(timeout=600)
+    newest = latest_checkpoint(run / "checkpoints")
+    newest.write_bytes(newest.read_bytes()[:1000])
+    outcomes["damaged newest checkpoint"] = _resumed(run, common)
+    outcomes["resume of a finished run"] = _resumed(tmp_path / "ref", common)
+    for what, (summary, run) in outcomes.items():
+        assert summary["status"] == "finished" and summary["steps"] == 4, what
+        assert summary["weights_digest"] == reference["weights_digest"], what
+        assert hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest() == sha, what
+        assert _measured(run) == want_rows, what
+        records = [(r["kind"], r["step"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+        assert len(records) == len(set(records)), what
+        assert (run / "plots" / "loss.png").is_file() and summary["val_top1"] is not None, what
+        assert not [f for f in run.rglob("*") if ".tmp" in f.name], what
+    assert len(outcomes) == 5
+
+
+def _measured(run: Path) -> list[list[str]]:
+    """metrics.csv without its timings: what a resumed run must reproduce, row for row."""
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        return [[v for k, v in row.items() if k not in ("epoch_time_s", "img_per_s")] for row in csv.DictReader(f)]
+
+
+def _resumed(run, common) -> tuple[dict, Path]:
+    return _run_probe(run, *common, ("resume", True)), run
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):

@@ -1,5 +1,6 @@
 """The native bundle: round trip, metadata, strict checks, backbone-only loading, labels."""
 
+import json
 import os
 import stat
 
@@ -210,3 +211,25 @@ def test_a_label_set_of_another_size_is_refused_naming_both(tmp_path):
     assert not (tmp_path / "d.safetensors").exists()  # nothing written
     with pytest.raises(ValueError, match="3 class names for a model with 10 classes"):
         iv.save_weights(digits, tmp_path / "d.safetensors", class_names=["a", "b", "c"])
+
+
+def test_the_same_weights_give_the_same_bytes_in_any_process(tmp_path):
+    """safetensors writes metadata in hash-map order, different in each process: identical runs
+    gave model.safetensors files of different SHA-256. The header is now written sorted."""
+    import hashlib
+    import subprocess
+    import sys
+
+    script = ("import sys, torch, inceptionv4 as iv; torch.manual_seed(0); "
+              "m = iv.create_model('inception_resnet_v1', num_classes=3); "
+              "iv.save_weights(m, sys.argv[1], class_names=['a', 'b', 'c'], source='test')")  # fmt: skip
+    digests = set()
+    for i in range(3):
+        out = tmp_path / f"{i}.safetensors"
+        subprocess.run([sys.executable, "-c", script, str(out)], check=True, env={**os.environ, "PYTHONHASHSEED": str(i)})
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    data = (tmp_path / "0.safetensors").read_bytes()
+    keys = list(json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"])
+    assert keys == sorted(keys) and "class_names" in keys
+    assert iv.load_weights(tmp_path / "0.safetensors").class_names == ["a", "b", "c"]

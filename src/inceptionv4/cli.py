@@ -105,8 +105,9 @@ def _train(args: argparse.Namespace) -> int:
     if summary["status"] == "preempted":
         print(f"preempted at step {summary['steps']}: resume with --resume --out-dir {summary['out_dir']}")
         return 0
-    print(f"finished {summary['steps']} steps in {summary['time_s']:.0f}s: val top-1 {summary['val_top1']:.2f}%, "
-          f"top-5 {summary['val_top5']:.2f}%; weights {summary.get('weights')}")  # fmt: skip
+    scores = (f"val top-1 {summary['val_top1']:.2f}%, top-5 {summary['val_top5']:.2f}%" if summary["val_top1"] is not None
+              else "no validation in this process (the run had finished before it)")  # fmt: skip
+    print(f"finished {summary['steps']} steps in {summary['time_s']:.0f}s: {scores}; weights {summary.get('weights')}")
     return 0
 
 

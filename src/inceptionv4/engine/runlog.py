@@ -47,17 +47,22 @@ def _summary_writer(path: Path):
 class RunLog:
     """Writes ``config.yaml``, ``metrics.jsonl``, ``metrics.csv`` (and TensorBoard if installed)."""
 
-    def __init__(self, out_dir: str | Path, config: dict, *, resume: bool = False, tensorboard: bool = True) -> None:
+    def __init__(self, out_dir: str | Path, config: dict, *, resume_step: int | None = None,
+                 tensorboard: bool = True) -> None:  # fmt: skip
+        """A fresh log, or with ``resume_step`` the log of a run resumed from its checkpoint at that
+        step: the records a killed run wrote after that checkpoint (and a line torn by the kill)
+        are dropped, so the resumed run writes each epoch once."""
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        mode = "a" if resume else "w"
-        self._jsonl = open(self.dir / "metrics.jsonl", mode, encoding="utf-8")  # noqa: SIM115 (lives with the run)
-        new_csv = not resume or not (self.dir / "metrics.csv").exists()
-        self._csv_file = open(self.dir / "metrics.csv", mode, newline="", encoding="utf-8")  # noqa: SIM115
+        kept = _records_up_to(self.dir / "metrics.jsonl", resume_step) if resume_step is not None else []
+        self._jsonl = open(self.dir / "metrics.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (lives with the run)
+        self._csv_file = open(self.dir / "metrics.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
         self._csv = csv.DictWriter(self._csv_file, fieldnames=EPOCH_FIELDS, extrasaction="ignore")
-        if new_csv:
-            self._csv.writeheader()
+        self._csv.writeheader()
+        self._tb = None
+        for record in kept:
+            self.write(record)
         self._tb = _summary_writer(self.dir / "tensorboard") if tensorboard else None
 
     def write(self, record: dict) -> None:
@@ -77,6 +82,21 @@ class RunLog:
         self._csv_file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _records_up_to(path: Path, step: int) -> list[dict]:
+    """The records of ``path`` up to ``step``, in order; a torn or unreadable line is dropped."""
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(record)
+    return kept
 
 
 def read_metrics(path: str | Path) -> list[dict]:

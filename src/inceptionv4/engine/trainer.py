@@ -34,7 +34,8 @@ from ..data import (
     train_transform,
 )
 from ..data.datasets import Subset
-from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
+                         save_checkpoint)  # fmt: skip
 from .config import TrainConfig
 from .distributed import World, broadcast_flag, cleanup, init_distributed
 from .evaluate import _amp_dtype, evaluate
@@ -237,8 +238,16 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
     if not cfg.resume:
         for old in earlier:
             old.unlink()
-    if cfg.resume and (latest := latest_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(latest)
+    if world.is_main:  # what a killed write left: a checkpoint's temp file is hundreds of MB
+        for folder in (out_dir, ckpt_dir, out_dir / "plots"):
+            for stale in remove_stale_temps(folder):
+                log.info("removed %s, left by a killed write", stale)
+    last_eval: dict = {}
+    carried_loss: tuple = (0.0, 0)
+    # the newest checkpoint that verifies; a damaged newer one is skipped, and said so
+    found = newest_intact_checkpoint(ckpt_dir) if cfg.resume else None
+    if found is not None:
+        latest, state = found
         _check_resumable(state, r, latest, len(classes))
         model.load_state_dict(state["model"])
         load_optimizer_state(optimizer, state["optimizer"])
@@ -247,8 +256,14 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         scaler.load_state_dict(state["scaler"])
         global_step, skipped_steps = state["step"], state.get("skipped_steps", 0)
         torch.set_rng_state(state["rng"]["torch"])
+        last_eval = dict(state.get("last_eval") or {})
+        carried_loss = tuple(state.get("epoch_loss") or (0.0, 0))  # the resumed epoch's training loss so far
         resumed_from = str(latest)
-        log.info("resumed from %s at step %d", latest, global_step)
+        if global_step >= total_steps:  # killed while writing the final weights or plots, or resumed when done
+            log.info("the run in %s had finished its %d steps; writing its final weights and plots", out_dir,
+                     total_steps)  # fmt: skip
+        else:
+            log.info("resumed from %s at step %d", latest, global_step)
     elif cfg.resume:  # one command for a preemptible job's first start and every restart
         log.info("--resume: no checkpoint in %s yet, starting a fresh run", ckpt_dir)
 
@@ -291,6 +306,8 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                 "epoch": global_step // steps_per_epoch,
                 "step_in_epoch": global_step % steps_per_epoch,
                 "skipped_steps": skipped_steps,
+                "epoch_loss": [epoch_loss, epoch_n],
+                "last_eval": {k: last_eval[k] for k in ("loss", "top1", "top5", "confusion")} if last_eval else None,
                 "config": r,
             },
             ckpt_dir,
@@ -299,12 +316,11 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         )
 
     amp_dtype = _amp_dtype(cfg.amp)
-    last_eval: dict = {}
     status = "finished"
     skipped_files: list[str] = []
     try:
         # after the handler: a SIGTERM while the log opens (TensorBoard's import) is a clean stop too
-        runlog = RunLog(out_dir, r, resume=resumed_from is not None) if world.is_main else None
+        runlog = RunLog(out_dir, r, resume_step=global_step if resumed_from else None) if world.is_main else None
         interval_loss, interval_n = 0.0, 0  # the training loss since the last step record
         while global_step < total_steps:
             epoch, start_in_epoch = divmod(global_step, steps_per_epoch)
@@ -313,7 +329,9 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                                   world=world, start_step=start_in_epoch)  # fmt: skip
             loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, num_workers=cfg.workers,
                                                  collate_fn=train_collate, persistent_workers=False)  # fmt: skip
-            epoch_start, epoch_loss, epoch_n, images = time.time(), 0.0, 0, 0
+            epoch_start, images = time.time(), 0
+            epoch_loss, epoch_n = carried_loss if start_in_epoch else (0.0, 0)
+            carried_loss = (0.0, 0)
             bar = None
             if world.is_main and cfg.progress:
                 from tqdm.auto import tqdm
@@ -459,7 +477,7 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
                                               source=f"inceptionv4 train ({cfg.recipe} recipe, {global_step} steps)"))  # fmt: skip
         if cfg.plots:
             summary["plots"] = [str(p) for p in plot_run(out_dir)]
-            if last_eval:
+            if last_eval.get("confusion"):
                 title = f"{out_dir.name}: val top-1 {summary['val_top1']:.1f}%"
                 summary["plots"].append(
                     str(plot_confusion(last_eval["confusion"], classes, out_dir / "plots" / "confusion.png", title=title))

@@ -77,7 +77,28 @@ def save_weights(
     path = Path(path)
     with atomic_write(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+        _sort_header_metadata(tmp)
     return path
+
+
+def _sort_header_metadata(path: str) -> None:
+    """Rewrite the safetensors header of ``path`` in place with its metadata keys sorted.
+
+    safetensors writes the metadata in hash-map order, which changes from process to process, so
+    the same weights gave files of different bytes and ``sha256sum`` could not check a resumed
+    run. The header is JSON of a fixed length followed by the tensors; sorted, it is re-padded to
+    the same length, so no tensor moves."""
+    with open(path, "r+b") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+        if "__metadata__" in header:
+            header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
+                      **{k: v for k, v in header.items() if k != "__metadata__"}}  # fmt: skip
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:
+            raise RuntimeError(f"{path}: sorted safetensors header grew ({len(text)} > {length} bytes)")
+        f.seek(8)
+        f.write(text + b" " * (length - len(text)))
 
 
 def read_bundle_metadata(path: str | Path) -> dict[str, object]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import secrets
 import stat
 import warnings
@@ -46,6 +47,41 @@ def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_TEMP = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp(\.[^.]+)?$")
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files :func:`atomic_write` left in ``folder`` when its writer was killed
+    (a kill -9 mid-write leaves one; a checkpoint's is hundreds of MB), and return them. A temp
+    file whose writing process is still alive on this machine is left alone."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _TEMP.match(entry.name)
+        if m is None or not entry.is_file() or _alive(int(m.group(1))):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's process
+        return True
+    except (ProcessLookupError, OverflowError):  # none, or a number no pid can be
+        return False
+    return True
 
 
 def check_writable(path: str | Path) -> Path:
