@@ -3,9 +3,11 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 import inceptionv4 as iv
@@ -233,3 +235,71 @@ def test_the_same_weights_give_the_same_bytes_in_any_process(tmp_path):
     keys = list(json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"])
     assert keys == sorted(keys) and "class_names" in keys
     assert iv.load_weights(tmp_path / "0.safetensors").class_names == ["a", "b", "c"]
+
+
+def _with_metadata(good: Path, out: Path, drop: str | None = None, **changes: str) -> Path:
+    """A copy of the bundle ``good`` with its metadata edited (tensors untouched)."""
+    data = good.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header["__metadata__"]
+    if drop:
+        meta.pop(drop)
+    meta.update(changes)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    out.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n :])
+    return out
+
+
+DAMAGED_METADATA = {  # edit -> the field and reason named
+    "no num_classes": ({"drop": "num_classes"}, "'num_classes' is missing"),
+    "num_classes text": ({"num_classes": "three"}, "'num_classes' is 'three', not a count"),
+    "no mean": ({"preprocessing": json.dumps({"input_size": [3, 75, 75]})}, "'preprocessing' lacks mean, std,"),
+    "format_version 9": ({"format_version": "9"}, "'format_version' is '9'; this version reads '1'"),
+    "interpolation nope": ({"preprocessing": json.dumps({"input_size": [3, 75, 75], "mean": [0.5] * 3, "std": [0.5] * 3,
+                           "interpolation": "nope", "crop_pct": 0.875})}, "interpolation 'nope' is not one of"),  # fmt: skip
+    "std 0": ({"preprocessing": json.dumps({"input_size": [3, 75, 75], "mean": [0.5] * 3, "std": [0, 0.5, 0.5],
+              "interpolation": "bicubic", "crop_pct": 0.875})}, "std [0, 0.5, 0.5] must be positive"),  # fmt: skip
+    "bad JSON": ({"build_kwargs": "{not json"}, "'build_kwargs' is not valid JSON"),
+    "unknown network": ({"architecture": "resnet50"}, "'architecture' names 'resnet50'"),
+    "names short": ({"class_names": json.dumps(["a"])}, "'class_names' has 1 names for 3 classes"),
+    "pool": ({"global_pool": "weird"}, "'global_pool' is 'weird'"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_METADATA))
+def test_damaged_or_lying_metadata_names_the_file_and_the_field(case, tmp_path, capsys):
+    """KeyError: 'num_classes', KeyError: 'mean' tracebacks, and an unknown format_version,
+    interpolation "nope" or std 0 accepted: each is now one error naming the file and the field,
+    in load_weights and in every command that takes --weights."""
+    from inceptionv4.cli import main
+    from inceptionv4.weights import BundleError
+
+    torch.manual_seed(0)
+    good = iv.save_weights(iv.create_model("inception_resnet_v1", num_classes=3), tmp_path / "good.safetensors",
+                           class_names=["a", "b", "c"])  # fmt: skip
+    edit, reason = DAMAGED_METADATA[case]
+    bad = _with_metadata(good, tmp_path / "bad.safetensors", **edit)
+    with pytest.raises(BundleError) as err:
+        iv.load_weights(bad)
+    assert str(err.value).startswith(f"{bad}: metadata field ") and reason in str(err.value), str(err.value)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (80, 80)).save(image)
+    for argv in (["info", str(bad)], ["predict", "--weights", str(bad), str(image)],
+                 ["convert", str(bad), str(tmp_path / "out.safetensors")]):  # fmt: skip
+        assert main(argv) == 2, argv
+        said = capsys.readouterr().err.strip()
+        assert said.count("\n") == 0 and str(bad) in said and reason in said, (argv, said)
+
+
+def test_a_pytorch_zip_named_safetensors_is_read_as_what_it_is(tmp_path, capsys):
+    from inceptionv4.cli import main
+
+    torch.manual_seed(0)
+    model = iv.create_model("inception_resnet_v1", num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "zip.safetensors")
+    loaded = iv.load_weights(tmp_path / "zip.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert main(["info", str(tmp_path / "zip.safetensors")]) == 2
+    assert "is a PyTorch checkpoint, not a safetensors bundle" in capsys.readouterr().err

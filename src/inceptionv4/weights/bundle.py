@@ -106,7 +106,7 @@ def read_bundle_metadata(path: str | Path) -> dict[str, object]:
     meta = _safetensors_meta(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an inceptionv4 weights bundle (no '{FORMAT}' metadata)")
-    return _decode(meta)
+    return _decode(meta, path)
 
 
 def describe_bundle(path: str | Path) -> dict[str, object]:
@@ -125,8 +125,13 @@ def describe_bundle(path: str | Path) -> dict[str, object]:
 def _safetensors_meta(path: str | Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
+    from .io import _sniff
+
     if not Path(path).exists():
         raise FileNotFoundError(f"no such weights file: {path}")
+    if Path(path).is_file() and _sniff(Path(path))[0] == "torch":
+        raise ValueError(f"{path} is a PyTorch checkpoint, not a safetensors bundle (predict and train read it as "
+                         "it is; `inceptionv4 convert` makes a bundle of it)")  # fmt: skip
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -134,13 +139,95 @@ def _safetensors_meta(path: str | Path) -> dict[str, str]:
         raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
 
 
-def _decode(meta: dict[str, str]) -> dict[str, object]:
+class BundleError(ValueError):
+    """A bundle whose metadata is missing, malformed or contradicts itself; the message names the
+    file and the field."""
+
+
+def _decode(meta: dict[str, str], path: object = "bundle") -> dict[str, object]:
+    """A bundle's metadata, decoded and checked field by field before anything is built from it."""
+
+    def bad(field: str, why: str) -> BundleError:
+        return BundleError(f"{path}: metadata field {field!r} {why}")
+
+    def parsed(field: str) -> object:
+        text = meta.get(field)
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise bad(field, f"is not valid JSON ({text[:40]!r})") from None
+
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise bad("format_version", f"is {meta.get('format_version')!r}; this version reads {FORMAT_VERSION!r}")
     out: dict[str, object] = dict(meta)
-    for key in ("build_kwargs", "preprocessing", "meta", "features_only"):
-        out[key] = json.loads(meta[key]) if meta.get(key) else None
-    out["class_names"] = json.loads(meta["class_names"]) if meta.get("class_names") else None
-    out["num_classes"] = int(meta["num_classes"])
+    for field in ("build_kwargs", "preprocessing", "meta", "features_only", "class_names"):
+        out[field] = parsed(field)
+    if meta.get("architecture") not in list_models():
+        raise bad("architecture", f"names {meta.get('architecture')!r}, not one of {', '.join(list_models())}")
+    text = meta.get("num_classes", "")
+    if not (text.isascii() and text.isdigit() and len(text) <= 7):
+        raise bad("num_classes", "is missing" if "num_classes" not in meta else f"is {text[:20]!r}, not a count")
+    out["num_classes"] = n = int(text)
+    if not isinstance(out["build_kwargs"] or {}, dict):
+        raise bad("build_kwargs", "is not a JSON object")
+    from ..models.layers import ClassifierHead
+
+    if meta.get("global_pool", "avg") not in ClassifierHead.POOLS:
+        raise bad("global_pool", f"is {meta['global_pool'][:20]!r}, not one of {ClassifierHead.POOLS}")
+    features = out["features_only"]
+    if features is not None and not (isinstance(features, list) and all(isinstance(i, int) for i in features)):
+        raise bad("features_only", "is not a list of stage indices")
+    names = out["class_names"]
+    if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+        raise bad("class_names", "is not a list of names")
+    if names is not None and len(names) != n:
+        raise bad("class_names", f"has {len(names)} names for {n} classes")
+    if meta.get("label_set"):
+        from .labels import class_names as names_of
+
+        try:
+            size = len(names_of(meta["label_set"]))
+        except ValueError as err:
+            raise bad("label_set", str(err)) from None
+        if size != n:
+            raise bad("label_set", f"{meta['label_set']!r} names {size} classes for {n}")
+    pre = out["preprocessing"]
+    if pre is not None:
+        _check_preprocessing(pre, bad)
     return out
+
+
+def _check_preprocessing(pre: object, bad) -> None:
+    import math
+
+    from ..data.transforms import _INTERP
+
+    if not isinstance(pre, dict):
+        raise bad("preprocessing", "is not a JSON object")
+    missing = [k for k in ("input_size", "mean", "std", "interpolation", "crop_pct") if k not in pre]
+    if missing:
+        raise bad("preprocessing", f"lacks {', '.join(missing)}")
+
+    def numbers(key: str, count: int) -> list:
+        value = pre[key]
+        if not (isinstance(value, list) and len(value) == count and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)):  # fmt: skip
+            raise bad("preprocessing", f"{key} is {str(value)[:40]}, not {count} finite numbers")
+        return value
+
+    c, h, w = numbers("input_size", 3)
+    if c != 3 or not (isinstance(h, int) and isinstance(w, int) and 32 <= h <= 4096 and 32 <= w <= 4096):
+        raise bad("preprocessing", f"input_size {pre['input_size']} is not (3, H, W) with sides 32-4096")
+    numbers("mean", 3)
+    if any(s <= 0 for s in numbers("std", 3)):
+        raise bad("preprocessing", f"std {pre['std']} must be positive (it divides)")
+    if pre["interpolation"] not in _INTERP:
+        raise bad("preprocessing", f"interpolation {str(pre['interpolation'])[:20]!r} is not one of {', '.join(sorted(_INTERP))}")
+    crop = pre["crop_pct"]
+    if not (isinstance(crop, int | float) and not isinstance(crop, bool) and 0 < crop <= 1):
+        raise bad("preprocessing", f"crop_pct {str(crop)[:20]} is not in (0, 1]")
 
 
 def load_weights(
@@ -174,7 +261,7 @@ def load_weights(
 
     tensors, meta = read_source_file(path, source)
     if meta.get("format") == FORMAT:
-        info = _decode(meta)
+        info = _decode(meta, path)
         arch = str(info["architecture"])
         if architecture is not None and architecture != arch:  # e.g. `--model inception_v4` on an IR-v2 bundle
             raise ValueError(f"{path} holds {arch} weights, not {architecture}")
@@ -215,9 +302,14 @@ def load_weights(
             "source": f"{src}: {path}",
         }
     if model is None:
-        model = create_model(arch, **kwargs)
-        if info.get("features_only") is not None:
-            model.as_features_only(tuple(info["features_only"]))
+        try:
+            model = create_model(arch, **kwargs)
+            if info.get("features_only") is not None:
+                model.as_features_only(tuple(info["features_only"]))
+        except (TypeError, ValueError) as err:
+            if meta.get("format") != FORMAT:
+                raise
+            raise BundleError(f"{path}: metadata fields build_kwargs / features_only do not build {arch} ({err})") from None
     elif getattr(model, "model_name", None) != arch:
         raise ValueError(
             f"{path} holds {arch} weights, but the model is {getattr(model, 'model_name', type(model).__name__)}"

@@ -177,7 +177,8 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then handles or refuses
             warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:  # a stream: torch would hand a path named .safetensors to safetensors
+                obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
         raise UnsafeFileError(
