@@ -216,3 +216,65 @@ def test_predict_prints_hostile_file_names_escaped_on_one_line(tmp_path):
     assert len(lines) == 5 and not any("\x1b" in line for line in lines)
     shown = sorted(line.split(": ")[0].rsplit("/", 1)[1] for line in lines)
     assert shown == sorted(["plain.png", "bad\\xff.png", "new\\nline.png", "red\\x1b[31m.png", "caf\u00e9.png"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    ("serve --weights w --max-wait-ms inf", "argument --max-wait-ms: must be a finite number, got 'inf'"),
+    ("serve --weights w --max-body-mb -1", "argument --max-body-mb: must be > 0 and <= 4096, got -1"),
+    ("serve --weights w --max-body-mb nan", "argument --max-body-mb: must be a finite number, got 'nan'"),
+    ("predict --weights w --workers 100000 a.png", "argument --workers: must be >= 0 and <= 64, got 100000"),
+    ("export --model inception_v4 --input-size -5 x.onnx", "argument --input-size: must be >= 75 and <= 4096, got -5"),
+    ("train --lr inf", "argument --lr: must be a finite number, got 'inf'"),
+    ("train --hflip 2", "argument --hflip: hflip must be a probability in [0, 1]; got 2.0"),
+    ("serve --weights w --queue-size 1.5", "argument --queue-size: not an integer: '1.5'"),
+])  # fmt: skip
+def test_numbers_are_checked_while_parsing(argv, message, capsys):
+    """`serve --max-wait-ms inf` hung at start-up (the batcher thread died of an OverflowError),
+    --max-body-mb -1 and nan were taken, predict --workers 100000 tried to start them, and
+    export --input-size -5 gave a PyTorch internal message."""
+    from inceptionv4.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv.split())
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_settings_refuse_what_would_hang_or_overflow():
+    from inceptionv4.infer.serve import ServeSettings
+
+    for bad, message in (({"max_wait_ms": float("inf")}, "max_wait_ms must be a finite number >= 0"),
+                         ({"body_timeout_s": float("nan")}, "body_timeout_s must be a finite number > 0"),
+                         ({"queue_size": 2.5}, "queue_size must be an integer")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            ServeSettings(**bad)
+
+
+def test_misleading_errors_now_say_what_is_wrong(tmp_path, capsys):
+    from PIL import Image
+
+    import inceptionv4 as iv
+    from inceptionv4.cli import main
+
+    weights = tmp_path / "w.safetensors"
+    iv.save_weights(iv.create_model("inception_resnet_v1", num_classes=2), weights, class_names=["a", "b"])
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "empty.yaml").write_text("")
+    Image.new("RGB", (8, 8)).save(tmp_path / "pic.jpg")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    cases = {  # was: max() arg is an empty sequence; a codec error; a silent default run; a temp file's name;
+        # `File exists`; unknown model None
+        f"eval --weights {weights} --list {tmp_path}/empty.txt": "empty.txt lists no images",
+        f"train --config {tmp_path}/pic.jpg": "config file " + str(tmp_path / "pic.jpg") + " is not text",
+        f"train --config {tmp_path}/empty.yaml": "empty.yaml is empty: give it settings",
+        f"export --weights {weights} {tmp_path}/folder": f"cannot write {tmp_path}/folder: it is a folder",
+        f"convert {weights} {tmp_path}/folder": f"cannot write {tmp_path}/folder: it is a folder",
+        f"eval --weights {weights} --data {tmp_path} --report {tmp_path}/file.txt/r.json":
+            f"{tmp_path}/file.txt is a file, not a folder",
+        f"export {tmp_path}/x.onnx": "say what to export: --weights FILE",
+    }  # fmt: skip
+    for argv, message in cases.items():
+        assert main(argv.split()) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0 and ".tmp" not in err, (argv, err)

@@ -333,7 +333,7 @@ def test_cli_workers_share_one_port_and_their_metrics(small_model, images, tmp_p
 
 def test_setup_errors_are_clear(small_model):
     for kwargs, message in (({"max_images": 0}, "max_images must be >= 1"),
-                            ({"header_timeout_s": 0}, "header_timeout_s must be > 0"),
+                            ({"header_timeout_s": 0}, "header_timeout_s must be a finite number > 0"),
                             ({"queue_size": 0}, "queue_size must be >= 1")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             InferenceServer(torch_session(small_model), port=0, warm_up=False, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -127,9 +128,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         if kind == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif kind.startswith("int"):
-            p.add_argument(flag, type=int, metavar="N", **common)
+            p.add_argument(flag, type=_setting(f.name, int), metavar="N", **common)
         elif kind.startswith("float"):
-            p.add_argument(flag, type=float, metavar="X", **common)
+            p.add_argument(flag, type=_setting(f.name, float), metavar="X", **common)
         else:
             p.add_argument(flag, metavar=f.name.upper(), **common)
 
@@ -222,7 +223,7 @@ def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
     for flag in ("--optimize", "--fuse", "--parallel"):
         p.add_argument(flag, action=_Retired, instead=_RETIRED_FORMS)
     if workers:
-        p.add_argument("--workers", type=int, default=_default_workers(), metavar="N",
+        p.add_argument("--workers", type=number(int, 0, 64), default=_default_workers(), metavar="N",
                        help="processes that decode and resample the images while the model runs (0: none)")  # fmt: skip
     where = "loader workers" if workers else "the connection threads"
     p.add_argument("--decode", choices=("workers", "device"), default="workers",
@@ -309,6 +310,44 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def number(kind: type, low: float | None = None, high: float | None = None, *, above: float | None = None):
+    """An argparse type for a ``kind`` (int or float) flag that must be finite and within
+    [``low``, ``high``] (or > ``above``), checked while parsing: ``--max-wait-ms inf`` or
+    ``--workers 100000`` is a usage error before any model loads."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if (low is not None and value < low) or (high is not None and value > high) or (above is not None and value <= above):
+            rule = (f"> {above:g}" if above is not None else f">= {low:g}" if low is not None else "") + (
+                f"{' and ' if low is not None or above is not None else ''}<= {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _setting(name: str, kind: type):
+    """An argparse type for a training setting: its kind, then its range as TrainConfig states it."""
+    from .engine.config import TrainConfig
+
+    def parse(text: str):
+        value = number(kind)(text)
+        try:
+            TrainConfig.check_setting(name, value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _port(text: str) -> int:
     """--port, checked while parsing: not after the models have loaded and warmed up."""
     try:
@@ -388,6 +427,9 @@ def _quantize(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .engine.export import export_model
 
+    if args.weights is None and args.model is None:
+        raise ValueError("say what to export: --weights FILE (a trained or converted model) or --model NAME "
+                         f"(random weights; one of {', '.join(list_models())})")  # fmt: skip
     (model,) = _load_models([args.weights], args.model) if args.weights else [None]
     if model is None:
         from .models import create_model
@@ -514,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="a folder of class folders (ImageNet WordNet-id folders map automatically)")
     p.add_argument("--list", help="a list file of '<path> <label>' lines instead of --data")
     p.add_argument("--ensemble", nargs="+", help="several weights files whose softmax is averaged (Table 5)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
                    help="images gathered at a time (default: the fewest whose views fill whole passes: 64 views on "
                         "a CPU, 256 on a GPU)")  # fmt: skip
     p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
@@ -524,9 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")
     p.add_argument("inputs", nargs="+", help="image files, folders, or quoted globs")
-    p.add_argument("--topk", type=int, default=5, help="classes shown per image")
+    p.add_argument("--topk", type=number(int, 1), default=5, help="classes shown per image")
     p.add_argument(
-        "--batch-size", type=int, default=None, metavar="N", help="images per pass (default: 16 on a CPU, 256 on a GPU)"
+        "--batch-size", type=number(int, 1, 65536), default=None, metavar="N", help="images per pass (default: 16 on a CPU, 256 on a GPU)"
     )
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     _add_session_flags(p, workers=True)
@@ -535,19 +577,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="an HTTP server: POST an image, get its top-k classes (requests batched)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=_port, default=8080, help="0 picks a free port")
-    p.add_argument("--topk", type=int, default=5, help="classes per image unless a request asks (?topk=K)")
-    p.add_argument("--max-batch", type=int, default=8, help="most images run in one forward pass")
-    p.add_argument("--max-wait-ms", type=float, default=5.0,
+    p.add_argument("--topk", type=number(int, 1), default=5, help="classes per image unless a request asks (?topk=K)")
+    p.add_argument("--max-batch", type=number(int, 1, 4096), default=8, help="most images run in one forward pass")
+    p.add_argument("--max-wait-ms", type=number(float, 0, 60_000), default=5.0,
                    help="how long a request waits for others to share its batch")  # fmt: skip
-    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body accepted (413 above)")
-    p.add_argument("--max-images", type=int, default=64, help="most images in one request")
-    p.add_argument("--queue-size", type=int, default=256,
+    p.add_argument("--max-body-mb", type=number(float, high=4096, above=0), default=32.0, help="largest request body accepted (413 above)")
+    p.add_argument("--max-images", type=number(int, 1, 100_000), default=64, help="most images in one request")
+    p.add_argument("--queue-size", type=number(int, 1, 1_000_000), default=256,
                    help="most requests waiting for the model; beyond, 503 with Retry-After")  # fmt: skip
-    p.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+    p.add_argument("--header-timeout", type=number(float, high=3600, above=0), default=10.0, metavar="S",
                    help="seconds a client has to send a request's headers")  # fmt: skip
-    p.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+    p.add_argument("--body-timeout", type=number(float, high=3600, above=0), default=30.0, metavar="S",
                    help="seconds a client has to send a request's body")  # fmt: skip
-    p.add_argument("--workers", type=int, default=1, metavar="N",
+    p.add_argument("--workers", type=number(int, 1, 64), default=1, metavar="N",
                    help="server processes on the port, each with its own copy of the model")  # fmt: skip
     _add_session_flags(p, workers=False)
     p.add_argument("--quiet", action="store_true", help="no access log")
@@ -564,10 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("openvino", "onnxruntime"), default="openvino",
                    help="the engine the artefact is for: OpenVINO (NNCF) or onnxruntime (static QDQ)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="Q", help="the artefact: Q.xml (openvino) or Q.onnx (onnxruntime)")
-    p.add_argument("--min-agreement", type=float, default=0.99,
+    p.add_argument("--min-agreement", type=number(float, 0, 1), default=0.99,
                    help="least top-1 agreement with fp32 on the held-out images (default 0.99); below it nothing "
                         "is written")  # fmt: skip
-    p.add_argument("--calibration-images", type=int, default=300, metavar="N", help="most images calibrated on")
+    p.add_argument("--calibration-images", type=number(int, 1, 1_000_000), default=300, metavar="N", help="most images calibrated on")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_quantize)
 
@@ -577,32 +619,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="the network")
     p.add_argument("--format", choices=("onnx", "torchscript", "exported-program", "triton"), default="onnx",
                    help="what to write; triton: a model repository folder")  # fmt: skip
-    p.add_argument("--max-batch-size", type=int, default=32, help="triton: the config's max_batch_size")
-    p.add_argument("--input-size", type=int, help="the input size to trace at (default: the model's)")
+    p.add_argument("--max-batch-size", type=number(int, 1, 65536), default=32, help="triton: the config's max_batch_size")
+    p.add_argument("--input-size", type=number(int, 75, 4096), help="the input size to trace at (default: the model's)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions (inference)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="every engine x precision this machine runs, side by side; or one torch path")
     p.add_argument("model", help="the network to time (see `inceptionv4 list`)")
     p.add_argument("--weights", help="time this weights file (default: random weights of MODEL)")
-    p.add_argument("--batch-size", type=int, nargs="+", default=None, metavar="N",
+    p.add_argument("--batch-size", type=number(int, 1, 4096), nargs="+", default=None, metavar="N",
                    help="batch sizes (default: 16 and 1; one torch path: 16)")  # fmt: skip
     p.add_argument("--backend", nargs="+",
                    help="only these backends (default: every one installed)")  # fmt: skip
     p.add_argument("--precision", nargs="+",
                    help="only these precisions (default: every one this CPU runs)")  # fmt: skip
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each path's best is kept")
-    p.add_argument("--seconds", type=float, default=2.0, help="time per path, batch size and round")
+    p.add_argument("--rounds", type=number(int, 1, 1000), default=3, help="interleaved rounds; each path's best is kept")
+    p.add_argument("--seconds", type=number(float, 0, 3600), default=2.0, help="time per path, batch size and round (0: one timed pass)")
     p.add_argument("--device", default="cpu", help="where to time: cpu, cuda, cuda:N, mps")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     single = p.add_argument_group("one torch path (any of these flags)")
     single.add_argument("--mode", choices=("inference", "train"), default="inference",
                         help="a forward pass, or a training step (forward, backward, SGD)")  # fmt: skip
-    single.add_argument("--input-size", type=int, default=299, help="image side in pixels")
+    single.add_argument("--input-size", type=number(int, 75, 4096), default=299, help="image side in pixels")
     single.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     single.add_argument("--compile", action="store_true", help="torch.compile (ours, and timm's with --compare)")
-    single.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    single.add_argument("--iters", type=int, default=10, help="timed steps")
+    single.add_argument("--warmup", type=number(int, 0, 100_000), default=3, help="untimed steps first")
+    single.add_argument("--iters", type=number(int, 1, 100_000), default=10, help="timed steps")
     single.add_argument("--compare", choices=("timm",), help="timm's model in the same run")
     for flag in ("--optimize", "--fuse", "--parallel"):
         single.add_argument(flag, action=_Retired, instead=_RETIRED_FORMS)
@@ -610,8 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train, evaluate, export and predict on bundled real data (a few minutes)")
     p.add_argument("--out", default="runs/demo", help="the run folder")
-    p.add_argument("--epochs", type=int, help="training epochs (default 4)")
-    p.add_argument("--max-steps", type=int, help="stop training after this many steps (a quick look)")
+    p.add_argument("--epochs", type=number(int, 1), help="training epochs (default 4)")
+    p.add_argument("--max-steps", type=number(int, 1), help="stop training after this many steps (a quick look)")
     p.add_argument("--seed", type=int, default=0, help="the seed of the split, the initialisation and the order")
     p.set_defaults(func=_demo)
     for command in sub.choices.values():

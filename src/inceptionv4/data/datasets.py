@@ -105,6 +105,8 @@ class ListFile(ImageDataset):
                 self.samples.append((path, index[lab]))
             else:
                 raise ValueError(f"{list_file}: label {lab!r} is not a known class")
+        if not self.samples:
+            raise ValueError(f"{list_file} lists no images (it should hold '<path> <label>' lines)")
         if not self.classes:
             self.classes = [str(i) for i in range(max(lab for _, lab in self.samples) + 1)]
 

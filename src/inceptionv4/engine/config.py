@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,13 +224,20 @@ class TrainConfig:
         self._check_ranges(r, [name for name in _RANGES if name not in integers])
 
     @staticmethod
+    def check_setting(name: str, value: object) -> None:
+        """ValueError if ``value`` breaks ``name``'s range (finite, of its kind): the rule the CLI
+        applies to each flag while parsing and :meth:`validate` to the whole config."""
+        if name in _RANGES:
+            TrainConfig._check_ranges({name: value}, [name])
+
+    @staticmethod
     def _check_ranges(values: dict, names: list[str]) -> None:
         for name in names:
             ok, rule = _RANGES[name]
             value = values[name]
             if value is None and rule.endswith("or unset"):
                 continue
-            number = isinstance(value, int | float) and not isinstance(value, bool)
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
             if not number or (rule.startswith("an integer") and not isinstance(value, int)) or not ok(value):
                 raise ValueError(f"{name} must be {rule}; got {value!r}")
 
@@ -272,9 +280,18 @@ class TrainConfig:
             path = Path(yaml_path)
             if not path.is_file():
                 raise FileNotFoundError(f"no such config file: {path}")
-            loaded = yaml.safe_load(path.read_text()) or {}
+            try:
+                loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise ValueError(f"config file {path} is not text (YAML settings); is it the right file?") from None
+            except yaml.YAMLError as err:
+                where = getattr(err, "problem_mark", None)
+                at = f" at line {where.line + 1}" if where is not None else ""
+                raise ValueError(f"config file {path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
+            if loaded is None:  # an empty file would silently start a default run
+                raise ValueError(f"config file {path} is empty: give it settings (e.g. 'epochs: 5'), or drop --config")
             if not isinstance(loaded, dict):
-                raise ValueError(f"{path} must hold a mapping of settings, got {type(loaded).__name__}")
+                raise ValueError(f"config file {path} must hold a mapping of settings, got {type(loaded).__name__}")
             values.update(loaded)
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -163,9 +164,14 @@ class ServeSettings:
         for name in ("max_body_bytes", "max_images", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("header_timeout_s", "body_timeout_s", "timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_body_bytes", "max_images", "max_connections", "max_batch", "queue_size"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("header_timeout_s", "body_timeout_s", "timeout_s", "drain_s"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        if not 0 <= self.max_wait_ms < math.inf:  # inf killed the batcher thread (OverflowError) and hung start-up
+            raise ValueError(f"max_wait_ms must be a finite number >= 0, got {self.max_wait_ms}")
 
     def classifier(self, session) -> Classifier:
         return Classifier(session, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, decode=self.decode,

@@ -100,8 +100,16 @@ def check_writable(path: str | Path) -> Path:
 def _new_temp(path: Path) -> tuple[int, str]:
     """(descriptor, name) of a new empty file beside ``path`` (its folder made first), created as
     ``open()`` would create it; an OSError names ``path``, not the temp file."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder; give a file name inside it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()), path.parent)
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write {path}: {blocker} is a file, not a folder") from None
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from None
+    try:
         for _ in range(100):  # the suffix stays last: writers such as torch.export read it
             tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
             try:
