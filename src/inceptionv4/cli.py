@@ -253,7 +253,8 @@ def _eval(args: argparse.Namespace) -> int:
         device = str(world.device)
     try:
         session = _open_session(args, weights, device)
-        report = evaluate_protocol(session, dataset, batch_size=args.batch_size, progress=not args.no_progress,
+        report = evaluate_protocol(session, dataset, batch_size=args.batch_size,
+                                   progress=not args.no_progress and sys.stderr.isatty(),  # no bar in a log file
                                    workers=args.workers, decode=args.decode, world=world)  # fmt: skip
     finally:
         cleanup(world)
@@ -270,7 +271,7 @@ def _eval(args: argparse.Namespace) -> int:
                        title=f"{session.architecture}, {args.crops} crop(s): top-1 {report['top1']:.2f}%")  # fmt: skip
         print(f"wrote {args.report} (the report) and {png} (its confusion matrix)")
     for reason in report["skipped"]:
-        print(f"skipped: {reason}", file=sys.stderr)
+        print(f"skipped: {printable(reason)}", file=sys.stderr)
     return 0
 
 
@@ -279,7 +280,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     session = _open_session(args, args.weights)
     failed = 0
-    for result in predict(session, args.inputs, topk=args.topk, batch_size=args.batch_size, progress=not args.json,
+    bar = not args.json and sys.stderr.isatty()  # a bar in a log file is noise
+    for result in predict(session, args.inputs, topk=args.topk, batch_size=args.batch_size, progress=bar,
                           workers=args.workers, decode=args.decode):  # fmt: skip
         if not result["ok"]:
             failed += 1

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .datasets import ImageDataset, _sample_seed
-from .decode import DecodeError, check_size, decode_rgb, read_bytes
+from .decode import DecodeError, check_size, decode_rgb, quiet_pil, read_bytes
 from .transforms import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def device_decodable(data: bytes) -> tuple[int, int] | None:
     header PIL rejects -- the CPU decoder then produces the image or the precise error.
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with quiet_pil("header"), Image.open(io.BytesIO(data)) as img:
             if img.format != "JPEG" or img.mode not in ("RGB", "L"):
                 return None
             if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
