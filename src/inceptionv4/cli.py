@@ -496,6 +496,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(args: argparse.Namespace) -> int:
+    from .data.shards import write_shards
+
+    r = write_shards(args.source, args.out, shard_size=args.shard_size, prefix=args.prefix, seed=args.seed,
+                     progress=sys.stderr.isatty())  # fmt: skip
+    for reason in r["skipped"]:
+        print(f"skipped: {printable(reason)}", file=sys.stderr)
+    first, last = Path(r["shards"][0]).name, Path(r["shards"][-1]).name
+    print(f"wrote {r['samples']} samples of {len(r['classes'])} classes in {len(r['shards'])} shard(s) "
+          f"({first} .. {last}) and {r['index']}; {len(r['skipped'])} unreadable file(s) skipped")  # fmt: skip
+    pattern = f"{args.out}/{args.prefix}-{{{Path(first).stem.rsplit('-', 1)[1]}..{Path(last).stem.rsplit('-', 1)[1]}}}.tar"
+    print(f"train on them: inceptionv4 train --dataset wds --data '{pattern}' --val-data VAL_SHARDS ...")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import logging
 
@@ -652,6 +667,13 @@ def build_parser() -> argparse.ArgumentParser:
         single.add_argument(flag, action=_Retired, instead=_RETIRED_FORMS)
     p.set_defaults(func=_bench)
 
+    p = sub.add_parser("shard", help="write WebDataset shards (tar) of an image folder or list file, for --dataset wds")
+    p.add_argument("source", help="a folder of class folders, or a list file of '<path> <label>' lines")
+    p.add_argument("out", help="the folder the shards and index.json go to")
+    p.add_argument("--shard-size", default="500MB", help="the most bytes a shard holds (500MB, 2GB, ...)")
+    p.add_argument("--prefix", default="shard", help="shard names: PREFIX-000000.tar, ...")
+    p.add_argument("--seed", type=int, default=0, help="the order the samples are written in (shuffled)")
+    p.set_defaults(func=_shard)
     p = sub.add_parser("demo", help="train, evaluate, export and predict on bundled real data (a few minutes)")
     p.add_argument("--out", default="runs/demo", help="the run folder")
     p.add_argument("--epochs", type=number(int, 1), help="training epochs (default 4)")

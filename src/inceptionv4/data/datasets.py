@@ -249,7 +249,9 @@ def holdout_split(dataset: ImageDataset, fraction: float) -> tuple[Subset, Subse
 
 
 def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed: int = 0, **options) -> ImageDataset:
-    """A dataset by kind: "digits", "synthetic", "folder" (root/train, root/val) or "list" (a list file).
+    """A dataset by kind: "digits", "synthetic", "folder" (root/train, root/val), "list" (a list file),
+    "wds" (WebDataset shards: a pattern) or "hf" (a saved Hugging Face dataset; ``split`` picks a
+    DatasetDict's split).
 
     A "folder" root of class folders alone is taken whole, or, with ``holdout`` (a fraction), split
     by :func:`holdout_split` into the "train" and "val" parts.
@@ -284,4 +286,17 @@ def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed
         if root is None:
             raise ValueError("dataset 'list' needs the list file")
         return ListFile(root, options.get("image_root"), classes=options.get("classes"))
-    raise ValueError(f"unknown dataset {kind!r}; known: digits, synthetic, folder, list")
+    if kind == "wds":
+        from .shards import ShardDataset
+
+        if root is None:
+            raise ValueError("dataset 'wds' needs a shard pattern")
+        return ShardDataset(root, classes=options.get("classes"))
+    if kind == "hf":
+        from .hf import HFDataset
+
+        if root is None:
+            raise ValueError("dataset 'hf' needs a saved dataset (a save_to_disk folder or parquet files)")
+        return HFDataset(root, split, image_column=options.get("image_column"),
+                         label_column=options.get("label_column"), classes=options.get("classes"))  # fmt: skip
+    raise ValueError(f"unknown dataset {kind!r}; known: digits, synthetic, folder, list, wds, hf")

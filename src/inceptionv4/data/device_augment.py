@@ -161,6 +161,9 @@ def read_encoded(base: ImageDataset, index: int) -> tuple[torch.Tensor, tuple[in
     source = base.samples[index][0]
     if isinstance(source, (str, Path)):
         return read_encoded_file(source)
+    if hasattr(base, "read_sample"):  # bytes held elsewhere (a shard): the same check as a file's
+        data, name, jpeg = base.read_sample(index)
+        return payload_of(data, name, jpeg=jpeg)
     img, _ = base.load(index)
     return pixels_of(img), (img.height, img.width)
 

@@ -44,9 +44,13 @@ FIELD_HELP = {
     "pretrained": "a hub id or weights file to start from; another class count gets a fresh head",
     "drop_rate": "dropout before the classifier (the paper's keep 0.8 is 0.2)",
     "residual_scale": "scale of the Inception-ResNet residual branches (the network's own if unset)",
-    "dataset": "digits | synthetic | folder | list; unset: folder or list from --data, else digits",
-    "data": "the folder (train/ and val/, or class folders) or the training list file",
-    "val_data": "the validation list file (dataset list)",
+    "dataset": "digits | synthetic | folder | list | wds | hf; unset: folder or list from --data, else digits",
+    "data": "the folder (train/ and val/, or class folders), the training list file, the training shards "
+            "(wds: 'shards/train-{000000..000146}.tar') or a saved Hugging Face dataset (hf)",
+    "val_data": "the validation list file (list), shards (wds) or saved dataset (hf; unset: its validation split)",
+    "shuffle_buffer": "wds: samples in each stream's shuffle buffer",
+    "image_column": "hf: the image column (unset: the one of Image type, else 'image' or 'img')",
+    "label_column": "hf: the label column (unset: the one of ClassLabel type, else 'label' or 'labels')",
     "input_size": "training and evaluation resolution in pixels",
     "hflip": "probability of a horizontal flip",
     "color_jitter": "strength of brightness/contrast/saturation jitter (0: off)",
@@ -95,6 +99,7 @@ _RANGES = {
     "epochs": (lambda v: v >= 1, "an integer >= 1"),
     "input_size": (lambda v: v >= 1, "an integer >= 1"),
     "workers": (lambda v: v >= 0, "an integer >= 0"),
+    "shuffle_buffer": (lambda v: v >= 1, "an integer >= 1"),
     "seed": (lambda v: True, "an integer"),
     "save_every": (lambda v: v >= 0, "an integer >= 0"),
     "keep_checkpoints": (lambda v: v >= 1, "an integer >= 1"),
@@ -125,9 +130,12 @@ class TrainConfig:
     drop_rate: float = 0.2
     residual_scale: float | None = None
     # data
-    dataset: str | None = None  # digits | synthetic | folder | list; None: from ``data`` (below)
-    data: str | None = None  # folder root, or list file
-    val_data: str | None = None  # list file of the validation set (dataset=list)
+    dataset: str | None = None  # digits | synthetic | folder | list | wds | hf; None: from ``data`` (below)
+    data: str | None = None  # folder root, list file, shard pattern (wds) or saved dataset (hf)
+    val_data: str | None = None  # the validation list file, shards or saved dataset (list, wds, hf)
+    shuffle_buffer: int = 1000  # wds: samples in each stream's shuffle buffer
+    image_column: str | None = None  # hf: found from the features when None
+    label_column: str | None = None
     input_size: int = 299
     hflip: float = 0.5
     color_jitter: float = 0.0
@@ -243,16 +251,24 @@ class TrainConfig:
 
     def _validate_data(self) -> None:
         """Say what is wrong with the data settings before a network is built or a worker started."""
-        kinds = ("digits", "synthetic", "folder", "list")
+        kinds = ("digits", "synthetic", "folder", "list", "wds", "hf")
         if self.dataset not in kinds:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(kinds)}")
         if self.dataset in ("digits", "synthetic"):
             for name in ("data", "val_data"):
                 if getattr(self, name) is not None:
                     raise ValueError(
-                        f"{name} ({getattr(self, name)}) is read only with dataset 'folder' or 'list', "
+                        f"{name} ({getattr(self, name)}) is read only with datasets folder, list, wds and hf, "
                         f"not {self.dataset!r}; leave dataset unset to take the kind from {name}"
                     )
+            return
+        if self.dataset in ("wds", "hf"):
+            if self.data is None:
+                what = "a shard pattern such as 'shards/train-{000000..000146}.tar'" if self.dataset == "wds" else (
+                    "a dataset folder written by save_to_disk, or parquet files")  # fmt: skip
+                raise ValueError(f"dataset {self.dataset!r} needs data: {what}")
+            if self.dataset == "wds" and self.val_data is None:
+                raise ValueError("dataset 'wds' needs val_data: the validation shards")
             return
         if self.data is None:
             what = "a folder of class folders (or train/ and val/)" if self.dataset == "folder" else "a list file"

@@ -34,6 +34,7 @@ from ..data import (
     train_transform,
 )
 from ..data.datasets import Subset
+from ..data.shards import ShardBatches, ShardDataset
 from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
                          save_checkpoint)  # fmt: skip
 from .config import TrainConfig
@@ -170,9 +171,11 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
 
     # -- data ---------------------------------------------------------------------------------------
     holdout = {"holdout": VAL_HOLDOUT} if cfg.dataset == "folder" else {}  # for a folder without val/
-    train_base = build_dataset(cfg.dataset, "train", root=cfg.data, seed=cfg.seed, **holdout)
-    val_root = cfg.val_data if cfg.dataset == "list" else cfg.data
-    val_base = build_dataset(cfg.dataset, "val", root=val_root, seed=cfg.seed, classes=train_base.classes, **holdout)
+    columns = {"image_column": cfg.image_column, "label_column": cfg.label_column} if cfg.dataset == "hf" else {}
+    train_base = build_dataset(cfg.dataset, "train", root=cfg.data, seed=cfg.seed, **holdout, **columns)
+    val_root = cfg.val_data if cfg.dataset in ("list", "wds") or (cfg.dataset == "hf" and cfg.val_data) else cfg.data
+    val_base = build_dataset(cfg.dataset, "val", root=val_root, seed=cfg.seed, classes=train_base.classes, **holdout,
+                             **columns)  # fmt: skip
     if isinstance(val_base, Subset) and world.is_main:  # build_dataset held part of the folder out
         log.info("%s has no train/ and val/: validating on %d held-out images (%.0f%% of each class), "
                  "training on %d", cfg.data, len(val_base), 100 * VAL_HOLDOUT, len(train_base))  # fmt: skip
@@ -325,8 +328,13 @@ def _train(cfg: TrainConfig, r: dict, world: World) -> dict:  # one loop, read t
         while global_step < total_steps:
             epoch, start_in_epoch = divmod(global_step, steps_per_epoch)
             train_ds.set_epoch(epoch)
-            sampler = StepBatches(len(train_base), cfg.batch_size, seed=cfg.seed, epoch=epoch, accum=cfg.accum_steps,
-                                  world=world, start_step=start_in_epoch)  # fmt: skip
+            if isinstance(train_base, ShardDataset):  # a stream: shards by rank and worker, a shuffle buffer
+                sampler = ShardBatches(train_base, cfg.batch_size, seed=cfg.seed, epoch=epoch, accum=cfg.accum_steps,
+                                       world=world, start_step=start_in_epoch, workers=cfg.workers,
+                                       buffer=cfg.shuffle_buffer)  # fmt: skip
+            else:
+                sampler = StepBatches(len(train_base), cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                      accum=cfg.accum_steps, world=world, start_step=start_in_epoch)  # fmt: skip
             loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, num_workers=cfg.workers,
                                                  collate_fn=train_collate, persistent_workers=False)  # fmt: skip
             epoch_start, images = time.time(), 0
