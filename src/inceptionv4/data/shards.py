@@ -290,9 +290,10 @@ class ShardBatches(torch.utils.data.Sampler):
     (shard i to rank i % world) and, within a rank, to ``workers`` streams (one per loader
     worker: a DataLoader gives micro-batch k to worker k % workers, and micro-batch k is cut from
     stream k % workers, so each worker reads only its own shards). Each stream passes through a
-    shuffle buffer of ``buffer`` samples. A stream that runs out before the epoch's last step
-    starts over in another order, so every rank takes the same number of steps; shards of equal
-    size (as :func:`write_shards` writes them) give every sample once per epoch.
+    shuffle buffer of ``buffer`` samples. A worker's stream that runs out takes the rest of the
+    others' at the epoch's end; a rank whose share runs out before the epoch's last step starts it
+    over, so every rank takes the same number of steps. Shards of equal size (as
+    :func:`write_shards` writes them) give every sample once per epoch.
     """
 
     def __init__(self, dataset: ShardDataset, batch: int, *, seed: int, epoch: int, accum: int, world,
@@ -337,18 +338,16 @@ class ShardBatches(torch.utils.data.Sampler):
         streams = self.streams()
         lanes = len(streams)
         cursor = [0] * lanes
-        total = self.steps * self.accum
-        for k in range(total):
-            lane = k % lanes
-            s = streams[lane]
-            if not s:
-                continue
-            picked = []
+        for k in range(self.steps * self.accum):
+            picked: list[int] = []
+            lane = k % lanes  # loader worker k % workers reads this micro-batch: its own stream first
             while len(picked) < self.per_rank:
-                if cursor[lane] == len(s):  # this rank's share ran out early: round again
-                    cursor[lane] = 0
-                take = min(self.per_rank - len(picked), len(s) - cursor[lane])
-                picked += s[cursor[lane] : cursor[lane] + take]
+                if all(cursor[v] == len(streams[v]) for v in range(lanes)):  # the rank's share ran out: again
+                    cursor = [0] * lanes
+                while cursor[lane] == len(streams[lane]):  # at the epoch's end, what another stream has left
+                    lane = (lane + 1) % lanes
+                take = min(self.per_rank - len(picked), len(streams[lane]) - cursor[lane])
+                picked += streams[lane][cursor[lane] : cursor[lane] + take]
                 cursor[lane] += take
             if k >= self.start_step * self.accum:
                 yield picked
