@@ -18,7 +18,7 @@ import time
 import torch
 
 import inceptionv4 as iv
-from inceptionv4.engine.optim import EMA, TFRMSprop, build_optimizer, param_groups
+from inceptionv4.train.optim import EMA, TFRMSprop, build_optimizer, param_groups
 
 
 class LoopEMA(EMA):

@@ -103,10 +103,10 @@ def test_unwritable_outputs_are_one_line(tmp_path, capsys):
 def test_every_train_flag_says_what_it_does(capsys):
     import dataclasses
 
-    from inceptionv4.engine import TrainConfig
-    from inceptionv4.engine.config import FIELD_HELP
+    from inceptionv4.train import TrainConfig
+    from inceptionv4.train.config import FIELD_HELP
 
-    assert set(FIELD_HELP) == {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+    assert set(FIELD_HELP) == {f.name for f in dataclasses.fields(TrainConfig)}
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -125,26 +125,26 @@ def test_a_bad_port_is_refused_while_parsing(port, message, capsys):
 
 def test_help_and_list_leave_the_data_pipeline_unloaded():
     """torchvision (and through it torch._dynamo) costs ~1.4 s to import; commands that read no
-    images must not pay it (inceptionv4.engine loads its names on first use)."""
+    images must not pay it (inceptionv4.train loads its names on first use)."""
     code = (
         "import sys\n"
         "from inceptionv4.cli import build_parser, main\n"
         "build_parser()\n"
         "main(['list'])\n"
-        "print(sorted(m for m in ('torchvision', 'inceptionv4.engine.trainer', 'inceptionv4.data') if m in sys.modules))\n"
-        "from inceptionv4.engine import train, TrainConfig\n"
+        "print(sorted(m for m in ('torchvision', 'inceptionv4.train.trainer', 'inceptionv4.data') if m in sys.modules))\n"
+        "from inceptionv4.train import train, TrainConfig\n"
         "print(train.__module__, TrainConfig.__module__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     lines = out.stdout.strip().splitlines()
     assert lines[-2] == "[]"
-    assert lines[-1] == "inceptionv4.engine.trainer inceptionv4.engine.config"
-    from inceptionv4 import engine
+    assert lines[-1] == "inceptionv4.train.trainer inceptionv4.train.config"
+    from inceptionv4 import train
 
-    assert set(engine.__all__) == set(engine._WHERE)  # every exported name loads, from where it is defined
+    assert set(train.__all__) == set(train._WHERE)  # every exported name loads, from where it is defined
     assert all(
-        getattr(engine, name).__module__.startswith("inceptionv4.engine.")
-        for name in engine.__all__
+        getattr(train, name).__module__.startswith("inceptionv4.train.")
+        for name in train.__all__
         if name != "RECIPES"
     )
 

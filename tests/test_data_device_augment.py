@@ -18,7 +18,7 @@ from inceptionv4.data import (
     collate_encoded,
 )
 from inceptionv4.data.device_augment import _color_jitter, device_decodable, sample_crop
-from inceptionv4.engine import train
+from inceptionv4.train import train
 from inceptionv4.data.views import DeviceViews
 
 # the reference decodes with torchvision's own decoder, deprecated in 0.29 for TorchCodec

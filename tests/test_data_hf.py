@@ -50,7 +50,7 @@ def test_columns_are_found_from_the_features_and_images_decode_as_files(saved):
 
 
 def test_a_saved_dataset_trains_for_a_few_steps(saved, tmp_path):
-    from inceptionv4.engine import train
+    from inceptionv4.train import train
 
     summary = train(model="inception_resnet_v1", dataset="hf", data=str(saved / "dict"), input_size=75, batch_size=8,
                     max_steps=3, workers=0, progress=False, plots=False, recipe="finetune",

@@ -175,7 +175,7 @@ def test_kill_9_during_a_webdataset_run_then_resume_gives_the_same_weights(shard
 
 
 def test_a_corrupt_member_is_skipped_and_counted_and_a_damaged_tar_is_read_to_the_damage(shards, tmp_path, caplog):
-    from inceptionv4.engine import train
+    from inceptionv4.train import train
 
     root, written = shards
     broken = tmp_path / "broken"

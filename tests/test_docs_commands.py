@@ -84,7 +84,7 @@ def test_every_library_call_the_pages_show_matches_its_signature(page):
     import dataclasses
     import inspect
 
-    from inceptionv4.engine.config import TrainConfig
+    from inceptionv4.train.config import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     scope: dict = {}

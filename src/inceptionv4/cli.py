@@ -97,7 +97,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import logging
 
-    from .engine import TrainConfig, train
+    from .train import TrainConfig, train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config") and v is not None}
@@ -115,16 +115,14 @@ def _train(args: argparse.Namespace) -> int:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     import dataclasses
 
-    from .engine.config import FIELD_HELP, TrainConfig
+    from .train.config import TrainConfig
 
     p.add_argument("--config", help="a YAML file of settings (flags override it)")
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "extra":
-            continue
         flag = "--" + f.name.replace("_", "-")
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         shown = f" (default: {f.default})" if f.default is not None and kind != "bool" else ""
-        common = {"dest": f.name, "default": None, "help": FIELD_HELP[f.name] + shown}
+        common = {"dest": f.name, "default": None, "help": f.metadata["help"] + shown}  # the field's own record
         if kind == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif kind.startswith("int"):
@@ -233,9 +231,9 @@ def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from .data import build_dataset
-    from .engine.distributed import World, cleanup, init_distributed
+    from .distributed import World, cleanup, init_distributed
     from .infer.evaluate import evaluate_protocol
-    from .engine.runlog import plot_confusion
+    from .train.runlog import plot_confusion
 
     if not (args.data or args.list):
         raise ValueError("give --data (a folder of class folders) or --list (a list file)")
@@ -336,7 +334,7 @@ def number(kind: type, low: float | None = None, high: float | None = None, *, a
 
 def _setting(name: str, kind: type):
     """An argparse type for a training setting: its kind, then its range as TrainConfig states it."""
-    from .engine.config import TrainConfig
+    from .train.config import TrainConfig
 
     def parse(text: str):
         value = number(kind)(text)

@@ -35,7 +35,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, ma
     The int8 model is kept only if it agrees with fp32 on ``int8_min_agreement`` of the held-out
     digits; else ``int8`` holds the refusal."""
     from .data import Digits
-    from .engine import train
+    from .train import train
     from .engine.export import export_model, run_exported
     from .data.views import crop_views
     from .infer.predict import predict

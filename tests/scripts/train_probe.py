@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from inceptionv4.engine import train
+from inceptionv4.train import train
 
 torch.set_num_threads(1)
 
@@ -33,7 +33,7 @@ def _killed_midway(write):
 
 kill = os.environ.get("PROBE_KILL", "")
 if kill.startswith("checkpoint:"):
-    import inceptionv4.engine.checkpoint as checkpoint
+    import inceptionv4.train.checkpoint as checkpoint
 
     calls, at, save = [0], int(kill.split(":")[1]), checkpoint.torch.save
 
@@ -47,7 +47,7 @@ elif kill == "weights":
 
     safetensors.torch.save_file = _killed_midway(safetensors.torch.save_file)
 elif kill == "plots":
-    import inceptionv4.engine.trainer as trainer
+    import inceptionv4.train.trainer as trainer
 
     trainer.plot_run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 out_dir, *pairs = sys.argv[1:]

@@ -1,6 +1,6 @@
 """Datasets, robust decoding and Inception preprocessing."""
 
-from .datasets import Augmented, Digits, ImageFolder, ListFile, Synthetic, build_dataset, collate
+from .datasets import Augmented, Batch, Digits, ImageFolder, ListFile, Synthetic, build_dataset, collate
 from .decode import DecodeError, decode_rgb, load_rgb
 from .device_augment import DeviceAugment, DeviceBatches, EncodedImages, collate_encoded
 from .transforms import Preprocessing, eval_transform, train_transform
@@ -9,6 +9,7 @@ __all__ = [
     "Augmented",
     "DecodeError",
     "DeviceAugment",
+    "Batch",
     "DeviceBatches",
     "Digits",
     "EncodedImages",

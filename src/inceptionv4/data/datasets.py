@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from typing import TypedDict
 from pathlib import Path
 
 import numpy as np
@@ -203,17 +204,33 @@ class Augmented(torch.utils.data.Dataset):
         return x, label, index
 
 
-def collate(batch: list) -> dict[str, object]:
-    """Stack the good samples; report the skipped ones (their reasons) alongside."""
+class Batch(TypedDict):
+    """What every loader of this package yields once its batch is ready to run (folder, list,
+    digits, synthetic, wds and hf datasets; augmented for training, or cut for evaluation; decoded
+    by the workers or on the device): the images that could be read, their labels and dataset
+    indices, and for each item that could not, its reason and index. Every item a dataset cannot
+    give is ``(None, index, reason)`` before it is collated."""
+
+    images: torch.Tensor | None
+    labels: torch.Tensor | None
+    indices: torch.Tensor | list[int] | None
+    skipped: list[str]
+    skipped_indices: list[int]
+
+
+def collate(batch: list) -> Batch:
+    """Stack the good samples; report the skipped ones (their reasons and indices) alongside."""
     good = [b for b in batch if b[0] is not None]
     skipped = [b[2] for b in batch if b[0] is None]
+    skipped_indices = [b[1] for b in batch if b[0] is None]
     if not good:
-        return {"images": None, "labels": None, "indices": None, "skipped": skipped}
+        return {"images": None, "labels": None, "indices": None, "skipped": skipped, "skipped_indices": skipped_indices}
     return {
         "images": torch.stack([b[0] for b in good]),
         "labels": torch.tensor([b[1] for b in good], dtype=torch.long),
         "indices": torch.tensor([b[2] for b in good], dtype=torch.long),
         "skipped": skipped,
+        "skipped_indices": skipped_indices,
     }
 
 

@@ -195,8 +195,10 @@ def collate_encoded(batch: list) -> dict[str, object]:
     """Payloads stay a list (their sizes differ); the augmentation travels as small tensors."""
     good = [b for b in batch if b[0] is not None]
     skipped = [b[2] for b in batch if b[0] is None]
+    skipped_indices = [b[1] for b in batch if b[0] is None]
     if not good:
-        return {"images": None, "labels": None, "indices": None, "skipped": skipped, "payloads": []}
+        return {"images": None, "labels": None, "indices": None, "skipped": skipped, "skipped_indices": skipped_indices,
+                "payloads": []}  # fmt: skip
     params = [b[3] for b in good]
     return {
         "images": None,  # made on the device by DeviceAugment
@@ -208,6 +210,7 @@ def collate_encoded(batch: list) -> dict[str, object]:
         "labels": torch.tensor([b[1] for b in good], dtype=torch.long),
         "indices": torch.tensor([b[2] for b in good], dtype=torch.long),
         "skipped": skipped,
+        "skipped_indices": skipped_indices,
     }
 
 
@@ -230,8 +233,9 @@ class DeviceAugment:
             return batch
         images = self.decode(batch["payloads"], batch["names"])
         keep = [i for i, img in enumerate(images) if isinstance(img, torch.Tensor)]
-        failed = [img for img in images if isinstance(img, str)]
-        out = dict(batch, payloads=[], skipped=batch["skipped"] + failed)
+        failed = [i for i, img in enumerate(images) if isinstance(img, str)]
+        out = dict(batch, payloads=[], skipped=batch["skipped"] + [images[i] for i in failed],
+                   skipped_indices=batch["skipped_indices"] + [int(batch["indices"][i]) for i in failed])  # fmt: skip
         if not keep:
             return dict(out, images=None, labels=None, indices=None)
         index = torch.tensor(keep)

@@ -212,7 +212,7 @@ class DeviceViews:
 
     Returns ``{"images": (N*V, 3, S, S) float32 on device, or None, "labels": (N,) int64,
     "indices", "skipped", "skipped_indices"}`` -- the batch form
-    :func:`~inceptionv4.engine.evaluate` reads; a file the device cannot decode after all joins the
+    the trainer's validation reads; a file the device cannot decode after all joins the
     skipped ones. The
     views differ from PIL's by at most a couple of 8-bit levels (torchvision's tensor resize; the
     tests bound it), so the published protocols stay on ``--decode workers``, the default.

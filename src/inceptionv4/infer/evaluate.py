@@ -12,7 +12,7 @@ import math
 import torch
 
 from ..data.views import DeviceViews, EncodedFiles, ProtocolViews, check_decode, collate_items, cut_batch, scales_for
-from ..engine.distributed import World, gather_objects
+from ..distributed import World, gather_objects
 from .session import Labels, Session, as_session
 
 def label_map(dataset_classes: list[str], outputs: Session | torch.nn.Module | list[str]) -> list[int]:
@@ -38,6 +38,70 @@ def label_map(dataset_classes: list[str], outputs: Session | torch.nn.Module | l
 #: the confusion matrix's last column: predictions of a class the dataset does not have (a
 #: 1000-class ImageNet network on a folder of 10 of its classes can still answer any of the 1000)
 OUTSIDE = "(a class outside the dataset)"
+
+
+class Tally:
+    """The one metrics accumulator: of ``eval`` and of training's validation alike.
+
+    It takes probabilities over the outputs, each image's dataset label and index, and the images
+    that could not be read, and gives the report's figures: top-1, top-5, the mean negative log
+    likelihood (``loss``), per-class top-1, and the confusion matrix of ``n x (n + 1)`` (rows:
+    true class; columns: predicted class, the last one for an output outside the dataset's
+    classes, :data:`OUTSIDE`). ``mapping[c]`` is the output index of dataset class ``c``
+    (:func:`label_map`); ``keys`` name the outputs.
+    """
+
+    def __init__(self, classes: list[str], mapping: list[int], keys: list[str], name_of=None) -> None:
+        self.classes, self.mapping, self.keys, self.name_of = list(classes), list(mapping), list(keys), name_of
+        self.back = {model_idx: ds_idx for ds_idx, model_idx in enumerate(mapping)}
+        n = len(classes)
+        self.confusion = torch.zeros(n, n + 1, dtype=torch.long)
+        self.top5, self.nll = 0, 0.0
+        self.images: list[tuple[int, dict]] = []  # (dataset index, entry): shares merge in order
+        self.skipped: list[tuple[int, str]] = []
+
+    def add(self, probs: torch.Tensor, labels: list[int], indices: list[int]) -> None:
+        """``probs`` (N, outputs) of N images with these dataset ``labels`` and ``indices``."""
+        probs = probs.detach().float().cpu()
+        target = torch.tensor([self.mapping[y] for y in labels])
+        k = min(5, probs.shape[1])
+        self.top5 += (probs.topk(k, 1).indices == target[:, None]).any(1).sum().item()
+        self.nll -= probs.gather(1, target[:, None]).clamp(min=1e-12).log().sum().item()
+        best, predicted = probs.max(1)
+        for i, y, p, prob in zip(indices, labels, predicted.tolist(), best.tolist(), strict=True):
+            self.confusion[y, self.back.get(p, len(self.classes))] += 1
+            if self.name_of is not None:
+                entry = {"file": self.name_of(i), "label": self.classes[y], "predicted": self.keys[p], "prob": prob}
+                self.images.append((int(i), entry))
+
+    def skip(self, indices: list[int], reasons: list[str]) -> None:
+        self.skipped += zip((int(i) for i in indices), reasons, strict=True)
+
+    def merge(self, world: World) -> None:
+        """Every process's share, in every process: the same report everywhere."""
+        if not world.distributed:
+            return
+        shares = gather_objects((self.confusion, self.top5, self.nll, self.images, self.skipped), world)
+        self.confusion = sum((s[0] for s in shares), torch.zeros_like(self.confusion))
+        self.top5, self.nll = sum(s[1] for s in shares), sum(s[2] for s in shares)
+        self.images = sorted((x for s in shares for x in s[3]), key=lambda x: x[0])
+        self.skipped = sorted((x for s in shares for x in s[4]), key=lambda x: x[0])
+
+    def report(self) -> dict:
+        n = int(self.confusion.sum())
+        per_class = self.confusion.diag().double() / self.confusion.sum(1).clamp(min=1)
+        return {
+            "n": n,
+            "top1": 100.0 * self.confusion.diag().sum().item() / max(n, 1),
+            "top5": 100.0 * self.top5 / max(n, 1),
+            "loss": self.nll / max(n, 1),
+            "per_class_top1": {c: 100.0 * a for c, a in zip(self.classes, per_class.tolist(), strict=True)},
+            "confusion": self.confusion.tolist(),  # n x (n + 1): rows true, columns predicted
+            "confusion_columns": [*self.classes, OUTSIDE],
+            "classes": list(self.classes),
+            "images": [entry for _, entry in self.images],
+            "skipped": [reason for _, reason in self.skipped],
+        }
 
 
 def evaluate_protocol(
@@ -67,7 +131,7 @@ def evaluate_protocol(
     -- for a GPU that evaluates faster than the workers decode. Its pixels differ from PIL's by a
     level or two.
 
-    Under torchrun, pass ``world`` (:func:`~inceptionv4.engine.distributed.init_distributed`):
+    Under torchrun, pass ``world`` (:func:`~inceptionv4.distributed.init_distributed`):
     each process evaluates every ``world.size``-th image, and every process returns the whole
     dataset's report, identical to a single process's.
     """
@@ -90,48 +154,26 @@ def evaluate_protocol(
     else:
         loader = torch.utils.data.DataLoader(ProtocolViews(dataset, pre, crops), collate_fn=collate_items, **loading)
         batches = (dict(b, images=cut_batch(b["data"], device)) for b in loader)
-    back = {model_idx: ds_idx for ds_idx, model_idx in enumerate(mapping)}
-    keys = session.labels.keys
-    n_cls = len(dataset.classes)
-    images: list[tuple[int, dict]] = []  # (dataset index, entry): the processes' shares are merged in order
-    confusion = torch.zeros(n_cls, n_cls + 1, dtype=torch.long)  # last column: a class outside the dataset
-    top5 = 0
-    skipped: list[tuple[int, str]] = []
+    tally = Tally(dataset.classes, mapping, session.labels.keys, name_of=dataset.name_of)
     bar = None
     if progress and world.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(shard), desc=f"eval ({crops} crop{'s' if crops > 1 else ''})", unit="img")
     for batch in batches:
-        skipped += zip(batch["skipped_indices"], batch["skipped"], strict=True)
+        tally.skip(batch["skipped_indices"], batch["skipped"])
         if batch["images"] is not None:  # (B*V, 3, S, S): uint8 pixels, or normalised floats
-            probs = session(batch["images"])
-            dataset_labels = [int(y) for y in batch["labels"]]
-            labels = torch.tensor([mapping[y] for y in dataset_labels])
-            k = min(5, probs.shape[1])
-            top5 += (probs.topk(k, 1).indices == labels[:, None]).any(1).sum().item()
-            best, predicted = probs.max(1)
-            for i, y, p, prob in zip(batch["indices"], dataset_labels, predicted.tolist(), best.tolist(),
-                                     strict=True):  # fmt: skip
-                confusion[y, back.get(p, n_cls)] += 1
-                entry = {"file": dataset.name_of(i), "label": dataset.classes[y], "predicted": keys[p], "prob": prob}
-                images.append((i, entry))
+            tally.add(session(batch["images"]), [int(y) for y in batch["labels"]], [int(i) for i in batch["indices"]])
         if bar is not None:
             bar.update(len(batch["skipped"]) + len(batch["labels"]))
     if bar is not None:
         bar.close()
-    if world.distributed:  # every process gets every share: the same report everywhere
-        shares = gather_objects((confusion, top5, images, skipped), world)
-        confusion = sum((c for c, _, _, _ in shares), torch.zeros_like(confusion))
-        top5 = sum(t for _, t, _, _ in shares)
-        images = sorted((x for _, _, i, _ in shares for x in i), key=lambda x: x[0])
-        skipped = sorted((x for _, _, _, k in shares for x in k), key=lambda x: x[0])
-    skipped = [reason for _, reason in skipped]
-    n = int(confusion.sum())
-    if n == 0:  # a 0% top-1 over nothing would read as a result
+    tally.merge(world)
+    report = tally.report()
+    if report["n"] == 0:  # a 0% top-1 over nothing would read as a result
+        skipped = report["skipped"]
         shown = "; ".join(skipped[:3]) + (f"; ... {len(skipped) - 3} more" if len(skipped) > 3 else "")
         raise ValueError(f"no image of the {len(dataset)} in the dataset could be read: {shown or 'none found'}")
-    per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1)
     return {
         "crops": crops,
         "scales": scales_for(pre, crops),
@@ -141,14 +183,5 @@ def evaluate_protocol(
         "backend": session.backend,
         "precision": session.precision,
         "decode": decode,
-        "n": n,
-        "top1": 100.0 * confusion.diag().sum().item() / max(n, 1),
-        "top5": 100.0 * top5 / max(n, 1),
-        "per_class_top1": {c: 100.0 * a for c, a in zip(dataset.classes, per_class.tolist(), strict=True)},
-        "confusion": confusion.tolist(),  # n x (n + 1): rows true, columns predicted, see below
-        "confusion_columns": [*dataset.classes, OUTSIDE],
-        "classes": list(dataset.classes),
-        "images": [entry for _, entry in images],
-        "skipped": skipped,
+        **report,
     }
-

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..engine.devices import resolve_device
-from ..engine.optim import FUSED_DEVICES
+from ..train.optim import FUSED_DEVICES
 from ..models import count_flops, create_model
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,7 +37,7 @@ def measure(model: nn.Module, *, batch_size: int, input_size: int, device: str =
         model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
     run = torch.compile(model) if compile else model
     amp = precision != "fp32"
-    fused = {"fused": True} if dev.type in FUSED_DEVICES else {}  # what the trainer uses (engine.optim)
+    fused = {"fused": True} if dev.type in FUSED_DEVICES else {}  # what the trainer uses (train.optim)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, **fused) if mode == "train" else None
     y = torch.randint(0, 10, (batch_size,), device=dev)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -38,146 +38,179 @@ RECIPES = {
 }
 
 
-#: One line per setting for ``inceptionv4 train --help`` (a test keeps it complete).
-FIELD_HELP = {
-    "model": "the network (see `inceptionv4 list`)",
-    "pretrained": "a hub id or weights file to start from; another class count gets a fresh head",
-    "drop_rate": "dropout before the classifier (the paper's keep 0.8 is 0.2)",
-    "residual_scale": "scale of the Inception-ResNet residual branches (the network's own if unset)",
-    "dataset": "digits | synthetic | folder | list | wds | hf; unset: folder or list from --data, else digits",
-    "data": "the folder (train/ and val/, or class folders), the training list file, the training shards "
-            "(wds: 'shards/train-{000000..000146}.tar') or a saved Hugging Face dataset (hf)",
-    "val_data": "the validation list file (list), shards (wds) or saved dataset (hf; unset: its validation split)",
-    "shuffle_buffer": "wds: samples in each stream's shuffle buffer",
-    "image_column": "hf: the image column (unset: the one of Image type, else 'image' or 'img')",
-    "label_column": "hf: the label column (unset: the one of ClassLabel type, else 'label' or 'labels')",
-    "input_size": "training and evaluation resolution in pixels",
-    "hflip": "probability of a horizontal flip",
-    "color_jitter": "strength of brightness/contrast/saturation jitter (0: off)",
-    "min_crop_area": "smallest area of the random-resized crop, as a fraction of the image",
-    "workers": "data-loading processes per GPU/process",
-    "decode": "workers | device: where JPEGs are decoded and augmented, and validated (device: batched nvJPEG on CUDA)",
-    "recipe": "paper | finetune | modern: optimizer, rate, schedule and regularisation presets",
-    "epochs": "passes over the training set",
-    "batch_size": "global batch: across processes and accumulation steps",
-    "accum_steps": "gradient accumulation steps per optimizer step",
-    "lr": "learning rate (the recipe's, scaled with the batch, if unset)",
-    "optimizer": "rmsprop_tf | sgd | adamw (the recipe's if unset)",
-    "schedule": "exponential | cosine | constant (the recipe's if unset)",
-    "weight_decay": "weight decay (the recipe's if unset)",
-    "warmup_epochs": "linear warm-up, in epochs (the recipe's if unset)",
-    "label_smoothing": "label smoothing (the recipe's if unset)",
-    "clip_grad": "clip the gradient norm to this (0: off; the recipe's if unset)",
-    "ema_decay": "exponential moving average of the weights (0: off; the recipe's if unset)",
-    "aux_weight": "> 0 adds the auxiliary classifier, its loss times this (0.4 in TF-slim)",
-    "freeze_backbone": "train the classifier only",
-    "freeze_bn": "keep batch-norm running statistics as loaded (small batches, fine-tuning)",
-    "amp": "none | bf16 | fp16 mixed precision",
-    "channels_last": "NHWC memory format (faster convolutions on recent GPUs and CPUs)",
-    "compile": "torch.compile the training step",
-    "grad_checkpointing": "recompute each block's activations in the backward pass: less memory, more compute",
-    "sync_bn": "synchronise batch-norm statistics across GPUs (CUDA only)",
-    "out_dir": "the run folder: checkpoints, metrics, plots, the final weights",
-    "seed": "seed of initialisation, data order and augmentation",
-    "deterministic": "deterministic algorithms only (slower)",
-    "resume": "continue from the newest checkpoint in out_dir",
-    "overwrite": "replace a run already checkpointed in out_dir",
-    "save_every": "also checkpoint every N optimizer steps (0: at epoch ends only)",
-    "keep_checkpoints": "how many of the newest checkpoints stay on disk",
-    "max_steps": "stop after this many optimizer steps",
-    "nan_policy": "stop | skip: what a NaN or infinite loss does",
-    "log_every": "log the training loss every N steps",
-    "progress": "a progress bar",
-    "plots": "loss, accuracy, learning-rate and confusion plots in out_dir",
-}
 
 
-#: setting -> (test, the rule as the error states it), applied to the recipe-resolved values.
-_RANGES = {
-    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "accum_steps": (lambda v: v >= 1, "an integer >= 1"),
-    "epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "input_size": (lambda v: v >= 1, "an integer >= 1"),
-    "workers": (lambda v: v >= 0, "an integer >= 0"),
-    "shuffle_buffer": (lambda v: v >= 1, "an integer >= 1"),
-    "seed": (lambda v: True, "an integer"),
-    "save_every": (lambda v: v >= 0, "an integer >= 0"),
-    "keep_checkpoints": (lambda v: v >= 1, "an integer >= 1"),
-    "log_every": (lambda v: v >= 1, "an integer >= 1"),
-    "max_steps": (lambda v: v >= 1, "an integer >= 1, or unset"),
-    "lr": (lambda v: v > 0, "> 0"),
-    "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
-    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "clip_grad": (lambda v: v >= 0, ">= 0 (0: no clipping), or unset"),
-    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0: no EMA), or unset"),
-    "drop_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "hflip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "color_jitter": (lambda v: v >= 0, ">= 0"),
-    "min_crop_area": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "aux_weight": (lambda v: v >= 0, ">= 0"),
-}
+def setting(default: object, help: str, *, check=None, rule: str = "") -> object:
+    """One setting of :class:`TrainConfig`, described once: its default, its help line (what
+    ``inceptionv4 train --help`` shows) and, for a number, its range (``check(value)`` must hold,
+    finite; ``rule`` is how an error states it). Ranges apply to the recipe-resolved values."""
+    metadata = {"help": help, **({"range": (check, rule)} if check is not None else {})}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
-    """Every knob of :func:`inceptionv4.engine.train`; ``None`` means "the recipe's value"."""
+    """Every knob of :func:`inceptionv4.train.train`; ``None`` means "the recipe's value"."""
 
     # what to train
-    model: str = "inception_resnet_v1"
-    pretrained: str | None = None  # a hub id or weights file to start from
-    drop_rate: float = 0.2
-    residual_scale: float | None = None
+    model: str = setting("inception_resnet_v1", "the network (see `inceptionv4 list`)")
+    pretrained: str | None = setting(
+        None,
+        "a hub id or weights file to start from; another class count gets a fresh head",
+    )
+    drop_rate: float = setting(
+        0.2,
+        "dropout before the classifier (the paper's keep 0.8 is 0.2)",
+        check=lambda v: 0 <= v < 1, rule="in [0, 1)",
+    )
+    residual_scale: float | None = setting(
+        None,
+        "scale of the Inception-ResNet residual branches (the network's own if unset)",
+    )
     # data
-    dataset: str | None = None  # digits | synthetic | folder | list | wds | hf; None: from ``data`` (below)
-    data: str | None = None  # folder root, list file, shard pattern (wds) or saved dataset (hf)
-    val_data: str | None = None  # the validation list file, shards or saved dataset (list, wds, hf)
-    shuffle_buffer: int = 1000  # wds: samples in each stream's shuffle buffer
-    image_column: str | None = None  # hf: found from the features when None
-    label_column: str | None = None
-    input_size: int = 299
-    hflip: float = 0.5
-    color_jitter: float = 0.0
-    min_crop_area: float = 0.08
-    workers: int = 2
-    decode: str = "workers"  # workers | device: JPEG decode and augmentation in the workers or on the device
+    dataset: str | None = setting(
+        None,
+        "digits | synthetic | folder | list | wds | hf; unset: folder or list from --data, else digits",
+    )
+    data: str | None = setting(
+        None,
+        "the folder (train/ and val/, or class folders), the training list file, the training shards "
+        "(wds: 'shards/train-{000000..000146}.tar') or a saved Hugging Face dataset (hf)",
+    )
+    val_data: str | None = setting(
+        None,
+        "the validation list file (list), shards (wds) or saved dataset (hf; unset: its validation split)",
+    )
+    shuffle_buffer: int = setting(
+        1000,
+        "wds: samples in each stream's shuffle buffer",
+        check=lambda v: v >= 1, rule="an integer >= 1",
+    )
+    image_column: str | None = setting(
+        None,
+        "hf: the image column (unset: the one of Image type, else 'image' or 'img')",
+    )
+    label_column: str | None = setting(
+        None,
+        "hf: the label column (unset: the one of ClassLabel type, else 'label' or 'labels')",
+    )
+    input_size: int = setting(
+        299,
+        "training and evaluation resolution in pixels",
+        check=lambda v: v >= 1, rule="an integer >= 1",
+    )
+    hflip: float = setting(
+        0.5,
+        "probability of a horizontal flip",
+        check=lambda v: 0 <= v <= 1, rule="a probability in [0, 1]",
+    )
+    color_jitter: float = setting(
+        0.0,
+        "strength of brightness/contrast/saturation jitter (0: off)",
+        check=lambda v: v >= 0, rule=">= 0",
+    )
+    min_crop_area: float = setting(
+        0.08,
+        "smallest area of the random-resized crop, as a fraction of the image",
+        check=lambda v: 0 < v <= 1, rule="in (0, 1]",
+    )
+    workers: int = setting(2, "data-loading processes per GPU/process", check=lambda v: v >= 0, rule="an integer >= 0")
+    decode: str = setting(
+        "workers",
+        "workers | device: where JPEGs are decoded and augmented, and validated (device: batched nvJPEG "
+        "on CUDA)",
+    )
     # optimisation
-    recipe: str = "paper"
-    epochs: int = 10
-    batch_size: int = 32  # global, across processes and accumulation steps
-    accum_steps: int = 1
-    lr: float | None = None  # overrides the recipe's scaled rate
-    optimizer: str | None = None
-    schedule: str | None = None
-    weight_decay: float | None = None
-    warmup_epochs: float | None = None
-    label_smoothing: float | None = None
-    clip_grad: float | None = None
-    ema_decay: float | None = None
-    aux_weight: float = 0.0  # > 0 adds the released code's auxiliary classifier, its loss times this (0.4 in TF-slim)
-    freeze_backbone: bool = False
-    freeze_bn: bool = False
+    recipe: str = setting("paper", "paper | finetune | modern: optimizer, rate, schedule and regularisation presets")
+    epochs: int = setting(10, "passes over the training set", check=lambda v: v >= 1, rule="an integer >= 1")
+    batch_size: int = setting(
+        32,
+        "global batch: across processes and accumulation steps",
+        check=lambda v: v >= 1, rule="an integer >= 1",
+    )
+    accum_steps: int = setting(
+        1,
+        "gradient accumulation steps per optimizer step",
+        check=lambda v: v >= 1, rule="an integer >= 1",
+    )
+    lr: float | None = setting(
+        None,
+        "learning rate (the recipe's, scaled with the batch, if unset)",
+        check=lambda v: v > 0, rule="> 0",
+    )
+    optimizer: str | None = setting(None, "rmsprop_tf | sgd | adamw (the recipe's if unset)")
+    schedule: str | None = setting(None, "exponential | cosine | constant (the recipe's if unset)")
+    weight_decay: float | None = setting(
+        None,
+        "weight decay (the recipe's if unset)",
+        check=lambda v: v >= 0, rule=">= 0",
+    )
+    warmup_epochs: float | None = setting(
+        None,
+        "linear warm-up, in epochs (the recipe's if unset)",
+        check=lambda v: v >= 0, rule=">= 0",
+    )
+    label_smoothing: float | None = setting(
+        None,
+        "label smoothing (the recipe's if unset)",
+        check=lambda v: 0 <= v < 1, rule="in [0, 1)",
+    )
+    clip_grad: float | None = setting(
+        None,
+        "clip the gradient norm to this (0: off; the recipe's if unset)",
+        check=lambda v: v >= 0, rule=">= 0 (0: no clipping), or unset",
+    )
+    ema_decay: float | None = setting(
+        None,
+        "exponential moving average of the weights (0: off; the recipe's if unset)",
+        check=lambda v: 0 <= v < 1, rule="in [0, 1) (0: no EMA), or unset",
+    )
+    aux_weight: float = setting(
+        0.0,
+        "> 0 adds the auxiliary classifier, its loss times this (0.4 in TF-slim)",
+        check=lambda v: v >= 0, rule=">= 0",
+    )
+    freeze_backbone: bool = setting(False, "train the classifier only")
+    freeze_bn: bool = setting(False, "keep batch-norm running statistics as loaded (small batches, fine-tuning)")
     # speed
-    amp: str = "none"  # none | bf16 | fp16
-    channels_last: bool = False
-    compile: bool = False
-    grad_checkpointing: bool = False
-    sync_bn: bool = False  # SyncBatchNorm across GPUs (CUDA only)
+    amp: str = setting("none", "none | bf16 | fp16 mixed precision")
+    channels_last: bool = setting(False, "NHWC memory format (faster convolutions on recent GPUs and CPUs)")
+    compile: bool = setting(False, "torch.compile the training step")
+    grad_checkpointing: bool = setting(
+        False,
+        "recompute each block's activations in the backward pass: less memory, more compute",
+    )
+    sync_bn: bool = setting(False, "synchronise batch-norm statistics across GPUs (CUDA only)")
     # bookkeeping
-    out_dir: str = "runs/exp"
-    seed: int = 0
-    deterministic: bool = False
-    resume: bool = False
-    overwrite: bool = False  # a fresh run may replace the run already checkpointed in out_dir
-    save_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
-    keep_checkpoints: int = 1  # how many of the newest checkpoints stay on disk
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
-    nan_policy: str = "stop"  # stop | skip
-    log_every: int = 10
-    progress: bool = True
-    plots: bool = True
-    extra: dict = field(default_factory=dict)
+    out_dir: str = setting("runs/exp", "the run folder: checkpoints, metrics, plots, the final weights")
+    seed: int = setting(
+        0,
+        "seed of initialisation, data order and augmentation",
+        check=lambda v: True, rule="an integer",
+    )
+    deterministic: bool = setting(False, "deterministic algorithms only (slower)")
+    resume: bool = setting(False, "continue from the newest checkpoint in out_dir")
+    overwrite: bool = setting(False, "replace a run already checkpointed in out_dir")
+    save_every: int = setting(
+        0,
+        "also checkpoint every N optimizer steps (0: at epoch ends only)",
+        check=lambda v: v >= 0, rule="an integer >= 0",
+    )
+    keep_checkpoints: int = setting(
+        1,
+        "how many of the newest checkpoints stay on disk",
+        check=lambda v: v >= 1, rule="an integer >= 1",
+    )
+    max_steps: int | None = setting(
+        None,
+        "stop after this many optimizer steps",
+        check=lambda v: v >= 1, rule="an integer >= 1, or unset",
+    )
+    nan_policy: str = setting("stop", "stop | skip: what a NaN or infinite loss does")
+    log_every: int = setting(10, "log the training loss every N steps", check=lambda v: v >= 1, rule="an integer >= 1")
+    progress: bool = setting(True, "a progress bar")
+    plots: bool = setting(True, "loss, accuracy, learning-rate and confusion plots in out_dir")
+
 
     def __post_init__(self) -> None:
         # `--data ./photos` alone means "train on my folder", never the bundled digits: the kind is
@@ -317,3 +350,8 @@ class TrainConfig:
         cfg = cls(**values)
         cfg.validate()
         return cfg
+
+
+#: Each setting's help line and range, read from its record above (the CLI and the checks use these).
+FIELD_HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
+_RANGES = {f.name: f.metadata["range"] for f in fields(TrainConfig) if "range" in f.metadata}

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 import inceptionv4 as iv
-from inceptionv4.engine import (
+from inceptionv4.train import (
     EMA,
     RECIPES,
     NonFiniteLossError,
@@ -29,9 +29,9 @@ from inceptionv4.engine import (
     save_checkpoint,
     train,
 )
-from inceptionv4.engine.checkpoint import list_checkpoints
-from inceptionv4.engine.optim import build_optimizer, load_optimizer_state, param_groups, scaler_step
-from inceptionv4.engine.runlog import read_metrics
+from inceptionv4.train.checkpoint import list_checkpoints
+from inceptionv4.train.optim import build_optimizer, load_optimizer_state, param_groups, scaler_step
+from inceptionv4.train.runlog import read_metrics
 
 PROBE = Path(__file__).parent / "scripts" / "train_probe.py"
 SMALL = {"model": "inception_resnet_v1", "dataset": "synthetic", "input_size": 75, "batch_size": 8, "workers": 0,
@@ -331,7 +331,7 @@ def test_damaged_checkpoints_are_named_and_the_newest_intact_one_is_found(tmp_pa
     reason, and the newest intact checkpoint beside them is the one resumed."""
     import logging
 
-    from inceptionv4.engine.checkpoint import CheckpointError, newest_intact_checkpoint
+    from inceptionv4.train.checkpoint import CheckpointError, newest_intact_checkpoint
 
     state = _state(1)
     state["model"] = {"w": torch.arange(4096, dtype=torch.float32)}
@@ -389,7 +389,7 @@ def test_stale_temp_files_of_killed_writers_are_removed(tmp_path):
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    summary = train(**SMALL, epochs=2, out_dir=str(out), extra={}, plots=True, log_every=2, lr=0.02)
+    summary = train(**SMALL, epochs=2, out_dir=str(out), plots=True, log_every=2, lr=0.02)
     yield out, summary
     shutil.rmtree(out, ignore_errors=True)  # ~0.4 GB of checkpoints; CI's disk is shared
 
@@ -428,7 +428,7 @@ def test_tensorboard_logging_does_not_import_tensorflow(tmp_path):
     """TensorBoard imports TensorFlow where it is installed (about 10 s) unless told to use its stub."""
     pytest.importorskip("tensorboard")
     code = (
-        "import sys; from inceptionv4.engine.runlog import RunLog; "
+        "import sys; from inceptionv4.train.runlog import RunLog; "
         f"log = RunLog({str(tmp_path)!r}, {{}}); log.write({{'kind': 'step', 'step': 1, 'loss': 0.5}}); log.close(); "
         "print('tensorflow' in sys.modules, log._tb is not None)"
     )
@@ -464,7 +464,7 @@ def test_resume_with_nothing_to_resume_starts_fresh_and_says_so(tmp_path, caplog
     (tmp_path / "afile").write_text("")
     with pytest.raises(ValueError, match=r"out_dir .*afile is a file, not a folder"):
         train(**SMALL, out_dir=str(tmp_path / "afile"), max_steps=1, plots=False)
-    with caplog.at_level("INFO", logger="inceptionv4.engine.trainer"):
+    with caplog.at_level("INFO", logger="inceptionv4.train.trainer"):
         summary = train(**SMALL, out_dir=str(tmp_path / "run"), max_steps=1, plots=False, resume=True)
     assert "--resume: no checkpoint in" in caplog.text and "starting a fresh run" in caplog.text
     assert summary["steps"] == 1 and summary["resumed_from"] is None
@@ -478,7 +478,7 @@ def test_trains_on_a_folder_of_class_folders_with_a_held_out_part(tmp_path, capl
         for i in range(10):
             Image.new("RGB", (48, 40), color).save(tmp_path / "photos" / name / f"{i}.jpg")
     settings = {**SMALL, "dataset": None, "data": str(tmp_path / "photos"), "batch_size": 4}
-    with caplog.at_level("INFO", logger="inceptionv4.engine.trainer"):
+    with caplog.at_level("INFO", logger="inceptionv4.train.trainer"):
         s = train(**settings, max_steps=2, plots=False, out_dir=str(tmp_path / "run"))
     assert "no train/ and val/: validating on 2 held-out images (10% of each class), training on 18" in caplog.text
     assert s["status"] == "finished" and s["classes"] == ["cat", "dog"]
@@ -585,7 +585,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 def test_nan_loss_stops_without_overwriting_a_checkpoint(tmp_path, monkeypatch):
-    from inceptionv4.engine import trainer
+    from inceptionv4.train import trainer
 
     calls = {"n": 0}
     real = trainer.F.cross_entropy
@@ -731,7 +731,7 @@ def test_the_readmes_training_example_trains(tmp_path, monkeypatch, caplog, caps
 
 
 def test_fit_to_run_scales_warm_up_and_averaging_to_the_run():
-    from inceptionv4.engine.optim import fit_to_run
+    from inceptionv4.train.optim import fit_to_run
 
     assert fit_to_run(5.0, 0.9998, 44, 44) == (pytest.approx(0.2), None, [
         "warm-up 5 epochs -> 0.2 (20% of the 44 steps)",
