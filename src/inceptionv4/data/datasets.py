@@ -170,8 +170,11 @@ class Synthetic(ImageDataset):
         return f"synthetic#{index}"
 
 
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+def seed_of(*parts: object) -> int:
+    """A 63-bit seed from ``parts`` (seed, epoch, index; seed, "step", rank, step; ...): the one
+    hash every random draw of a run is seeded from, so a draw depends on what it is for, not on
+    what ran before it."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
@@ -199,7 +202,7 @@ class Augmented(torch.utils.data.Dataset):
             log.warning("skipping %s", err)
             return None, index, str(err)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, self.epoch, index))
+            torch.manual_seed(seed_of(self.seed, self.epoch, index))
             x = self.transform(img)
         return x, label, index
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .datasets import ImageDataset, _sample_seed
+from .datasets import ImageDataset, seed_of
 from .decode import DecodeError, check_size, decode_rgb, quiet_pil, read_bytes
 from .transforms import Preprocessing
 
@@ -142,7 +142,7 @@ class EncodedImages(torch.utils.data.Dataset):
         except DecodeError as err:
             log.warning("skipping %s", err)
             return None, index, str(err)
-        gen = torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, index))
+        gen = torch.Generator().manual_seed(seed_of(self.seed, self.epoch, index))
         box = sample_crop(height, width, gen, self.scale, self.ratio)
         flip = bool(torch.rand(1, generator=gen).item() < self.hflip)
         jitter = (1.0, 1.0, 1.0)

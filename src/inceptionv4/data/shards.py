@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .datasets import ImageDataset, _sample_seed
+from .datasets import ImageDataset, seed_of
 from .decode import IMAGE_SUFFIXES, DecodeError, decode_rgb
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ class ShardBatches(torch.utils.data.Sampler):
         for size in self.dataset.shard_sizes:
             starts.append(starts[-1] + size)
         order = torch.randperm(len(self.dataset.shard_sizes),
-                               generator=torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, -1))).tolist()  # fmt: skip
+                               generator=torch.Generator().manual_seed(seed_of(self.seed, self.epoch, -1))).tolist()  # fmt: skip
         mine = order[self.world.rank :: self.world.size]
         lanes = min(self.workers, max(1, len(mine)))
         return [self._buffered([j for s in mine[v::lanes] for j in range(starts[s], starts[s + 1])], v) for v in range(lanes)]
@@ -318,7 +318,7 @@ class ShardBatches(torch.utils.data.Sampler):
     def _buffered(self, stream: list[int], lane: int) -> list[int]:
         """``stream`` through a shuffle buffer: each next sample is drawn at random from the next
         ``buffer`` still waiting, as WebDataset's shuffle does."""
-        gen = torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, (self.world.rank, lane)))
+        gen = torch.Generator().manual_seed(seed_of(self.seed, self.epoch, (self.world.rank, lane)))
         pool: list[int] = []
         out: list[int] = []
         it = iter(stream)

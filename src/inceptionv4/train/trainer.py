@@ -39,7 +39,7 @@ from ..data import (
     eval_transform,
     train_transform,
 )
-from ..data.datasets import Subset
+from ..data.datasets import Subset, seed_of
 from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
 from ..distributed import World, broadcast_flag, cleanup, init_distributed
@@ -60,11 +60,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; no checkpoint was written after it."""
 
 
-def _seed_of(*parts: object) -> int:
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
 class StepBatches(torch.utils.data.Sampler):
     """Micro-batches of indices for this rank, step by step from ``start_step`` of an epoch.
 
@@ -81,7 +76,7 @@ class StepBatches(torch.utils.data.Sampler):
         self.steps = n // batch
 
     def __iter__(self):
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed_of(self.seed, "epoch", self.epoch)))
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed_of(self.seed, "epoch", self.epoch)))
         for s in range(self.start_step, self.steps):
             for m in range(self.accum):
                 lo = s * self.batch + m * self.micro + self.world.rank * self.per_rank
@@ -394,16 +389,7 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
     and a checkpoint. "preempted" if a SIGTERM came (checkpointed at that step), else "finished"."""
     r, world = run.r, run.world
     epoch, start_in_epoch = divmod(run.step, run.steps_per_epoch)
-    run.train.dataset.set_epoch(epoch)
-    if isinstance(run.train_base, ShardDataset):  # a stream: shards by rank and worker, a shuffle buffer
-        sampler = ShardBatches(run.train_base, r["batch_size"], seed=r["seed"], epoch=epoch, accum=r["accum_steps"],
-                               world=world, start_step=start_in_epoch, workers=r["workers"], buffer=r["shuffle_buffer"])  # fmt: skip
-    else:
-        sampler = StepBatches(len(run.train_base), r["batch_size"], seed=r["seed"], epoch=epoch, accum=r["accum_steps"],
-                              world=world, start_step=start_in_epoch)  # fmt: skip
-    loader = torch.utils.data.DataLoader(run.train.dataset, batch_sampler=sampler, num_workers=r["workers"],
-                                         collate_fn=run.train.collate, persistent_workers=False)  # fmt: skip
-    micro = iter(loader) if run.train.on_device is None else DeviceBatches(loader, run.train.on_device)
+    micro = _micro_batches(run, epoch, start_in_epoch)
     epoch_start, images = time.time(), 0
     epoch_loss, epoch_n = run.carried_loss if start_in_epoch else (0.0, 0)
     run.carried_loss = (0.0, 0)
@@ -442,24 +428,31 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
     if bar is not None:
         bar.close()
     run.last_eval = validate(run)
-    record = {
-        "kind": "epoch",
-        "epoch": epoch + 1,
-        "step": run.step,
-        "train_loss": epoch_loss / max(epoch_n, 1),
-        "val_loss": run.last_eval["loss"],
-        "val_top1": run.last_eval["top1"],
-        "val_top5": run.last_eval["top5"],
-        "lr": run.lr(run.step - 1),
-        "epoch_time_s": time.time() - epoch_start,
-        "img_per_s": images / max(time.time() - epoch_start, 1e-9),
-        "skipped": len(set(run.skipped_files)),
-    }
     if runlog is not None:
-        runlog.write(record)
+        elapsed = time.time() - epoch_start
+        runlog.write({"kind": "epoch", "epoch": epoch + 1, "step": run.step, "train_loss": epoch_loss / max(epoch_n, 1),
+                      "val_loss": run.last_eval["loss"], "val_top1": run.last_eval["top1"],
+                      "val_top5": run.last_eval["top5"], "lr": run.lr(run.step - 1), "epoch_time_s": elapsed,
+                      "img_per_s": images / max(elapsed, 1e-9), "skipped": len(set(run.skipped_files))})  # fmt: skip
     log.info("epoch %d: val top-1 %.2f%%, top-5 %.2f%%", epoch + 1, run.last_eval["top1"], run.last_eval["top5"])
     checkpoint(run, (epoch_loss, epoch_n))
     return "finished"
+
+
+def _micro_batches(run: Run, epoch: int, start_in_epoch: int):
+    """This rank's micro-batches of ``epoch`` from ``start_in_epoch``, ready to run: a stream for
+    shards (by rank and worker, a shuffle buffer), else slices of the epoch's permutation."""
+    r, world = run.r, run.world
+    run.train.dataset.set_epoch(epoch)
+    if isinstance(run.train_base, ShardDataset):
+        sampler = ShardBatches(run.train_base, r["batch_size"], seed=r["seed"], epoch=epoch, accum=r["accum_steps"],
+                               world=world, start_step=start_in_epoch, workers=r["workers"], buffer=r["shuffle_buffer"])  # fmt: skip
+    else:
+        sampler = StepBatches(len(run.train_base), r["batch_size"], seed=r["seed"], epoch=epoch, accum=r["accum_steps"],
+                              world=world, start_step=start_in_epoch)  # fmt: skip
+    loader = torch.utils.data.DataLoader(run.train.dataset, batch_sampler=sampler, num_workers=r["workers"],
+                                         collate_fn=run.train.collate, persistent_workers=False)  # fmt: skip
+    return iter(loader) if run.train.on_device is None else DeviceBatches(loader, run.train.on_device)
 
 
 def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
@@ -470,7 +463,7 @@ def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
     _set_train_mode(net, r["freeze_bn"])
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    torch.manual_seed(_seed_of(r["seed"], "step", world.rank, run.step))  # dropout of this step
+    torch.manual_seed(seed_of(r["seed"], "step", world.rank, run.step))  # dropout of this step
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(r["amp"], torch.float32)
     step_loss_t, step_n = torch.zeros((), device=world.device), 0
     for m in range(r["accum_steps"]):
