@@ -87,3 +87,13 @@ def test_parquet_files_with_plain_columns_and_bad_input(tmp_path):
         HFDataset(tmp_path / "part.parquet", label_column="lab")
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         HFDataset("imagenet-1k")
+
+
+def test_a_validation_split_of_other_class_numbering_is_mapped_by_name(tmp_path):
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["blue", "red"])})
+    images, _ = _images(4, 3)
+    datasets.Dataset.from_dict({"image": images, "label": [0, 1, 1, 0]}, features=features).save_to_disk(str(tmp_path / "v"))
+    val = HFDataset(tmp_path / "v", "val", classes=NAMES)  # red, green, blue
+    assert [label for _, label in val.samples] == [2, 0, 0, 2]
+    with pytest.raises(ValueError, match=r"labels \['blue'\] are not among the classes"):
+        HFDataset(tmp_path / "v", classes=["red", "green"])

@@ -205,3 +205,27 @@ def test_a_corrupt_member_is_skipped_and_counted_and_a_damaged_tar_is_read_to_th
         part = ShardDataset(cut)
     assert 10 < len(part) < 48
     assert caplog.text.count("shard-000000.tar is damaged after") == 1
+
+
+def test_the_shard_command_takes_a_folder_or_a_list_file_and_trains_decoded_on_the_device(tmp_path, capsys):
+    from inceptionv4.cli import main
+    from inceptionv4.train import train
+
+    src = _folder(tmp_path / "src", 6)
+    assert main(["shard", str(src), str(tmp_path / "a"), "--shard-size", "40kB"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 18 samples of 3 classes in" in out and "--dataset wds --data '" in out
+    pattern = out.split("--data '")[1].split("'")[0]
+    assert len(expand_shards(pattern)) == len(list((tmp_path / "a").glob("*.tar"))) > 1
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p} {c}\n" for c in ("blue", "red") for p in sorted((src / c).iterdir())))
+    assert main(["shard", str(listing), str(tmp_path / "b")]) == 0
+    assert ShardDataset(tmp_path / "b").classes == ["blue", "red"] and len(ShardDataset(tmp_path / "b")) == 12
+    assert main(["shard", str(src), str(tmp_path / "a")]) == 2  # shards there already: refused, nothing replaced
+    assert "already holds shard-*.tar shards" in capsys.readouterr().err
+    summary = train(model="inception_resnet_v1", dataset="wds", data=pattern, val_data=str(tmp_path / "b"),
+                    input_size=75, batch_size=6, max_steps=2, workers=1, decode="device", progress=False,
+                    plots=False, recipe="finetune", out_dir=str(tmp_path / "run"))  # fmt: skip
+    assert summary["status"] == "finished" and summary["steps"] == 2 and summary["val_images"] == 12
+    val = ShardDataset(tmp_path / "b", classes=["blue", "green", "red"])  # its red is the training set's red
+    assert sorted({label for _, label in val.samples}) == [0, 2]

@@ -75,7 +75,7 @@ class HFDataset(ImageDataset):
         raw = ds[self.label_column]
         if isinstance(label_feature, datasets.ClassLabel):
             found = list(label_feature.names)
-            labels = [int(v) for v in raw]
+            labels = [found[int(v)] for v in raw] if classes is not None else [int(v) for v in raw]  # by name
         elif all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
             found = [str(c) for c in range(max(raw) + 1)] if raw else []
             labels = list(raw)

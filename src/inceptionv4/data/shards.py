@@ -98,6 +98,13 @@ class ShardDataset(ImageDataset):
             raise ValueError(f"{self.pattern}: the shards hold no samples with an image and a .cls label")
         top = max(max(label for _, label in self.samples), max(names, default=0))
         found = [names.get(c, str(c)) for c in range(top + 1)]
+        if classes is not None and names and found != list(classes)[: len(found)]:
+            # named classes of another numbering (validation shards written with fewer classes): by name
+            unknown = sorted(set(found) - set(classes))
+            if unknown:
+                raise ValueError(f"{self.pattern}: classes {unknown[:3]} are not among the training classes")
+            where = {c: i for i, c in enumerate(classes)}
+            self.samples = [(m, where[found[label]]) for m, label in self.samples]
         self.classes = list(classes) if classes is not None else found
         self._files: dict[int, object] = {}
         self._pid = os.getpid()
