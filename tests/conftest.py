@@ -1,8 +1,10 @@
 import os
 import tempfile
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import inceptionv4 as iv
 
@@ -85,3 +87,41 @@ def noisy_pngs(root, n: int, seed: int) -> list:
         paths.append(root / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, (80 + 7 * i, 100 - 3 * i, 3), dtype=np.uint8)).save(paths[-1])
     return paths
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    colour_folders(root, 2, (90, 120), 20)
+    (root / "blue" / "corrupt.jpg").write_bytes(b"\xff\xd8\xffnot really")
+    return root
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    """red/green/blue JPEGs (smooth colours, odd sizes), one PNG, a truncated JPEG and a non-image."""
+    root = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(5)
+    for c, (r, g, b) in (("red", (200, 40, 40)), ("green", (40, 200, 40)), ("blue", (40, 40, 200))):
+        (root / c).mkdir()
+        for i in range(2):
+            base = np.clip(np.array((r, g, b)) + rng.normal(0, 40, (11, 13, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(base).resize((101 + 9 * i, 83 + 5 * i), Image.BICUBIC).save(
+                root / c / f"{i}.jpg", quality=92
+            )
+    Image.open(root / "red" / "0.jpg").save(root / "green" / "as.png")
+    (root / "blue" / "cut.jpg").write_bytes((root / "blue" / "0.jpg").read_bytes()[:300])
+    (root / "blue" / "corrupt.jpg").write_bytes(b"\xff\xd8\xffnot really")
+    return root
+
+
+def payloads_failing_on(name):
+    """decode_payloads, with the file called ``name`` failing as an unreadable JPEG would."""
+    from inceptionv4.data.device_augment import pixels_of
+
+    def decode(payloads, names, device):
+        return [f"{n}: no decoder read it" if n.endswith(name) else pixels_of(Image.open(n).convert("RGB"))
+                for p, n in zip(payloads, names, strict=True)]  # fmt: skip
+
+    return decode
+

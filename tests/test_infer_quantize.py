@@ -109,7 +109,7 @@ def test_bad_calibration_input_is_refused_before_any_work(small_model, tmp_path)
         quantize(small_model, empty, tmp_path / "q.pt", backend="torch")
     not_ours = tmp_path / "plain.onnx"
     if BACKENDS:
-        from inceptionv4.engine.export import export_model
+        from inceptionv4.tools.export import export_model
 
         export_model(small_model, not_ours)
         with pytest.raises(ValueError, match="is not an inceptionv4 int8 artefact"):

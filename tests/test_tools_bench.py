@@ -1,9 +1,12 @@
 """tools.bench.compare_engines: every path this machine runs, one table, ratios taken in the same run."""
 
 import pytest
+import torch
 
+import inceptionv4 as iv
 from inceptionv4.infer.session import installed, vector_units
-from inceptionv4.tools.bench import compare_engines, engine_paths
+from inceptionv4.models import count_flops
+from inceptionv4.tools.bench import benchmark, compare_engines, engine_paths
 
 
 @pytest.mark.skipif(not installed("onnxruntime"), reason="onnxruntime is not installed")
@@ -30,3 +33,16 @@ def test_engine_paths_follow_the_machine_and_refuse_unknown_names():
         engine_paths(backends=["tensorrt"])
     with pytest.raises(ValueError, match="unknown precision int4"):
         engine_paths(precisions=["int4"])
+
+
+def test_bench_reports_ratio_against_timm():
+    pytest.importorskip("timm")
+    r = benchmark("inception_v4", batch_size=1, input_size=75, warmup=1, iters=2, compare="timm")
+    assert r["ours"]["img_per_s"] > 0 and r["timm"]["img_per_s"] > 0
+    assert r["speedup_vs_timm"] == pytest.approx(r["ours"]["img_per_s"] / r["timm"]["img_per_s"])
+    with torch.device("meta"):
+        assert r["gflops_per_image"] == pytest.approx(count_flops(iv.create_model("inception_v4"), 75) / 1e9)
+    t = benchmark("inception_resnet_v1", batch_size=2, input_size=75, warmup=1, iters=1, mode="train")
+    assert t["ours"]["latency_p50_ms"] > 0
+    with pytest.raises(ValueError, match="timm has no inception_resnet_v2_paper"):
+        benchmark("inception_resnet_v2_paper", batch_size=1, input_size=75, iters=1, warmup=0, compare="timm")

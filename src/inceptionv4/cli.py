@@ -240,7 +240,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.report:  # an evaluation can take hours: a report that cannot be written is said now
         check_writable(args.report)
     weights = _check_weights(args.weights + (args.ensemble or []))
-    from .engine.devices import resolve_device
+    from .devices import resolve_device
 
     resolve_device(args.device)  # a GPU this machine lacks is said before the dataset is listed
     kind = "list" if args.list else "folder"
@@ -425,7 +425,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .engine.export import export_model
+    from .tools.export import export_model
 
     if args.weights is None and args.model is None:
         raise ValueError("say what to export: --weights FILE (a trained or converted model) or --model NAME "

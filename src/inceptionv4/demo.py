@@ -36,7 +36,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, ma
     digits; else ``int8`` holds the refusal."""
     from .data import Digits
     from .train import train
-    from .engine.export import export_model, run_exported
+    from .tools.export import export_model, run_exported
     from .data.views import crop_views
     from .infer.predict import predict
     from .weights import load_weights

@@ -305,7 +305,7 @@ def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed
     if kind == "list":
         if root is None:
             raise ValueError("dataset 'list' needs the list file")
-        return ListFile(root, options.get("image_root"), classes=options.get("classes"))
+        return ListFile(root, classes=options.get("classes"))
     if kind == "wds":
         from .shards import ShardDataset
 

@@ -77,7 +77,7 @@ def torch_session(models: list[torch.nn.Module], device: torch.device, *, pre: P
     autocast in ``precision``. A model not on ``device`` is moved there (in place, as
     ``Module.to`` is) and put in eval mode; a compiled form is a copy, so a caller's own module
     keeps its layers."""
-    from ..engine.devices import to_device
+    from ..devices import to_device
 
     runners, forms = [], []
     for m in models:
@@ -109,7 +109,7 @@ def _torch_runner(module: torch.nn.Module, dtype: torch.dtype | None, channels_l
 def exported_onnx(model: torch.nn.Module, cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
     """Our ONNX export of ``model`` (BatchNorm folded, dynamic batch, checked against eager), from
     the cache when it holds one for these weights: (path, whether it was built now)."""
-    from ..engine.export import export_model
+    from ..tools.export import export_model
 
     size = Preprocessing.of(model).input_size
     name = getattr(model, "model_name", "model")

@@ -256,7 +256,7 @@ def open_session(
             ``~/.cache/inceptionv4``), keyed by the weights' hash, backend, precision and input
             shape: a second open of the same weights is fast, changed weights are rebuilt.
     """
-    from ..engine.devices import resolve_device
+    from ..devices import resolve_device
 
     sources = list(source) if isinstance(source, (list, tuple)) else [source]
     if not sources:

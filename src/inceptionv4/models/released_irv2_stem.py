@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .fig14_stem_resnet_v1 import add_stem_convs
 from .layers import ConvBNReLU, avg_pool_branch, conv_chain, max_pool_valid
 
 
@@ -34,11 +35,6 @@ class StemReleasedV2(nn.Sequential):
 
     def __init__(self, in_chans: int = 3) -> None:
         super().__init__()
-        self.conv1a = ConvBNReLU(in_chans, 32, 3, stride=2, padding="valid")  # 149x149x32
-        self.conv2a = ConvBNReLU(32, 32, 3, padding="valid")  # 147x147x32
-        self.conv2b = ConvBNReLU(32, 64, 3)  # 147x147x64
-        self.pool3a = max_pool_valid()  # 73x73x64
-        self.conv3b = ConvBNReLU(64, 80, 1)  # 73x73x80
-        self.conv4a = ConvBNReLU(80, 192, 3, padding="valid")  # 71x71x192
+        add_stem_convs(self, in_chans)  # Fig. 14's first six: 71x71x192
         self.pool5a = max_pool_valid()  # 35x35x192
         self.mixed_5b = Mixed5b(192)  # 35x35x320

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engine.devices import resolve_device
+from ..devices import resolve_device
 from ..train.optim import FUSED_DEVICES
 from ..models import count_flops, create_model
 

@@ -69,9 +69,9 @@ def export_triton(model: torch.nn.Module, out_dir: str | Path, *, name: str | No
 
     ``openvino``: also write the IR variant (default: when OpenVINO is installed; True without
     it is an ImportError). The ONNX model is checked against eager PyTorch before anything is
-    kept (:func:`~inceptionv4.engine.export.export_model`).
+    kept (:func:`~inceptionv4.tools.export.export_model`).
     """
-    from ..engine.export import export_model
+    from .export import export_model
     from ..infer.session import Labels, installed
 
     if max_batch_size < 1:

@@ -102,14 +102,13 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
                     grad_scaling: bool = False) -> torch.optim.Optimizer:  # fmt: skip
     """The recipe's optimizer over ``model``'s trainable parameters, in its fastest exact form.
 
-    SGD and AdamW take PyTorch's fused kernels where the parameters' device has them. A fused step
-    makes one pass over each tensor instead of one per line of the update, and runs 3.6-3.9x faster
-    on 2 CPU cores (``benchmarks/optim_step.py``). ``TFRMSprop`` picks foreach or its loop by device.
+    SGD and AdamW take PyTorch's fused kernels where the parameters' device has them: one pass
+    over each tensor per step, the same update (``benchmarks/optim_step.py`` times both forms).
+    ``TFRMSprop`` picks foreach or its loop by device.
 
-    With ``grad_scaling`` (fp16's GradScaler), SGD is not fused. After a step the scaler skips for
-    inf/NaN gradients, PyTorch's fused SGD goes on from a momentum buffer the skipped step left
-    unwritten: weights of -300 after one fp16 step, here (torch 2.14.1, CPU). It is known on CUDA
-    too. Fused AdamW honours the skip, and the tests check both.
+    With ``grad_scaling`` (fp16's GradScaler), SGD is not fused: PyTorch's fused SGD does not honour
+    a step the scaler skips for inf/NaN gradients (its momentum buffer goes on from a value the
+    skipped step never wrote). Fused AdamW does; the tests check both.
     """
     groups = param_groups(model, weight_decay)
     devices = {p.device.type for g in groups for p in g["params"]}

@@ -1,4 +1,4 @@
-"""engine.devices: a device name checked against the machine before anything is loaded; the
+"""devices: a device name checked against the machine before anything is loaded; the
 inference commands' --device, --amp and --workers."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 import inceptionv4 as iv
 from inceptionv4.cli import main
-from inceptionv4.engine.devices import resolve_device, to_device
+from inceptionv4.devices import resolve_device, to_device
 
 
 def test_resolve_device_names_what_is_wrong(monkeypatch):
