@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .models import InceptionNet
-from .models import create_model as _build
+from .models import build_model
 from .weights.bundle import load_weights, save_weights
 from .weights.hub import HUB_WEIGHTS, download, is_local
 
@@ -18,7 +18,7 @@ def create_model(
     source: str | None = None,
     **kwargs: object,
 ) -> InceptionNet:
-    """Build a network by name (see :func:`inceptionv4.models.create_model` for the options).
+    """Build a network by name (see :func:`inceptionv4.models.build_model` for the options).
 
     ``pretrained`` is a hub id (``"timm/inception_v4.tf_in1k"``) or a local weights file of any
     supported source (a bundle, timm/Cadene/facenet ``.safetensors``/``.pth``, Keras ``.h5``, a
@@ -26,7 +26,7 @@ def create_model(
     another count the backbone is loaded and the classifier is fresh, ready to fine-tune.
     """
     if pretrained is None:
-        return _build(name, num_classes=1000 if num_classes is None else num_classes, **kwargs)
+        return build_model(name, num_classes=1000 if num_classes is None else num_classes, **kwargs)
     if not isinstance(pretrained, str | os.PathLike):
         raise TypeError(f"pretrained must be a hub id or a file path, got {type(pretrained).__name__}")
     pretrained = os.fspath(pretrained)
@@ -39,29 +39,14 @@ def create_model(
         path, hub = download(pretrained)
         source = source or hub.source
     full = load_weights(path, architecture=name, source=source)  # a bundle of another network: ValueError
-    if kwargs or (num_classes is not None and num_classes != full.num_classes):
-        extra = {"embedding_dim": full.head.embedding_dim} if hasattr(full.head, "embedding_dim") else {}
-        model = _build(name, num_classes=full.num_classes if num_classes is None else num_classes, **extra, **kwargs)
-        backbone_only = model.num_classes != full.num_classes or model.features_only
-        _copy_weights(full, model, backbone_only)
-        return model
-    return full
-
-
-def _copy_weights(src: InceptionNet, dst: InceptionNet, backbone_only: bool) -> None:
-    sd = src.state_dict()
-    if backbone_only:
-        sd = {k: v for k, v in sd.items() if not k.startswith("head.") and k in dst.state_dict()}
-    missing, unexpected = dst.load_state_dict(sd, strict=False)
-    fresh = ("head.", "aux_head.") if backbone_only else ("aux_head.",)  # an auxiliary head starts fresh
-    bad = [k for k in missing if not k.startswith(fresh)]
-    if bad or unexpected:
-        raise ValueError(
-            f"the pretrained weights do not fit the requested model: missing {bad[:3]}, unexpected {unexpected[:3]}"
-        )
-    if not backbone_only:
-        dst.class_names, dst.label_set = getattr(src, "class_names", None), getattr(src, "label_set", None)
-    dst.weights_source = getattr(src, "weights_source", "")
+    if not kwargs and (num_classes is None or num_classes == full.num_classes):
+        return full
+    # another head or other options: the network asked for, with the checkpoint's backbone (and its
+    # classifier too when the class count is the same)
+    extra = {"embedding_dim": full.head.embedding_dim} if hasattr(full.head, "embedding_dim") else {}
+    model = build_model(name, num_classes=full.num_classes if num_classes is None else num_classes, **extra, **kwargs)
+    backbone_only = model.num_classes != full.num_classes or model.features_only
+    return load_weights(path, model, source=source, backbone_only=backbone_only)
 
 
 __all__ = ["create_model", "load_weights", "save_weights"]

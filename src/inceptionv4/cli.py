@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .models import count_params, create_model, get_model_card, list_models
+from .models import build_model, count_params, get_model_card, list_models
 from .models.complexity import stage_shapes
 from .weights.io import atomic_write, check_writable
 
@@ -50,7 +50,7 @@ def _info(args: argparse.Namespace) -> int:
         return _info_file(args)  # a weights file, not a network's name
     card = get_model_card(args.model)  # ValueError for an unknown name
     with torch.device("meta"):
-        model = create_model(args.model)
+        model = build_model(args.model)
     report = card.to_dict()
     report["feature_info"] = [f.to_dict() for f in model.feature_info]
     report["params_recounted"] = count_params(model)
@@ -432,9 +432,8 @@ def _export(args: argparse.Namespace) -> int:
                          f"(random weights; one of {', '.join(list_models())})")  # fmt: skip
     (model,) = _load_models([args.weights], args.model) if args.weights else [None]
     if model is None:
-        from .models import create_model
 
-        model = create_model(args.model)
+        model = build_model(args.model)
     if args.format == "triton":
         from .tools.triton import export_triton
 

@@ -2,7 +2,7 @@
 
 from .complexity import count_flops, count_params
 from .network import FeatureInfo, InceptionNet
-from .registry import ModelCard, create_model, get_model_card, list_models
+from .registry import ModelCard, build_model, get_model_card, list_models
 
 __all__ = [
     "FeatureInfo",
@@ -10,7 +10,7 @@ __all__ = [
     "ModelCard",
     "count_flops",
     "count_params",
-    "create_model",
+    "build_model",
     "get_model_card",
     "list_models",
 ]

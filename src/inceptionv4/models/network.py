@@ -128,6 +128,15 @@ class InceptionNet(nn.Module):
         self.drop_rate = drop_rate
         self.feature_info = FeatureInfoList(feature_info)
         self.grad_checkpointing = False
+        # What the network is and what its outputs mean, declared here and read as attributes
+        # everywhere: build_model names it and gives its card; load_weights (or training) its
+        # classes, their label set and where its weights came from.
+        self.model_name: str = ""
+        self.build_kwargs: dict = {}
+        self.pretrained_cfg = None  # the ModelCard: preprocessing, input size, classes, paper figures
+        self.class_names: list[str] | None = None
+        self.label_set: str | None = None
+        self.weights_source: str = ""
         self.features_only = False
         self.out_indices: tuple[int, ...] = tuple(range(len(self.feature_info)))
         if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 0:

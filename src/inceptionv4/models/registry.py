@@ -1,4 +1,7 @@
-"""``create_model`` / ``list_models`` and the model cards (weights as data, torchvision-style)."""
+"""``build_model`` / ``list_models`` and the model cards (weights as data, torchvision-style).
+
+The public entry point is :func:`inceptionv4.create_model`, which builds through
+:func:`build_model` and takes ``pretrained=``."""
 
 from __future__ import annotations
 
@@ -148,7 +151,7 @@ register_model(
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
+    """Names accepted by :func:`build_model` (and :func:`inceptionv4.create_model`)."""
     return sorted(_BUILDERS)
 
 
@@ -163,7 +166,7 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
 
 
-def create_model(
+def build_model(
     name: str,
     *,
     num_classes: int = 1000,

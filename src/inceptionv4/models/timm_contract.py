@@ -15,7 +15,7 @@ import inspect
 
 import torch
 
-from .registry import _BUILDERS, create_model, get_model_card, list_models
+from .registry import _BUILDERS, build_model, get_model_card, list_models
 
 #: timm reads each registered entrypoint's cfg from its module's ``default_cfgs``
 default_cfgs: dict[str, dict] = {}
@@ -51,7 +51,7 @@ def register_timm(prefix: str = "iv4_") -> list[str]:
 
 
 def _entrypoint(name: str, timm_name: str):
-    accepted = set(inspect.signature(create_model).parameters) | set(inspect.signature(_BUILDERS[name]).parameters)
+    accepted = set(inspect.signature(build_model).parameters) | set(inspect.signature(_BUILDERS[name]).parameters)
     accepted -= {"name", "kwargs"}
 
     def entry(pretrained: bool = False, device=None, dtype=None, **kwargs) -> torch.nn.Module:
@@ -70,7 +70,7 @@ def _entrypoint(name: str, timm_name: str):
                                      f"with inceptionv4.create_model({name!r}, pretrained=PATH)")  # fmt: skip
                 model = load(name, pretrained=hubs[0], **kwargs)
             else:
-                model = create_model(name, **kwargs)
+                model = build_model(name, **kwargs)
         if dtype is not None:
             model.to(dtype=dtype)
         return model

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..devices import resolve_device
 from ..train.optim import FUSED_DEVICES
-from ..models import count_flops, create_model
+from ..models import build_model, count_flops
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -91,7 +91,7 @@ def benchmark(name: str, *, batch_size: int = 16, input_size: int = 299, device:
             raise ValueError(f"timm has no {name}; it can be compared for inception_v4 and inception_resnet_v2")
     settings = {"batch_size": batch_size, "input_size": input_size, "device": device, "precision": precision,
                 "channels_last": channels_last, "compile": compile, "mode": mode, "warmup": warmup, "iters": iters}  # fmt: skip
-    ours = create_model(name, num_classes=1000)
+    ours = build_model(name, num_classes=1000)
     gflops = count_flops(ours, input_size) / 1e9 * (3 if mode == "train" else 1)
     result = {"model": name, **settings, "gflops_per_image": gflops, "ours": measure(ours, **settings)}
     result["ours"]["tflops"] = result["ours"]["img_per_s"] * gflops / 1000
@@ -152,7 +152,7 @@ def compare_engines(name: str = "inception_v4", *, weights: str | None = None, b
         raise ValueError(f"rounds and batch sizes must be >= 1, got {rounds}, {batch_sizes}")
     device = str(resolve_device(device))
     log = log or (lambda text: None)
-    net = create_model(name, num_classes=1000).eval() if weights is None else None
+    net = build_model(name, num_classes=1000).eval() if weights is None else None
     source = weights if weights is not None else net
     paths = engine_paths(device=device, backends=backends, precisions=precisions)
     sessions: dict[str, object] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import InceptionNet, create_model, list_models
+from ..models import InceptionNet, build_model, list_models
 from .io import atomic_write
 
 FORMAT = "inceptionv4.weights"
@@ -36,13 +36,12 @@ def save_weights(
     """
     from safetensors.torch import save_file
 
-    if not isinstance(model, InceptionNet) or not hasattr(model, "model_name"):
+    if not isinstance(model, InceptionNet) or not model.model_name:
         raise TypeError(f"expected a model built by inceptionv4.create_model, got {type(model).__name__}")
     if class_names is not None and len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
     if class_names is None and label_set is None:
-        class_names = getattr(model, "class_names", None)
-        label_set = getattr(model, "label_set", None)
+        class_names, label_set = model.class_names, model.label_set
     if label_set is not None:
         from .labels import class_names as names_of
 
@@ -303,14 +302,14 @@ def load_weights(
         }
     if model is None:
         try:
-            model = create_model(arch, **kwargs)
+            model = build_model(arch, **kwargs)
             if info.get("features_only") is not None:
                 model.as_features_only(tuple(info["features_only"]))
         except (TypeError, ValueError) as err:
             if meta.get("format") != FORMAT:
                 raise
             raise BundleError(f"{path}: metadata fields build_kwargs / features_only do not build {arch} ({err})") from None
-    elif getattr(model, "model_name", None) != arch:
+    elif not isinstance(model, InceptionNet) or model.model_name != arch:
         raise ValueError(
             f"{path} holds {arch} weights, but the model is {getattr(model, 'model_name', type(model).__name__)}"
         )
@@ -333,7 +332,7 @@ def _nearest_architecture(sd: dict[str, torch.Tensor]) -> list[str]:
     share = {}
     for name in list_models():
         with torch.device("meta"):
-            share[name] = len(set(create_model(name).state_dict()) & set(sd)) / max(len(sd), 1)
+            share[name] = len(set(build_model(name).state_dict()) & set(sd)) / max(len(sd), 1)
     best = max(share, key=share.__getitem__)
     return [best] if share[best] >= 0.5 else []
 
@@ -353,7 +352,9 @@ def _load_into(
     ours = model.state_dict()
     if model.features_only:  # a backbone takes what it has of a full network
         sd = {k: v for k, v in sd.items() if k in ours}
-    wanted = {k for k in ours if not (backbone_only and k.startswith("head."))}
+    # a fresh classifier (backbone_only) and an auxiliary head the checkpoint lacks start from scratch
+    fresh = ("head.", "aux_head.") if backbone_only else ("aux_head.",)
+    wanted = {k for k in ours if not (k.startswith(fresh) and k not in sd)}
     missing = sorted(wanted - set(sd))
     unexpected = sorted(set(sd) - set(ours))
     shapes = [

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import create_model, list_models
+from ..models import build_model, list_models
 from ..models.layers import ConvBNReLU, ResidualInception
 
 BlockTable = dict[str, tuple[str, dict[str, str]]]
@@ -210,7 +210,7 @@ def convert_keras(arrays: Mapping[str, object], model: str) -> dict[str, torch.T
     bns = [n for n, v in layers.items() if "moving_mean" in v]
     dense = [n for n, v in layers.items() if "kernel" in v and np.ndim(v["kernel"]) == 2]
     with torch.device("meta"):
-        net = create_model(model, num_classes=1)
+        net = build_model(model, num_classes=1)
     units = keras_order(conv_units(net))
     with_bn = [(n, m) for n, m in units if isinstance(m, ConvBNReLU)]
     if (len(convs), len(bns)) != (len(units), len(with_bn)) or len(dense) > 1:
@@ -298,7 +298,7 @@ def convert_tf_slim(arrays: Mapping[str, object], model: str) -> dict[str, torch
     the auxiliary head (``AuxLogits``) and optimizer slots are ignored.
     """
     with torch.device("meta"):
-        net = create_model(model, num_classes=1)
+        net = build_model(model, num_classes=1)
     units = conv_units(net)
     scopes = SLIM_SCOPES[model]()
     if len(scopes) != len(units):  # pragma: no cover - a table error, caught by the tests
@@ -361,7 +361,7 @@ def fitting_conversions(
         fits = {}
         for name in list_models():
             with torch.device("meta"):
-                ours = {k: tuple(v.shape) for k, v in create_model(name, **kwargs).state_dict().items()}
+                ours = {k: tuple(v.shape) for k, v in build_model(name, **kwargs).state_dict().items()}
             if ours == theirs:
                 fits[name] = sd
         return fits
@@ -417,7 +417,7 @@ def convert_state_dict(
     if fc is not None and fc.shape[0] == 1001 and not keep_background:
         out = _drop_background(out)
     with torch.device("meta"):
-        expected = create_model(model, **_build_kwargs(out)).state_dict()
+        expected = build_model(model, **_build_kwargs(out)).state_dict()
     missing = sorted(set(expected) - set(out))
     unplaced += sorted(set(out) - set(expected)) if source not in TABLES else []
     shapes = [
