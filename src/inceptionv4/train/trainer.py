@@ -193,6 +193,10 @@ class Run:
     started: float = field(default_factory=time.time)
 
     @property
+    def amp_dtype(self) -> torch.dtype:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.r["amp"], torch.float32)
+
+    @property
     def ckpt_dir(self) -> Path:
         return self.out_dir / "checkpoints"
 
@@ -464,7 +468,7 @@ def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     torch.manual_seed(seed_of(r["seed"], "step", world.rank, run.step))  # dropout of this step
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(r["amp"], torch.float32)
+    amp_dtype = run.amp_dtype
     step_loss_t, step_n = torch.zeros((), device=world.device), 0
     for m in range(r["accum_steps"]):
         batch = next(micro)
@@ -525,8 +529,9 @@ def validate(run: Run) -> dict:
     loader = torch.utils.data.DataLoader(run.val.dataset, batch_size=max(r["batch_size"] // world.size, 1),
                                          sampler=sampler, num_workers=r["workers"], collate_fn=run.val.collate)  # fmt: skip
     batches = loader if run.val.on_device is None else map(run.val.on_device, loader)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(r["amp"], torch.float32)
-    tally = Tally(run.classes, list(range(len(run.classes))), run.classes, name_of=run.val_base.name_of)
+    amp_dtype = run.amp_dtype
+    # no per-image entries: a run reads only the figures, and they would be gathered every epoch
+    tally = Tally(run.classes, list(range(len(run.classes))), run.classes)
     for batch in batches:
         tally.skip(batch["skipped_indices"], batch["skipped"])
         if batch["images"] is None:
