@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -40,11 +41,36 @@ RECIPES = {
 
 
 
-def setting(default: object, help: str, *, check=None, rule: str = "") -> object:
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting takes: ``check(value)`` holds for a finite number of the
+    right kind (an int where ``integer``); ``rule`` is how an error states it."""
+
+    check: Callable[[float], bool]
+    rule: str
+    integer: bool = False
+    unset_ok: bool = False
+
+    def or_unset(self) -> Range:
+        """The same range for a setting that may also stay None after the recipe is applied."""
+        return dataclasses.replace(self, rule=f"{self.rule}, or unset", unset_ok=True)
+
+
+COUNT = Range(lambda v: v >= 1, "an integer >= 1", integer=True)
+COUNT_OR_ZERO = Range(lambda v: v >= 0, "an integer >= 0", integer=True)
+INTEGER = Range(lambda v: True, "an integer", integer=True)
+POSITIVE = Range(lambda v: v > 0, "> 0")
+NON_NEGATIVE = Range(lambda v: v >= 0, ">= 0")
+FRACTION = Range(lambda v: 0 <= v < 1, "in [0, 1)")
+PROBABILITY = Range(lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+SHARE = Range(lambda v: 0 < v <= 1, "in (0, 1]")
+
+
+def setting(default: object, help: str, *, range: Range | None = None) -> object:
     """One setting of :class:`TrainConfig`, described once: its default, its help line (what
-    ``inceptionv4 train --help`` shows) and, for a number, its range (``check(value)`` must hold,
-    finite; ``rule`` is how an error states it). Ranges apply to the recipe-resolved values."""
-    metadata = {"help": help, **({"range": (check, rule)} if check is not None else {})}
+    ``inceptionv4 train --help`` shows) and, for a number, its :class:`Range`. Ranges apply to
+    the recipe-resolved values."""
+    metadata = {"help": help, **({"range": range} if range is not None else {})}
     return field(default=default, metadata=metadata)
 
 
@@ -61,7 +87,7 @@ class TrainConfig:
     drop_rate: float = setting(
         0.2,
         "dropout before the classifier (the paper's keep 0.8 is 0.2)",
-        check=lambda v: 0 <= v < 1, rule="in [0, 1)",
+        range=FRACTION,
     )
     residual_scale: float | None = setting(
         None,
@@ -84,7 +110,7 @@ class TrainConfig:
     shuffle_buffer: int = setting(
         1000,
         "wds: samples in each stream's shuffle buffer",
-        check=lambda v: v >= 1, rule="an integer >= 1",
+        range=COUNT,
     )
     image_column: str | None = setting(
         None,
@@ -97,24 +123,24 @@ class TrainConfig:
     input_size: int = setting(
         299,
         "training and evaluation resolution in pixels",
-        check=lambda v: v >= 1, rule="an integer >= 1",
+        range=COUNT,
     )
     hflip: float = setting(
         0.5,
         "probability of a horizontal flip",
-        check=lambda v: 0 <= v <= 1, rule="a probability in [0, 1]",
+        range=PROBABILITY,
     )
     color_jitter: float = setting(
         0.0,
         "strength of brightness/contrast/saturation jitter (0: off)",
-        check=lambda v: v >= 0, rule=">= 0",
+        range=NON_NEGATIVE,
     )
     min_crop_area: float = setting(
         0.08,
         "smallest area of the random-resized crop, as a fraction of the image",
-        check=lambda v: 0 < v <= 1, rule="in (0, 1]",
+        range=SHARE,
     )
-    workers: int = setting(2, "data-loading processes per GPU/process", check=lambda v: v >= 0, rule="an integer >= 0")
+    workers: int = setting(2, "data-loading processes per GPU/process", range=COUNT_OR_ZERO)
     decode: str = setting(
         "workers",
         "workers | device: where JPEGs are decoded and augmented, and validated (device: batched nvJPEG "
@@ -122,53 +148,53 @@ class TrainConfig:
     )
     # optimisation
     recipe: str = setting("paper", "paper | finetune | modern: optimizer, rate, schedule and regularisation presets")
-    epochs: int = setting(10, "passes over the training set", check=lambda v: v >= 1, rule="an integer >= 1")
+    epochs: int = setting(10, "passes over the training set", range=COUNT)
     batch_size: int = setting(
         32,
         "global batch: across processes and accumulation steps",
-        check=lambda v: v >= 1, rule="an integer >= 1",
+        range=COUNT,
     )
     accum_steps: int = setting(
         1,
         "gradient accumulation steps per optimizer step",
-        check=lambda v: v >= 1, rule="an integer >= 1",
+        range=COUNT,
     )
     lr: float | None = setting(
         None,
         "learning rate (the recipe's, scaled with the batch, if unset)",
-        check=lambda v: v > 0, rule="> 0",
+        range=POSITIVE,
     )
     optimizer: str | None = setting(None, "rmsprop_tf | sgd | adamw (the recipe's if unset)")
     schedule: str | None = setting(None, "exponential | cosine | constant (the recipe's if unset)")
     weight_decay: float | None = setting(
         None,
         "weight decay (the recipe's if unset)",
-        check=lambda v: v >= 0, rule=">= 0",
+        range=NON_NEGATIVE,
     )
     warmup_epochs: float | None = setting(
         None,
         "linear warm-up, in epochs (the recipe's if unset)",
-        check=lambda v: v >= 0, rule=">= 0",
+        range=NON_NEGATIVE,
     )
     label_smoothing: float | None = setting(
         None,
         "label smoothing (the recipe's if unset)",
-        check=lambda v: 0 <= v < 1, rule="in [0, 1)",
+        range=FRACTION,
     )
     clip_grad: float | None = setting(
         None,
         "clip the gradient norm to this (0: off; the recipe's if unset)",
-        check=lambda v: v >= 0, rule=">= 0 (0: no clipping), or unset",
+        range=NON_NEGATIVE.or_unset(),
     )
     ema_decay: float | None = setting(
         None,
         "exponential moving average of the weights (0: off; the recipe's if unset)",
-        check=lambda v: 0 <= v < 1, rule="in [0, 1) (0: no EMA), or unset",
+        range=FRACTION.or_unset(),
     )
     aux_weight: float = setting(
         0.0,
         "> 0 adds the auxiliary classifier, its loss times this (0.4 in TF-slim)",
-        check=lambda v: v >= 0, rule=">= 0",
+        range=NON_NEGATIVE,
     )
     freeze_backbone: bool = setting(False, "train the classifier only")
     freeze_bn: bool = setting(False, "keep batch-norm running statistics as loaded (small batches, fine-tuning)")
@@ -186,7 +212,7 @@ class TrainConfig:
     seed: int = setting(
         0,
         "seed of initialisation, data order and augmentation",
-        check=lambda v: True, rule="an integer",
+        range=INTEGER,
     )
     deterministic: bool = setting(False, "deterministic algorithms only (slower)")
     resume: bool = setting(False, "continue from the newest checkpoint in out_dir")
@@ -194,20 +220,20 @@ class TrainConfig:
     save_every: int = setting(
         0,
         "also checkpoint every N optimizer steps (0: at epoch ends only)",
-        check=lambda v: v >= 0, rule="an integer >= 0",
+        range=COUNT_OR_ZERO,
     )
     keep_checkpoints: int = setting(
         1,
         "how many of the newest checkpoints stay on disk",
-        check=lambda v: v >= 1, rule="an integer >= 1",
+        range=COUNT,
     )
     max_steps: int | None = setting(
         None,
         "stop after this many optimizer steps",
-        check=lambda v: v >= 1, rule="an integer >= 1, or unset",
+        range=COUNT.or_unset(),
     )
     nan_policy: str = setting("stop", "stop | skip: what a NaN or infinite loss does")
-    log_every: int = setting(10, "log the training loss every N steps", check=lambda v: v >= 1, rule="an integer >= 1")
+    log_every: int = setting(10, "log the training loss every N steps", range=COUNT)
     progress: bool = setting(True, "a progress bar")
     plots: bool = setting(True, "loss, accuracy, learning-rate and confusion plots in out_dir")
 
@@ -256,7 +282,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         self._validate_data()
         own = dataclasses.asdict(self)
-        integers = [name for name, (_, rule) in _RANGES.items() if rule.startswith("an integer")]
+        integers = [name for name, rng in _RANGES.items() if rng.integer]
         self._check_ranges(own, integers)  # before resolved() computes with batch_size
         r = self.resolved()
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
@@ -274,13 +300,12 @@ class TrainConfig:
     @staticmethod
     def _check_ranges(values: dict, names: list[str]) -> None:
         for name in names:
-            ok, rule = _RANGES[name]
-            value = values[name]
-            if value is None and rule.endswith("or unset"):
+            rng, value = _RANGES[name], values[name]
+            if value is None and rng.unset_ok:
                 continue
             number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or (rule.startswith("an integer") and not isinstance(value, int)) or not ok(value):
-                raise ValueError(f"{name} must be {rule}; got {value!r}")
+            if not number or (rng.integer and not isinstance(value, int)) or not rng.check(value):
+                raise ValueError(f"{name} must be {rng.rule}; got {value!r}")
 
     def _validate_data(self) -> None:
         """Say what is wrong with the data settings before a network is built or a worker started."""
