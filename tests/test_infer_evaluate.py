@@ -202,3 +202,27 @@ def test_eval_cli_writes_report_and_confusion_png(small_model, folder, tmp_path,
     assert "6 images, 1 crop(s), 1 model(s) on cpu: top-1" in capsys.readouterr().out
     data = json.loads(report.read_text())
     assert data["decode"] == "device" and len(data["images"]) == 6 and len(data["skipped"]) == 1
+
+
+def test_tally_counts_against_a_loop_with_outputs_outside_the_dataset():
+    """3 dataset classes on 6 outputs (mapping 4, 0, 2): predictions of outputs 1, 3, 5 land in
+    the OUTSIDE column; top-1, top-5, loss and confusion equal a per-image count."""
+    from inceptionv4.infer.evaluate import OUTSIDE, Tally
+
+    gen = torch.Generator().manual_seed(0)
+    mapping, keys = [4, 0, 2], [f"k{i}" for i in range(6)]
+    tally = Tally(["a", "b", "c"], mapping, keys)
+    want, top5, nll = torch.zeros(3, 4, dtype=torch.long), 0, 0.0
+    for _ in range(3):
+        probs = torch.softmax(torch.randn(50, 6, generator=gen) * 3, 1)
+        labels = torch.randint(0, 3, (50,), generator=gen).tolist()
+        tally.add(probs, labels, list(range(50)))
+        for p, y in zip(probs, labels, strict=True):
+            out = int(p.argmax())
+            want[y, mapping.index(out) if out in mapping else 3] += 1
+            top5 += int(mapping[y] in p.topk(5).indices.tolist())
+            nll -= float(p[mapping[y]].log())
+    report = tally.report()
+    assert report["confusion"] == want.tolist() and want[:, 3].sum() > 0 and report["confusion_columns"][-1] == OUTSIDE
+    assert report["n"] == 150 and report["top1"] == pytest.approx(100 * want.diag().sum().item() / 150)
+    assert report["top5"] == pytest.approx(100 * top5 / 150) and report["loss"] == pytest.approx(nll / 150, rel=1e-5)

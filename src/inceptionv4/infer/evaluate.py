@@ -53,8 +53,10 @@ class Tally:
 
     def __init__(self, classes: list[str], mapping: list[int], keys: list[str], name_of=None) -> None:
         self.classes, self.mapping, self.keys, self.name_of = list(classes), list(mapping), list(keys), name_of
-        self.back = {model_idx: ds_idx for ds_idx, model_idx in enumerate(mapping)}
         n = len(classes)
+        # output index -> confusion column: its dataset class, else the OUTSIDE column
+        self.column = torch.full((max(len(keys), max(mapping, default=-1) + 1),), n, dtype=torch.long)
+        self.column[torch.tensor(self.mapping, dtype=torch.long)] = torch.arange(n)
         self.confusion = torch.zeros(n, n + 1, dtype=torch.long)
         self.top5, self.nll = 0, 0.0
         self.images: list[tuple[int, dict]] = []  # (dataset index, entry): shares merge in order
@@ -68,9 +70,10 @@ class Tally:
         self.top5 += (probs.topk(k, 1).indices == target[:, None]).any(1).sum().item()
         self.nll -= probs.gather(1, target[:, None]).clamp(min=1e-12).log().sum().item()
         best, predicted = probs.max(1)
-        for i, y, p, prob in zip(indices, labels, predicted.tolist(), best.tolist(), strict=True):
-            self.confusion[y, self.back.get(p, len(self.classes))] += 1
-            if self.name_of is not None:
+        rows = torch.tensor(labels, dtype=torch.long)
+        self.confusion.index_put_((rows, self.column[predicted]), torch.ones_like(rows), accumulate=True)
+        if self.name_of is not None:
+            for i, y, p, prob in zip(indices, labels, predicted.tolist(), best.tolist(), strict=True):
                 entry = {"file": self.name_of(i), "label": self.classes[y], "predicted": self.keys[p], "prob": prob}
                 self.images.append((int(i), entry))
 
