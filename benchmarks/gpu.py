@@ -15,7 +15,6 @@ same model and are skipped, marked as such, once ``--budget`` seconds have passe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -64,7 +63,7 @@ def eval_end_to_end(ds, size: int, dev: torch.device, quick: bool) -> dict[str, 
     from inceptionv4.infer.session import open_session
 
     model = iv.create_model("inception_v4", num_classes=len(ds.classes)).to(dev).to(memory_format=torch.channels_last)
-    model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, input_size=(3, size, size))
+    model.pretrained_cfg = model.pretrained_cfg.at_input_size(size)
     workers = 1 if quick else min(12, (os.cpu_count() or 2) - 1)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     out: dict[str, float] = {"e2e_eval_workers": workers}

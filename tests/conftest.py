@@ -50,7 +50,7 @@ def small_model() -> torch.nn.Module:
     torch.manual_seed(0)
     model = randomize_bn(iv.create_model("inception_resnet_v1", num_classes=3)).eval()
     model.class_names = ["red", "green", "blue"]
-    model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
+    model.pretrained_cfg = model.pretrained_cfg.at_input_size(75)
     return model
 
 

@@ -161,7 +161,7 @@ def test_info_describes_a_weights_file(tmp_path, capsys):
     out = capsys.readouterr().out
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert "inception_resnet_v1 weights bundle" in out and f"sha256 {digest}" in out
-    assert "3 classes: red, green, blue" in out and "source: unit test" in out and "input [3, 299, 299]" in out
+    assert "3 classes: red, green, blue" in out and "source: unit test" in out and "preprocessing: 299 px, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5), bicubic, crop 0.875" in out
     assert main(["info", str(path), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["sha256"] == digest and d["architecture"] == "inception_resnet_v1" and d["meta"] == {"epochs": 2}
@@ -202,7 +202,7 @@ def test_predict_prints_hostile_file_names_escaped_on_one_line(tmp_path):
 
     weights = tmp_path / "w.safetensors"
     model = iv.create_model("inception_resnet_v1", num_classes=2)
-    model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
+    model.pretrained_cfg = model.pretrained_cfg.at_input_size(75)
     iv.save_weights(model, weights, class_names=["a", "b"])
     folder = tmp_path / "in"
     folder.mkdir()

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -39,7 +38,7 @@ def corpus(tmp_path_factory):
     assert len(entries) >= 1000
     torch.manual_seed(0)
     model = randomize_bn(iv.create_model("inception_resnet_v1", num_classes=3)).eval()
-    model.pretrained_cfg = type(model.pretrained_cfg)(**{**model.pretrained_cfg.to_dict(), "input_size": (3, 75, 75)})
+    model.pretrained_cfg = model.pretrained_cfg.at_input_size(75)
     weights = iv.save_weights(model, root / "w.safetensors", class_names=CLASSES)
     clean = root / "clean"
     clean.mkdir()

@@ -43,8 +43,9 @@ def test_hub_id_of_another_network():
 
 
 def test_every_hub_id_names_a_model_and_a_source():
+    assert len(HUB_WEIGHTS) == 3
     for repo, w in HUB_WEIGHTS.items():
-        assert repo == w.repo_id and w.model in iv.list_models() and w.source == "timm"
+        assert repo == w.name and w.model in iv.list_models() and w.source == "timm" and w.file == "model.safetensors"
 
 
 def test_missing_local_file():

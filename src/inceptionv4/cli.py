@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .models import build_model, count_params, get_model_card, list_models
+from .models import Preprocessing, build_model, count_params, get_model_card, list_models, released_weights
 from .models.complexity import stage_shapes
 from .weights.io import atomic_write, check_writable
 
@@ -29,12 +29,11 @@ def _info_file(args: argparse.Namespace) -> int:
     classes = f"{d['num_classes']} classes" + (f" ({d['label_set']})" if d.get("label_set") else "")
     if names:
         classes += ": " + ", ".join(map(str, names[:10])) + (", ..." if len(names) > 10 else "")
-    pre = d["preprocessing"] or {}
+    pre = d["preprocessing"]
     print(f"{d['path']}: {d['architecture']} weights bundle, {d['bytes'] / 2**20:.1f} MiB, sha256 {d['sha256']}")
     print(f"  {classes}")
     if pre:
-        print(f"  preprocessing: input {pre.get('input_size')}, mean/std {pre.get('mean')}/{pre.get('std')}, "
-              f"{pre.get('interpolation')}, crop {pre.get('crop_pct')}")  # fmt: skip
+        print(f"  preprocessing: {Preprocessing.from_dict(pre).summary()}")  # checked when the metadata was read
     print(f"  source: {d.get('source') or 'not recorded'}")
     if d.get("build_kwargs"):
         print(f"  built with: {d['build_kwargs']}")
@@ -52,6 +51,7 @@ def _info(args: argparse.Namespace) -> int:
     with torch.device("meta"):
         model = build_model(args.model)
     report = card.to_dict()
+    report["released_weights"] = [w.to_dict() for w in released_weights(card.name)]
     report["feature_info"] = [f.to_dict() for f in model.feature_info]
     report["params_recounted"] = count_params(model)
     report["stage_shapes_299"] = [{"module": n, "shape": list(shape)} for n, shape in stage_shapes(model)]
@@ -60,10 +60,7 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     print(f"{card.name}: {card.title} ({card.figures}), {card.layout} layout")
     print(f"  parameters {card.num_params:,}   GFLOPs @299 {card.gflops:.2f}")
-    print(
-        f"  input {card.input_size}, minimum {card.min_input_size}, mean/std {card.mean}/{card.std}, "
-        f"{card.interpolation}, crop {card.crop_pct}"
-    )
+    print(f"  preprocessing: {card.preprocessing.summary()}; minimum input {card.min_input_size[-1]} px")
     if card.paper_top1 is not None:
         print(f"  paper (Table 2) top-1/top-5: {card.paper_top1}/{card.paper_top5}")
     if card.released_top1 is not None:
@@ -71,8 +68,10 @@ def _info(args: argparse.Namespace) -> int:
     print("  stages at 299x299 (HxWxC): " + ", ".join(f"{n} {s[1]}x{s[2]}x{s[0]}" for n, s in stage_shapes(model)))
     for f in model.feature_info:
         print(f"  feature stride {f.reduction:>2}: {f.module} ({f.num_chs} channels)")
-    if card.weights_from:
-        print("  weights: " + "; ".join(card.weights_from))
+    for w in released_weights(card.name):
+        acc = f"{w.top1}/{w.top5}" if w.top1 is not None else "not published"
+        how = f"pretrained={w.name!r}" if w.hub else f"{w.file} from {w.where}"
+        print(f"  weights {w.name}: {w.classes}; {w.preprocessing.summary()}; top-1/top-5 {acc}; {how}")
     if card.notes:
         print(f"  note: {card.notes}")
     return 0

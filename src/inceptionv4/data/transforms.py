@@ -1,4 +1,4 @@
-"""Inception preprocessing (torchvision transforms v2): pixels scaled to [-1, 1].
+"""Inception preprocessing (torchvision transforms v2) of a :class:`Preprocessing`.
 
 Training: random-resized crop (area 8%-100%, aspect 3/4-4/3), horizontal flip, optional colour
 jitter. Evaluation: resize the shorter side to ``size / crop_pct``, then a centre crop.
@@ -6,46 +6,12 @@ jitter. Evaluation: resize the shorter side to ``size / crop_pct``, then a centr
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-_INTERP = {
-    "bicubic": InterpolationMode.BICUBIC,
-    "bilinear": InterpolationMode.BILINEAR,
-    "nearest": InterpolationMode.NEAREST,
-}
+from ..models.preprocessing import INTERPOLATIONS, Preprocessing
 
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a network expects; a model card or a weights bundle carries one."""
-
-    input_size: int = 299
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in _INTERP:
-            raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, got {self.interpolation!r}")
-        if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-
-    @classmethod
-    def of(cls, model: torch.nn.Module, input_size: int | None = None) -> Preprocessing:
-        """The preprocessing of a model built by create_model (its card), at ``input_size`` if given."""
-        card = model.pretrained_cfg
-        return cls(
-            input_size or card.input_size[-1], tuple(card.mean), tuple(card.std), card.interpolation, card.crop_pct
-        )
-
-    @property
-    def resize_size(self) -> int:
-        return math.floor(self.input_size / self.crop_pct)
+_INTERP = {name: InterpolationMode[name.upper()] for name in INTERPOLATIONS}
 
 
 def train_transform(

@@ -112,7 +112,7 @@ def exported_onnx(model: torch.nn.Module, cache_dir: str | os.PathLike | None = 
     from ..tools.export import export_model
 
     size = Preprocessing.of(model).input_size
-    name = getattr(model, "model_name", "model")
+    name = model.model_name
     path = cache_root(cache_dir) / "onnx" / f"{name}-{weights_hash(model)[:20]}-{size}.onnx"
     if path.is_file():
         return path, False
@@ -199,8 +199,10 @@ def open_artefacts(paths: list, backend: str, *, crops: int, model: str | None) 
     for p, meta in zip(paths[1:], metas[1:], strict=True):
         if Labels.of(meta["num_classes"], meta.get("label_set"), meta.get("class_names")).keys != labels.keys:
             raise ValueError(f"the models of an ensemble must share their classes ({p} differs)")
-    pp = first["preprocessing"]
-    pre = Preprocessing(pp["input_size"], tuple(pp["mean"]), tuple(pp["std"]), pp["interpolation"], pp["crop_pct"])
+    try:
+        pre = Preprocessing.from_dict(first.get("preprocessing"))
+    except ValueError as err:
+        raise ValueError(f"{paths[0]}: the artefact's preprocessing {err}") from None
     runners = [onnx_runner(p, backend, "int8") for p in paths]
     return Session(runners, pre, labels, first["architecture"], backend, "int8", torch.device("cpu"), crops,
                    f"{backend} int8 artefact", 64, cache=[{"artefact": str(p)} for p in paths])  # fmt: skip

@@ -112,7 +112,7 @@ def quantize(
         fp32 = _probs(onnx_runner(fp32_path, backend, "fp32", cache_dir), held)
         int8 = _probs(onnx_runner(tmp, backend, "int8", cache_dir), held)
         report = {
-            "architecture": getattr(net, "model_name", type(net).__name__),
+            "architecture": net.model_name,
             "backend": backend,
             "calibration_images": len(calib_idx),
             "heldout_images": len(held_views),
@@ -133,8 +133,7 @@ def quantize(
             "num_classes": len(labels.keys),
             "label_set": labels.label_set,
             "class_names": labels.class_names,
-            "preprocessing": {"input_size": pre.input_size, "mean": list(pre.mean), "std": list(pre.std),
-                              "interpolation": pre.interpolation, "crop_pct": pre.crop_pct},  # fmt: skip
+            "preprocessing": pre.to_dict(),
             "weights_sha256": weights_hash(net),
             "report": {k: v for k, v in report.items() if k != "skipped"},
         }

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Preprocessing
+from ..models import InceptionNet
 from ..data.views import CROPS, normalize_views
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
@@ -131,8 +132,8 @@ class Labels:
         return cls(keys, keys, label_set or None, list(class_names) if class_names else None)
 
     @classmethod
-    def of_model(cls, model: torch.nn.Module) -> Labels:
-        return cls.of(model.num_classes, getattr(model, "label_set", None), getattr(model, "class_names", None))
+    def of_model(cls, model: InceptionNet) -> Labels:
+        return cls.of(model.num_classes, model.label_set, model.class_names)
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -208,12 +209,7 @@ class Session:
             "device": str(self.device),
             "crops": self.crops,
             "input_size": self.pre.input_size,
-            "preprocessing": {
-                "mean": list(self.pre.mean),
-                "std": list(self.pre.std),
-                "interpolation": self.pre.interpolation,
-                "crop_pct": self.pre.crop_pct,
-            },
+            "preprocessing": self.pre.to_dict(),
             "cpu": vector_units() if self.device.type == "cpu" else None,
         }
 
@@ -312,7 +308,7 @@ def open_session(
         if Labels.of_model(m).keys != labels.keys:
             raise ValueError("the models of an ensemble must share their classes")
     pre = Preprocessing.of(first)
-    common = {"pre": pre, "labels": labels, "architecture": getattr(first, "model_name", type(first).__name__),
+    common = {"pre": pre, "labels": labels, "architecture": first.model_name,
               "precision": precision, "crops": crops}  # fmt: skip
     if backend == "torch":
         keep = str(device) == "auto" and all(isinstance(s, torch.nn.Module) for s in sources)  # where they are
@@ -336,7 +332,10 @@ def _is_artefact(source: Source) -> bool:
 
 def _load(source: Source, model: str | None) -> torch.nn.Module:
     if isinstance(source, torch.nn.Module):
-        if model is not None and getattr(source, "model_name", model) != model:
+        if not isinstance(source, InceptionNet):
+            raise TypeError(f"expected a network built by inceptionv4.create_model (an InceptionNet), got "
+                            f"{type(source).__name__}")  # fmt: skip
+        if model is not None and source.model_name != model:
             raise ValueError(f"the network given is {source.model_name}, not {model}")
         return source
     from ..api import create_model

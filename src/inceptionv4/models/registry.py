@@ -13,6 +13,8 @@ from .inception_resnet import inception_resnet_v1, inception_resnet_v2, inceptio
 from .inception_v4 import inception_v4
 from .layers import ClassifierHead
 from .network import InceptionNet, _check_num_classes
+from .preprocessing import Preprocessing
+from .released import imagenet_weights, released_weights
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,14 @@ class ModelCard(Mapping):
 
     ``num_params`` and ``gflops`` are for 1000 classes at 299x299 (2 FLOPs per multiply-add) and
     are recomputed from the model by the tests. Accuracies are ILSVRC-2012 validation top-1/top-5
-    in percent: ``paper_*`` from Table 2 (single crop, 100 - error), ``released_*`` from the
-    released checkpoints; None where no such figure exists.
+    in percent: ``paper_*`` from Table 2 (single crop, 100 - error), ``released_*`` those of the
+    network's reference ImageNet checkpoint in :mod:`.released`; None where no such figure exists.
+    ``preprocessing`` is what the network's weights expect: that checkpoint's by default, the
+    loaded weights' (or the trained resolution) once a model holds weights.
 
-    It is also timm's ``pretrained_cfg``: a read-only mapping of its fields (``card["input_size"]``,
-    ``card.get("pool_size")``; keys it lacks, such as ``hf_hub_id``, are absent), with
+    It is also timm's ``pretrained_cfg``: a read-only mapping of its fields with the
+    preprocessing's spelled out (``card["input_size"]`` = (3, S, S), ``mean``, ``std``,
+    ``interpolation``, ``crop_pct``; keys it lacks, such as ``hf_hub_id``, are absent), with
     ``pool_size`` the last feature map at ``input_size``, ``first_conv`` and ``classifier`` the
     module names of the first convolution and of the classifier.
     """
@@ -36,12 +41,8 @@ class ModelCard(Mapping):
     layout: str  # "released": weight-compatible with the named checkpoints; "paper": the figures
     num_params: int
     gflops: float
-    input_size: tuple[int, int, int] = (3, 299, 299)
+    preprocessing: Preprocessing = Preprocessing()
     min_input_size: tuple[int, int, int] = (3, 75, 75)
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
     num_classes: int = 1000
     paper_top1: float | None = None
     paper_top5: float | None = None
@@ -53,8 +54,48 @@ class ModelCard(Mapping):
     first_conv: str = "stem.conv1a.conv"
     classifier: str = "head.fc"
 
+    @classmethod
+    def of(cls, name: str, title: str, figures: str, layout: str, num_params: int, gflops: float,
+           **fields: object) -> ModelCard:
+        """A card whose released figures, weights list and preprocessing come from the table of
+        released weights."""  # fmt: skip
+        ref = imagenet_weights(name)
+        return cls(
+            name, title, figures, layout, num_params, gflops,
+            preprocessing=ref.preprocessing if ref else Preprocessing(),
+            released_top1=ref.top1 if ref else None,
+            released_top5=ref.top5 if ref else None,
+            weights_from=tuple(w.name for w in released_weights(name)),
+            **fields,
+        )  # fmt: skip
+
+    def at_input_size(self, size: int) -> ModelCard:
+        """This card with its preprocessing at another input side (a model trained or run there)."""
+        return dataclasses.replace(self, preprocessing=self.preprocessing.at(size))
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (3, self.preprocessing.input_size, self.preprocessing.input_size)
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocessing.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocessing.std
+
+    @property
+    def interpolation(self) -> str:
+        return self.preprocessing.interpolation
+
+    @property
+    def crop_pct(self) -> float:
+        return self.preprocessing.crop_pct
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The mapping as a plain dict (the preprocessing spelled out, as timm has it)."""
+        return dict(self)
 
     # timm's pretrained_cfg / default_cfg: the fields as a read-only mapping
     def __getitem__(self, key: str) -> object:
@@ -69,7 +110,11 @@ class ModelCard(Mapping):
         return len(_CARD_KEYS)
 
 
-_CARD_KEYS = tuple(f.name for f in dataclasses.fields(ModelCard))
+_CARD_KEYS = tuple(
+    key
+    for f in dataclasses.fields(ModelCard)
+    for key in (("input_size", "mean", "std", "interpolation", "crop_pct") if f.name == "preprocessing" else (f.name,))
+)
 _BUILDERS: dict[str, Callable[..., InceptionNet]] = {}
 _CARDS: dict[str, ModelCard] = {}
 
@@ -81,68 +126,37 @@ def register_model(builder: Callable[..., InceptionNet], card: ModelCard) -> Non
 
 register_model(
     inception_v4,
-    ModelCard(
-        name="inception_v4",
-        title="Inception-v4",
-        figures="Figs. 3-9",
-        layout="released",
-        num_params=42_679_816,
-        gflops=24.51,
+    ModelCard.of(
+        "inception_v4", "Inception-v4", "Figs. 3-9", "released", 42_679_816, 24.51,
         paper_top1=80.0,
         paper_top5=95.0,
-        released_top1=80.2,
-        released_top5=95.2,
-        weights_from=("timm/inception_v4.tf_in1k", "tf-slim inception_v4_2016_09_09", "cadene inceptionv4"),
         notes="Branch order and 1x7/7x1 order of the released checkpoint (docs/architecture.md).",
     ),
 )
 register_model(
     inception_resnet_v1,
-    ModelCard(
-        name="inception_resnet_v1",
-        title="Inception-ResNet-v1",
-        figures="Figs. 10-15",
-        layout="paper",
-        num_params=24_357_096,
-        gflops=12.62,
+    ModelCard.of(
+        "inception_resnet_v1", "Inception-ResNet-v1", "Figs. 10-15", "paper", 24_357_096, 12.62,
         paper_top1=78.7,
         paper_top5=94.5,
-        weights_from=("facenet-pytorch vggface2", "facenet-pytorch casia-webface"),
         notes="5/10/5 blocks plus facenet's final linear IR-C block (final_linear_block=False drops it).",
     ),
 )
 register_model(
     inception_resnet_v2,
-    ModelCard(
-        name="inception_resnet_v2",
-        title="Inception-ResNet-v2 (released)",
-        figures="Fig. 15 (released layout; see docs/architecture.md, Paper vs released code)",
-        layout="released",
-        num_params=55_843_464,
-        gflops=26.31,
-        crop_pct=0.8975,
+    ModelCard.of(
+        "inception_resnet_v2", "Inception-ResNet-v2 (released)",
+        "Fig. 15 (released layout; see docs/architecture.md, Paper vs released code)", "released", 55_843_464, 26.31,
         paper_top1=80.1,
         paper_top5=95.1,
-        released_top1=80.4,
-        released_top5=95.3,
-        weights_from=(
-            "timm/inception_resnet_v2.tf_in1k",
-            "keras InceptionResNetV2",
-            "tf-slim inception_resnet_v2_2016_08_30",
-            "cadene inceptionresnetv2",
-        ),
         notes="The network of the released checkpoint, not of the figures (docs/architecture.md).",
     ),
 )
 register_model(
     inception_resnet_v2_paper,
-    ModelCard(
-        name="inception_resnet_v2_paper",
-        title="Inception-ResNet-v2 (paper figures)",
-        figures="Figs. 3, 15-19, Table 1",
-        layout="paper",
-        num_params=32_433_928,
-        gflops=18.52,
+    ModelCard.of(
+        "inception_resnet_v2_paper", "Inception-ResNet-v2 (paper figures)", "Figs. 3, 15-19, Table 1", "paper",
+        32_433_928, 18.52,
         paper_top1=80.1,
         paper_top5=95.1,
         notes="Expansions sized 1152 and 2144 where the figures say 1154 and 2048 (docs/architecture.md).",

@@ -20,9 +20,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
 
 from ..data import Preprocessing
+from ..models import InceptionNet
 
 INPUT, OUTPUT = "images", "logits"
 
@@ -62,7 +62,7 @@ def preferred_sizes(max_batch_size: int) -> list[int]:
     return sizes if sizes and sizes[-1] == max_batch_size else [*sizes, max_batch_size]
 
 
-def export_triton(model: torch.nn.Module, out_dir: str | Path, *, name: str | None = None, max_batch_size: int = 32,
+def export_triton(model: InceptionNet, out_dir: str | Path, *, name: str | None = None, max_batch_size: int = 32,
                   max_queue_delay_us: int = 5000, openvino: bool | None = None) -> dict:  # fmt: skip
     """Write a Triton model repository for ``model`` under ``out_dir`` (created; an existing
     model of the same name is replaced) and return what was written.
@@ -81,7 +81,7 @@ def export_triton(model: torch.nn.Module, out_dir: str | Path, *, name: str | No
     openvino = installed("openvino") if openvino is None else openvino
     model = model.eval()
     pre = Preprocessing.of(model)
-    architecture = getattr(model, "model_name", type(model).__name__)
+    architecture = model.model_name
     name = name or architecture
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"a Triton model name is letters, digits, '_' and '-', got {name!r}")

@@ -13,7 +13,6 @@ point and resumed from its last checkpoint computes exactly what an uninterrupte
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import math
@@ -230,8 +229,7 @@ def setup(r: dict, world: World) -> Run:
     if r["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     # the card follows the resolution trained at: the bundle, eval and export use it from here on
-    model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, input_size=(model.in_chans, r["input_size"],
-                                                                                 r["input_size"]))  # fmt: skip
+    model.pretrained_cfg = model.pretrained_cfg.at_input_size(r["input_size"])
     train_pipe, val_pipe = _pipelines(r, Preprocessing.of(model), train_base, val_base, world)
     optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"],
                                 grad_scaling=r["amp"] == "fp16")  # fmt: skip

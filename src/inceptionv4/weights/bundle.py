@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import InceptionNet, build_model, list_models
+from ..models import InceptionNet, Preprocessing, build_model, list_models
 from .io import atomic_write
 
 FORMAT = "inceptionv4.weights"
@@ -26,13 +26,14 @@ def save_weights(
     *,
     class_names: list[str] | None = None,
     label_set: str | None = None,
-    source: str = "",
+    source: str | None = None,
     **meta: object,
 ) -> Path:
     """Write ``model`` as a self-describing safetensors bundle (atomically: temp file + rename).
 
     ``class_names`` (one per output) or ``label_set`` (e.g. "imagenet-1k") name the classes;
-    ``source`` says where the weights came from; any other keyword is stored as JSON.
+    ``source`` says where the weights came from (default: the model's ``weights_source``, e.g.
+    the hub id it was loaded from); any other keyword is stored as JSON.
     """
     from safetensors.torch import save_file
 
@@ -49,7 +50,6 @@ def save_weights(
         if size != model.num_classes:
             raise ValueError(f"label set {label_set!r} names {size} classes, but the model has {model.num_classes}: "
                              "give class_names for your classes, or a model with as many outputs")  # fmt: skip
-    card = model.pretrained_cfg
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -58,18 +58,10 @@ def save_weights(
         "global_pool": model.head.pool_type if model.head is not None else "avg",
         "features_only": json.dumps(list(model.out_indices) if model.features_only else None),
         "build_kwargs": json.dumps(model.build_kwargs),
-        "preprocessing": json.dumps(
-            {
-                "input_size": list(card.input_size),
-                "mean": list(card.mean),
-                "std": list(card.std),
-                "interpolation": card.interpolation,
-                "crop_pct": card.crop_pct,
-            }
-        ),
+        "preprocessing": json.dumps(model.pretrained_cfg.preprocessing.to_dict()),
         "class_names": json.dumps(class_names) if class_names is not None else "",
         "label_set": label_set or "",
-        "source": source,
+        "source": model.weights_source if source is None else source,
         "meta": json.dumps(meta, default=str),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -194,39 +186,11 @@ def _decode(meta: dict[str, str], path: object = "bundle") -> dict[str, object]:
             raise bad("label_set", f"{meta['label_set']!r} names {size} classes for {n}")
     pre = out["preprocessing"]
     if pre is not None:
-        _check_preprocessing(pre, bad)
+        try:
+            Preprocessing.from_dict(pre)
+        except ValueError as err:
+            raise bad("preprocessing", str(err)) from None
     return out
-
-
-def _check_preprocessing(pre: object, bad) -> None:
-    import math
-
-    from ..data.transforms import _INTERP
-
-    if not isinstance(pre, dict):
-        raise bad("preprocessing", "is not a JSON object")
-    missing = [k for k in ("input_size", "mean", "std", "interpolation", "crop_pct") if k not in pre]
-    if missing:
-        raise bad("preprocessing", f"lacks {', '.join(missing)}")
-
-    def numbers(key: str, count: int) -> list:
-        value = pre[key]
-        if not (isinstance(value, list) and len(value) == count and all(
-                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)):  # fmt: skip
-            raise bad("preprocessing", f"{key} is {str(value)[:40]}, not {count} finite numbers")
-        return value
-
-    c, h, w = numbers("input_size", 3)
-    if c != 3 or not (isinstance(h, int) and isinstance(w, int) and 32 <= h <= 4096 and 32 <= w <= 4096):
-        raise bad("preprocessing", f"input_size {pre['input_size']} is not (3, H, W) with sides 32-4096")
-    numbers("mean", 3)
-    if any(s <= 0 for s in numbers("std", 3)):
-        raise bad("preprocessing", f"std {pre['std']} must be positive (it divides)")
-    if pre["interpolation"] not in _INTERP:
-        raise bad("preprocessing", f"interpolation {str(pre['interpolation'])[:20]!r} is not one of {', '.join(sorted(_INTERP))}")
-    crop = pre["crop_pct"]
-    if not (isinstance(crop, int | float) and not isinstance(crop, bool) and 0 < crop <= 1):
-        raise bad("preprocessing", f"crop_pct {str(crop)[:20]} is not in (0, 1]")
 
 
 def load_weights(
@@ -311,15 +275,13 @@ def load_weights(
             raise BundleError(f"{path}: metadata fields build_kwargs / features_only do not build {arch} ({err})") from None
     elif not isinstance(model, InceptionNet) or model.model_name != arch:
         raise ValueError(
-            f"{path} holds {arch} weights, but the model is {getattr(model, 'model_name', type(model).__name__)}"
+            f"{path} holds {arch} weights, but the model is "
+            f"{model.model_name if isinstance(model, InceptionNet) else type(model).__name__}"
         )
     _load_into(model, sd, path, strict=strict, backbone_only=backbone_only)
     pre = info.get("preprocessing")
     if pre:  # the resolution and normalisation these weights were trained with
-        model.pretrained_cfg = dataclasses.replace(
-            model.pretrained_cfg, input_size=tuple(pre["input_size"]), mean=tuple(pre["mean"]), std=tuple(pre["std"]),
-            interpolation=pre["interpolation"], crop_pct=pre["crop_pct"],
-        )  # fmt: skip
+        model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, preprocessing=Preprocessing.from_dict(pre))
     if not backbone_only:
         model.class_names = info.get("class_names")
         model.label_set = info.get("label_set") or None
@@ -371,17 +333,6 @@ def _load_into(
         model.load_state_dict(sd, strict=False)
 
 
-#: Where each source's released checkpoints are published, for the message of a missing file.
-WHERE_TO_FETCH = {
-    "timm": "the Hugging Face hub: timm/inception_v4.tf_in1k, timm/inception_resnet_v2.tf_in1k (model.safetensors)",
-    "cadene": "the Cadene/pretrained-models.pytorch README (inceptionv4-*.pth, inceptionresnetv2-*.pth)",
-    "facenet": "the timesler/facenet-pytorch GitHub releases (20180402-114759-vggface2.pt, casia-webface)",
-    "keras": "keras.applications.InceptionResNetV2(weights='imagenet'), which saves its .h5 under ~/.keras/models",
-    "tf-slim": "the tensorflow/models research/slim README (inception_v4_2016_09_09.tar.gz, "
-               "inception_resnet_v2_2016_08_30.tar.gz; give the .ckpt prefix)",
-}
-
-
 def convert_file(
     src: str | Path, dst: str | Path, *, source: str | None, model: str | None = None, keep_background: bool = False
 ) -> Path:
@@ -395,8 +346,10 @@ def convert_file(
     try:
         net = load_weights(src, architecture=model, source=source, keep_background=keep_background)
     except FileNotFoundError as err:
-        where = {source: WHERE_TO_FETCH[source]} if source in WHERE_TO_FETCH else WHERE_TO_FETCH
-        hints = "; ".join(f"{k}: {v}" for k, v in where.items())
+        from ..models.released import where_to_fetch
+        from .convert import SOURCES
+
+        hints = "; ".join(f"{s}: {where_to_fetch(s)}" for s in ((source,) if source in SOURCES else SOURCES))
         raise FileNotFoundError(f"{err.args[0] if err.args else err}. Released checkpoints: {hints}") from None
     names = None
     if net.num_classes == 1000 and source != "facenet":

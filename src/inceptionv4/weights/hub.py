@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from ..models.released import RELEASED_WEIGHTS, ReleasedWeights
 
-@dataclass(frozen=True)
-class HubWeights:
-    repo_id: str
-    filename: str
-    model: str
-    source: str
-
-
-#: Public checkpoints of these networks, by id.
-HUB_WEIGHTS = {
-    w.repo_id: w
-    for w in (
-        HubWeights("timm/inception_v4.tf_in1k", "model.safetensors", "inception_v4", "timm"),
-        HubWeights("timm/inception_resnet_v2.tf_in1k", "model.safetensors", "inception_resnet_v2", "timm"),
-        HubWeights("timm/inception_resnet_v2.tf_ens_adv_in1k", "model.safetensors", "inception_resnet_v2", "timm"),
-    )
-}
+#: The released checkpoints on the hub, by hub id (the rows of the released-weights table).
+HUB_WEIGHTS: dict[str, ReleasedWeights] = {w.name: w for w in RELEASED_WEIGHTS if w.hub}
 
 
 class PretrainedUnavailableError(RuntimeError):
@@ -45,7 +30,7 @@ def _reachable(endpoint: str, timeout: float = 3.0) -> str | None:
         return f"{url.hostname} is unreachable ({err})"
 
 
-def download(repo_id: str) -> tuple[str, HubWeights]:
+def download(repo_id: str) -> tuple[str, ReleasedWeights]:
     """The local path of a hub checkpoint (cached, or downloaded now), and what it is."""
     if repo_id not in HUB_WEIGHTS:
         known = ", ".join(sorted(HUB_WEIGHTS))
@@ -58,23 +43,23 @@ def download(repo_id: str) -> tuple[str, HubWeights]:
             f"downloading {repo_id} needs huggingface_hub: pip install 'inceptionv4[hub]' (from a clone: "
             "pip install -e '.[hub]'); " + _manual(w)
         ) from None
-    cached = try_to_load_from_cache(w.repo_id, w.filename)
+    cached = try_to_load_from_cache(w.name, w.file)
     if isinstance(cached, str):
         return cached, w
     reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _reachable(constants.ENDPOINT)
     if reason:
         raise PretrainedUnavailableError(f"cannot download {repo_id}: {reason}. " + _manual(w))
     try:
-        return hf_hub_download(w.repo_id, w.filename), w
+        return hf_hub_download(w.name, w.file), w
     except Exception as err:  # noqa: BLE001 - any hub failure gets the same way out
         raise PretrainedUnavailableError(f"cannot download {repo_id}: {err}. " + _manual(w)) from None
 
 
-def _manual(w: HubWeights) -> str:
+def _manual(w: ReleasedWeights) -> str:
     return (
-        f"Fetch https://huggingface.co/{w.repo_id}/resolve/main/{w.filename} where you have a network "
-        f"(or `hf download {w.repo_id} {w.filename}`) and pass the file: pretrained='/path/to/{w.filename}' in "
-        f"Python, --weights /path/to/{w.filename} on the command line."
+        f"Fetch https://huggingface.co/{w.name}/resolve/main/{w.file} where you have a network "
+        f"(or `hf download {w.name} {w.file}`) and pass the file: pretrained='/path/to/{w.file}' in "
+        f"Python, --weights /path/to/{w.file} on the command line."
     )
 
 

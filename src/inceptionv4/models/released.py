@@ -1,0 +1,101 @@
+"""The released weights of these networks: one table, read by every place that names them.
+
+The model cards take their released accuracy, their list of weights and their preprocessing from
+it; ``weights.hub`` downloads the rows that are on the Hugging Face Hub; ``create_model`` stamps a
+hub download with its row's name and preprocessing, which a saved bundle and the server's
+``/v1/model`` then carry; ``inceptionv4 info`` prints the rows of a network.
+
+Accuracy is ILSVRC-2012 validation, single centre crop, top-1 / top-5 in percent, as published
+for the checkpoint (the ports of one TensorFlow checkpoint carry its figure); None where none
+was published, or where the weights do not classify ImageNet (facenet's faces).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .preprocessing import Preprocessing
+
+#: facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128, on 160 px aligned faces
+_FACENET = Preprocessing(160, (127.5 / 255,) * 3, (128 / 255,) * 3, "bilinear", 1.0)
+_IRV2 = Preprocessing(crop_pct=0.8975)  # timm's crop for the released Inception-ResNet-v2
+
+
+@dataclass(frozen=True)
+class ReleasedWeights:
+    """One public checkpoint.
+
+    ``name`` is its hub id when ``hub`` is true (``create_model(pretrained=name)`` downloads
+    ``file``), else the publisher's name for it (fetch ``file`` yourself and pass its path).
+    ``source`` is the converter that reads it (``load_weights(source=...)``); ``classes`` what its
+    outputs are; ``where`` where it is published.
+    """
+
+    name: str
+    model: str
+    file: str
+    source: str
+    classes: str
+    preprocessing: Preprocessing
+    top1: float | None = None
+    top5: float | None = None
+    hub: bool = False
+    where: str = "the Hugging Face hub"
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready fields (``inceptionv4 info --json``)."""
+        return {**self.__dict__, "preprocessing": self.preprocessing.to_dict()}
+
+
+_SLIM = ("the tensorflow/models research/slim README (inception_v4_2016_09_09.tar.gz, "
+         "inception_resnet_v2_2016_08_30.tar.gz; unpack, then give the .ckpt prefix)")
+_CADENE = "the Cadene/pretrained-models.pytorch README"
+_FACENET_AT = "the timesler/facenet-pytorch GitHub releases"
+_KERAS = "keras.applications.InceptionResNetV2(weights='imagenet'), which saves it under ~/.keras/models"
+
+RELEASED_WEIGHTS: tuple[ReleasedWeights, ...] = (
+    ReleasedWeights("timm/inception_v4.tf_in1k", "inception_v4", "model.safetensors", "timm",
+                    "imagenet-1k", Preprocessing(), 80.2, 95.2, hub=True),
+    ReleasedWeights("tf-slim inception_v4_2016_09_09", "inception_v4", "inception_v4.ckpt", "tf-slim",
+                    "imagenet-1k + background", Preprocessing(), 80.2, 95.2,
+                    where=_SLIM),
+    ReleasedWeights("cadene inceptionv4", "inception_v4", "inceptionv4-8e4777a0.pth", "cadene",
+                    "imagenet-1k + background", Preprocessing(), where=_CADENE),
+    ReleasedWeights("timm/inception_resnet_v2.tf_in1k", "inception_resnet_v2", "model.safetensors", "timm",
+                    "imagenet-1k", _IRV2, 80.4, 95.3, hub=True),
+    ReleasedWeights("timm/inception_resnet_v2.tf_ens_adv_in1k", "inception_resnet_v2", "model.safetensors",
+                    "timm", "imagenet-1k", _IRV2, hub=True),
+    ReleasedWeights("keras InceptionResNetV2", "inception_resnet_v2",
+                    "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5", "keras", "imagenet-1k", _IRV2,
+                    80.3, 95.3, where=_KERAS),
+    ReleasedWeights("tf-slim inception_resnet_v2_2016_08_30", "inception_resnet_v2",
+                    "inception_resnet_v2_2016_08_30.ckpt", "tf-slim", "imagenet-1k + background", _IRV2, 80.4, 95.3,
+                    where=_SLIM),
+    ReleasedWeights("cadene inceptionresnetv2", "inception_resnet_v2", "inceptionresnetv2-520b38e4.pth", "cadene",
+                    "imagenet-1k + background", _IRV2, where=_CADENE),
+    ReleasedWeights("facenet-pytorch vggface2", "inception_resnet_v1", "20180402-114759-vggface2.pt", "facenet",
+                    "8,631 VGGFace2 identities", _FACENET, where=_FACENET_AT),
+    ReleasedWeights("facenet-pytorch casia-webface", "inception_resnet_v1", "20180408-102900-casia-webface.pt",
+                    "facenet", "10,575 CASIA-WebFace identities", _FACENET, where=_FACENET_AT),
+)  # fmt: skip
+
+
+def released_weights(model: str | None = None) -> tuple[ReleasedWeights, ...]:
+    """The rows of one network (all rows for None), in the table's order: hub weights first."""
+    return tuple(w for w in RELEASED_WEIGHTS if model is None or w.model == model)
+
+
+def imagenet_weights(model: str) -> ReleasedWeights | None:
+    """The network's reference ImageNet checkpoint (its first ImageNet row), if it has one: the
+    card's released accuracy and default preprocessing are this row's."""
+    return next((w for w in released_weights(model) if w.classes.startswith("imagenet")), None)
+
+
+def where_to_fetch(source: str) -> str:
+    """Where one source publishes its checkpoints of these networks, with their file names (for
+    the message of a file that is not there); "" for a source with no released weights."""
+    rows = [w for w in RELEASED_WEIGHTS if w.source == source]
+    places = {}
+    for w in rows:
+        places.setdefault(w.where, []).append(w.name if w.hub else w.file)
+    return "; ".join(f"{where}: {', '.join(files)}" for where, files in places.items())
