@@ -18,8 +18,8 @@ from inceptionv4.data import (
     collate_encoded,
 )
 from inceptionv4.data.device_augment import _color_jitter, device_decodable, sample_crop
-from inceptionv4.train import train
 from inceptionv4.data.views import DeviceViews
+from inceptionv4.train import train
 
 # the reference decodes with torchvision's own decoder, deprecated in 0.29 for TorchCodec
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")

@@ -10,7 +10,6 @@ from inceptionv4.data import Preprocessing
 from inceptionv4.data.views import crop_views, cut_views, protocol_pieces, protocol_pixels, scales_for
 
 
-
 @pytest.mark.parametrize("crops", [1, 10, 12, 144])
 def test_crop_protocols_make_the_stated_number_of_views(crops):
     img = Image.new("RGB", (400, 300), (1, 2, 3))
