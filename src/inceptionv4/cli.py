@@ -541,6 +541,8 @@ DESCRIPTION = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``inceptionv4`` command's parser; each subcommand sets ``func``, which takes the
+    parsed arguments and returns the exit status."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="inceptionv4", description=DESCRIPTION)
@@ -682,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 with one ``inceptionv4 CMD: error: ...`` line for bad input."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -11,6 +11,9 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class World:
+    """Where this process stands in a run: its rank of ``size`` processes and its device; the
+    defaults are one process on the CPU."""
+
     rank: int = 0
     local_rank: int = 0
     size: int = 1
@@ -44,6 +47,7 @@ def init_distributed(device: str | None = None) -> World:
 
 
 def all_reduce_sum(values: list[float], world: World) -> list[float]:
+    """The element-wise sum of ``values`` over every process (float64), in every process."""
     if not world.distributed:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=world.device)
@@ -70,5 +74,6 @@ def broadcast_flag(flag: bool, world: World) -> bool:
 
 
 def cleanup(world: World) -> None:
+    """Leave the process group, if this process joined one."""
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Base: ``samples`` (path or payload, label) and ``classes``."""
+    """Base of every dataset: ``samples`` (path or payload, label) and ``classes``.
+
+    ``load(i)`` gives sample ``i`` as an RGB PIL image and its label, or raises
+    :class:`~inceptionv4.data.decode.DecodeError` with the reason (the loaders skip and count
+    it); ``name_of(i)`` names it for reports and errors. The other datasets keep this contract."""
 
     classes: list[str]
     samples: list[tuple[object, int]]

@@ -78,6 +78,7 @@ class Tally:
                 self.images.append((int(i), entry))
 
     def skip(self, indices: list[int], reasons: list[str]) -> None:
+        """Images that could not be read: counted in the report's ``skipped``, not in ``n``."""
         self.skipped += zip((int(i) for i in indices), reasons, strict=True)
 
     def merge(self, world: World) -> None:
@@ -91,6 +92,8 @@ class Tally:
         self.skipped = sorted((x for s in shares for x in s[4]), key=lambda x: x[0])
 
     def report(self) -> dict:
+        """The figures so far (of this process's share, unless :meth:`merge` ran): percentages,
+        the mean loss, and the confusion as nested lists; JSON-ready."""
         n = int(self.confusion.sum())
         per_class = self.confusion.diag().double() / self.confusion.sum(1).clamp(min=1)
         return {

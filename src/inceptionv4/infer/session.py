@@ -123,6 +123,8 @@ class Labels:
 
     @classmethod
     def of(cls, num_classes: int, label_set: str | None = None, class_names: list[str] | None = None) -> Labels:
+        """The outputs' keys and names: ImageNet's WordNet ids and names for ``imagenet-1k``, else
+        the class names, else the output indices as strings."""
         if label_set == "imagenet-1k":
             from ..weights import class_names as shipped
             from ..weights import imagenet1k
@@ -133,6 +135,7 @@ class Labels:
 
     @classmethod
     def of_model(cls, model: InceptionNet) -> Labels:
+        """The labels a network declares (its ``label_set`` and ``class_names``)."""
         return cls.of(model.num_classes, model.label_set, model.class_names)
 
 

@@ -120,6 +120,8 @@ _CARDS: dict[str, ModelCard] = {}
 
 
 def register_model(builder: Callable[..., InceptionNet], card: ModelCard) -> None:
+    """Make ``builder`` (keyword options in, an :class:`InceptionNet` out) buildable by the card's
+    name, with that card."""
     _BUILDERS[card.name] = builder
     _CARDS[card.name] = card
 

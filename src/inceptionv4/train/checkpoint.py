@@ -50,6 +50,8 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The checkpoint of the highest step in ``directory`` (not checked: see
+    :func:`newest_intact_checkpoint`), or None."""
     found = list_checkpoints(directory)
     return found[-1] if found else None
 

@@ -16,6 +16,8 @@ from .optim import OPTIMIZERS, SCHEDULES
 
 @dataclass
 class Recipe:
+    """The optimisation a preset stands for; TrainConfig's unset fields take these values."""
+
     optimizer: str
     lr: float  # at ``lr_batch`` images per step; scaled linearly with the global batch
     lr_batch: int

@@ -66,6 +66,8 @@ class RunLog:
         self._tb = _summary_writer(self.dir / "tensorboard") if tensorboard else None
 
     def write(self, record: dict) -> None:
+        """Append one record (``kind`` "step" or "epoch") to metrics.jsonl, flushed; epochs also to
+        metrics.csv, and its numbers to TensorBoard when on."""
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
         if record.get("kind") == "epoch":
@@ -100,6 +102,7 @@ def _records_up_to(path: Path, step: int) -> list[dict]:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl, in order."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 

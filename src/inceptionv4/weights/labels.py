@@ -11,6 +11,8 @@ LABEL_SETS = ("imagenet-1k",)
 
 @dataclass(frozen=True)
 class ImageNetClass:
+    """One ILSVRC-2012 class, at its output ``index`` of a 1000-class network."""
+
     index: int
     wnid: str  # WordNet id, also the class folder name in the ILSVRC-2012 layout
     name: str  # short readable name

@@ -112,6 +112,7 @@ def read_tf_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def is_tf_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` names a TensorFlow checkpoint (a prefix with an .index beside it)."""
     p = str(path)
     return p.endswith((".index", ".ckpt")) or Path(p + ".index").exists()
 
@@ -156,6 +157,7 @@ def detect_source(tensors: dict[str, object], path: object = "") -> str:
 
 
 def to_tensors(arrays: dict[str, object]) -> dict[str, torch.Tensor]:
+    """Arrays (numpy or torch) as contiguous torch tensors, names unchanged."""
     return {
         k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()
     }
