@@ -8,7 +8,6 @@ settings; each returns a ready Session.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data import Preprocessing
+from ..weights.io import state_sha256
 from .session import TORCH_DTYPES, Labels, Session, device_of
 
 #: What an int8 artefact's metadata says it is (ONNX ``metadata_props``, OpenVINO ``rt_info``).
@@ -41,17 +41,6 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """``cache_dir``, else ``$INCEPTIONV4_CACHE``, else ``~/.cache/inceptionv4``."""
     root = cache_dir or os.environ.get("INCEPTIONV4_CACHE") or Path.home() / ".cache" / "inceptionv4"
     return Path(root).expanduser()
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """sha256 of a network's state dict (names, shapes, dtypes and bytes): the cache key of its
-    builds, equal for equal weights wherever they were read from."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def compile_for_inference(model: torch.nn.Module, *, cpp_wrapper: bool = True) -> torch.nn.Module:
@@ -113,7 +102,7 @@ def exported_onnx(model: torch.nn.Module, cache_dir: str | os.PathLike | None = 
 
     size = Preprocessing.of(model).input_size
     name = model.model_name
-    path = cache_root(cache_dir) / "onnx" / f"{name}-{weights_hash(model)[:20]}-{size}.onnx"
+    path = cache_root(cache_dir) / "onnx" / f"{name}-{state_sha256(model.state_dict())[:20]}-{size}.onnx"
     if path.is_file():
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)

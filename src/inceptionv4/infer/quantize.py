@@ -24,7 +24,8 @@ import torch
 from ..data.decode import DecodeError, load_rgb
 from ..data.views import normalize_views, protocol_pixels
 from ..weights.io import check_writable
-from .backends import ARTEFACT_FORMAT, exported_onnx, onnx_runner, openvino_core, weights_hash
+from ..weights.io import state_sha256
+from .backends import ARTEFACT_FORMAT, exported_onnx, onnx_runner, openvino_core
 from .session import ARTEFACT_BACKENDS, Labels, _load, _require
 
 SUFFIXES = {backend: suffix for suffix, backend in ARTEFACT_BACKENDS.items()}
@@ -134,7 +135,7 @@ def quantize(
             "label_set": labels.label_set,
             "class_names": labels.class_names,
             "preprocessing": pre.to_dict(),
-            "weights_sha256": weights_hash(net),
+            "weights_sha256": state_sha256(net.state_dict()),
             "report": {k: v for k, v in report.items() if k != "skipped"},
         }
         _write_metadata(tmp, backend, json.dumps(meta))

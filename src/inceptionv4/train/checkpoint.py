@@ -3,14 +3,13 @@ to resume; and the reader that finds the newest intact checkpoint of a run."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
 
 import torch
 
-from ..weights.io import atomic_write, remove_stale_temps
+from ..weights.io import atomic_write, remove_stale_temps, state_sha256
 
 log = logging.getLogger(__name__)
 
@@ -108,34 +107,6 @@ def newest_intact_checkpoint(directory: str | Path) -> tuple[Path, dict] | None:
     if reasons:
         raise CheckpointError("no intact checkpoint to resume from: " + "; ".join(reasons))
     return None
-
-
-def state_sha256(state: object) -> str:
-    """SHA-256 of a checkpoint's state: every tensor's dtype, shape and bytes, every other value's
-    repr, dict keys in sorted order. The same state gives the same digest in any process."""
-    h = hashlib.sha256()
-    _feed(h, state)
-    return h.hexdigest()
-
-
-def _feed(h, obj: object) -> None:
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    elif isinstance(obj, dict):
-        h.update(b"{")
-        for key in sorted(obj, key=repr):
-            h.update(repr(key).encode())
-            _feed(h, obj[key])
-        h.update(b"}")
-    elif isinstance(obj, (list, tuple)):
-        h.update(b"[" if isinstance(obj, list) else b"(")
-        for item in obj:
-            _feed(h, item)
-        h.update(b"]")
-    else:
-        h.update(repr(obj).encode())
 
 
 def _first_line(err: BaseException) -> str:

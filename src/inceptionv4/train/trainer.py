@@ -13,7 +13,6 @@ point and resumed from its last checkpoint computes exactly what an uninterrupte
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import signal
@@ -43,6 +42,7 @@ from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
 from ..distributed import World, broadcast_flag, cleanup, init_distributed
 from ..infer.evaluate import Tally
+from ..weights.io import state_sha256
 from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
                          save_checkpoint)  # fmt: skip
 from .config import TrainConfig
@@ -554,7 +554,7 @@ def finish(run: Run, status: str) -> dict:
     last = run.last_eval
     summary = {
         "status": status,
-        "weights_digest": state_digest(run.model),
+        "weights_digest": state_sha256(run.model.state_dict()),
         "steps": run.step,
         "skipped_steps": run.skipped_steps,
         "skipped_files": sorted(set(run.skipped_files)),
@@ -583,15 +583,6 @@ def finish(run: Run, status: str) -> dict:
                                                            title=title)))  # fmt: skip
         summary["confusion"] = last.get("confusion")
     return summary
-
-
-def state_digest(model: nn.Module) -> str:
-    """SHA-256 of every tensor of the model's state, bit for bit (same digest = same weights)."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _copy_with(model: nn.Module, state: dict) -> nn.Module:

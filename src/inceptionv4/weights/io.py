@@ -8,6 +8,7 @@ tensor or a plain container, so a file handed to us cannot run code.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import pickle
 import re
@@ -212,3 +213,32 @@ def _find_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
                 continue
         break
     raise ValueError(f"{path} holds no state dict (a mapping of names to tensors), got {type(obj).__name__}")
+
+
+def state_sha256(state: object) -> str:
+    """SHA-256 of a state (a state dict, a checkpoint's whole state): every tensor's dtype, shape
+    and bytes, every other value's repr, dict keys in sorted order. The same state gives the same
+    digest in any process: a checkpoint's checksum, a run's weights digest, a build cache's key."""
+    h = hashlib.sha256()
+    _feed(h, state)
+    return h.hexdigest()
+
+
+def _feed(h, obj: object) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, obj[key])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[" if isinstance(obj, list) else b"(")
+        for item in obj:
+            _feed(h, item)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode())
