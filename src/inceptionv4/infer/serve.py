@@ -161,12 +161,12 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         check_topk(self.topk)  # a bad default is the caller's mistake: ValueError now, not 400s later
-        for name in ("max_body_bytes", "max_images", "max_connections"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_body_bytes", "max_images", "max_connections", "max_batch", "queue_size"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         for name in ("header_timeout_s", "body_timeout_s", "timeout_s", "drain_s"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
