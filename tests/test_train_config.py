@@ -92,3 +92,10 @@ def test_paper_recipe_resolves_to_section_4():
     assert r["lr"] == pytest.approx(0.045 * 512 / 256)  # linear scaling from the documented batch 256
     assert (r["clip_grad"], r["weight_decay"], r["ema_decay"]) == (2.0, 4e-5, 0.9999)
     assert set(RECIPES) == {"paper", "finetune", "modern"}
+
+
+def test_the_dataset_kinds_a_run_takes_are_those_build_dataset_builds():
+    from inceptionv4.data import datasets
+    from inceptionv4.train import config
+
+    assert config.DATASET_KINDS == datasets.DATASET_KINDS

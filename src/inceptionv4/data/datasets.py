@@ -272,6 +272,10 @@ def holdout_split(dataset: ImageDataset, fraction: float) -> tuple[Subset, Subse
     return Subset(dataset, sorted(train)), Subset(dataset, sorted(val))
 
 
+#: The kinds :func:`build_dataset` builds.
+DATASET_KINDS = ("digits", "synthetic", "folder", "list", "wds", "hf")
+
+
 def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed: int = 0, **options) -> ImageDataset:
     """A dataset by kind: "digits", "synthetic", "folder" (root/train, root/val), "list" (a list file),
     "wds" (WebDataset shards: a pattern) or "hf" (a saved Hugging Face dataset; ``split`` picks a
@@ -323,4 +327,4 @@ def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed
             raise ValueError("dataset 'hf' needs a saved dataset (a save_to_disk folder or parquet files)")
         return HFDataset(root, split, image_column=options.get("image_column"),
                          label_column=options.get("label_column"), classes=options.get("classes"))  # fmt: skip
-    raise ValueError(f"unknown dataset {kind!r}; known: digits, synthetic, folder, list, wds, hf")
+    raise ValueError(f"unknown dataset {kind!r}; known: {', '.join(DATASET_KINDS)}")

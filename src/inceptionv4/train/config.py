@@ -43,6 +43,12 @@ RECIPES = {
 
 
 
+#: The dataset kinds a run takes: those of ``data.build_dataset`` (``data.datasets.DATASET_KINDS``,
+#: equal by test), written here so that reading the settings (``--help``) does not load the data
+#: pipeline (torchvision).
+DATASET_KINDS = ("digits", "synthetic", "folder", "list", "wds", "hf")
+
+
 @dataclass(frozen=True)
 class Range:
     """The values a numeric setting takes: ``check(value)`` holds for a finite number of the
@@ -98,7 +104,7 @@ class TrainConfig:
     # data
     dataset: str | None = setting(
         None,
-        "digits | synthetic | folder | list | wds | hf; unset: folder or list from --data, else digits",
+        f"{' | '.join(DATASET_KINDS)}; unset: folder or list from --data, else digits",
     )
     data: str | None = setting(
         None,
@@ -311,9 +317,8 @@ class TrainConfig:
 
     def _validate_data(self) -> None:
         """Say what is wrong with the data settings before a network is built or a worker started."""
-        kinds = ("digits", "synthetic", "folder", "list", "wds", "hf")
-        if self.dataset not in kinds:
-            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(kinds)}")
+        if self.dataset not in DATASET_KINDS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASET_KINDS)}")
         if self.dataset in ("digits", "synthetic"):
             for name in ("data", "val_data"):
                 if getattr(self, name) is not None:
