@@ -431,7 +431,6 @@ def _export(args: argparse.Namespace) -> int:
                          f"(random weights; one of {', '.join(list_models())})")  # fmt: skip
     (model,) = _load_models([args.weights], args.model) if args.weights else [None]
     if model is None:
-
         model = build_model(args.model)
     if args.format == "triton":
         from .tools.triton import export_triton

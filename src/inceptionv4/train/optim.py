@@ -21,9 +21,9 @@ class TFRMSprop(torch.optim.Optimizer):
     With ``foreach`` each line runs for all of a group's tensors in one ``torch._foreach`` call.
     Inception-ResNet-v2 has 694 parameter tensors, so the per-tensor loop issues about 5,000 small
     kernels a step, and on a GPU their launches cost more than the update's arithmetic. On a CPU
-    the two are level (0.93-1.03x, ``benchmarks/optim_step.py``): the update is bound by memory
-    traffic either way. The default, ``None``, uses foreach for CUDA tensors and the loop
-    otherwise, as ``torch.optim`` does. Both compute the same numbers (the tests compare them).
+    the two are about level, the update being bound by memory traffic either way
+    (``benchmarks/optim_step.py``). The default, ``None``, uses foreach for CUDA tensors and the
+    loop otherwise, as ``torch.optim`` does. Both compute the same numbers (the tests compare them).
     """
 
     def __init__(self, params, lr: float = 0.045, decay: float = 0.9, momentum: float = 0.9, eps: float = 1.0,
