@@ -85,3 +85,20 @@ def test_docs_weights_md_holds_the_table():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text()
     shown = [line for line in doc.splitlines() if line.startswith("| `") and line.count("|") == 8]
     assert shown == rows
+
+
+def test_the_docs_facenet_snippet_sets_the_rows_preprocessing():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text()
+    section = doc.split("## Released weights", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    scope = {"model": iv.create_model("inception_resnet_v1", num_classes=3)}
+    exec(block, scope)
+    pre = scope["model"].pretrained_cfg.preprocessing
+    assert pre == by_name("facenet-pytorch vggface2").preprocessing and pre.input_size == 160
+
+
+def by_name(name):
+    return next(w for w in RELEASED_WEIGHTS if w.name == name)
