@@ -46,7 +46,7 @@ def test_session_normalises_pixels_where_the_model_runs(small_model):
     assert 0 < (bf16 - want).abs().max().item() < 0.05  # bf16 really ran, and is close
     with pytest.raises(ValueError, match=r"views must be \(N\*10, 3, S, S\)"):
         session(pixels[:7])
-    with pytest.raises(ValueError, match=r"unknown precision 'fp8': choose one of fp32, bf16, fp16, int8"):
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8': choose one of auto, fp32, bf16, fp16, int8"):
         torch_session(small_model, 10, precision="fp8")
 
 

@@ -145,7 +145,7 @@ def _precision(args: argparse.Namespace) -> str:
     if getattr(args, "amp", None) is None:
         return args.precision
     print("inceptionv4: --amp is deprecated, use --precision (bf16, fp16)", file=sys.stderr)
-    if args.precision != "fp32":
+    if args.precision != args.default_precision:
         raise ValueError("give --precision or the deprecated --amp, not both")
     return {"none": "fp32"}.get(args.amp, args.amp)
 
@@ -166,7 +166,8 @@ def _check_weights(weights: list[str]) -> list[str]:
 def _session_options(args: argparse.Namespace) -> dict:
     """open_session's keyword arguments from the flags every session command shares."""
     return {"model": args.model, "backend": args.backend, "device": args.device, "precision": _precision(args),
-            "crops": args.crops, "form": "compile" if args.compile else "eager", "channels_last": args.channels_last}  # fmt: skip
+            "crops": args.crops, "form": "compile" if args.compile else "eager", "channels_last": args.channels_last,
+            "full_decode": args.full_decode}  # fmt: skip
 
 
 class _Retired(argparse.Action):
@@ -188,14 +189,10 @@ _RETIRED_FORMS = (
 )
 
 
-def _default_workers() -> int:
-    """Loader processes for eval / predict: one core is left to the process that runs the model."""
-    return min(8, max(1, (os.cpu_count() or 2) - 1))
-
-
-def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
-    """The flags of every command that runs a session: weights, backend, device, precision,
-    crops, torch forms, decoding (and --workers for those that read files in bulk)."""
+def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool, precision: str = "auto") -> None:
+    """The flags of every command that runs a session: weights, backend, device, precision
+    (``precision`` its default), crops, torch forms, decoding (and --workers for those that read
+    files in bulk)."""
     # the choices are checked where they are defined (infer.session.open_session): importing it
     # here would load torchvision for `--help` and `list`
     p.add_argument("--weights", action="append", default=[],
@@ -206,9 +203,11 @@ def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
                         "for a torch form), torch, onnxruntime, openvino")  # fmt: skip
     p.add_argument("--device", default="auto",
                    help="where it runs: auto (a GPU if PyTorch sees one), cpu, cuda, cuda:N, mps")  # fmt: skip
-    p.add_argument("--precision", default="fp32",
-                   help="fp32; bf16 / fp16 (torch autocast, OpenVINO's precision hint); int8: give an artefact "
-                        "from `inceptionv4 quantize` as --weights")  # fmt: skip
+    p.add_argument("--precision", default=precision,
+                   help="auto (the engine's own default on this CPU: bf16 where it computes BF16 natively, else fp32); "
+                        "fp32; bf16 / fp16 (torch autocast, OpenVINO's precision hint); int8: give an artefact from "
+                        "`inceptionv4 quantize` as --weights")  # fmt: skip
+    p.set_defaults(default_precision=precision)
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
     p.add_argument("--crops", type=int, choices=(1, 10, 12, 144), default=1,
                    help="views per image: 1 (centre crop), 10 (corners + centre, mirrored), 12 or 144 "
@@ -220,12 +219,17 @@ def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool) -> None:
     for flag in ("--optimize", "--fuse", "--parallel"):
         p.add_argument(flag, action=_Retired, instead=_RETIRED_FORMS)
     if workers:
-        p.add_argument("--workers", type=number(int, 0, 64), default=_default_workers(), metavar="N",
-                       help="processes that decode and resample the images while the model runs (0: none)")  # fmt: skip
+        p.add_argument("--workers", type=number(int, 0, 64), default=0, metavar="N",
+                       help="loader processes that decode and resample the images while the model runs (default 0: "
+                            "threads of this process do, one per core)")  # fmt: skip
     where = "loader workers" if workers else "the connection threads"
     p.add_argument("--decode", choices=("workers", "device"), default="workers",
                    help=f"where JPEGs are decoded and resampled: workers ({where}, PIL: the reference pixels) or the "
                         "device (the batch at once, nvJPEG on a GPU; pixels within two levels of PIL's)")  # fmt: skip
+    p.add_argument("--full-decode", action="store_true",
+                   help="decode every JPEG at full size: the exact pixels published accuracy is measured on (default: "
+                        "a JPEG at least twice the size the crops need is decoded reduced, 1/2 to 1/8, in the DCT "
+                        "domain; docs/evaluation.md)")  # fmt: skip
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -409,7 +413,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
     r = quantize(args.weights, args.calibrate, args.out, backend=args.backend, model=args.model,
                  min_agreement=args.min_agreement, calibration_images=args.calibration_images,
-                 check=args.check)  # fmt: skip
+                 check=args.check, full_decode=args.full_decode)  # fmt: skip
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -575,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a CPU, 256 on a GPU)")  # fmt: skip
     p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_session_flags(p, workers=True)
+    _add_session_flags(p, workers=True, precision="fp32")  # eval reproduces published numbers: fp32
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")
@@ -624,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least top-1 agreement with fp32 on the held-out images (default 0.99); below it nothing "
                         "is written")  # fmt: skip
     p.add_argument("--calibration-images", type=number(int, 1, 1_000_000), default=300, metavar="N", help="most images calibrated on")
+    p.add_argument("--full-decode", action="store_true",
+                   help="decode every JPEG at full size (default: a large one is decoded reduced, as predict does)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_quantize)
 

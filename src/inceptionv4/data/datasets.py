@@ -27,7 +27,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
     ``load(i)`` gives sample ``i`` as an RGB PIL image and its label, or raises
     :class:`~inceptionv4.data.decode.DecodeError` with the reason (the loaders skip and count
-    it); ``name_of(i)`` names it for reports and errors. The other datasets keep this contract."""
+    it); ``name_of(i)`` names it for reports and errors. ``load(i, reduce_to=side)`` may decode a
+    large JPEG reduced, its shorter side still >= ``side`` (see :func:`~inceptionv4.data.decode.load_rgb`);
+    inference passes it, training does not. The other datasets keep this contract."""
 
     classes: list[str]
     samples: list[tuple[object, int]]
@@ -35,9 +37,9 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int) -> tuple[Image.Image, int]:
+    def load(self, index: int, reduce_to: int | None = None) -> tuple[Image.Image, int]:
         path, label = self.samples[index]
-        return load_rgb(path), label
+        return load_rgb(path, reduce_to=reduce_to), label
 
     def name_of(self, index: int) -> str:
         return str(self.samples[index][0])
@@ -139,7 +141,7 @@ class Digits(ImageDataset):
         self.samples = [(images[i], int(data.target[i])) for i in keep]
         self.ids = [int(i) for i in keep]
 
-    def load(self, index: int) -> tuple[Image.Image, int]:
+    def load(self, index: int, reduce_to: int | None = None) -> tuple[Image.Image, int]:
         pixels, label = self.samples[index]
         return Image.fromarray(255 - pixels, mode="L").convert("RGB"), label  # dark ink on white
 
@@ -157,7 +159,7 @@ class Synthetic(ImageDataset):
         self.size, self.seed = size, seed
         self.samples = [(i, i % num_classes) for i in range(num_samples)]
 
-    def load(self, index: int) -> tuple[Image.Image, int]:
+    def load(self, index: int, reduce_to: int | None = None) -> tuple[Image.Image, int]:
         i, label = self.samples[index]
         rng = np.random.default_rng([self.seed, i])
         n = len(self.classes)

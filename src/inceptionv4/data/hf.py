@@ -94,19 +94,19 @@ class HFDataset(ImageDataset):
         self.ds = ds
         self.samples = [(i, label) for i, label in enumerate(labels)]
 
-    def load(self, index: int) -> tuple[Image.Image, int]:
+    def load(self, index: int, reduce_to: int | None = None) -> tuple[Image.Image, int]:
         value = self.ds[index][self.image_column]
         name = self.name_of(index)
         if isinstance(value, Image.Image):
             return image_rgb(value, name), self.samples[index][1]
         if isinstance(value, dict) and value.get("bytes"):
-            return decode_rgb(value["bytes"], name), self.samples[index][1]
+            return decode_rgb(value["bytes"], name, reduce_to=reduce_to), self.samples[index][1]
         if isinstance(value, dict) and value.get("path"):
             from .decode import load_rgb
 
-            return load_rgb(value["path"]), self.samples[index][1]
+            return load_rgb(value["path"], reduce_to=reduce_to), self.samples[index][1]
         if isinstance(value, bytes):
-            return decode_rgb(value, name), self.samples[index][1]
+            return decode_rgb(value, name, reduce_to=reduce_to), self.samples[index][1]
         raise DecodeError(f"{name}: no image in column {self.image_column!r}")
 
     def name_of(self, index: int) -> str:

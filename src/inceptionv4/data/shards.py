@@ -126,9 +126,9 @@ class ShardDataset(ImageDataset):
             raise DecodeError(f"{self.name_of(index)}: the shard ends inside this member (truncated)")
         return data, self.name_of(index), member.ext in _JPEG_EXTS
 
-    def load(self, index: int) -> tuple[Image.Image, int]:
+    def load(self, index: int, reduce_to: int | None = None) -> tuple[Image.Image, int]:
         data, name, _ = self.read_sample(index)
-        return decode_rgb(data, name), self.samples[index][1]
+        return decode_rgb(data, name, reduce_to=reduce_to), self.samples[index][1]
 
     def name_of(self, index: int) -> str:
         member = self.samples[index][0]

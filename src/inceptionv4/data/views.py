@@ -34,6 +34,12 @@ def scales_for(pre: Preprocessing, crops: int) -> list[int]:
     return [pre.resize_size]
 
 
+def decode_side(pre: Preprocessing, crops: int) -> int:
+    """The shorter side a protocol resizes an image to first (its largest scale): a JPEG need not be
+    decoded larger than this (:func:`~inceptionv4.data.decode.load_rgb`'s ``reduce_to``)."""
+    return max(scales_for(pre, crops))
+
+
 def _five_boxes(height: int, width: int, s: int) -> list[tuple[int, int]]:
     """(top, left) of torchvision's five crops of an s x s window: 4 corners, then the centre."""
     centre = (round((height - s) / 2), round((width - s) / 2))  # Python rounds half to even, as torchvision does
@@ -133,12 +139,13 @@ def crop_views(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Te
 class ProtocolViews(torch.utils.data.Dataset):
     """A dataset's images as one protocol's :class:`ProtocolPieces`, made where a DataLoader's
     workers run: ``(pieces, label, index, name)``, or ``(None, index, reason)`` for an unreadable
-    file (batched by :func:`collate_items`)."""
+    file (batched by :func:`collate_items`). ``reduce_to`` (:func:`decode_side`, or None for the
+    full decode) is passed to the dataset's ``load``."""
 
-    def __init__(self, dataset, pre: Preprocessing, crops: int) -> None:
+    def __init__(self, dataset, pre: Preprocessing, crops: int, *, reduce_to: int | None = None) -> None:
         if crops not in CROPS:
             raise ValueError(f"crops must be one of {CROPS}, got {crops}")
-        self.dataset, self.pre, self.crops = dataset, pre, crops
+        self.dataset, self.pre, self.crops, self.reduce_to = dataset, pre, crops, reduce_to
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -147,7 +154,10 @@ class ProtocolViews(torch.utils.data.Dataset):
         from .decode import DecodeError
 
         try:
-            img, label = self.dataset.load(index)
+            if self.reduce_to is None:
+                img, label = self.dataset.load(index)
+            else:
+                img, label = self.dataset.load(index, reduce_to=self.reduce_to)
         except DecodeError as err:
             return None, index, str(err)
         return protocol_pieces(img, self.pre, self.crops), label, index, self.dataset.name_of(index)

@@ -102,8 +102,9 @@ class Classifier:
 
     def views(self, data: bytes, name: str = "upload") -> torch.Tensor:
         """The protocol's uint8 views of one image (DecodeError if it is not one); they are
-        normalised where the models run."""
-        return protocol_pixels(decode_rgb(data, name), self.pre, self.crops)
+        normalised where the models run. A large JPEG is decoded reduced to the protocol's size
+        unless the session was opened with ``full_decode``."""
+        return protocol_pixels(decode_rgb(data, name, reduce_to=self.session.reduce_to), self.pre, self.crops)
 
     def prepare(self, data: bytes, name: str = "upload") -> torch.Tensor:
         """What a connection thread makes of one upload for :meth:`classify` (DecodeError if it is

@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from ..data.views import DeviceViews, EncodedFiles, ProtocolViews, check_decode, collate_items, cut_batch, scales_for
+from ..data.loaders import protocol_batches
+from ..data.views import check_decode, scales_for
 from ..distributed import World, gather_objects
 from .session import Labels, Session, as_session
 
@@ -127,10 +128,14 @@ def evaluate_protocol(
     and listed. Networks in memory are taken as a 1-crop torch session, run where they are.
 
     ``batch_size`` images are gathered at a time (default: the fewest whose views fill whole
-    passes of the session). ``workers`` loader processes decode and resample the images in
-    parallel (0: in this process); the pictures travel as uint8, and the crops, mirrors and
-    normalisation are made on the session's device (:class:`~inceptionv4.data.views.ProtocolPieces`).
-    The result does not depend on ``workers`` or ``batch_size``.
+    passes of the session). The images go through the one batch path
+    (:func:`~inceptionv4.data.loaders.protocol_batches`): threads of this process (``workers=0``)
+    or ``workers`` loader processes decode and resample them while the engine runs; the pictures
+    travel as uint8, and the crops, mirrors and normalisation are made on the session's device
+    (:class:`~inceptionv4.data.views.ProtocolPieces`). The result does not depend on ``workers``
+    or ``batch_size``. A JPEG much larger than the protocol needs is decoded reduced unless the
+    session was opened with ``full_decode`` (ImageNet's validation images are not large enough
+    to be).
 
     ``decode="device"`` leaves the workers only reading files: the JPEGs are decoded on the
     session's device (nvJPEG on a GPU) and resampled there (:class:`~inceptionv4.data.views.DeviceViews`)
@@ -149,17 +154,11 @@ def evaluate_protocol(
     mapping = label_map(dataset.classes, session.labels.keys)
     world = world or World()
     device = session.device  # where the views are cut
-    on_gpu = device.type == "cuda"
     chunk = session.chunk
     batch_size = batch_size or chunk // math.gcd(chunk, crops)  # views that fill whole passes
     shard = range(world.rank, len(dataset), world.size)  # this process's images
-    loading = {"batch_size": batch_size, "num_workers": workers, "sampler": shard, "pin_memory": on_gpu}
-    if decode == "device":
-        loader = torch.utils.data.DataLoader(EncodedFiles(dataset), collate_fn=collate_items, **loading)
-        batches = map(DeviceViews(pre, crops, device), loader)
-    else:
-        loader = torch.utils.data.DataLoader(ProtocolViews(dataset, pre, crops), collate_fn=collate_items, **loading)
-        batches = (dict(b, images=cut_batch(b["data"], device)) for b in loader)
+    batches = protocol_batches(dataset, pre, crops, device, batch_size=batch_size, decode=decode,
+                               reduce_to=session.reduce_to, workers=workers, order=shard)  # fmt: skip
     tally = Tally(dataset.classes, mapping, session.labels.keys, name_of=dataset.name_of)
     bar = None
     if progress and world.is_main:
@@ -189,5 +188,6 @@ def evaluate_protocol(
         "backend": session.backend,
         "precision": session.precision,
         "decode": decode,
+        "decode_size": "full" if session.full_decode else f"reduced to {session.reduce_to}",
         **report,
     }

@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data import Preprocessing
 from ..data.decode import IMAGE_SUFFIXES, DecodeError, image_rgb, load_rgb
-from ..data.device_augment import pixels_of, read_encoded_file
-from ..data.views import DeviceViews, ProtocolPieces, check_decode, cut_batch, protocol_pieces
+from ..data.loaders import protocol_batches
+from ..data.views import check_decode
 from .session import Session, as_session
 
 #: What :func:`predict` takes: files, folders and globs by name, or PIL images already in memory.
@@ -81,32 +80,32 @@ def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict
     ]
 
 
-class FileViews(torch.utils.data.Dataset):
-    """Files as one protocol's :class:`~inceptionv4.data.views.ProtocolPieces`, made where a
-    DataLoader's workers run: each item is ``(file, pieces, None)`` or ``(file, None, reason)``.
-    With ``encoded`` the item holds what ``--decode device`` leaves to the device instead: the
-    file's bytes, or its pixels for a file the device decoder cannot take."""
+class InputFiles:
+    """:func:`expand_inputs` entries as a dataset (the :class:`~inceptionv4.data.datasets.ImageDataset`
+    contract) for the batch path: ``load(i)`` decodes file ``i`` (or a PIL image in memory), or
+    raises :class:`~inceptionv4.data.decode.DecodeError` with the reason it was listed with."""
 
-    def __init__(self, files: list[tuple[str, str | None, Image.Image | None]], pre: Preprocessing, crops: int, *,
-                 encoded: bool = False) -> None:  # fmt: skip
-        self.files, self.pre, self.crops, self.encoded = files, pre, crops, encoded
+    classes: list[str] = []
+
+    def __init__(self, files: list[tuple[str, str | None, Image.Image | None]]) -> None:
+        self.files = files
+        # a listed error or an image in memory is not a path the device path reads: it calls load()
+        self.samples = [(name if error is None and image is None else (name, error, image), -1)
+                        for name, error, image in files]  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[str, ProtocolPieces | torch.Tensor | None, str | None]:
+    def load(self, index: int, reduce_to: int | None = None) -> tuple[Image.Image, int]:
         file, error, image = self.files[index]
         if error is not None:
-            return file, None, error
-        try:
-            if image is not None:  # already in memory: the device gets its pixels, not bytes to decode
-                rgb = image_rgb(image, file)
-                return file, pixels_of(rgb) if self.encoded else protocol_pieces(rgb, self.pre, self.crops), None
-            if self.encoded:
-                return file, read_encoded_file(file)[0], None
-            return file, protocol_pieces(load_rgb(file), self.pre, self.crops), None
-        except DecodeError as err:
-            return file, None, str(err).removeprefix(f"{file}: ")
+            raise DecodeError(f"{file}: {error}")
+        if image is not None:
+            return image_rgb(image, file), -1
+        return load_rgb(file, reduce_to=reduce_to), -1
+
+    def name_of(self, index: int) -> str:
+        return self.files[index][0]
 
 
 def predict(
@@ -126,58 +125,40 @@ def predict(
 
     ``session`` (:func:`~inceptionv4.infer.session.open_session`) says how inference runs:
     backend, device, precision, crops, an ensemble. Networks in memory are taken as a 1-crop torch
-    session run where they are. ``workers`` loader processes decode and resample the files in
-    parallel (0: in this process; the views are cut where the session runs). ``decode="device"``
-    leaves the workers only reading the files and decodes and resamples them on the session's
-    device (nvJPEG on a GPU; see :func:`~inceptionv4.infer.evaluate.evaluate_protocol`)."""
+    session run where they are. The files go through the one batch path
+    (:func:`~inceptionv4.data.loaders.protocol_batches`): with ``workers=0`` threads of this
+    process decode the next batch while the engine runs the current one; ``workers=N`` uses N
+    loader processes instead. A JPEG much larger than the protocol needs is decoded reduced,
+    unless the session was opened with ``full_decode``. ``decode="device"`` leaves the workers
+    only reading the files and decodes and resamples them on the session's device (nvJPEG on a
+    GPU; see :func:`~inceptionv4.infer.evaluate.evaluate_protocol`)."""
     if topk < 1 or (batch_size is not None and batch_size < 1) or workers < 0:  # before a model or a file is read
         raise ValueError(f"topk and batch_size must be >= 1 and workers >= 0, got {topk}, {batch_size}, {workers}")
     check_decode(decode)
     session = as_session(session)
-    names, pre, crops, device = session.labels.names, session.pre, session.crops, session.device
+    names = session.labels.names
     k = min(topk, len(names))
-    files = expand_inputs(inputs)
-    on_gpu = device.type == "cuda"
-    device_views = DeviceViews(pre, crops, device) if decode == "device" else None
-    batch_size = batch_size or (256 if on_gpu else 16)  # images a pass; a GPU needs many to be busy
-    loader = torch.utils.data.DataLoader(FileViews(files, pre, crops, encoded=decode == "device"), batch_size=batch_size,
-                                         num_workers=workers, collate_fn=list, pin_memory=on_gpu)  # fmt: skip
+    files = InputFiles(expand_inputs(inputs))
+    batch_size = batch_size or (256 if session.device.type == "cuda" else 16)  # images a pass; a GPU needs many
+    batches = protocol_batches(files, session.pre, session.crops, session.device, batch_size=batch_size,
+                               decode=decode, reduce_to=session.reduce_to, workers=workers)  # fmt: skip
     bar = None
     if progress and len(files) > batch_size:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(files), desc="predict", unit="img")
-    pending: list[tuple[str, ProtocolPieces | torch.Tensor]] = []
-
-    def flush() -> Iterator[dict]:
-        if not pending:
-            return
-        if decode == "device":  # a file the device cannot decode after all gets its reason, in its place
-            views, failed = device_views.views_of([x for _, x in pending], [f for f, _ in pending])
-        else:
-            views, failed = cut_batch([pieces for _, pieces in pending], device), {}
-        tops = iter(())
-        if views is not None:
-            probs = session(views)
-            tops = iter(top_classes(probs, names, k))
-        for i, (file, _) in enumerate(pending):
-            if i in failed:
-                yield {"file": file, "ok": False, "error": failed[i].removeprefix(f"{file}: ")}
-            else:
-                yield {"file": file, "ok": True, "top": next(tops)}
-        pending.clear()
-
-    for items in loader:
-        for file, pieces, error in items:
+    try:
+        for batch in batches:
+            results = {i: {"file": files.name_of(i), "ok": False, "error": reason.removeprefix(f"{files.name_of(i)}: ")}
+                       for i, reason in zip(batch["skipped_indices"], batch["skipped"], strict=True)}  # fmt: skip
+            if batch["images"] is not None:
+                tops = top_classes(session(batch["images"]), names, k)
+                results.update({i: {"file": files.name_of(i), "ok": True, "top": top}
+                                for i, top in zip(batch["indices"], tops, strict=True)})  # fmt: skip
+            for i in sorted(results):  # in input order
+                yield results[i]
             if bar is not None:
-                bar.update(1)
-            if error is not None:
-                yield from flush()  # keep the output in input order
-                yield {"file": file, "ok": False, "error": error}
-            else:
-                pending.append((file, pieces))
-                if len(pending) == batch_size:
-                    yield from flush()
-    yield from flush()
-    if bar is not None:
-        bar.close()
+                bar.update(len(results))
+    finally:
+        if bar is not None:
+            bar.close()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data.decode import DecodeError, load_rgb
-from ..data.views import normalize_views, protocol_pixels
+from ..data.views import decode_side, normalize_views, protocol_pixels
 from ..weights.io import check_writable
 from ..weights.io import state_sha256
 from .backends import ARTEFACT_FORMAT, exported_onnx, onnx_runner, openvino_core
@@ -44,6 +44,7 @@ def quantize(
     seed: int = 0,
     check: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
+    full_decode: bool = False,
 ) -> dict:
     """Write an int8 artefact of ``weights`` to ``out`` and return its report.
 
@@ -58,6 +59,8 @@ def quantize(
         calibration_images: at most this many images calibrate; the rest up to ``heldout`` of
             the folder are held out (at least one of each).
         seed: which images go where.
+        full_decode: decode every JPEG at full size; by default a large one is decoded reduced to
+            the size the 1-crop view needs, as predict and serve decode it.
         check: a second folder to judge on instead: then every image of ``calibrate`` (up to
             ``calibration_images``) calibrates, and every image of ``check`` is held out.
 
@@ -86,7 +89,7 @@ def quantize(
     from ..data import Preprocessing
 
     pre = Preprocessing.of(net)
-    views, truth, skipped = _read_folder(folder, pre)
+    views, truth, skipped = _read_folder(folder, pre, full_decode)
     order = list(range(len(views)))
     random.Random(seed).shuffle(order)
     if check is None:
@@ -96,7 +99,7 @@ def quantize(
         held_views, held_truth = [views[i] for i in held_idx], [truth[i] for i in held_idx]
     else:
         _enough(folder, views, skipped, 1, "to calibrate on")
-        held_views, held_truth, more = _read_folder(Path(check), pre)
+        held_views, held_truth, more = _read_folder(Path(check), pre, full_decode)
         _enough(Path(check), held_views, more, 1, "to check on")
         calib_idx, skipped = order[:calibration_images], skipped + more
     calib = [views[i][None].numpy() for i in calib_idx]
@@ -155,7 +158,7 @@ def _enough(folder: Path, views: list, skipped: list[str], least: int, why: str)
         raise ValueError(f"{folder}: {len(views)} readable image(s); quantize needs at least {least} ({why}): {shown}")
 
 
-def _read_folder(folder: Path, pre) -> tuple[list[torch.Tensor], list[str | None], list[str]]:
+def _read_folder(folder: Path, pre, full_decode: bool = False) -> tuple[list[torch.Tensor], list[str | None], list[str]]:
     """Every readable image under ``folder`` as one normalised 1-crop view, its class folder's name
     (None for an image at the top), and why each other file was passed over."""
     from .predict import _images_under
@@ -167,7 +170,7 @@ def _read_folder(folder: Path, pre) -> tuple[list[torch.Tensor], list[str | None
             skipped.append(f"{name}: {error}")
             continue
         try:
-            img = load_rgb(f)
+            img = load_rgb(f, reduce_to=None if full_decode else decode_side(pre, 1))
         except DecodeError as err:
             skipped.append(str(err))
             continue

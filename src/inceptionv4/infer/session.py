@@ -19,6 +19,10 @@ openvino   fp32, bf16, fp16,   CPU; bf16 needs AVX-512 BF16 or AMX, fp16 AVX-512
 ``backend="auto"`` takes OpenVINO, else onnxruntime, on a CPU for the precisions they run here,
 and torch otherwise (a GPU, a torch option such as ``form="compile"``, or neither engine
 installed).
+
+``precision="auto"`` (predict's and serve's default) follows the engine's own default on this
+machine (:func:`auto_precision`): bf16 on a CPU that computes BF16 natively (AVX-512 BF16 or AMX),
+as OpenVINO itself does, and fp32 elsewhere; an int8 artefact runs in int8.
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ import torch.nn.functional as F
 
 from ..data import Preprocessing
 from ..models import InceptionNet
-from ..data.views import CROPS, normalize_views
+from ..data.views import CROPS, decode_side, normalize_views
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: how torch runs a network: as it is, or through infer.backends.compile_for_inference
 FORMS = ("eager", "compile")
 #: the autocast dtype of each precision torch runs
@@ -79,21 +83,49 @@ def vector_units() -> str:
     return ", ".join(shown) or "no AVX2"
 
 
-def engine_precision_gap(backend: str, precision: str) -> str | None:
-    """Why ``backend`` cannot run ``precision`` on this machine (naming the missing instruction
-    set), or None when it can. The one table of what each backend runs."""
+def engine_precision_gap(backend: str, precision: str, device: str = "cpu") -> str | None:
+    """Why ``backend`` cannot run ``precision`` on ``device`` ("cpu", "cuda", "mps": its type) here
+    (naming the missing instruction set), or None when it can. The one table of what each backend
+    runs. fp16 on a CPU without AVX-512 FP16 or AMX-FP16 is refused on every backend: it would run
+    at fp32's speed or slower (torch emulates it), so offering it would only mislead."""
     f = cpu_features()
+    fp16_units = f["avx512_fp16"] or f["amx_fp16"]
     if backend == "torch":
-        return "torch runs fp32, bf16 and fp16 (int8 runs on openvino or onnxruntime)" if precision == "int8" else None
+        if precision == "int8":
+            return "torch runs fp32, bf16 and fp16 (int8 runs on openvino or onnxruntime)"
+        if precision == "fp16" and device == "cpu" and not fp16_units:
+            return (f"fp16 on a CPU needs AVX-512 FP16 or AMX-FP16 to be faster than fp32; this one has "
+                    f"{vector_units()}: use --precision bf16 or fp32")  # fmt: skip
+        return None
     if backend == "onnxruntime":
         if precision in ("bf16", "fp16"):
             return f"onnxruntime's CPU engine runs fp32 and int8, not {precision} (use --backend openvino or torch)"
         return None
     if precision == "bf16" and not (f["avx512_bf16"] or f["amx"]):
         return f"openvino bf16 needs a CPU with AVX-512 BF16 or AMX; this one has {vector_units()}"
-    if precision == "fp16" and not (f["avx512_fp16"] or f["amx_fp16"]):
+    if precision == "fp16" and not fp16_units:
         return f"openvino fp16 needs a CPU with AVX-512 FP16 or AMX-FP16; this one has {vector_units()}"
     return None
+
+
+def auto_precision(backend: str, device: torch.device | str = "cpu") -> str:
+    """What ``precision="auto"`` runs for ``backend`` on ``device``: OpenVINO's own default inference
+    precision on this CPU (its ``INFERENCE_PRECISION_HINT``: bf16 where the CPU computes BF16
+    natively), the same rule for torch on a CPU (bf16 with AVX-512 BF16 or AMX, else fp32), bf16 on
+    a GPU that has it (else fp16), fp32 on onnxruntime (its CPU engine runs no bf16) and on MPS."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if kind != "cpu" or backend == "onnxruntime":
+        return "fp32"
+    if backend == "openvino":
+        from .backends import openvino_core
+
+        hint = openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
+        precision = {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
+        return precision if engine_precision_gap(backend, precision) is None else "fp32"
+    f = cpu_features()
+    return "bf16" if f["avx512_bf16"] or f["amx"] else "fp32"
 
 
 def installed(backend: str) -> bool:
@@ -173,6 +205,7 @@ class Session:
     crops: int = 1
     form: str = "eager"
     chunk: int = 64  # views per forward pass
+    full_decode: bool = False  # decode every JPEG at full size (else reduced to the protocol's size)
     models: list[torch.nn.Module] = field(default_factory=list)  # torch backend: the modules the runners run
     cache: list[dict] = field(default_factory=list)  # engines: what was built or reused, per model
 
@@ -183,6 +216,12 @@ class Session:
     @property
     def num_classes(self) -> int:
         return len(self.labels.keys)
+
+    @property
+    def reduce_to(self) -> int | None:
+        """The shorter side a JPEG may be decoded reduced to for this session's protocol
+        (:func:`~inceptionv4.data.decode.load_rgb`), or None with ``full_decode``."""
+        return None if self.full_decode else decode_side(self.pre, self.crops)
 
     @torch.no_grad()
     def __call__(self, views: torch.Tensor) -> torch.Tensor:
@@ -211,6 +250,7 @@ class Session:
             "form": self.form,
             "device": str(self.device),
             "crops": self.crops,
+            "decode_size": "full" if self.full_decode else f"reduced to a {self.reduce_to}-pixel shorter side",
             "input_size": self.pre.input_size,
             "preprocessing": self.pre.to_dict(),
             "cpu": vector_units() if self.device.type == "cpu" else None,
@@ -231,6 +271,7 @@ def open_session(
     form: str = "eager",
     channels_last: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    full_decode: bool = False,
 ) -> Session:
     """Open weights for inference, checking every setting before anything heavy is done.
 
@@ -245,8 +286,8 @@ def open_session(
         backend: one of :data:`BACKENDS` (see the module docstring for ``auto``).
         device: "auto" (a GPU if PyTorch sees one, for torch), "cpu", "cuda", "cuda:N", "mps".
             The engines run on the CPU.
-        precision: one of :data:`PRECISIONS`. A precision the backend or this CPU lacks is a
-            ValueError naming what is missing.
+        precision: one of :data:`PRECISIONS`; "auto" is :func:`auto_precision` for the backend
+            chosen. A precision the backend or this CPU lacks is a ValueError naming what is missing.
         crops: the views per image the session is called with (1, 10, 12, 144).
         form: torch only: "eager", or "compile" (``torch.compile`` of the BN-folded network with
             its constants frozen; the first pass per input shape compiles, 1-3 minutes on 2 cores).
@@ -254,6 +295,9 @@ def open_session(
         cache_dir: where the engines' builds are kept (default ``$INCEPTIONV4_CACHE`` or
             ``~/.cache/inceptionv4``), keyed by the weights' hash, backend, precision and input
             shape: a second open of the same weights is fast, changed weights are rebuilt.
+        full_decode: decode every JPEG at full size, the exact pixels published accuracy was
+            measured on; by default one much larger than the protocol needs is decoded reduced in
+            the DCT domain (:attr:`Session.reduce_to`), several times faster for a phone photo.
     """
     from ..devices import resolve_device
 
@@ -277,7 +321,7 @@ def open_session(
         if backend not in ("auto", engine):
             raise ValueError(f"{artefacts[0]} is a {engine} artefact: drop --backend {backend} or give "
                              f"--backend {engine}")  # fmt: skip
-        if precision not in ("fp32", "int8"):  # fp32: the default, left as it was
+        if precision not in ("auto", "fp32", "int8"):  # fp32: the default, left as it was
             raise ValueError(f"{artefacts[0]} runs in int8, not {precision}")
         backend, precision = engine, "int8"
     elif precision == "int8":
@@ -289,17 +333,25 @@ def open_session(
     cpu_only = backend in ("onnxruntime", "openvino")  # "auto" means the CPU for these
     dev = resolve_device("cpu" if cpu_only and str(device) == "auto" else str(device))
     if backend == "auto":
-        backend = _auto_backend(dev, precision, torch_only)
+        backend = _auto_backend(dev, "fp32" if precision == "auto" else precision, torch_only)
+    if precision == "auto":
+        precision = auto_precision(backend, dev)
     if backend != "torch":
         if dev.type != "cpu":
             raise ValueError(f"--backend {backend} runs on the CPU here: drop --device {device}, or use --backend torch")
         if torch_only:
             raise ValueError("form and channels_last are torch options: drop them, or use --backend torch")
         _require(backend)
-    gap = engine_precision_gap(backend, precision)
+    gap = engine_precision_gap(backend, precision, dev.type)
     if gap:
         raise ValueError(gap)
+    session = _build(sources, artefacts, model, backend, dev, device, precision, crops, form, channels_last, cache_dir)
+    session.full_decode = full_decode
+    return session
 
+
+def _build(sources, artefacts, model, backend, dev, device, precision, crops, form, channels_last, cache_dir) -> Session:
+    """The session of :func:`open_session`'s checked settings."""
     from . import backends
 
     if artefacts:
