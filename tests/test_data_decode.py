@@ -128,3 +128,70 @@ def test_bytes_decode_like_files(tmp_path):
         decode_rgb(good.read_bytes()[:60], "x")
     with pytest.raises(DecodeError, match="x: .*(decompression bomb|pixel limit)"):
         decode_rgb(good.read_bytes(), "x", max_pixels=100)
+
+
+def _photo_jpeg(path, width: int, height: int, seed: int = 0, **save):
+    """A JPEG like a photograph: smooth colour fields with grain."""
+    rng = np.random.default_rng(seed)
+    field = rng.integers(0, 256, (height // 40 + 2, width // 40 + 2, 3), dtype=np.uint8)
+    px = np.asarray(Image.fromarray(field).resize((width, height), Image.BICUBIC), dtype=np.int16)
+    px = np.clip(px + rng.normal(0, 8, px.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(px).save(path, quality=90, **save)
+    return path
+
+
+@pytest.mark.parametrize("size, side, scale", [((1600, 1200), 342, 2), ((2800, 2000), 250, 8), ((700, 1400), 342, 2),
+                                               ((600, 500), 342, 1), ((4000, 3000), 342, 8), ((4000, 3000), 470, 4)])
+def test_draft_scale_keeps_the_shorter_side_at_or_above_the_need(size, side, scale):
+    from inceptionv4.data.decode import draft_scale
+
+    assert draft_scale(*size, side) == scale
+    assert min(size) // scale >= side and (scale == 8 or min(size) < 2 * scale * side)
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_its_view_stays_within_levels_of_the_full_decode(tmp_path):
+    """1600x1200 for a 342-pixel side decodes at 800x600; the 299-pixel view made from it differs from
+    the full decode's by under a level on average. Other formats and reduce_to=None decode in full."""
+    from inceptionv4.data import Preprocessing
+    from inceptionv4.data.views import protocol_pixels
+
+    path = _photo_jpeg(tmp_path / "big.jpg", 1600, 1200)
+    full, reduced = load_rgb(path), load_rgb(path, reduce_to=342)
+    assert full.size == (1600, 1200) and reduced.size == (800, 600) and reduced.mode == "RGB"
+    assert decode_rgb(path.read_bytes(), "b", reduce_to=342).size == (800, 600)
+    pre = Preprocessing(input_size=299, crop_pct=0.875)
+    diff = (protocol_pixels(full, pre).int() - protocol_pixels(reduced, pre).int()).abs().float()
+    assert diff.mean().item() < 1.0 and diff.max().item() <= 8, (diff.mean().item(), diff.max().item())
+    assert load_rgb(path, reduce_to=700).size == (1600, 1200)  # under twice the need: full size
+    png = tmp_path / "big.png"
+    Image.open(path).save(png)
+    assert load_rgb(png, reduce_to=342).size == (1600, 1200)
+
+
+def test_a_reduced_decode_keeps_the_exif_orientation(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = _photo_jpeg(tmp_path / "rot.jpg", 1600, 1200, exif=exif)
+    assert load_rgb(path).size == (1200, 1600) and load_rgb(path, reduce_to=300).size == (300, 400)
+
+
+def test_a_reduced_decode_that_fails_falls_back_to_the_full_decode(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from PIL import JpegImagePlugin
+
+    path = _photo_jpeg(tmp_path / "big.jpg", 1200, 800)
+    want = np.asarray(load_rgb(path))
+
+    def broken_draft(self, mode, size):
+        raise OSError("scaled decoding failed")
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", broken_draft)
+    with caplog.at_level(logging.DEBUG, logger="inceptionv4.data.decode"):
+        got = load_rgb(path, reduce_to=200)
+    assert np.array_equal(np.asarray(got), want)
+    assert any("reduced decoding failed" in r.getMessage() for r in caplog.records)
+    (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:2000])  # fails both ways: one reason, the full one's
+    with pytest.raises(DecodeError, match=r"cut\.jpg: corrupt or truncated image \(") as err:
+        load_rgb(tmp_path / "cut.jpg", reduce_to=200)
+    assert "(reduced decode)" not in str(err.value)

@@ -157,3 +157,37 @@ def test_one_input_that_cannot_be_examined_is_one_error_among_the_answers(small_
     assert out[2]["error"] == "not a regular file (a FIFO), not read"
     assert out[3]["error"] == "not a regular file (a character device), not read"
     assert [r["top"][0]["name"] for r in (out[0], out[4])] == [r["top"][0]["name"] for r in predict(small_model, good, topk=1)]
+
+
+def test_large_jpegs_are_predicted_from_a_reduced_decode_and_full_decode_is_one_flag_away(small_model, tmp_path, capsys):
+    """A 1200x900 JPEG for the 75-pixel network is decoded at 1/8 (150x113): the answer is within
+    a few hundredths of the full decode's; ``--full-decode`` gives the full decode's exactly."""
+    import json
+
+    import numpy as np
+
+    from inceptionv4.cli import main
+    from inceptionv4.data.decode import load_rgb
+
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        field = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(field).resize((1200, 900), Image.BICUBIC).save(tmp_path / f"{i}.jpg", quality=90)
+    files = sorted(str(p) for p in tmp_path.glob("*.jpg"))
+    reduced = list(predict(torch_session(small_model), files, topk=3))
+    full = list(predict(torch_session(small_model, full_decode=True), files, topk=3))
+    in_memory = list(predict(torch_session(small_model), [load_rgb(f) for f in files], topk=3))  # decoded in full
+    for r, f, m in zip(reduced, full, in_memory, strict=True):
+        assert [t["index"] for t in f["top"]] == [t["index"] for t in m["top"]]
+        assert all(abs(a["prob"] - b["prob"]) < 1e-6 for a, b in zip(f["top"], m["top"], strict=True))
+        drift = {t["index"]: t["prob"] for t in r["top"]}
+        assert max(abs(drift[t["index"]] - t["prob"]) for t in f["top"]) < 0.03
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    for flags in ([], ["--full-decode"]):
+        assert main(["predict", "--weights", str(weights), "--backend", "torch", "--precision", "fp32", "--json", *flags,
+                     *files]) == 0  # fmt: skip
+        got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        want = full if flags else reduced
+        assert [g["top"][0]["index"] for g in got] == [w["top"][0]["index"] for w in want]
+        assert max(abs(g["top"][0]["prob"] - w["top"][0]["prob"]) for g, w in zip(got, want, strict=True)) < 1e-5

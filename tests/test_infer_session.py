@@ -146,3 +146,47 @@ def test_compile_for_inference_is_the_same_function():
     with torch.inference_mode():
         assert (compiled(x) - net(x)).abs().max() < 1e-4
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the caller's network untouched
+
+
+def test_auto_precision_follows_the_engines_own_default_on_this_cpu(small_model, monkeypatch):
+    """``precision="auto"``: OpenVINO's own INFERENCE_PRECISION_HINT here (bf16 exactly where the CPU
+    has AVX-512 BF16 or AMX), the same rule for torch on a CPU, fp32 on onnxruntime, int8 for an
+    artefact (tests/test_infer_quantize.py); a CPU without the units gets fp32 everywhere."""
+    f = session_module.cpu_features()
+    native = "bf16" if f["avx512_bf16"] or f["amx"] else "fp32"
+    from inceptionv4.infer.backends import openvino_core
+
+    ov_default = openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    assert {"bf16": "bf16", "f32": "fp32"}[ov_default] == native
+    assert session_module.auto_precision("openvino") == native == session_module.auto_precision("torch")
+    assert session_module.auto_precision("onnxruntime") == "fp32"
+    for backend in ("openvino", "torch", "onnxruntime"):
+        session = open_session(small_model, backend=backend, precision="auto")
+        assert session.precision == (native if backend != "onnxruntime" else "fp32")
+        assert session.describe()["precision"] == session.precision
+    assert open_session(small_model, precision="auto").precision == native  # backend auto: OpenVINO here
+    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+        ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), False) | {"avx2": True})  # fmt: skip
+    assert session_module.auto_precision("torch") == "fp32"
+    assert open_session(small_model, backend="torch", precision="auto").precision == "fp32"
+
+
+def test_fp16_on_a_cpu_without_fp16_units_is_refused_with_the_reason(small_model, monkeypatch):
+    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+        ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), False) | {"avx512": True,
+        "avx512_bf16": True})  # fmt: skip
+    with pytest.raises(ValueError, match="fp16 on a CPU needs AVX-512 FP16 or AMX-FP16 to be faster than fp32; this "
+                                         "one has AVX-512, BF16: use --precision bf16 or fp32"):  # fmt: skip
+        open_session(small_model, backend="torch", precision="fp16")
+    assert session_module.engine_precision_gap("torch", "fp16", "cuda") is None
+    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+        ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), True))  # fmt: skip
+    assert open_session(small_model, backend="torch", precision="fp16").precision == "fp16"
+
+
+def test_the_session_says_how_large_it_decodes(small_model):
+    session = open_session(small_model, backend="torch")
+    assert session.reduce_to == 85 and "reduced to a 85-pixel" in session.describe()["decode_size"]
+    assert open_session(small_model, backend="torch", crops=144).reduce_to == round(75 * 352 / 224)
+    full = open_session(small_model, backend="torch", full_decode=True)
+    assert full.reduce_to is None and full.describe()["decode_size"] == "full"

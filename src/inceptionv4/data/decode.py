@@ -143,9 +143,9 @@ def _decode(source: io.BytesIO, name: str, max_pixels: int, reduce_to: int | Non
                 if reduce_to is not None and img.format == "JPEG":
                     scale = draft_scale(*img.size, max(1, reduce_to))
                     if scale > 1:
+                        reduced = True  # from here on, a failure is retried at full size
                         # PIL picks the largest scale with both sides >= the size asked: ask for exactly 1/scale
                         img.draft(None, (img.size[0] // scale, img.size[1] // scale))
-                        reduced = True
                 img.load()  # decode now: truncated files fail here, not later in a worker
                 img = ImageOps.exif_transpose(img)
                 return to_rgb(img)

@@ -334,14 +334,14 @@ def open_session(
     dev = resolve_device("cpu" if cpu_only and str(device) == "auto" else str(device))
     if backend == "auto":
         backend = _auto_backend(dev, "fp32" if precision == "auto" else precision, torch_only)
-    if precision == "auto":
-        precision = auto_precision(backend, dev)
     if backend != "torch":
         if dev.type != "cpu":
             raise ValueError(f"--backend {backend} runs on the CPU here: drop --device {device}, or use --backend torch")
         if torch_only:
             raise ValueError("form and channels_last are torch options: drop them, or use --backend torch")
         _require(backend)
+    if precision == "auto":
+        precision = auto_precision(backend, dev)
     gap = engine_precision_gap(backend, precision, dev.type)
     if gap:
         raise ValueError(gap)
