@@ -65,3 +65,23 @@ def test_input_pipeline_script_measures_both_pipelines(tmp_path):
         assert all(figures[f"eval{crops}_{k}"] > 0 for k in ("pieces_img_s_per_core", "all_views_img_s_per_core",
                                                                 "device_views_s", "device_decode_views_s")), crops  # fmt: skip
     assert "| 144 crops |" in out
+
+
+def test_pipeline_script_measures_every_path_against_the_engine(tmp_path):
+    """benchmarks/pipeline.py at tiny sizes: engine, predict (small, phone reduced and full), eval and
+    serve rows, each with its ratio to the engine row of the same run."""
+    _run("pipeline.py", "--model", "inception_resnet_v1", "--precisions", "fp32", "--small", "4", "--phone", "2",
+         "--clients", "2", "--no-benchmark-app", "--json", str(tmp_path / "p.json"))  # fmt: skip
+    rows = json.loads((tmp_path / "p.json").read_text())["results"]["fp32"]
+    what = [r["what"] for r in rows]
+    assert what[0].startswith("engine alone") and rows[0]["vs_engine"] == 1.0
+    assert any(w.startswith("predict, 2 photos 4000x3000 (reduced") for w in what)
+    assert any(w.startswith("eval, 4 JPEGs") for w in what) and sum(w.startswith("serve") for w in what) == 3
+    assert all(r["img_per_s"] > 0 and r.get("errors", 0) == 0 for r in rows)
+
+
+def test_decode_fidelity_script_bounds_the_reduced_decode(tmp_path):
+    _run("decode_fidelity.py", "--photos", "1", "--weights", str(tmp_path / "none"), "--json", str(tmp_path / "f.json"))
+    views = json.loads((tmp_path / "f.json").read_text())["views"]
+    assert [v["scale"] for v in views] == [8, 4]  # 342 and 470 pixel sides of a 3000-pixel one
+    assert all(v["mean_levels"] < 1.5 and v["reduced_ms"] < v["full_ms"] for v in views)
