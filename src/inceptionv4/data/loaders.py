@@ -23,8 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from .decode import decode_rgb
 from .transforms import Preprocessing
-from .views import DeviceViews, EncodedFiles, ProtocolViews, check_decode, collate_items, cut_batch
+from .views import DeviceViews, EncodedFiles, ProtocolViews, check_decode, collate_items, cut_batch, protocol_pixels
 
 
 def decode_threads() -> int:
@@ -72,6 +73,20 @@ def protocol_batches(
             yield {"images": cut_batch(batch["data"], device), "labels": torch.tensor(batch["labels"], dtype=torch.long),
                    "indices": batch["indices"], "skipped": batch["skipped"],
                    "skipped_indices": batch["skipped_indices"]}  # fmt: skip
+
+
+def upload_views(data: bytes, name: str, pre: Preprocessing, crops: int, *, decode: str = "workers",
+                 reduce_to: int | None = None) -> torch.Tensor:  # fmt: skip
+    """What the server's connection threads make of one upload (the server's side of the same
+    choice): with ``decode="workers"`` the protocol's (V, 3, S, S) uint8 views, decoded here (a
+    large JPEG reduced to ``reduce_to``); with ``decode="device"`` the JPEG's bytes when the device
+    decodes it as PIL would, else its (3, H, W) pixels decoded here. DecodeError if it is not an
+    image."""
+    if check_decode(decode) == "device":
+        from .device_augment import payload_of
+
+        return payload_of(data, name)[0]
+    return protocol_pixels(decode_rgb(data, name, reduce_to=reduce_to), pre, crops)
 
 
 def _threaded(items, order: Iterable[int], batch_size: int, threads: int) -> Iterator[dict]:

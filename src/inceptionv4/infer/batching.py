@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from ..data.decode import decode_rgb
-from ..data.device_augment import payload_of
-from ..data.views import DeviceViews, check_decode, normalize_views, protocol_pixels
+from ..data.loaders import upload_views
+from ..data.views import DeviceViews, check_decode, normalize_views
 from .session import Session, as_session
 
 log = logging.getLogger("inceptionv4.serve")
@@ -104,15 +103,12 @@ class Classifier:
         """The protocol's uint8 views of one image (DecodeError if it is not one); they are
         normalised where the models run. A large JPEG is decoded reduced to the protocol's size
         unless the session was opened with ``full_decode``."""
-        return protocol_pixels(decode_rgb(data, name, reduce_to=self.session.reduce_to), self.pre, self.crops)
+        return upload_views(data, name, self.pre, self.crops, reduce_to=self.session.reduce_to)
 
     def prepare(self, data: bytes, name: str = "upload") -> torch.Tensor:
         """What a connection thread makes of one upload for :meth:`classify` (DecodeError if it is
-        not an image): its uint8 views, or with ``decode="device"`` its bytes when it is a JPEG the
-        device decodes as PIL would (else its pixels, decoded here)."""
-        if self._device_views is None:
-            return self.views(data, name)
-        return payload_of(data, name)[0]
+        not an image): :func:`~inceptionv4.data.loaders.upload_views` with the server's decoder."""
+        return upload_views(data, name, self.pre, self.crops, decode=self.decode, reduce_to=self.session.reduce_to)
 
     def classify(
         self, prepared: list[torch.Tensor], timeout: float | None = None, names: list[str] | None = None
