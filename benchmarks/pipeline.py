@@ -43,7 +43,7 @@ import torch
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import CLIENTS  # noqa: E402 -- the clients script of the serve benchmark
+from serve import CLIENTS, ROOT, start_server  # noqa: E402 -- the serve benchmark's clients and server
 
 import inceptionv4 as iv  # noqa: E402
 from inceptionv4.data import build_dataset  # noqa: E402
@@ -108,21 +108,6 @@ def benchmark_app(model: str, precision: str, size: int, batch: int = 16, second
     return best
 
 
-def start_server(weights: str, precision: str, max_batch: int = 16) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "inceptionv4", "serve", "--weights", weights, "--port", "0", "--quiet",
-           "--max-batch", str(max_batch), "--precision", "auto" if precision == "int8" else precision]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    lines = []
-    while True:
-        line = proc.stderr.readline()
-        if not line:
-            raise RuntimeError(f"the server exited: {''.join(lines)[-2000:]}")
-        lines.append(line)
-        found = re.search(r" at (http://[\d.]+:\d+)", line)
-        if line.startswith("serving") and found:
-            return proc, found.group(1)
-
-
 def clients(url: str, count: int, requests: int, image: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", CLIENTS, url, str(count), str(requests), str(image)],
                          capture_output=True, text=True, check=True)  # fmt: skip
@@ -138,7 +123,7 @@ def measure(precision: str, weights: str, int8: str | None, small: Path, phone: 
     full = open_session(source, precision="auto" if precision == "int8" else precision, full_decode=True)
     engine = engine_alone(session)
     rows = [{"what": "engine alone (session on ready views, batch 16)", "img_per_s": engine, "engine": engine}]
-    onnx = int8 or str(session.cache[0]["onnx"])
+    onnx = int8 if precision == "int8" else str(session.cache[0]["onnx"])
     bapp = benchmark_app(onnx, precision, session.pre.input_size) if args.benchmark_app else None
     n_small, n_phone = len(list(small.rglob("*.jpg"))), len(list(phone.rglob("*.jpg")))
     few = sorted(str(f) for f in small.rglob("*.jpg"))[:16]
@@ -160,7 +145,7 @@ def measure(precision: str, weights: str, int8: str | None, small: Path, phone: 
             lambda: rate(lambda: list(predict(full, str(phone))), n_phone, repeat=1)),
     ]  # fmt: skip
     if args.clients:
-        proc, url = start_server(source, precision)
+        proc, url = start_server(ROOT / "src", source, "auto", 16, "--precision", "auto" if precision == "int8" else precision)
         try:
             one_small, one_phone = next(small.rglob("*.jpg")), next(phone.rglob("*.jpg"))
             clients(url, args.clients, 2 * args.clients, one_small)  # warm the path and the clients

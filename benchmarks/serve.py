@@ -71,10 +71,10 @@ def photo(path: str) -> None:
     Image.fromarray(small).resize((500, 375), Image.BICUBIC).save(path, quality=90)
 
 
-def start_server(src: Path, weights: str, backend: str, max_batch: int) -> tuple[subprocess.Popen, str]:
-    """`inceptionv4 serve` from the package in ``src``, on a free port: (process, url)."""
+def start_server(src: Path, weights: str, backend: str, max_batch: int, *flags: str) -> tuple[subprocess.Popen, str]:
+    """`inceptionv4 serve` from the package in ``src``, on a free port, with more ``flags``: (process, url)."""
     cmd = [sys.executable, "-m", "inceptionv4", "serve", "--weights", weights, "--backend", backend, "--port", "0",
-           "--max-batch", str(max_batch), "--quiet"]  # fmt: skip
+           "--max-batch", str(max_batch), "--quiet", *flags]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(src)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=src.parent)
     lines = []
