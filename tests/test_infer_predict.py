@@ -191,3 +191,23 @@ def test_large_jpegs_are_predicted_from_a_reduced_decode_and_full_decode_is_one_
         want = full if flags else reduced
         assert [g["top"][0]["index"] for g in got] == [w["top"][0]["index"] for w in want]
         assert max(abs(g["top"][0]["prob"] - w["top"][0]["prob"]) for g, w in zip(got, want, strict=True)) < 1e-5
+
+
+def test_predict_names_what_runs_on_a_terminal(small_model, tmp_path, capsys, monkeypatch):
+    """On a terminal, predict's first stderr line names the backend and the precision --precision
+    auto chose (eval and serve print theirs in their banners); in a log file it prints none."""
+    import sys
+
+    from inceptionv4.infer.session import auto_precision
+
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    img = tmp_path / "x.png"
+    Image.new("RGB", (90, 90), (200, 30, 30)).save(img)
+    assert main(["predict", "--weights", str(weights), "--backend", "torch", "--json", str(img)]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["predict", "--weights", str(weights), "--backend", "torch", "--json", str(img)]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == (f"inception_resnet_v1 on torch {auto_precision('torch')} (auto), 1 crop(s), "
+                     "JPEG decoding reduced (shorter side >= 85 px)")  # fmt: skip

@@ -282,6 +282,10 @@ def _predict(args: argparse.Namespace) -> int:
     session = _open_session(args, args.weights)
     failed = 0
     bar = not args.json and sys.stderr.isatty()  # a bar in a log file is noise
+    if sys.stderr.isatty():  # what runs, as eval's and serve's banners say it; not in a log file
+        chosen = " (auto)" if args.precision == "auto" else ""
+        print(f"{session.architecture} on {session.backend} {session.precision}{chosen}, {session.crops} crop(s), "
+              f"JPEG decoding {session.decode_size}", file=sys.stderr)  # fmt: skip
     for result in predict(session, args.inputs, topk=args.topk, batch_size=args.batch_size, progress=bar,
                           workers=args.workers, decode=args.decode):  # fmt: skip
         if not result["ok"]:

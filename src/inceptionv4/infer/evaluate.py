@@ -188,6 +188,6 @@ def evaluate_protocol(
         "backend": session.backend,
         "precision": session.precision,
         "decode": decode,
-        "decode_size": "full" if session.full_decode else f"reduced to {session.reduce_to}",
+        "decode_size": session.decode_size,
         **report,
     }

@@ -159,6 +159,7 @@ def predict(
                 yield results[i]
             if bar is not None:
                 bar.update(len(results))
-    finally:
+    finally:  # a caller that stops early stops the decoding too
+        batches.close()
         if bar is not None:
             bar.close()

@@ -223,6 +223,11 @@ class Session:
         (:func:`~inceptionv4.data.decode.load_rgb`), or None with ``full_decode``."""
         return None if self.full_decode else decode_side(self.pre, self.crops)
 
+    @property
+    def decode_size(self) -> str:
+        """How large JPEGs are decoded, in words, for reports and banners."""
+        return "full" if self.full_decode else f"reduced (shorter side >= {self.reduce_to} px)"
+
     @torch.no_grad()
     def __call__(self, views: torch.Tensor) -> torch.Tensor:
         if views.dim() != 4 or len(views) % self.crops:
@@ -250,7 +255,7 @@ class Session:
             "form": self.form,
             "device": str(self.device),
             "crops": self.crops,
-            "decode_size": "full" if self.full_decode else f"reduced to a {self.reduce_to}-pixel shorter side",
+            "decode_size": self.decode_size,
             "input_size": self.pre.input_size,
             "preprocessing": self.pre.to_dict(),
             "cpu": vector_units() if self.device.type == "cpu" else None,
