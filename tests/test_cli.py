@@ -278,3 +278,23 @@ def test_misleading_errors_now_say_what_is_wrong(tmp_path, capsys):
         assert main(argv.split()) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and err.count("\n") == 0 and ".tmp" not in err, (argv, err)
+
+
+def test_an_unknown_flag_gets_the_name_this_command_uses_or_the_closest(capsys):
+    """train loads weights with --pretrained and the other commands with --weights: either, given to
+    the other kind of command, is a usage error that names the right flag; a misspelt flag gets
+    "did you mean" (issue 33, item 4)."""
+    from inceptionv4.cli import main
+
+    for argv, words in (
+        (["train", "--weights", "w.safetensors"], "inceptionv4 train: error: unrecognized arguments: --weights "
+                                                  "w.safetensors (--weights: this command calls it --pretrained)"),
+        (["predict", "--weights", "w", "--pretrained=w", "a.jpg"], "inceptionv4 predict: error: unrecognized "
+                                                                   "arguments: --pretrained=w (--pretrained: this command calls it --weights)"),
+        (["predict", "--weights", "w", "--precison", "bf16", "a.jpg"], "(--precison: did you mean --precision?)"),
+        (["eval", "--weights", "w", "--data", "d", "--nonsense"], "unrecognized arguments: --nonsense\n"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and words in err and "Traceback" not in err, err

@@ -689,12 +689,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
     for command in sub.choices.values():
         command.formatter_class = _Help
+    parser.commands = sub.choices  # for main's "did you mean"
     return parser
+
+
+#: a flag one command takes under another name: train loads weights with --pretrained, the others
+#: with --weights
+_OTHER_NAMES = {"--weights": "--pretrained", "--pretrained": "--weights"}
+
+
+def unknown_flags_hint(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """The usage error for arguments ``parser`` does not take: argparse's own words, and for each
+    unknown flag the name this command gives it, or the closest flag it has ("did you mean")."""
+    import difflib
+
+    known = [o for action in parser._actions for o in action.option_strings]
+    hints = []
+    for arg in extras:
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("--"):
+            continue
+        other = _OTHER_NAMES.get(flag)
+        if other in known:
+            hints.append(f"{flag}: this command calls it {other}")
+        elif close := difflib.get_close_matches(flag, known, n=1, cutoff=0.75):
+            hints.append(f"{flag}: did you mean {close[0]}?")
+    return f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; 0 on success, 2 with one ``inceptionv4 CMD: error: ...`` line for bad input."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # said by the command's own parser, with what it calls the flag
+        parser.commands[args.command].error(unknown_flags_hint(extras, parser.commands[args.command]))
     try:
         return args.func(args)
     except BrokenPipeError:  # `inceptionv4 ... | head`

@@ -59,7 +59,7 @@ def _manual(w: ReleasedWeights) -> str:
     return (
         f"Fetch https://huggingface.co/{w.name}/resolve/main/{w.file} where you have a network "
         f"(or `hf download {w.name} {w.file}`) and pass the file: pretrained='/path/to/{w.file}' in "
-        f"Python, --weights /path/to/{w.file} on the command line."
+        f"Python; on the command line --weights /path/to/{w.file} (train: --pretrained /path/to/{w.file})."
     )
 
 
