@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import os
 import shutil
 import signal
@@ -401,3 +402,20 @@ def test_fp16_training_on_a_cpu_without_fp16_units_is_refused_before_anything_is
                                          r"torch emulates it, about 10x slower than fp32: use --amp bf16 or --amp none"):  # fmt: skip
         train(**SMALL, amp="fp16", max_steps=1, plots=False, out_dir=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_train_takes_device_as_the_other_commands_do(tmp_path, monkeypatch, capsys):
+    """--device (issue 33 item 4): cpu trains there; a device this machine lacks, or no device at
+    all, is refused before any data is read, with the words eval and predict use."""
+    from inceptionv4.cli import main
+
+    s = train(**SMALL, device="cpu", max_steps=1, plots=False, out_dir=str(tmp_path / "cpu"))
+    assert s["status"] == "finished" and s["steps"] == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, words in (("cuda", "device 'cuda': PyTorch sees no CUDA GPU on this machine"),
+                          ("tpu", "unknown device 'tpu': give auto, cpu, cuda, cuda:N or mps")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(words)):
+            train(**SMALL, device=device, max_steps=1, plots=False, out_dir=str(tmp_path / device))
+        assert not (tmp_path / device).exists()
+    assert main(["train", "--device", "cuda:1", "--dataset", "synthetic", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "inceptionv4 train: error: device 'cuda:1': PyTorch sees no CUDA GPU" in capsys.readouterr().err

@@ -33,12 +33,20 @@ def init_distributed(device: str | None = None) -> World:
 
     Without those variables this is a single process. Multi-node runs need nothing more than
     torchrun's own rendezvous flags (``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``).
+    ``device``: None (a GPU if PyTorch sees one, else the CPU), "cpu", "cuda" or "cuda:N" (alone;
+    under torchrun each process takes the GPU of its LOCAL_RANK), "mps"; already checked
+    (:func:`~inceptionv4.devices.resolve_device`).
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    asked = torch.device(device) if device is not None else None
+    use_cuda = torch.cuda.is_available() if asked is None else asked.type == "cuda"
+    if use_cuda:  # under torchrun the GPU of LOCAL_RANK; alone, the one asked for
+        dev = torch.device("cuda", asked.index if asked is not None and asked.index is not None and size == 1
+                           else local_rank)  # fmt: skip
+    else:
+        dev = asked if asked is not None else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if size > 1 and not dist.is_initialized():

@@ -148,6 +148,11 @@ class TrainConfig:
         "smallest area of the random-resized crop, as a fraction of the image",
         range=SHARE,
     )
+    device: str = setting(
+        "auto",
+        "where it trains, as eval/predict/serve take it: auto (a GPU if PyTorch sees one, else the CPU), cpu, cuda, "
+        "cuda:N, mps; under torchrun each process takes the GPU of its LOCAL_RANK",
+    )
     workers: int = setting(2, "data-loading processes per GPU/process", range=COUNT_OR_ZERO)
     decode: str = setting(
         "workers",
@@ -288,6 +293,9 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        from ..devices import resolve_device
+
+        resolve_device(self.device)  # a device this machine lacks is said now, before any data is read
         self._validate_data()
         own = dataclasses.asdict(self)
         integers = [name for name, rng in _RANGES.items() if rng.integer]

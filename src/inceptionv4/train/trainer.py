@@ -143,7 +143,7 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
     """
     cfg = config if config is not None else TrainConfig.from_sources(**overrides)
     cfg.validate()
-    world = init_distributed()
+    world = init_distributed(None if cfg.device == "auto" else cfg.device)
     try:
         run = setup(cfg.resolved(), world)
         return finish(run, fit(run))
