@@ -75,12 +75,18 @@ def test_residual_scale_is_configurable():
             {"name": "inception_v4", "features_only": True, "out_indices": (5,)},
             r"out_indices must be integers in \[0, 5\)",
         ),
-        ({"name": "inception_v4", "widht": 3}, "unsupported option"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):
     with torch.device("meta"), pytest.raises(ValueError, match=match):
         iv.create_model(kwargs.pop("name"), **kwargs)
+
+
+def test_an_unknown_keyword_is_a_type_error_as_python_and_timm_say():
+    """timm's model tests expect a TypeError for an argument the builder does not take (issue 33 item 14)."""
+    with torch.device("meta"), pytest.raises(TypeError, match=r"^inception_v4\(\) got unexpected keyword argument\(s\) "
+                                                              r"not_a_model_arg, widht$"):  # fmt: skip
+        iv.create_model("inception_v4", widht=3, not_a_model_arg=1)
 
 
 def test_pretrained_cfg_follows_num_classes():

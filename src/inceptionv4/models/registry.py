@@ -227,8 +227,8 @@ def build_model(
             global_pool=global_pool,
             **kwargs,
         )
-    except TypeError as err:
-        raise ValueError(f"{name}: unsupported option(s) {sorted(kwargs)}: {err}") from None
+    except TypeError:  # a keyword the network does not take is a TypeError, as Python's and timm's contract says
+        raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(sorted(kwargs))}") from None
     model.pretrained_cfg = dataclasses.replace(_CARDS[name], num_classes=num_classes)
     model.model_name = name
     # what rebuilds this network from a weights bundle (num_classes and pool are read at save time)
