@@ -114,3 +114,19 @@ def test_bad_calibration_input_is_refused_before_any_work(small_model, tmp_path)
         export_model(small_model, not_ours)
         with pytest.raises(ValueError, match="is not an inceptionv4 int8 artefact"):
             open_session(not_ours)
+
+
+@pytest.mark.skipif("openvino" not in BACKENDS, reason="OpenVINO and NNCF not installed")
+def test_quantize_says_nothing_on_stderr_but_its_own_progress(small_model, colours, tmp_path):
+    """NNCF loads torch's extension builder, whose "No CUDA runtime is found" warning a CUDA build of
+    torch printed on every CPU quantize (issue 33 item 13): a real process, its whole stderr read."""
+    import subprocess
+    import sys
+
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    proc = subprocess.run([sys.executable, "-m", "inceptionv4", "quantize", "--weights", str(weights), "--calibrate",
+                           str(colours), "--out", str(tmp_path / "q.xml"), "--min-agreement", "0"],
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "No CUDA runtime" not in proc.stderr and "cpp_extension" not in proc.stderr, proc.stderr[-2000:]

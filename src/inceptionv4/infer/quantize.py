@@ -207,6 +207,9 @@ def _accuracy(fp32, int8, truth: list[str | None], labels: Labels) -> dict:
 def _nncf_quantize(onnx_path: Path, calib: list[np.ndarray], out: Path) -> None:
     import logging
 
+    # NNCF loads torch's extension builder, which warns "No CUDA runtime is found" on every CPU run of a
+    # CUDA build of torch: noise that says nothing about quantizing
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import nncf
     import openvino as ov
 
