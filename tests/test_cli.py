@@ -162,6 +162,7 @@ def test_info_describes_a_weights_file(tmp_path, capsys):
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert "inception_resnet_v1 weights bundle" in out and f"sha256 {digest}" in out
     assert "3 classes: red, green, blue" in out and "source: unit test" in out and "preprocessing: 299 px, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5), bicubic, crop 0.875" in out
+    assert "  built with: in_chans 3, drop_rate 0.2, residual_scale (the network default)\n" in out  # not a dict
     assert main(["info", str(path), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["sha256"] == digest and d["architecture"] == "inception_resnet_v1" and d["meta"] == {"epochs": 2}

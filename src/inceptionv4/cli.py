@@ -36,7 +36,8 @@ def _info_file(args: argparse.Namespace) -> int:
         print(f"  preprocessing: {Preprocessing.from_dict(pre).summary()}")  # checked when the metadata was read
     print(f"  source: {d.get('source') or 'not recorded'}")
     if d.get("build_kwargs"):
-        print(f"  built with: {d['build_kwargs']}")
+        built = ", ".join(f"{k} {'(the network default)' if v is None else v}" for k, v in d["build_kwargs"].items())
+        print(f"  built with: {built}")
     if d.get("meta"):
         print(f"  recorded: {d['meta']}")
     return 0
