@@ -130,3 +130,25 @@ def test_quantize_says_nothing_on_stderr_but_its_own_progress(small_model, colou
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "No CUDA runtime" not in proc.stderr and "cpp_extension" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(not BACKENDS, reason="no int8 engine installed")
+def test_an_artefact_given_for_training_or_export_says_it_is_for_inference_and_names_its_weights(
+        small_model, colours, tmp_path, capsys):  # fmt: skip
+    """train, export, convert and info want fp32 weights: an int8 artefact there is one line that says
+    what it is and names the weights its report records (issue 33 item 11), not "not a weights file"."""
+    backend = BACKENDS[0]
+    weights, out = tmp_path / "m.safetensors", tmp_path / f"q{SUFFIX[backend]}"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    r = quantize(str(weights), colours, out, backend=backend, min_agreement=0.0)
+    assert r["weights"] == str(weights.resolve())
+    said = (f"{out} is an int8 artefact of `inceptionv4 quantize`: it is for inference only (predict, eval, serve, "
+            f"bench); train, export, convert and info take the fp32 weights it was made from: {weights.resolve()}")  # fmt: skip
+    for argv in (["export", str(tmp_path / "x.onnx"), "--weights", str(out)], ["info", str(out)],
+                 ["train", "--pretrained", str(out), "--model", "inception_resnet_v1", "--dataset", "synthetic",
+                  "--out-dir", str(tmp_path / "run"), "--max-steps", "1", "--input-size", "75"]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(said) and len(err.splitlines()) == 1, err
+    with pytest.raises(ValueError, match="is an int8 artefact"):
+        iv.load_weights(out)

@@ -117,6 +117,8 @@ def quantize(
         int8 = _probs(onnx_runner(tmp, backend, "int8", cache_dir), held)
         report = {
             "architecture": net.model_name,
+            # the fp32 weights it was made from: what train, export and convert take instead of it
+            "weights": None if isinstance(weights, torch.nn.Module) else str(Path(weights).resolve()),
             "backend": backend,
             "calibration_images": len(calib_idx),
             "heldout_images": len(held_views),

@@ -116,10 +116,12 @@ def describe_bundle(path: str | Path) -> dict[str, object]:
 def _safetensors_meta(path: str | Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
-    from .io import _sniff
+    from .io import _int8_artefact, _sniff
 
     if not Path(path).exists():
         raise FileNotFoundError(f"no such weights file: {path}")
+    if Path(path).is_file() and (artefact := _int8_artefact(Path(path))):
+        raise ValueError(artefact)
     if Path(path).is_file() and _sniff(Path(path))[0] == "torch":
         raise ValueError(f"{path} is a PyTorch checkpoint, not a safetensors bundle (predict and train read it as "
                          "it is; `inceptionv4 convert` makes a bundle of it)")  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -146,8 +147,35 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         return _read_safetensors(path)
     if kind == "torch":
         return _read_pickle(path), {}
+    artefact = _int8_artefact(path)
+    if artefact is not None:
+        raise ValueError(artefact)
     hint = f" ({looks_like})" if looks_like else ""
     raise ValueError(f"{path} is not a weights file: neither safetensors nor a PyTorch checkpoint{hint}")
+
+
+#: the metadata key `inceptionv4 quantize` writes into its int8 artefacts (ONNX metadata_props, OpenVINO rt_info)
+_ARTEFACT_MARK = b"inceptionv4.int8"
+
+
+def _int8_artefact(path: Path) -> str | None:
+    """What to say when ``path`` is an int8 artefact of ``inceptionv4 quantize`` given where fp32
+    weights are wanted (train, export, convert, info): that it is for inference only, and the fp32
+    weights its report (``<stem>.report.json`` beside it) names. None for any other file."""
+    if path.suffix.lower() not in (".xml", ".onnx") or path.stat().st_size > 2**31:
+        return None
+    with path.open("rb") as f:
+        if _ARTEFACT_MARK not in f.read():
+            return None
+    made_from = None
+    try:
+        made_from = json.loads(path.with_name(path.stem + ".report.json").read_text(encoding="utf-8")).get("weights")
+    except (OSError, ValueError, AttributeError):
+        pass
+    source = f"the fp32 weights it was made from: {made_from}" if made_from else (
+        "the fp32 weights it was made from (its report, <name>.report.json, names them for artefacts written from now on)")  # fmt: skip
+    return (f"{path} is an int8 artefact of `inceptionv4 quantize`: it is for inference only (predict, eval, serve, "
+            f"bench); train, export, convert and info take {source}")  # fmt: skip
 
 
 #: Leading bytes of files people hand over by mistake, to say what was given instead.
