@@ -303,3 +303,23 @@ def test_a_pytorch_zip_named_safetensors_is_read_as_what_it_is(tmp_path, capsys)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     assert main(["info", str(tmp_path / "zip.safetensors")]) == 2
     assert "is a PyTorch checkpoint, not a safetensors bundle" in capsys.readouterr().err
+
+
+def test_weights_loaded_into_the_wrong_network_say_which_network_they_look_like(tmp_path, capsys):
+    """A checkpoint of one network given with another --model names the network its keys and shapes
+    belong to before the list of keys (issue 33 item 10)."""
+    import torch
+
+    from inceptionv4.cli import main
+
+    torch.save(iv.create_model("inception_resnet_v1", num_classes=10).state_dict(), tmp_path / "irv1.pth")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (80, 80)).save(image)
+    assert main(["predict", "--weights", str(tmp_path / "irv1.pth"), "--model", "inception_v4", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{tmp_path / 'irv1.pth'} does not fit inception_v4: these weights look like inception_resnet_v1: give "
+            f"--model inception_resnet_v1, or no --model. 522 missing") in err  # fmt: skip
+    with pytest.raises(ValueError, match="does not fit inception_resnet_v2: these weights look like inception_resnet_v1"):
+        iv.create_model("inception_resnet_v2", pretrained=str(tmp_path / "irv1.pth"))

@@ -301,6 +301,21 @@ def _nearest_architecture(sd: dict[str, torch.Tensor]) -> list[str]:
     return [best] if share[best] >= 0.5 else []
 
 
+def _looks_like(sd: dict[str, torch.Tensor]) -> str | None:
+    """The network whose own state dict has the names and shapes of at least 90% of ``sd``'s
+    tensors outside the heads (the class count may differ), or None: what to suggest when weights
+    are loaded into the wrong network."""
+    body = {k: tuple(v.shape) for k, v in sd.items() if not k.startswith(("head.", "aux_head."))}
+    best, best_share = None, 0.0
+    for name in list_models():
+        with torch.device("meta"):
+            ours = {k: tuple(v.shape) for k, v in build_model(name).state_dict().items()}
+        share = sum(ours.get(k) == shape for k, shape in body.items()) / max(len(body), 1)
+        if share > best_share:
+            best, best_share = name, share
+    return best if best_share >= 0.9 else None
+
+
 def _load_into(
     model: InceptionNet, sd: dict[str, torch.Tensor], path: object, *, strict: bool, backbone_only: bool
 ) -> None:
@@ -330,7 +345,9 @@ def _load_into(
         problems = [f"{len(missing)} missing (e.g. {missing[:3]})"] if missing else []
         problems += [f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"] if unexpected else []
         problems += [f"{len(shapes)} of another shape (e.g. {shapes[:3]})"] if shapes else []
-        raise ValueError(f"{path} does not fit {model.model_name}: " + "; ".join(problems))
+        other = _looks_like(sd)
+        said = f"these weights look like {other}: give --model {other}, or no --model. " if other not in (None, model.model_name) else ""
+        raise ValueError(f"{path} does not fit {model.model_name}: {said}" + "; ".join(problems))
     with torch.no_grad():
         model.load_state_dict(sd, strict=False)
 
