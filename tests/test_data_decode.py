@@ -194,4 +194,4 @@ def test_a_reduced_decode_that_fails_falls_back_to_the_full_decode(tmp_path, mon
     (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:2000])  # fails both ways: one reason, the full one's
     with pytest.raises(DecodeError, match=r"cut\.jpg: corrupt or truncated image \(") as err:
         load_rgb(tmp_path / "cut.jpg", reduce_to=200)
-    assert "(reduced decode)" not in str(err.value)
+    assert "(reduced decode)" not in str(err.value) and type(err.value) is DecodeError

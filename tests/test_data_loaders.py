@@ -44,9 +44,11 @@ def test_threads_processes_and_the_device_decoder_give_the_same_batches(jpeg_fol
 def test_a_subset_order_is_kept_and_an_early_stop_cancels_the_decoding(jpeg_folder):
     dataset = build_dataset("folder", "val", root=jpeg_folder)
     order = [8, 0, 4, 2]
-    seen = [int(i) for b in protocol_batches(dataset, PRE, 1, torch.device("cpu"), batch_size=2, order=order)
-            for i in [*b["indices"], *b["skipped_indices"]]]  # fmt: skip
+    batches = list(protocol_batches(dataset, PRE, 1, torch.device("cpu"), batch_size=2, order=order))
+    seen = [int(i) for b in batches for i in [*b["indices"], *b["skipped_indices"]]]
     assert sorted(seen) == sorted(order)
+    read = [int(i) for b in batches for i in b["indices"]]
+    assert read == [i for i in order if i in read] and len(read) >= 3  # the readable ones, in the order given
     batches = protocol_batches(dataset, PRE, 1, torch.device("cpu"), batch_size=1, threads=2)
     next(batches)
     batches.close()

@@ -40,13 +40,12 @@ def init_distributed(device: str | None = None) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    asked = torch.device(device) if device is not None else None
-    use_cuda = torch.cuda.is_available() if asked is None else asked.type == "cuda"
-    if use_cuda:  # under torchrun the GPU of LOCAL_RANK; alone, the one asked for
-        dev = torch.device("cuda", asked.index if asked is not None and asked.index is not None and size == 1
-                           else local_rank)  # fmt: skip
-    else:
-        dev = asked if asked is not None else torch.device("cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    use_cuda = dev.type == "cuda"
+    if use_cuda and (size > 1 or dev.index is None):  # under torchrun the GPU of LOCAL_RANK; alone, the one asked
+        dev = torch.device("cuda", local_rank)
     if use_cuda:
         torch.cuda.set_device(dev)
     if size > 1 and not dist.is_initialized():

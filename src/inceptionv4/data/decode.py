@@ -3,9 +3,7 @@
 Grayscale, CMYK, palette, RGBA (composited on white) and 16-bit images are converted; EXIF
 orientation is applied. Given the side the caller will resize to (``reduce_to``), a JPEG at least
 twice that size is decoded reduced in the DCT domain (libjpeg's scaled decoding, by 1/2, 1/4 or
-1/8): a 4000x3000 photo for a 342-pixel view decodes at 500x375 in a fifth of the time, and the
-view differs from the full decode's by under a level on average (benchmarks/RESULTS.md). Before any pixel is allocated, a decompression bomb, an image too thin to
-resize (its short side scaled to the network's input makes the long side unbounded) and anything
+1/8). Before any pixel is allocated, a decompression bomb, an image too thin to resize (its short side scaled to the network's input makes the long side unbounded) and anything
 that is not a regular file of bounded size (a FIFO, a device, /dev/zero behind a link) are refused.
 """
 
@@ -41,6 +39,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 class DecodeError(ValueError):
     """A file that is not a usable image; the message names the file and the reason."""
+
+
+class _ReducedDecodeError(DecodeError):
+    """A reduced (DCT-scaled) decode failed after the header passed: the full decode is tried."""
 
 
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, *, reduce_to: int | None = None) -> Image.Image:
@@ -113,15 +115,9 @@ def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS, 
     if reduce_to is not None:
         try:
             return _decode(io.BytesIO(data), name, max_pixels, reduce_to)
-        except DecodeError as err:
-            if not str(err).endswith(_REDUCED):
-                raise  # not a reduced decode, or refused from its header: the full decode fails alike
+        except _ReducedDecodeError as err:  # any other refusal the full decode would give alike
             log.debug("%s: reduced decoding failed (%s); decoding at full size", name, err)
     return _decode(io.BytesIO(data), name, max_pixels)
-
-
-#: what a :class:`DecodeError` of a reduced decode ends with, so that the full decode is tried
-_REDUCED = " (reduced decode)"
 
 
 def draft_scale(width: int, height: int, reduce_to: int) -> int:
@@ -156,7 +152,7 @@ def _decode(source: io.BytesIO, name: str, max_pixels: int, reduce_to: int | Non
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, DecodeError):
             raise
-        raise DecodeError(f"{name}: corrupt or truncated image ({err})" + (_REDUCED if reduced else "")) from None
+        raise (_ReducedDecodeError if reduced else DecodeError)(f"{name}: corrupt or truncated image ({err})") from None
 
 
 def _silence_libtiff() -> None:

@@ -350,17 +350,11 @@ def open_session(
     gap = engine_precision_gap(backend, precision, dev.type)
     if gap:
         raise ValueError(gap)
-    session = _build(sources, artefacts, model, backend, dev, device, precision, crops, form, channels_last, cache_dir)
-    session.full_decode = full_decode
-    return session
 
-
-def _build(sources, artefacts, model, backend, dev, device, precision, crops, form, channels_last, cache_dir) -> Session:
-    """The session of :func:`open_session`'s checked settings."""
     from . import backends
 
     if artefacts:
-        return backends.open_artefacts(artefacts, backend, crops=crops, model=model)
+        return _decoding(backends.open_artefacts(artefacts, backend, crops=crops, model=model), full_decode)
     models = [_load(s, model) for s in sources]
     first = models[0]
     labels = Labels.of_model(first)
@@ -372,9 +366,17 @@ def _build(sources, artefacts, model, backend, dev, device, precision, crops, fo
               "precision": precision, "crops": crops}  # fmt: skip
     if backend == "torch":
         keep = str(device) == "auto" and all(isinstance(s, torch.nn.Module) for s in sources)  # where they are
-        return backends.torch_session(models, dev, form=form, channels_last=channels_last,
-                                      keep_devices=keep, **common)  # fmt: skip
-    return backends.engine_session(models, backend, cache_dir=cache_dir, **common)
+        session = backends.torch_session(models, dev, form=form, channels_last=channels_last,
+                                         keep_devices=keep, **common)  # fmt: skip
+    else:
+        session = backends.engine_session(models, backend, cache_dir=cache_dir, **common)
+    return _decoding(session, full_decode)
+
+
+def _decoding(session: Session, full_decode: bool) -> Session:
+    """``session`` with how large it decodes JPEGs set (the backends build it without)."""
+    session.full_decode = full_decode
+    return session
 
 
 def _auto_backend(device: torch.device, precision: str, torch_only: bool) -> str:

@@ -291,29 +291,31 @@ def load_weights(
     return model
 
 
-def _nearest_architecture(sd: dict[str, torch.Tensor]) -> list[str]:
-    """The network holding most of a state dict's names (to say what differs), if one holds half."""
-    share = {}
-    for name in list_models():
-        with torch.device("meta"):
-            share[name] = len(set(build_model(name).state_dict()) & set(sd)) / max(len(sd), 1)
-    best = max(share, key=share.__getitem__)
-    return [best] if share[best] >= 0.5 else []
-
-
-def _looks_like(sd: dict[str, torch.Tensor]) -> str | None:
-    """The network whose own state dict has the names and shapes of at least 90% of ``sd``'s
-    tensors outside the heads (the class count may differ), or None: what to suggest when weights
-    are loaded into the wrong network."""
-    body = {k: tuple(v.shape) for k, v in sd.items() if not k.startswith(("head.", "aux_head."))}
-    best, best_share = None, 0.0
+def _best_fit(sd: dict[str, torch.Tensor], *, shapes: bool) -> tuple[str, float]:
+    """(the network whose own state dict holds most of ``sd``'s tensors, that share): by name, or
+    by name and shape; the heads are left out of the shapes, as the class count may differ."""
+    wanted = {k: tuple(v.shape) for k, v in sd.items() if not (shapes and k.startswith(("head.", "aux_head.")))}
+    best, best_share = "", -1.0
     for name in list_models():
         with torch.device("meta"):
             ours = {k: tuple(v.shape) for k, v in build_model(name).state_dict().items()}
-        share = sum(ours.get(k) == shape for k, shape in body.items()) / max(len(body), 1)
+        share = sum(k in ours and (not shapes or ours[k] == shape) for k, shape in wanted.items()) / max(len(wanted), 1)
         if share > best_share:
             best, best_share = name, share
-    return best if best_share >= 0.9 else None
+    return best, best_share
+
+
+def _nearest_architecture(sd: dict[str, torch.Tensor]) -> list[str]:
+    """The network holding most of a state dict's names (to say what differs), if one holds half."""
+    best, share = _best_fit(sd, shapes=False)
+    return [best] if share >= 0.5 else []
+
+
+def _looks_like(sd: dict[str, torch.Tensor]) -> str | None:
+    """The network with the names and shapes of at least 90% of ``sd``'s tensors outside the heads,
+    or None: what to suggest when weights are loaded into the wrong network."""
+    best, share = _best_fit(sd, shapes=True)
+    return best if share >= 0.9 else None
 
 
 def _load_into(
