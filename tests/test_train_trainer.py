@@ -70,6 +70,43 @@ def test_training_learns_and_writes_its_run_folder(short_run):
     assert model.class_names == ["class_0", "class_1", "class_2", "class_3"]
 
 
+def test_a_short_run_plots_the_schedule_at_every_step_and_its_loss_to_the_end(tmp_path, monkeypatch):
+    """18 steps logged every 10: the step records still reach the last step, the learning-rate plot
+    is the schedule at every step (warm-up, then decay), and a 4-class head plots no top-5."""
+    import inceptionv4.train.trainer as trainer
+
+    calls, plot = [], trainer.plot_run
+    monkeypatch.setattr(trainer, "plot_run", lambda out, **kw: calls.append(kw) or plot(out, **kw))
+    train(**SMALL, max_steps=18, log_every=10, warmup_epochs=0.25, schedule="cosine", lr=0.01, out_dir=str(tmp_path))
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "step"] == [1, 10, 18]
+    [kw] = calls
+    steps, rates = kw["lr_curve"]
+    assert steps == list(range(1, 19)) and kw["num_classes"] == 4
+    peak = rates.index(max(rates))
+    assert 0 < peak < 17 and rates[0] < rates[peak] > rates[-1]  # rises through warm-up, then decays
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
+    assert rates[-1] == pytest.approx([r for r in records if r["kind"] == "epoch"][-1]["lr"])
+
+
+def test_plots_leave_out_top5_for_five_classes_or_fewer(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from inceptionv4.train.runlog import plot_run
+
+    epoch = {"kind": "epoch", "epoch": 1, "step": 4, "val_loss": 1.0, "val_top1": 50.0, "val_top5": 100.0}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"kind": "step", "step": 1, "loss": 1.2, "lr": 0.1}) + "\n"
+                                            + json.dumps(epoch) + "\n")  # fmt: skip
+    labels = []
+    draw = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, **k: labels.append(k.get("label")) or draw(self, *a, **k))
+    plot_run(tmp_path, num_classes=3)
+    assert "val top-1" in labels and "val top-5" not in labels and "learning rate" in labels
+    labels.clear()
+    plot_run(tmp_path, num_classes=10, lr_curve=([1, 2, 3, 4], [0.1, 0.2, 0.1, 0.05]))
+    assert "val top-5" in labels and "learning rate (schedule)" in labels
+
+
 def test_tensorboard_gets_the_same_figures_as_the_metrics_file(short_run):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -303,6 +340,23 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     init = iv.create_model("inception_resnet_v1", num_classes=4, drop_rate=0.0).state_dict()
     assert (init["head.fc.weight"] - two["head.fc.weight"]).abs().max() > 1e-3
     assert ranks[0]["val_top1"] == pytest.approx(single["val_top1"], abs=2.0)
+
+
+def test_under_torchrun_only_rank_0_speaks(tmp_path):
+    """The command line and the Python train() alike: one epoch line, one summary, no rank-1 noise."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({**SMALL, "max_steps": 2, "plots": False, "out_dir": str(tmp_path / "cli")}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "-m", "inceptionv4", "train", "--config", str(cfg)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finished 2 steps") == 1 and "weights None" not in proc.stdout
+    assert proc.stderr.count("epoch 1/10: train loss") == 1, proc.stderr[-3000:]
+    assert proc.stderr.count("a short run: warm-up") == 1, proc.stderr[-3000:]
+    probe = _torchrun(["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port())],
+                      tmp_path / "api")  # fmt: skip
+    _, err = probe.communicate(timeout=600)
+    assert probe.returncode == 0 and err.count("epoch 1/1: train loss") == 1, err[-3000:]
 
 
 def test_two_nodes_meet_on_localhost(tmp_path):

@@ -97,12 +97,16 @@ def _convert(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import logging
 
+    from .distributed import launch_rank
     from .train import TrainConfig, train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # under torchrun only rank 0 speaks (every rank would say the same); the others still report errors
+    logging.basicConfig(level=logging.INFO if launch_rank() == 0 else logging.ERROR, format="%(message)s")
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config") and v is not None}
     cfg = TrainConfig.from_sources(args.config, **overrides)
     summary = train(cfg)
+    if launch_rank() != 0:
+        return 0
     if summary["status"] == "preempted":
         print(f"preempted at step {summary['steps']}: resume with --resume --out-dir {summary['out_dir']}")
         return 0

@@ -28,6 +28,12 @@ class World:
         return self.size > 1
 
 
+def launch_rank() -> int:
+    """This process's rank as torchrun set it (0 when not launched by torchrun), readable before the
+    group is joined: how the command line and logging decide that only rank 0 speaks."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device: str | None = None) -> World:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...).
 
@@ -38,7 +44,7 @@ def init_distributed(device: str | None = None) -> World:
     (:func:`~inceptionv4.devices.resolve_device`).
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launch_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -107,9 +107,15 @@ def read_metrics(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_run(out_dir: str | Path, title: str | None = None) -> list[Path]:
+def plot_run(out_dir: str | Path, title: str | None = None, *, lr_curve: tuple[list[int], list[float]] | None = None,
+             num_classes: int | None = None) -> list[Path]:  # fmt: skip
     """PNG plots of loss, accuracy and learning rate from ``metrics.jsonl``; returns their paths.
-    Each is titled with ``title`` (default: the run folder's name); epoch axes tick whole epochs."""
+
+    Each is titled with ``title`` (default: the run folder's name); epoch axes tick whole epochs.
+    ``lr_curve`` (steps, rates), the schedule at every step, draws the learning rate where the step
+    records, one per ``log_every`` steps, would draw a short run's warm-up and decay as two points.
+    With ``num_classes`` of 5 or fewer, top-5 (always 100%) is left out of the accuracy plot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,9 +153,13 @@ def plot_run(out_dir: str | Path, title: str | None = None) -> list[Path]:
 
     figure("loss", [([r["step"] for r in steps], [r["loss"] for r in steps], "train (mean since last point)"),
                     ([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "val (epoch)")], "step", "loss")  # fmt: skip
-    figure("accuracy", [([r["epoch"] for r in epochs], [r["val_top1"] for r in epochs], "val top-1"),
-                        ([r["epoch"] for r in epochs], [r["val_top5"] for r in epochs], "val top-5")], "epoch", "%")  # fmt: skip
-    figure("lr", [([r["step"] for r in steps], [r["lr"] for r in steps], "learning rate")], "step", "lr")
+    accuracy = [([r["epoch"] for r in epochs], [r["val_top1"] for r in epochs], "val top-1")]
+    if num_classes is None or num_classes > 5:
+        accuracy.append(([r["epoch"] for r in epochs], [r["val_top5"] for r in epochs], "val top-5"))
+    figure("accuracy", accuracy, "epoch", "%")
+    lr_steps, lr_values = lr_curve or ([r["step"] for r in steps], [r["lr"] for r in steps])
+    figure("lr", [(list(lr_steps), list(lr_values), "learning rate (schedule)" if lr_curve else "learning rate")],
+           "step", "lr")  # fmt: skip
     return written
 
 

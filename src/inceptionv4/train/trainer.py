@@ -40,7 +40,7 @@ from ..data import (
 from ..data.datasets import Subset, seed_of
 from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
-from ..distributed import World, broadcast_flag, cleanup, init_distributed
+from ..distributed import World, broadcast_flag, cleanup, init_distributed, launch_rank
 from ..infer.evaluate import Tally
 from ..weights.io import state_sha256
 from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
@@ -143,12 +143,34 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
     """
     cfg = config if config is not None else TrainConfig.from_sources(**overrides)
     cfg.validate()
-    world = init_distributed(None if cfg.device == "auto" else cfg.device)
+    with _epoch_lines():
+        world = init_distributed(None if cfg.device == "auto" else cfg.device)
+        try:
+            run = setup(cfg.resolved(), world)
+            return finish(run, fit(run))
+        finally:
+            cleanup(world)
+
+
+@contextlib.contextmanager
+def _epoch_lines():
+    """Where the caller set up no logging (a script, a notebook), this package's INFO lines, each
+    epoch's result among them, go to stderr for the run, from rank 0 only. A caller's own logging
+    set-up (the command line's) is left alone."""
+    pkg = logging.getLogger("inceptionv4")
+    if logging.getLogger().handlers or pkg.handlers or launch_rank() != 0:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = pkg.level
+    pkg.addHandler(handler)
+    pkg.setLevel(logging.INFO)
     try:
-        run = setup(cfg.resolved(), world)
-        return finish(run, fit(run))
+        yield
     finally:
-        cleanup(world)
+        pkg.removeHandler(handler)
+        pkg.setLevel(level)
 
 
 @dataclass
@@ -426,13 +448,13 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss / max(step_n, 1):.3f}", img_s=f"{rate:.1f}", lr=f"{lr:.2e}")
-        if runlog is not None and (run.step % r["log_every"] == 0 or run.step == 1):
+        at_epoch_end = run.step % run.steps_per_epoch == 0 or run.step >= run.total_steps
+        if runlog is not None and (run.step % r["log_every"] == 0 or run.step == 1 or at_epoch_end):
             # the mean over the steps since the last record, not one batch's loss
             runlog.write({"kind": "step", "step": run.step, "epoch": epoch + 1, "loss": interval_loss / max(interval_n, 1),
                           "lr": lr, "img_per_s": rate})  # fmt: skip
             interval_loss, interval_n = 0.0, 0
         preempted = broadcast_flag(run.stop["sigterm"], world)
-        at_epoch_end = run.step % run.steps_per_epoch == 0 or run.step >= run.total_steps
         if preempted or (r["save_every"] and run.step % r["save_every"] == 0 and not at_epoch_end):
             checkpoint(run, (epoch_loss, epoch_n))
         if preempted:
@@ -448,7 +470,9 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
                       "val_loss": run.last_eval["loss"], "val_top1": run.last_eval["top1"],
                       "val_top5": run.last_eval["top5"], "lr": run.lr(run.step - 1), "epoch_time_s": elapsed,
                       "img_per_s": images / max(elapsed, 1e-9), "skipped": len(set(run.skipped_files))})  # fmt: skip
-    log.info("epoch %d: val top-1 %.2f%%, top-5 %.2f%%", epoch + 1, run.last_eval["top1"], run.last_eval["top5"])
+    top5 = f", top-5 {run.last_eval['top5']:.2f}%" if len(run.classes) > 5 else ""
+    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val top-1 %.2f%%%s", epoch + 1, r["epochs"],
+             epoch_loss / max(epoch_n, 1), run.last_eval["loss"], run.last_eval["top1"], top5)  # fmt: skip
     checkpoint(run, (epoch_loss, epoch_n))
     return "finished"
 
@@ -587,7 +611,9 @@ def finish(run: Run, status: str) -> dict:
         summary["weights"] = str(save_weights(final, run.out_dir / "model.safetensors", class_names=run.classes,
                                               source=f"inceptionv4 train ({run.r['recipe']} recipe, {run.step} steps)"))  # fmt: skip
         if run.r["plots"]:
-            summary["plots"] = [str(p) for p in plot_run(run.out_dir)]
+            steps = range(1, run.total_steps + 1, max(run.total_steps // 2000, 1))  # the rate each step ran at
+            curve = (list(steps), [run.lr(s - 1) for s in steps])
+            summary["plots"] = [str(p) for p in plot_run(run.out_dir, lr_curve=curve, num_classes=len(run.classes))]
             if last.get("confusion"):
                 title = f"{run.out_dir.name}: val top-1 {summary['val_top1']:.1f}%"
                 square = [row[: len(run.classes)] for row in last["confusion"]]  # no output falls outside here
