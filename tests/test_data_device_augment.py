@@ -195,7 +195,7 @@ def test_training_with_device_augmentation_learns(tmp_path, monkeypatch):
             Image.fromarray(pixels).save(tmp_path / "photos" / name / f"{i}.jpg")
     (tmp_path / "photos" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff nothing")
     settings = {"model": "inception_resnet_v1", "data": str(tmp_path / "photos"), "input_size": 75, "batch_size": 8,
-                "workers": 0, "progress": False, "plots": False, "recipe": "finetune", "decode": "device",
+                "workers": 0, "progress": False, "plots": False, "recipe": "finetune", "from_scratch": True, "decode": "device",
                 "epochs": 4, "lr": 0.01}  # fmt: skip
     validated = []  # validation goes through the device too: DeviceViews, one centre crop per image
     call = DeviceViews.__call__
@@ -210,7 +210,7 @@ def test_training_with_device_augmentation_learns(tmp_path, monkeypatch):
 
 def test_a_device_augmented_run_does_not_depend_on_the_worker_count(jpeg_folder, tmp_path):
     settings = {"model": "inception_resnet_v1", "data": str(jpeg_folder), "input_size": 75, "batch_size": 4,
-                "progress": False, "plots": False, "recipe": "finetune", "decode": "device", "max_steps": 2}  # fmt: skip
+                "progress": False, "plots": False, "recipe": "finetune", "from_scratch": True, "decode": "device", "max_steps": 2}  # fmt: skip
     runs = [train(**settings, workers=w, out_dir=str(tmp_path / f"w{w}")) for w in (0, 2)]
     assert runs[0]["steps"] == runs[1]["steps"] == 2  # 4 training images: a batch per epoch, two epochs
     assert runs[0]["classes"] == ["a", "b"]

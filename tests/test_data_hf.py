@@ -53,7 +53,7 @@ def test_a_saved_dataset_trains_for_a_few_steps(saved, tmp_path):
     from inceptionv4.train import train
 
     summary = train(model="inception_resnet_v1", dataset="hf", data=str(saved / "dict"), input_size=75, batch_size=8,
-                    max_steps=3, workers=0, progress=False, plots=False, recipe="finetune",
+                    max_steps=3, workers=0, progress=False, plots=False, recipe="finetune", from_scratch=True,
                     out_dir=str(tmp_path / "run"))  # fmt: skip
     assert summary["status"] == "finished" and summary["steps"] == 3
     assert summary["classes"] == NAMES and (summary["train_images"], summary["val_images"]) == (24, 9)

@@ -190,7 +190,7 @@ def test_a_corrupt_member_is_skipped_and_counted_and_a_damaged_tar_is_read_to_th
     path.write_bytes(bytes(data))
     (broken / "index.json").write_bytes((root / "train" / "index.json").read_bytes())
     summary = train(model="inception_resnet_v1", dataset="wds", data=str(broken), val_data=str(root / "val"),
-                    input_size=75, batch_size=8, epochs=1, workers=0, progress=False, plots=False, recipe="finetune",
+                    input_size=75, batch_size=8, epochs=1, workers=0, progress=False, plots=False, recipe="finetune", from_scratch=True,
                     out_dir=str(tmp_path / "run"))  # fmt: skip
     named = ShardDataset(broken).name_of(3)
     assert summary["status"] == "finished" and [s.split(": ")[0] for s in summary["skipped_files"]] == [named]
@@ -225,7 +225,7 @@ def test_the_shard_command_takes_a_folder_or_a_list_file_and_trains_decoded_on_t
     assert "already holds shard-*.tar shards" in capsys.readouterr().err
     summary = train(model="inception_resnet_v1", dataset="wds", data=pattern, val_data=str(tmp_path / "b"),
                     input_size=75, batch_size=6, max_steps=2, workers=1, decode="device", progress=False,
-                    plots=False, recipe="finetune", out_dir=str(tmp_path / "run"))  # fmt: skip
+                    plots=False, recipe="finetune", from_scratch=True, out_dir=str(tmp_path / "run"))  # fmt: skip
     assert summary["status"] == "finished" and summary["steps"] == 2 and summary["val_images"] == 12
     val = ShardDataset(tmp_path / "b", classes=["blue", "green", "red"])  # its red is the training set's red
     assert sorted({label for _, label in val.samples}) == [0, 2]

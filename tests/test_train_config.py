@@ -99,3 +99,20 @@ def test_the_dataset_kinds_a_run_takes_are_those_build_dataset_builds():
     from inceptionv4.train import config
 
     assert config.DATASET_KINDS == datasets.DATASET_KINDS
+
+
+def test_the_finetune_recipe_without_weights_is_refused_unless_from_scratch():
+    with pytest.raises(ValueError, match="give --pretrained .* or --from-scratch"):
+        TrainConfig(recipe="finetune").validate()
+    TrainConfig(recipe="finetune", from_scratch=True).validate()
+    TrainConfig(recipe="finetune", pretrained="timm/inception_v4.tf_in1k").validate()
+    with pytest.raises(ValueError, match="contradict"):
+        TrainConfig(recipe="modern", from_scratch=True, pretrained="w.safetensors").validate()
+
+
+def test_a_runs_own_config_yaml_can_be_given_again(tmp_path):
+    """config.yaml records the momentum and the starting weights beside the settings."""
+    path = tmp_path / "config.yaml"
+    r = {**TrainConfig(epochs=3).resolved(), "started_from": "random weights"}
+    path.write_text(yaml.safe_dump(r))
+    assert TrainConfig.from_sources(path).epochs == 3

@@ -28,7 +28,7 @@ from inceptionv4.train.runlog import read_metrics
 
 PROBE = Path(__file__).parent / "scripts" / "train_probe.py"
 SMALL = {"model": "inception_resnet_v1", "dataset": "synthetic", "input_size": 75, "batch_size": 8, "workers": 0,
-         "progress": False, "recipe": "finetune"}  # fmt: skip
+         "progress": False, "recipe": "finetune", "from_scratch": True}  # fmt: skip
 
 
 def _run_probe(out_dir, *settings, env=None, wait=True):
@@ -105,6 +105,25 @@ def test_plots_leave_out_top5_for_five_classes_or_fewer(tmp_path, monkeypatch):
     labels.clear()
     plot_run(tmp_path, num_classes=10, lr_curve=([1, 2, 3, 4], [0.1, 0.2, 0.1, 0.05]))
     assert "val top-5" in labels and "learning rate (schedule)" in labels
+
+
+def test_a_run_says_what_its_weights_started_from(short_run, tmp_path):
+    """In the summary, config.yaml, the final bundle and `info`; a weights file is named with its sha256."""
+    out, s = short_run
+    assert s["started_from"] == "random weights"
+    assert yaml.safe_load((out / "config.yaml").read_text())["started_from"] == "random weights"
+    info = subprocess.run([sys.executable, "-m", "inceptionv4", "info", str(out / "model.safetensors")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert info.returncode == 0 and "  started from: random weights" in info.stdout, info.stderr
+    import hashlib
+
+    digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    s2 = train(**{**SMALL, "from_scratch": False}, pretrained=str(out / "model.safetensors"), max_steps=1,
+               plots=False, out_dir=str(tmp_path))  # fmt: skip
+    assert s2["started_from"] == f"{out / 'model.safetensors'}, sha256 {digest}"
+    from inceptionv4.weights import describe_bundle
+
+    assert describe_bundle(s2["weights"])["meta"]["started_from"] == s2["started_from"]
 
 
 def test_tensorboard_gets_the_same_figures_as_the_metrics_file(short_run):

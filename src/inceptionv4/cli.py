@@ -38,8 +38,9 @@ def _info_file(args: argparse.Namespace) -> int:
     if d.get("build_kwargs"):
         built = ", ".join(f"{k} {'(the network default)' if v is None else v}" for k, v in d["build_kwargs"].items())
         print(f"  built with: {built}")
-    if d.get("meta"):
-        print(f"  recorded: {d['meta']}")
+    recorded = d.get("meta") if isinstance(d.get("meta"), dict) else {"recorded": d["meta"]} if d.get("meta") else {}
+    for key, value in recorded.items():  # what the writer recorded, e.g. train's started_from
+        print(f"  {key.replace('_', ' ')}: {value if isinstance(value, str) else json.dumps(value)}")
     return 0
 
 

@@ -52,7 +52,7 @@ elif kill == "plots":
     trainer.plot_run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 out_dir, *pairs = sys.argv[1:]
 settings = {"model": "inception_resnet_v1", "dataset": "synthetic", "input_size": 75, "batch_size": 8, "epochs": 1,
-            "recipe": "finetune", "workers": 0, "progress": False, "plots": False, "out_dir": out_dir}  # fmt: skip
+            "recipe": "finetune", "from_scratch": True, "workers": 0, "progress": False, "plots": False, "out_dir": out_dir}  # fmt: skip
 for pair in pairs:
     key, value = pair.split("=", 1)
     settings[key] = json.loads(value)

@@ -82,6 +82,10 @@ def setting(default: object, help: str, *, range: Range | None = None) -> object
     return field(default=default, metadata=metadata)
 
 
+#: What a run's config.yaml records beside its settings: derived from them, so read back, they are dropped.
+RECORDED = ("momentum", "started_from")
+
+
 @dataclass
 class TrainConfig:
     """Every knob of :func:`inceptionv4.train.train`; ``None`` means "the recipe's value"."""
@@ -91,6 +95,10 @@ class TrainConfig:
     pretrained: str | None = setting(
         None,
         "a hub id or weights file to start from; another class count gets a fresh head",
+    )
+    from_scratch: bool = setting(
+        False,
+        "start from random weights on purpose (the finetune recipe otherwise requires --pretrained)",
     )
     drop_rate: float = setting(
         0.2,
@@ -293,6 +301,11 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.recipe == "finetune" and self.pretrained is None and not self.from_scratch:
+            raise ValueError("the finetune recipe starts from trained weights: give --pretrained (a hub id or a "
+                             "weights file), or --from-scratch to train from random weights on purpose")  # fmt: skip
+        if self.from_scratch and self.pretrained is not None:
+            raise ValueError(f"--from-scratch and --pretrained {self.pretrained} contradict each other: give one")
         from ..devices import resolve_device
 
         resolve_device(self.device)  # a device this machine lacks is said now, before any data is read
@@ -382,6 +395,8 @@ class TrainConfig:
             if not isinstance(loaded, dict):
                 raise ValueError(f"config file {path} must hold a mapping of settings, got {type(loaded).__name__}")
             values.update(loaded)
+        for key in RECORDED:  # a run's own config.yaml may be given again
+            values.pop(key, None)
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

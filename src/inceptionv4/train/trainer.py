@@ -42,7 +42,7 @@ from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
 from ..distributed import World, broadcast_flag, cleanup, init_distributed, launch_rank
 from ..infer.evaluate import Tally
-from ..weights.io import state_sha256
+from ..weights.io import file_sha256, state_sha256
 from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
                          save_checkpoint)  # fmt: skip
 from .config import TrainConfig
@@ -99,6 +99,19 @@ def _build_model(r: dict, num_classes: int) -> nn.Module:
             p.requires_grad = name.startswith("head.")
     model.set_grad_checkpointing(r["grad_checkpointing"])
     return model
+
+
+def _started_from(pretrained: str | None) -> str:
+    """What a run's weights started as, for its log, config.yaml and final bundle: "random weights",
+    a weights file with its sha256 (which copy it was), or a hub id."""
+    from ..weights.hub import is_local
+
+    if pretrained is None:
+        return "random weights"
+    if is_local(pretrained):
+        path = Path(pretrained).expanduser()
+        return f"{pretrained}, sha256 {file_sha256(path)}" if path.is_file() else str(pretrained)
+    return f"{pretrained} (hub)"
 
 
 def _set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -255,6 +268,8 @@ def setup(r: dict, world: World) -> Run:
     _check_amp(r["amp"], world.device)
     train_base, val_base, classes = _datasets(r, world)
     torch.manual_seed(r["seed"])  # the same initial weights on every rank
+    r["started_from"] = _started_from(r["pretrained"])
+    log.info("started from: %s", r["started_from"])
     model = _build_model(r, len(classes)).to(world.device)
     if r["input_size"] < model.min_input_size:  # here, not as a shape error in the first step
         raise ValueError(f"input_size {r['input_size']} is below {r['model']}'s minimum of {model.min_input_size} pixels")
@@ -595,6 +610,7 @@ def finish(run: Run, status: str) -> dict:
         "skipped_steps": run.skipped_steps,
         "skipped_files": sorted(set(run.skipped_files)),
         "resumed_from": run.resumed_from,
+        "started_from": run.r["started_from"],
         "val_top1": last.get("top1"),
         "val_top5": last.get("top5"),
         "val_loss": last.get("loss"),
@@ -609,7 +625,8 @@ def finish(run: Run, status: str) -> dict:
 
         final = _copy_with(run.model, run.ema.shadow) if run.ema is not None else run.model
         summary["weights"] = str(save_weights(final, run.out_dir / "model.safetensors", class_names=run.classes,
-                                              source=f"inceptionv4 train ({run.r['recipe']} recipe, {run.step} steps)"))  # fmt: skip
+                                              source=f"inceptionv4 train ({run.r['recipe']} recipe, {run.step} steps)",
+                                              started_from=run.r["started_from"]))  # fmt: skip
         if run.r["plots"]:
             steps = range(1, run.total_steps + 1, max(run.total_steps // 2000, 1))  # the rate each step ran at
             curve = (list(steps), [run.lr(s - 1) for s in steps])

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..models import InceptionNet, Preprocessing, build_model, list_models
-from .io import atomic_write
+from .io import atomic_write, file_sha256
 
 FORMAT = "inceptionv4.weights"
 FORMAT_VERSION = "1"
@@ -103,14 +103,8 @@ def read_bundle_metadata(path: str | Path) -> dict[str, object]:
 def describe_bundle(path: str | Path) -> dict[str, object]:
     """What a bundle holds, for ``inceptionv4 info FILE``: its metadata (network, classes,
     preprocessing, source, build options) plus the file's size and sha256 (to tell copies apart)."""
-    import hashlib
-
     meta = read_bundle_metadata(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": h.hexdigest(), **meta}
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": file_sha256(path), **meta}
 
 
 def _safetensors_meta(path: str | Path) -> dict[str, str]:

@@ -243,6 +243,15 @@ def _find_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     raise ValueError(f"{path} holds no state dict (a mapping of names to tensors), got {type(obj).__name__}")
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read 1 MiB at a time: what tells two copies of a weights file apart."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def state_sha256(state: object) -> str:
     """SHA-256 of a state (a state dict, a checkpoint's whole state): every tensor's dtype, shape
     and bytes, every other value's repr, dict keys in sorted order. The same state gives the same
