@@ -195,7 +195,7 @@ def test_eval_cli_writes_report_and_confusion_png(small_model, folder, tmp_path,
     assert data["confusion_columns"] == [*data["classes"], "(a class outside the dataset)"]
     assert all(len(row) == 4 for row in data["confusion"])
     assert main(["eval", "--weights", str(tmp_path / "m.safetensors")]) == 2  # no data given: one clear line
-    assert "give --data" in capsys.readouterr().err
+    assert "give one of --data" in capsys.readouterr().err
     args = ["eval", "--weights", str(tmp_path / "m.safetensors"), "--data", str(folder), "--decode", "device",
             "--channels-last", "--workers", "0", "--report", str(report), "--no-progress"]  # fmt: skip
     assert main(args) == 0

@@ -111,6 +111,12 @@ def test_a_run_says_what_its_weights_started_from(short_run, tmp_path):
     """In the summary, config.yaml, the final bundle and `info`; a weights file is named with its sha256."""
     out, s = short_run
     assert s["started_from"] == "random weights"
+    from inceptionv4.data import run_split
+
+    val, line = run_split(out)  # no images held out: the run's config says where its split is
+    assert len(val) == s["val_images"] == 64 and line == f"the 64 val images of run {out} (synthetic)"
+    with pytest.raises(FileNotFoundError, match="not a training run's folder"):
+        run_split(tmp_path)
     assert yaml.safe_load((out / "config.yaml").read_text())["started_from"] == "random weights"
     info = subprocess.run([sys.executable, "-m", "inceptionv4", "info", str(out / "model.safetensors")],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -200,6 +206,19 @@ def test_trains_on_a_folder_of_class_folders_with_a_held_out_part(tmp_path, capl
     assert "no train/ and val/: validating on 2 held-out images (10% of each class), training on 18" in caplog.text
     assert s["status"] == "finished" and s["classes"] == ["cat", "dog"]
     assert (s["train_images"], s["val_images"]) == (18, 2)  # one of each class held out
+    # the split is kept in the run folder, and `eval --run` scores the held-out images and no others
+    from inceptionv4.data import ListFile
+
+    val, kept = ListFile(tmp_path / "run" / "splits" / "val.txt"), ListFile(tmp_path / "run" / "splits" / "train.txt")
+    assert len(val) == 2 and len(kept) == 18 and not {p for p, _ in val.samples} & {p for p, _ in kept.samples}
+    assert sorted(val.classes) == ["cat", "dog"]
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "inceptionv4", "eval", "--run", str(tmp_path / "run"), "--report",
+                           str(report), "--no-progress"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(report.read_text())
+    assert r["n"] == 2 and r["scored"].startswith("the 2 val images of run") and "held out from" in r["scored"]
+    assert "scored the 2 val images" in proc.stderr
 
 
 def test_a_folder_of_one_class_is_refused_before_anything_is_written(tmp_path):

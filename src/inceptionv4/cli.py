@@ -239,21 +239,28 @@ def _add_session_flags(p: argparse.ArgumentParser, *, workers: bool, precision: 
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .data import build_dataset
+    from .data import build_dataset, run_split
     from .distributed import World, cleanup, init_distributed
     from .infer.evaluate import evaluate_protocol
     from .train.runlog import plot_confusion
 
-    if not (args.data or args.list):
-        raise ValueError("give --data (a folder of class folders) or --list (a list file)")
+    if sum(bool(x) for x in (args.data, args.list, args.run)) != 1:
+        raise ValueError("give one of --data (a folder of class folders), --list (a list file) or --run (a training "
+                         "run's folder: its held-out images)")  # fmt: skip
+    if args.split and not args.run:
+        raise ValueError("--split picks a split of --run RUN_DIR; give --run")
     if args.report:  # an evaluation can take hours: a report that cannot be written is said now
         check_writable(args.report)
-    weights = _check_weights(args.weights + (args.ensemble or []))
+    own = [str(Path(args.run) / "model.safetensors")] if args.run and not args.weights else []
+    weights = _check_weights(args.weights + own + (args.ensemble or []))
     from .devices import resolve_device
 
     resolve_device(args.device)  # a GPU this machine lacks is said before the dataset is listed
-    kind = "list" if args.list else "folder"
-    dataset = build_dataset(kind, "val", root=args.list or args.data)
+    if args.run:
+        dataset, scored = run_split(args.run, args.split or "val")
+    else:
+        dataset = build_dataset("list" if args.list else "folder", "val", root=args.list or args.data)
+        scored = f"every image of {args.list or args.data}"
     world, device = World(), None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: each process takes a share of the images
         world = init_distributed(resolve_device(args.device).type)
@@ -267,6 +274,8 @@ def _eval(args: argparse.Namespace) -> int:
         cleanup(world)
     if not world.is_main:
         return 0
+    report["scored"] = scored
+    print(f"scored {scored}", file=sys.stderr)
     where = report["device"] + (f" x {world.size} processes" if world.distributed else "")
     print(f"{report['n']} images, {args.crops} crop(s), {report['models']} model(s) on {where}: "
           f"top-1 {report['top1']:.2f}%  top-5 {report['top5']:.2f}%  ({session.backend} {session.precision})")  # fmt: skip
@@ -583,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="top-1/top-5 on a labelled folder, 1/10/12/144 crops, ensembles")
     p.add_argument("--data", help="a folder of class folders (ImageNet WordNet-id folders map automatically)")
     p.add_argument("--list", help="a list file of '<path> <label>' lines instead of --data")
+    p.add_argument("--run", metavar="RUN_DIR", help="a training run's folder: score the images it validated on (its "
+                   "weights unless --weights is given)")  # fmt: skip
+    p.add_argument("--split", choices=("val", "train"), help="with --run: which of its splits (default: val)")
     p.add_argument("--ensemble", nargs="+", help="several weights files whose softmax is averaged (Table 5)")
     p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
                    help="images gathered at a time (default: the fewest whose views fill whole passes: 64 views on "

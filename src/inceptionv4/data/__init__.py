@@ -1,6 +1,7 @@
 """Datasets, robust decoding and Inception preprocessing."""
 
-from .datasets import Augmented, Batch, Digits, ImageFolder, ListFile, Synthetic, build_dataset, collate
+from .datasets import (Augmented, Batch, Digits, ImageFolder, ListFile, Synthetic, build_dataset, collate, run_split,
+                       write_list)
 from .decode import DecodeError, decode_rgb, load_rgb
 from .device_augment import DeviceAugment, DeviceBatches, EncodedImages, collate_encoded
 from .transforms import Preprocessing, eval_transform, train_transform
@@ -23,5 +24,7 @@ __all__ = [
     "decode_rgb",
     "eval_transform",
     "load_rgb",
+    "run_split",
     "train_transform",
+    "write_list",
 ]

@@ -274,6 +274,55 @@ def holdout_split(dataset: ImageDataset, fraction: float) -> tuple[Subset, Subse
     return Subset(dataset, sorted(train)), Subset(dataset, sorted(val))
 
 
+def write_list(dataset: ImageDataset, path: str | Path, comment: str = "") -> Path:
+    """Write ``dataset``'s files as a list file :class:`ListFile` reads back: one ``<absolute path>
+    <TAB> <class name>`` line per image, after ``comment`` as ``#`` lines. How a run keeps the
+    images it held out, so that ``eval --run`` scores those and no others."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [f"{Path(str(p)).resolve()}\t{dataset.classes[label]}" for p, label in dataset.samples]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def split_root(kind: str, split: str, data: str | None, val_data: str | None) -> str | None:
+    """Where a run's ``split`` ("train" or "val") of a ``kind`` dataset is read from: a list file's
+    or shards' validation comes from ``val_data`` (an HF dataset's too, when given), everything
+    else from ``data`` (a folder's val/ is found inside it)."""
+    if split == "val" and (kind in ("list", "wds") or (kind == "hf" and val_data)):
+        return val_data
+    return data
+
+
+def run_split(run_dir: str | Path, split: str = "val") -> tuple[ImageDataset, str]:
+    """The ``split`` ("val" or "train") a training run in ``run_dir`` used, and a line saying which
+    images those are (for eval's report). A folder the run held images out of was recorded by the
+    run as ``splits/<split>.txt``: exactly those images. Otherwise the run's ``config.yaml`` says
+    where the split is read from."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run's folder (no config.yaml)")
+    r = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    listed = run_dir / "splits" / f"{split}.txt"
+    if listed.is_file():
+        dataset = ListFile(listed)
+        return dataset, f"the {len(dataset)} {split} images of run {run_dir} held out from {r.get('data')} ({listed})"
+    kind = r.get("dataset")
+    if kind == "wds":
+        raise ValueError(f"run {run_dir} read WebDataset shards: give eval --data or --list for the images to score")
+    root = split_root(kind, split, r.get("data"), r.get("val_data"))
+    columns = {"image_column": r.get("image_column"), "label_column": r.get("label_column")} if kind == "hf" else {}
+    dataset = build_dataset(kind, split, root=root, seed=r.get("seed", 0), **columns)
+    where = f" from {root}" if root else ""
+    return dataset, f"the {len(dataset)} {split} images of run {run_dir} ({kind}{where})"
+
+
 #: The kinds :func:`build_dataset` builds.
 DATASET_KINDS = ("digits", "synthetic", "folder", "list", "wds", "hf")
 

@@ -37,7 +37,7 @@ from ..data import (
     eval_transform,
     train_transform,
 )
-from ..data.datasets import Subset, seed_of
+from ..data.datasets import Subset, seed_of, split_root, write_list
 from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
 from ..distributed import World, broadcast_flag, cleanup, init_distributed, launch_rank
@@ -295,6 +295,11 @@ def setup(r: dict, world: World) -> Run:
               classes=classes, train_base=train_base, val_base=val_base, train=train_pipe, val=val_pipe,
               steps_per_epoch=steps_per_epoch, total_steps=total_steps, started=started)  # fmt: skip
     _prepare_folder(run)
+    if isinstance(val_base, Subset) and world.is_main:  # the split held out, for `eval --run`
+        note = (f"held out from {r['data']} by file name ({100 * VAL_HOLDOUT:.0f}% of each class) by inceptionv4 "
+                f"train\nscore the held-out images: inceptionv4 eval --run {out_dir}")  # fmt: skip
+        for name, part in (("train", train_base), ("val", val_base)):
+            write_list(part, out_dir / "splits" / f"{name}.txt", note)
     if r["resume"]:
         _resume(run)
     if world.distributed:
@@ -313,7 +318,7 @@ def _datasets(r: dict, world: World) -> tuple[object, object, list[str]]:
     holdout = {"holdout": VAL_HOLDOUT} if kind == "folder" else {}  # for a folder without val/
     columns = {"image_column": r["image_column"], "label_column": r["label_column"]} if kind == "hf" else {}
     train_base = build_dataset(kind, "train", root=r["data"], seed=r["seed"], **holdout, **columns)
-    val_root = r["val_data"] if kind in ("list", "wds") or (kind == "hf" and r["val_data"]) else r["data"]
+    val_root = split_root(kind, "val", r["data"], r["val_data"])
     val_base = build_dataset(kind, "val", root=val_root, seed=r["seed"], classes=train_base.classes, **holdout,
                              **columns)  # fmt: skip
     if isinstance(val_base, Subset) and world.is_main:  # build_dataset held part of the folder out
