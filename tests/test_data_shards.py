@@ -74,6 +74,33 @@ def test_the_shard_writer_round_trips_images_labels_and_classes(shards, tmp_path
     assert {n.split(".", 1)[1] for n in names} >= {"cls", "json"}
 
 
+def test_every_shard_file_stays_within_the_size_limit(tmp_path):
+    """Counted as tar lays a file out (headers, blocks, the end padding): no shard passes the limit,
+    and the shards are about as full as it allows; a sample larger than the limit gets a shard alone."""
+    src = _folder(tmp_path / "src", 12)
+    written = write_shards(src, tmp_path / "s", shard_size="40kB")
+    sizes = [Path(p).stat().st_size for p in written["shards"]]
+    assert written["samples"] == 36 and len(sizes) > 3 and max(sizes) <= 40_000
+    assert sum(sizes[:-1]) / len(sizes[:-1]) > 40_000 - 2 * 23_000  # none closed far too early (a sample is ~11-23 kB)
+    alone = write_shards(src, tmp_path / "t", shard_size="1kB")
+    assert len(alone["shards"]) == 36 and ShardDataset(tmp_path / "t").shard_sizes == [1] * 36
+
+
+def test_shard_holds_out_a_validation_part_by_class(tmp_path, capsys):
+    from inceptionv4.cli import main
+
+    src = _folder(tmp_path / "src", 10)
+    assert main(["shard", str(src), str(tmp_path / "out"), "--val-fraction", "0.2"]) == 0
+    out = capsys.readouterr().out
+    train, val = ShardDataset(tmp_path / "out" / "train"), ShardDataset(tmp_path / "out" / "val")
+    assert (len(train), len(val)) == (24, 6) and train.classes == val.classes == ["blue", "green", "red"]
+    assert sorted(label for _, label in val.samples) == [0, 0, 1, 1, 2, 2]  # 2 of each class's 10
+    images = lambda ds: {hashlib.sha256(ds.read_sample(i)[0]).hexdigest() for i in range(len(ds))}  # noqa: E731
+    assert len(images(train) | images(val)) == 30  # every image once, in one part
+    assert "wrote 24 train samples" in out and "wrote 6 val samples" in out
+    assert f"--val-data '{tmp_path / 'out' / 'val'}/shard-{{000000..000000}}.tar'" in out
+
+
 def test_a_pattern_names_its_shards_and_matching_nothing_is_one_error(shards):
     root, written = shards
     n = len(written["shards"])

@@ -518,14 +518,21 @@ def _shard(args: argparse.Namespace) -> int:
     from .data.shards import write_shards
 
     r = write_shards(args.source, args.out, shard_size=args.shard_size, prefix=args.prefix, seed=args.seed,
-                     progress=sys.stderr.isatty())  # fmt: skip
-    for reason in r["skipped"]:
-        print(f"skipped: {printable(reason)}", file=sys.stderr)
-    first, last = Path(r["shards"][0]).name, Path(r["shards"][-1]).name
-    print(f"wrote {r['samples']} samples of {len(r['classes'])} classes in {len(r['shards'])} shard(s) "
-          f"({first} .. {last}) and {r['index']}; {len(r['skipped'])} unreadable file(s) skipped")  # fmt: skip
-    pattern = f"{args.out}/{args.prefix}-{{{Path(first).stem.rsplit('-', 1)[1]}..{Path(last).stem.rsplit('-', 1)[1]}}}.tar"
-    print(f"train on them: inceptionv4 train --dataset wds --data '{pattern}' --val-data VAL_SHARDS ...")
+                     val_fraction=args.val_fraction, progress=sys.stderr.isatty())  # fmt: skip
+    patterns = []
+    for name, part in (("train", r), ("val", r.get("val"))):
+        if part is None:
+            continue
+        for reason in part["skipped"]:
+            print(f"skipped: {printable(reason)}", file=sys.stderr)
+        first, last = Path(part["shards"][0]), Path(part["shards"][-1])
+        what = f"{name} " if "val" in r else ""
+        print(f"wrote {part['samples']} {what}samples of {len(part['classes'])} classes in {len(part['shards'])} "
+              f"shard(s) ({first.name} .. {last.name}) and {part['index']}; {len(part['skipped'])} unreadable file(s) "
+              "skipped")  # fmt: skip
+        patterns.append(f"{first.parent}/{args.prefix}-{{{first.stem.rsplit('-', 1)[1]}..{last.stem.rsplit('-', 1)[1]}}}.tar")
+    val = f"'{patterns[1]}'" if len(patterns) > 1 else "VAL_SHARDS"
+    print(f"train on them: inceptionv4 train --dataset wds --data '{patterns[0]}' --val-data {val} ...")
     return 0
 
 
@@ -698,6 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", default="500MB", help="the most bytes a shard holds (500MB, 2GB, ...)")
     p.add_argument("--prefix", default="shard", help="shard names: PREFIX-000000.tar, ...")
     p.add_argument("--seed", type=int, default=0, help="the order the samples are written in (shuffled)")
+    p.add_argument("--val-fraction", type=number(float, 0, 1), default=0.0, metavar="F",
+                   help="hold out this fraction of each class as validation shards: OUT/train and OUT/val")  # fmt: skip
     p.set_defaults(func=_shard)
     p = sub.add_parser("demo", help="train, evaluate, export and predict on bundled real data (a few minutes)")
     p.add_argument("--out", default="runs/demo", help="the run folder")

@@ -229,42 +229,88 @@ def _size_bytes(text: str | int) -> int:
 
 
 def write_shards(source: str | os.PathLike, out_dir: str | os.PathLike, *, shard_size: str | int = "500MB",
-                 prefix: str = "shard", seed: int = 0, progress: bool = False) -> dict:  # fmt: skip
+                 prefix: str = "shard", seed: int = 0, val_fraction: float = 0.0, progress: bool = False) -> dict:  # fmt: skip
     """Write the images of ``source`` (a folder of class folders, or a list file of ``<path> <label>``
-    lines) as WebDataset shards ``out_dir/<prefix>-000000.tar`` ..., each under ``shard_size``.
+    lines) as WebDataset shards ``out_dir/<prefix>-000000.tar`` ..., each file at most ``shard_size``
+    bytes on disk (a single sample larger than that gets a shard of its own).
+
+    With ``val_fraction``, that fraction of each class is held out as :func:`~inceptionv4.data.
+    datasets.holdout_split` holds it out (by file name, as training from a folder does), and the
+    two parts go to ``out_dir/train`` and ``out_dir/val``, each with its own index: what
+    ``train --dataset wds`` takes as ``--data`` and ``--val-data``.
 
     The samples are written in an order shuffled by ``seed``, so that every shard mixes the
     classes (a stream reads a few shards at a time). Each sample is the file's bytes as they are
     (``<key>.<ext>``), its class index (``.cls``) and ``.json`` with the class name and the source
-    path. ``index.json`` lists every shard's samples
-    and the classes. An unreadable source file is skipped and counted. Returns
-    ``{"shards", "samples", "skipped", "classes", "index"}``.
+    path. ``index.json`` lists every shard's samples and the classes. An unreadable source file is
+    skipped and counted. Returns ``{"shards", "samples", "skipped", "classes", "index"}``, and with
+    ``val_fraction`` the same for the held-out part under ``"val"``.
     """
     try:
-        import webdataset as wds
+        import webdataset  # noqa: F401 (said here, before any folder is made)
     except ImportError:
         raise ImportError("writing shards needs WebDataset: pip install 'inceptionv4[wds]'") from None
 
-    from .datasets import ImageFolder, ListFile
-    from .decode import read_bytes
+    from .datasets import ImageFolder, ListFile, holdout_split
 
     source = Path(source)
     dataset = ListFile(source) if source.is_file() else ImageFolder(source)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if list(out.glob(f"{prefix}-*.tar")):
-        raise FileExistsError(f"{out} already holds {prefix}-*.tar shards: give an empty folder or another prefix")
     limit = _size_bytes(shard_size)
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    parts = {"": dataset}
+    if val_fraction:
+        train, val = holdout_split(dataset, val_fraction)
+        parts = {"train": train, "val": val}
+    for name in parts:
+        if list((out / name).glob(f"{prefix}-*.tar")):
+            raise FileExistsError(f"{out / name} already holds {prefix}-*.tar shards: give an empty folder or another prefix")
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(dataset), desc="shard", unit="img")
+    written = {name: _write_part(part, out / name, limit, prefix, seed, bar) for name, part in parts.items()}
+    if bar is not None:
+        bar.close()
+    if not val_fraction:
+        return written[""]
+    return {**written["train"], "val": written["val"]}
+
+
+#: a tar file ends with two zero blocks and is padded to a record of 20 blocks
+_TAR_END, _TAR_RECORD = 1024, 10240
+
+
+def _tar_bytes(sample: dict) -> int:
+    """The bytes ``sample`` takes in a shard, headers (PAX ones included) and block padding with
+    it, measured by writing it as the shard writer does, to memory."""
+    import io
+
+    import webdataset as wds
+
+    scratch = wds.TarWriter(io.BytesIO(), mtime=1.0)
+    scratch.write(sample)
+    size = scratch.tarstream.offset
+    scratch.close()
+    return size
+
+
+def _write_part(dataset, out: Path, limit: int, prefix: str, seed: int, bar) -> dict:
+    """One folder of shards of ``dataset`` (see :func:`write_shards`): a shard is closed before the
+    sample that would take its file past ``limit`` bytes, counted as tar lays it out."""
+    import webdataset as wds
+
+    from .decode import read_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
     skipped: list[str] = []
-    written = 0
-    with wds.ShardWriter(str(out / f"{prefix}-%06d.tar"), maxsize=limit, maxcount=10**9, verbose=0, mtime=1.0) as sink:
+    written, in_shard = 0, 0
+    with wds.ShardWriter(str(out / f"{prefix}-%06d.tar"), maxsize=float("inf"), maxcount=10**12, verbose=0,
+                         mtime=1.0) as sink:  # fmt: skip
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
         for i in order:
             path, label = dataset.samples[i]
@@ -275,13 +321,17 @@ def write_shards(source: str | os.PathLike, out_dir: str | os.PathLike, *, shard
             else:
                 ext = Path(path).suffix.lower().lstrip(".") or "img"
                 ext = "jpg" if ext == "jpeg" else ext
-                sink.write({"__key__": f"{written:09d}", ext: data, "cls": str(label).encode(),
-                            "json": {"class": dataset.classes[label], "source": str(path)}})  # fmt: skip
+                sample = {"__key__": f"{written:09d}", ext: data, "cls": str(label).encode(),
+                          "json": json.dumps({"class": dataset.classes[label], "source": str(path)}).encode()}  # fmt: skip
+                size = _tar_bytes(sample)
+                if in_shard and -(-(in_shard + size + _TAR_END) // _TAR_RECORD) * _TAR_RECORD > limit:
+                    sink.next_stream()
+                    in_shard = 0
+                sink.write(sample)
+                in_shard += size
                 written += 1
             if bar is not None:
                 bar.update(1)
-    if bar is not None:
-        bar.close()
     shards = sorted(out.glob(f"{prefix}-*.tar"))
     index = {"format": "inceptionv4.shards", "classes": dict(enumerate(dataset.classes)), "shards": {}}
     for shard in shards:
