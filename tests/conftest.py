@@ -125,3 +125,74 @@ def payloads_failing_on(name):
 
     return decode
 
+
+
+#: the extras `make demo` installs (Makefile's DEMO_STAMP): what a README block may rely on
+DEMO_EXTRAS = ("export", "openvino", "serve")
+
+
+def _test_only_modules() -> set[str]:
+    """Top-level modules of the distributions the test extra adds beyond the package and the demo's
+    extras (timm, keras, tensorflow, ...): what a user who ran `make demo` does not have."""
+    import importlib.metadata as md
+    import re
+
+    def names(extra: str | None) -> set[str]:
+        out = set()
+        for req in md.requires("inceptionv4") or []:
+            marker = re.search(r'extra\s*==\s*"([^"]+)"', req)
+            if (marker.group(1) if marker else None) == extra:
+                out.add(re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower().replace("_", "-"))
+        return out
+
+    def closure(dists: set[str]) -> set[str]:  # with everything they install in turn
+        seen, todo = set(), list(dists)
+        while todo:
+            dist = todo.pop()
+            if dist in seen:
+                continue
+            seen.add(dist)
+            try:
+                reqs = md.requires(dist) or []
+            except md.PackageNotFoundError:
+                continue
+            todo += [re.split(r"[\s<>=!~;\[(]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs
+                     if "extra ==" not in r]  # fmt: skip
+        return seen
+
+    demo = closure(names(None).union(*(names(e) for e in DEMO_EXTRAS)))
+    only = names("test") - demo - {"pytest", "pytest-xdist"}
+    return {module for module, dists in md.packages_distributions().items()
+            if any(d.lower().replace("_", "-") in only for d in dists) and module.isidentifier()}  # fmt: skip
+
+
+class _Refuse:
+    """A meta path finder that makes the named top-level modules unimportable, as if not installed."""
+
+    def __init__(self, modules: set[str]) -> None:
+        self.modules = modules
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.modules:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the `make demo` environment)", name=name)
+        return None
+
+
+@pytest.fixture
+def demo_environment():
+    """Within the test, the modules only the test extra installs cannot be imported (those already
+    imported are hidden, and put back after): a README block run here runs as after `make demo`."""
+    import sys
+
+    blocked = _test_only_modules()
+    assert {"timm", "keras"} <= blocked
+    hidden = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in blocked}
+    finder = _Refuse(blocked)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield blocked
+    finally:
+        sys.meta_path.remove(finder)
+        for k in [k for k in sys.modules if k.split(".")[0] in blocked]:
+            del sys.modules[k]
+        sys.modules.update(hidden)

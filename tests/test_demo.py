@@ -75,8 +75,10 @@ def test_int8_and_bf16_agree_with_fp32_on_the_held_out_digits(demo):
     assert "int8" in format_report(demo) and "held-out digits" in format_report(demo)
 
 
-def test_the_readmes_second_python_block_runs_on_what_the_demo_left(demo, tmp_path, monkeypatch, capsys):
-    """README.md's weights/inference block, as written, from a folder whose runs/demo is the demo's output."""
+def test_the_readmes_second_python_block_runs_on_what_the_demo_left(demo, tmp_path, monkeypatch, capsys,
+                                                                    demo_environment):  # fmt: skip
+    """README.md's weights/inference block, as written, from a folder whose runs/demo is the demo's
+    output, where only what `make demo` installs can be imported."""
     import ast
     import re
 

@@ -144,3 +144,18 @@ def test_register_timm_builds_ours_through_timms_factory():
     assert backbone.feature_info.channels() == [384, 1536]
     with pytest.raises(ValueError, match="prefix must be"):
         iv.register_timm("bad prefix")
+
+
+def test_register_timm_without_timm_names_the_extra_and_the_readme_line_runs_with_it(demo_environment):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with pytest.raises(ModuleNotFoundError, match=r"register_timm needs timm: pip install 'inceptionv4\[timm\]'"):
+        iv.register_timm()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [line] = re.findall(r"^python -c \"(import inceptionv4, timm;.*)\"$", readme, re.M)
+    assert "pip install -e '.[timm]'" in readme
+    run = subprocess.run([sys.executable, "-c", line], capture_output=True, text=True, timeout=300)  # timm is here
+    assert run.returncode == 0 and run.stdout.strip() == "1000", run.stderr[-2000:]

@@ -464,9 +464,10 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
         train(**SMALL, amp="fp8", out_dir=str(tmp_path / "x"))
 
 
-def test_the_readmes_training_example_trains(tmp_path, monkeypatch, caplog, capsys):
-    """The README's Python training block, as written, from a scratch folder: a short run is
-    fitted to its length, says so, and learns the digits."""
+def test_the_readmes_training_example_trains(tmp_path, monkeypatch, caplog, capsys, demo_environment):
+    """The README's Python training block, as written, from a scratch folder, where only what
+    `make demo` installs can be imported: a short run is fitted to its length, says so, and learns
+    the digits."""
     import logging
     import re
 

@@ -33,8 +33,13 @@ def register_timm(prefix: str = "iv4_") -> list[str]:
     the network, and an argument neither timm nor the network knows is a TypeError, as timm's
     own entrypoints raise.
     """
-    from timm.models import register_model
-    from timm.models._pretrained import PretrainedCfg
+    try:
+        from timm.models import register_model
+        from timm.models._pretrained import PretrainedCfg
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] != "timm":
+            raise
+        raise ModuleNotFoundError("register_timm needs timm: pip install 'inceptionv4[timm]'", name="timm") from None
 
     if not prefix or not prefix.replace("_", "").isalnum():
         raise ValueError(f"prefix must be letters, digits and '_', got {prefix!r}")
