@@ -85,6 +85,53 @@ def test_a_person_uploads_images_and_reads_the_bars(small_model, tmp_path, brows
     assert (SHOTS / "page.png").stat().st_size > 10_000
 
 
+def test_the_page_at_phone_width_keeps_order_bars_and_no_broken_icons(small_model, tmp_path, browser):
+    """390 px wide: nothing overflows sideways and every bar keeps a track; results come in the
+    order chosen (a later choice on top); a file the browser cannot draw gets a 'no preview' tile,
+    not a broken-image icon; the tagline counts the model's 3 classes; /favicon.ico is served."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    rng = np.random.default_rng(5)
+    names = []
+    for name in ("b-first.jpg", "a-second.jpg", "c-third.png"):
+        Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(tmp_path / name)
+        names.append(name)
+    (tmp_path / "notes.jpg").write_text("not an image at all")
+    later = tmp_path / "later.jpg"
+    Image.fromarray(rng.integers(0, 256, (60, 60, 3), dtype=np.uint8)).save(later)
+    browser.set_window_size(390, 844)
+    with InferenceServer(small_model, port=0, access_log=False) as server:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.ID, "model-card").get_attribute("data-architecture"))
+        assert browser.execute_script("return window.innerWidth") <= 400
+        tagline = browser.find_element(By.ID, "tagline").text
+        assert "the probabilities of all 3 classes" in tagline and "top 5" not in tagline
+        icon = browser.execute_script("return fetch('/favicon.ico').then(r => [r.status, r.headers.get('content-type')])")
+        assert icon == [200, "image/x-icon"]
+        browser.find_element(By.ID, "file-input").send_keys("\n".join(str(tmp_path / n) for n in [*names, "notes.jpg"]))
+        settled = ".result[data-state='done'], .result[data-state='error']"
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, settled)) == 4)
+        browser.find_element(By.ID, "file-input").send_keys(str(later))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, settled)) == 5)
+        order = [e.get_attribute("data-file") for e in browser.find_elements(By.CSS_SELECTOR, ".result")]
+        assert order == ["later.jpg", *names, "notes.jpg"]
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= browser.execute_script(
+            "return document.documentElement.clientWidth")  # fmt: skip
+        for bar in browser.find_elements(By.CSS_SELECTOR, ".bar"):
+            assert bar.find_element(By.CSS_SELECTOR, ".track").size["width"] >= 30
+            assert bar.find_element(By.CSS_SELECTOR, ".fill").size["width"] > 0
+        bad = browser.find_element(By.CSS_SELECTOR, ".result[data-file='notes.jpg']")
+        assert bad.get_attribute("data-state") == "error"
+        wait.until(lambda d: bad.find_elements(By.CSS_SELECTOR, ".thumb.none"))
+        assert not bad.find_elements(By.CSS_SELECTOR, "img") and bad.find_element(By.CSS_SELECTOR, ".thumb").text == "no preview"
+        drawn = browser.execute_script("return [...document.querySelectorAll('img.thumb')].map(i => i.naturalWidth)")
+        assert len(drawn) == 4 and min(drawn) > 0  # the others are real thumbnails
+        SHOTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(SHOTS / "page-390px.png"))
+
+
 def test_the_api_docs_render_offline(small_model, browser):
     """/docs draws from the swagger-ui files the serve extra installs: no CDN."""
     from selenium.webdriver.common.by import By

@@ -53,7 +53,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Most images in one request (JSON or multipart).
 MAX_IMAGES_PER_REQUEST = 64
 #: The paths metrics are labelled with; any other path counts as "other".
-ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json")
+ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json", "/favicon.ico")
 
 
 class RequestError(ValueError):
@@ -107,6 +107,7 @@ def create_app(
     app.state.classifier, app.state.metrics = classifier, metrics
     web = resources.files("inceptionv4.infer") / "web"
     page = (web / "index.html").read_text(encoding="utf-8")
+    favicon = (web / "favicon.ico").read_bytes()
     app.mount("/static", StaticFiles(packages=[("inceptionv4.infer", "web")]), name="static")
     from swagger_ui_bundle import swagger_ui_path
 
@@ -151,6 +152,10 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def icon() -> Response:  # browsers ask for it on every page: a 404 there is noise in every log
+        return Response(favicon, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -2,7 +2,7 @@
 // file shows its own error and the others are answered (the server batches them together).
 "use strict";
 
-const TOPK = 5;
+let topk = 5;  // at most the model's class count, once its card is read
 const results = document.getElementById("results");
 const template = document.getElementById("result-template");
 
@@ -28,9 +28,11 @@ async function loadCard() {
     for (const [k, v] of rows) {
       card.append(text(document.createElement("dt"), k), text(document.createElement("dd"), v));
     }
+    topk = Math.max(1, Math.min(topk, m.num_classes));
     card.dataset.architecture = m.architecture;
+    const shown = topk === m.num_classes ? `the probabilities of all ${topk} classes` : `their top ${topk} classes`;
     text(document.getElementById("tagline"),
-      `${m.architecture}: ${m.num_classes} classes, ${m.backend} ${m.precision}. Choose images to see their top ${TOPK}.`);
+      `${m.architecture}: ${m.num_classes} classes, ${m.backend} ${m.precision}. Choose images to see ${shown}.`);
   } catch (err) {
     text(document.getElementById("tagline"), `Could not load the model card: ${err.message}`);
   }
@@ -42,20 +44,32 @@ function showError(item, message) {
   item.dataset.state = "error";
 }
 
-async function classify(file) {
+// A thumbnail the browser cannot draw (a file the server rejects, a format it lacks) becomes a
+// plain tile that says so, not a broken-image icon.
+function noPreview(thumb) {
+  const tile = document.createElement("div");
+  tile.className = "thumb none";
+  tile.setAttribute("role", "img");
+  tile.setAttribute("aria-label", `no preview of ${thumb.alt}`);
+  tile.textContent = "no preview";
+  thumb.replaceWith(tile);
+}
+
+async function classify(file, before) {
   const item = template.content.firstElementChild.cloneNode(true);
   item.dataset.file = file.name;
   item.dataset.state = "pending";
   text(item.querySelector(".file"), file.name);
   const thumb = item.querySelector(".thumb");
-  thumb.src = URL.createObjectURL(file);
   thumb.alt = file.name;
-  thumb.onerror = () => { thumb.removeAttribute("src"); };
-  results.prepend(item);
+  thumb.onerror = () => { URL.revokeObjectURL(thumb.src); noPreview(thumb); };
+  thumb.onload = () => URL.revokeObjectURL(thumb.src);
+  thumb.src = URL.createObjectURL(file);
+  results.insertBefore(item, before);  // the newest choice on top, its files in the order chosen
   const started = performance.now();
   let body;
   try {
-    const response = await fetch(`/v1/predict?topk=${TOPK}`, {
+    const response = await fetch(`/v1/predict?topk=${topk}`, {
       method: "POST",
       headers: { "Content-Type": file.type || "application/octet-stream" },
       body: file,
@@ -95,7 +109,8 @@ async function classify(file) {
 }
 
 function take(files) {
-  for (const file of files) classify(file);
+  const before = results.firstChild;
+  for (const file of files) classify(file, before);
 }
 
 const input = document.getElementById("file-input");
