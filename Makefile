@@ -11,11 +11,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch and torchvision are pinned in pyproject.toml; pip takes them from the local wheel store.
+# pip --quiet hides its progress: say what is coming and how long it takes before each quiet install
 $(DEMO_STAMP): pyproject.toml | $(PY)
+	@echo "installing inceptionv4 with torch, ONNX Runtime, OpenVINO/NNCF and FastAPI into $(VENV) (1-3 minutes on a fresh machine) ..."
 	$(PY) -m pip install --quiet -e '.[export,openvino,serve]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
+	@echo "installing the test dependencies (timm, Keras, TensorFlow, tritonclient, ...) into $(VENV) (2-4 minutes on a fresh machine) ..."
 	$(PY) -m pip install --quiet -e '.[test]'
 	# facenet-pytorch pins an old torch; its model code runs on ours, so take it without its pins
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
