@@ -74,6 +74,33 @@ def _png_declaring(width: int, height: int, rows: bytes = b"") -> bytes:
             + _png_chunk(b"IEND", b""))  # fmt: skip
 
 
+def exif_jpeg(entries: list[tuple[int, int, bytes]], size=(60, 50), endian: bytes = b"II") -> bytes:
+    """A valid ``size`` JPEG whose EXIF block is one IFD of ``entries`` (tag, TIFF type, 4 value
+    bytes as stored), written byte by byte: PIL's own writer refuses the malformed ones."""
+    fmt = "<" if endian == b"II" else ">"
+    ifd = struct.pack(fmt + "H", len(entries))
+    for tag, kind, value in entries:
+        count = len(value.rstrip(b"\0")) + 1 if kind == 2 else 1
+        ifd += struct.pack(fmt + "HHI", tag, kind, count) + value.ljust(4, b"\0")[:4]
+    exif = b"Exif\0\0" + endian + struct.pack(fmt + "HI", 42, 8) + ifd + struct.pack(fmt + "I", 0)
+    return _encode(Image.new("RGB", size, (200, 40, 40)), "JPEG", exif=exif)
+
+
+def blp2(compression: int, encoding: int) -> bytes:
+    """An 8x8 BLP2 texture header with the given compression and encoding, and 64 bytes of data."""
+    head = b"BLP2" + struct.pack("<i", compression) + bytes([encoding, 0, 0, 0]) + struct.pack("<II", 8, 8)
+    offsets = [len(head) + 128 + 1024] + [0] * 15
+    return head + struct.pack("<16I", *offsets) + struct.pack("<16I", 64, *[0] * 15) + bytes(1024) + b"\1" * 64
+
+
+def dds(pixel_flags: int) -> bytes:
+    """An 8x8 DDS whose pixel format says ``pixel_flags`` (0x41: RGBA; 0, 0x200: unknown)."""
+    header = bytearray(124)
+    struct.pack_into("<IIIII", header, 0, 124, 0x1007, 8, 8, 32)
+    struct.pack_into("<II4sIIIII", header, 72, 32, pixel_flags, bytes(4), 32, 0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+    return b"DDS " + bytes(header) + b"\1" * 256
+
+
 def build(root: Path, seed: int = 0) -> list[Entry]:
     """Write the corpus under ``root`` and return its entries (at least 1,000)."""
     rng = np.random.default_rng(seed)
@@ -112,6 +139,30 @@ def build(root: Path, seed: int = 0) -> list[Entry]:
                                      ("jpg", b"PK\x03\x04" + bytes(100)), ("png", b"\x00" * 4096),
                                      ("jpg", b""), ("webp", "\u00e9t\u00e9".encode())]):  # fmt: skip
         put(f"notimage-{i}.{ext}", data, "bad", "not an image")
+    # EXIF blocks PIL reads but cannot rewrite, or cannot read: the pixels are answered, turned as
+    # the orientation says where it can be read; then random damage inside a real EXIF block
+    ascii_length = [(0x0101, 2, b"abc"), (0x0112, 3, struct.pack("<H", 6))]
+    put("exif-length-ascii.jpg", exif_jpeg(ascii_length), "good", "ImageLength typed ASCII, orientation 6")
+    put("exif-bad-type.jpg", exif_jpeg([(0x0112, 99, b"\6\0")]), "good", "orientation of an unknown type")
+    put("exif-orientation-9.jpg", exif_jpeg([(0x0112, 3, b"\x09\0")]), "good", "orientation 9")
+    put("exif-big-endian.jpg", exif_jpeg([(0x0112, 3, b"\0\x08"), (0x0100, 2, b"x")], endian=b"MM"), "good",
+        "big-endian, ImageWidth typed ASCII")  # fmt: skip
+    rotated = bases["rotated.jpg"]
+    start = rotated.index(b"Exif\0\0")
+    for i in range(40):
+        damaged = bytearray(rotated)
+        for at in rng.integers(start + 6, start + 6 + 40, size=int(rng.integers(1, 6))):
+            damaged[at] = int(rng.integers(0, 256))
+        put(f"exif-damaged-{i}.jpg", bytes(damaged), "either", "EXIF block damaged")
+    # the exotic formats PIL opens: textures whose decoders raise their own exception types
+    for i, (compression, encoding) in enumerate([(1, 0), (0, 0), (7, 0), (1, 5)]):
+        put(f"texture-{i}.blp", blp2(compression, encoding), "bad", "BLP of an unknown compression or encoding")
+    for i, flags in enumerate([0, 0x200, 0x80000]):
+        put(f"texture-{i}.dds", dds(flags), "bad", "DDS of unknown pixel-format flags")
+    for name, magic in {"icns": b"icns", "psd": b"8BPS", "fits": b"SIMPLE  =", "sgi": b"\x01\xda", "pcx": b"\x0a\x05",
+                        "ico": b"\0\0\1\0", "blp": b"BLP1", "dds": b"DDS |", "ftex": b"FTEX", "qoi": b"qoif"}.items():  # fmt: skip
+        for i in range(6):
+            put(f"exotic-{name}-{i}.{name}", magic + rng.bytes(int(rng.integers(8, 600))), "either", "exotic magic")
     # bombs and thin shapes, declared in a header with almost no data
     for i, (w, h) in enumerate([(100_000, 100_000), (2**31 - 1, 2), (65_535, 65_535), (30_000, 30_000)]):
         put(f"bomb-{i}.png", _png_declaring(w, h), "bad", "decompression bomb")

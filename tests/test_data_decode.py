@@ -47,6 +47,38 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_rgb(path).size == (10, 30)
 
 
+def test_a_malformed_exif_block_still_turns_the_image_and_other_damage_leaves_it_as_stored(tmp_path, caplog):
+    """PIL's exif_transpose raised struct.error on an ImageLength typed ASCII (issue 34): the
+    orientation reads fine, so the pixels are turned; an unreadable block leaves them as stored."""
+    import struct
+
+    from inceptionv4.data.decode import decode_rgb, oriented
+
+    from .fuzz_corpus import exif_jpeg
+
+    data = exif_jpeg([(0x0101, 2, b"abc"), (0x0112, 3, struct.pack("<H", 6))], size=(60, 50))
+    img = decode_rgb(data, "ascii.jpg")
+    assert img.size == (50, 60)  # orientation 6: turned a quarter clockwise
+    plain = Image.new("RGB", (60, 50))
+    plain.getexif = lambda: (_ for _ in ()).throw(SyntaxError("not a TIFF file"))
+    with caplog.at_level("WARNING"):
+        assert oriented(plain, "odd.jpg") is plain
+    assert "odd.jpg: EXIF block unreadable (SyntaxError: not a TIFF file)" in caplog.text
+
+
+def test_format_plugins_own_exceptions_become_decode_errors():
+    """BLPFormatError and DDS's NotImplementedError escaped decode_rgb (issue 34)."""
+    from inceptionv4.data.decode import decode_rgb
+
+    from .fuzz_corpus import blp2, dds
+
+    with pytest.raises(DecodeError, match=r"t.blp: cannot be decoded \(BLPFormatError: Unknown BLP encoding 0\)"):
+        decode_rgb(blp2(1, 0), "t.blp")
+    with pytest.raises(DecodeError, match=r"t.dds: cannot be decoded \(NotImplementedError: Unknown pixel format"):
+        decode_rgb(dds(0x200), "t.dds")
+    assert decode_rgb(dds(0x41), "ok.dds").size == (8, 8)  # a plain RGBA texture still decodes
+
+
 def test_bad_files_get_a_reason(tmp_path):
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")

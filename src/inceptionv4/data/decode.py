@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,7 @@ def _decode(source: io.BytesIO, name: str, max_pixels: int, reduce_to: int | Non
                         # PIL picks the largest scale with both sides >= the size asked: ask for exactly 1/scale
                         img.draft(None, (img.size[0] // scale, img.size[1] // scale))
                 img.load()  # decode now: truncated files fail here, not later in a worker
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                return to_rgb(oriented(img, name))
     except UnidentifiedImageError:
         raise DecodeError(f"{name}: not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -153,6 +152,8 @@ def _decode(source: io.BytesIO, name: str, max_pixels: int, reduce_to: int | Non
         if isinstance(err, DecodeError):
             raise
         raise (_ReducedDecodeError if reduced else DecodeError)(f"{name}: corrupt or truncated image ({err})") from None
+    except Exception as err:  # noqa: BLE001 -- a format plugin's own failure (BLPFormatError, struct.error, ...)
+        raise DecodeError(f"{name}: cannot be decoded ({type(err).__name__}: {err})") from None
 
 
 def _silence_libtiff() -> None:
@@ -201,9 +202,32 @@ def image_rgb(img: Image.Image, name: str = "image") -> Image.Image:
     try:
         with quiet_pil(name):
             img.load()
-            return to_rgb(ImageOps.exif_transpose(img))
+            return to_rgb(oriented(img, name))
     except (OSError, SyntaxError, ValueError) as err:
         raise DecodeError(f"{name}: corrupt or truncated image ({err})") from None
+    except Exception as err:  # noqa: BLE001 -- a format plugin's own failure
+        raise DecodeError(f"{name}: cannot be decoded ({type(err).__name__}: {err})") from None
+
+
+#: EXIF orientation (1-8) -> the transpose that shows the image upright (EXIF 2.32, tag 0x0112)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}  # fmt: skip
+
+
+def oriented(img: Image.Image, name: str = "image") -> Image.Image:
+    """``img`` turned upright as its EXIF orientation says. Only the pixels are transposed: PIL's
+    ``ImageOps.exif_transpose`` also rewrites the EXIF block, which fails on a malformed one (an
+    ImageLength typed ASCII raised struct.error) though the orientation itself reads fine. An EXIF
+    block that cannot be read at all leaves the pixels as stored, with a warning naming the file."""
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception as err:  # noqa: BLE001 -- any damage in the EXIF block
+        log.warning("%s: EXIF block unreadable (%s: %s); the image is used as stored, unrotated",
+                    name, type(err).__name__, err)  # fmt: skip
+        return img
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return img.transpose(method) if method is not None else img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
