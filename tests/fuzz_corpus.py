@@ -154,15 +154,16 @@ def build(root: Path, seed: int = 0) -> list[Entry]:
         for at in rng.integers(start + 6, start + 6 + 40, size=int(rng.integers(1, 6))):
             damaged[at] = int(rng.integers(0, 256))
         put(f"exif-damaged-{i}.jpg", bytes(damaged), "either", "EXIF block damaged")
-    # the exotic formats PIL opens: textures whose decoders raise their own exception types
+    # the exotic formats PIL opens, named as images (PIL goes by the content): textures whose
+    # decoders raise their own exception types, and other formats' magic numbers then garbage
     for i, (compression, encoding) in enumerate([(1, 0), (0, 0), (7, 0), (1, 5)]):
-        put(f"texture-{i}.blp", blp2(compression, encoding), "bad", "BLP of an unknown compression or encoding")
+        put(f"texture-blp-{i}.png", blp2(compression, encoding), "bad", "BLP of an unknown compression or encoding")
     for i, flags in enumerate([0, 0x200, 0x80000]):
-        put(f"texture-{i}.dds", dds(flags), "bad", "DDS of unknown pixel-format flags")
+        put(f"texture-dds-{i}.png", dds(flags), "bad", "DDS of unknown pixel-format flags")
     for name, magic in {"icns": b"icns", "psd": b"8BPS", "fits": b"SIMPLE  =", "sgi": b"\x01\xda", "pcx": b"\x0a\x05",
                         "ico": b"\0\0\1\0", "blp": b"BLP1", "dds": b"DDS |", "ftex": b"FTEX", "qoi": b"qoif"}.items():  # fmt: skip
         for i in range(6):
-            put(f"exotic-{name}-{i}.{name}", magic + rng.bytes(int(rng.integers(8, 600))), "either", "exotic magic")
+            put(f"exotic-{name}-{i}.jpg", magic + rng.bytes(int(rng.integers(8, 600))), "either", "exotic magic")
     # bombs and thin shapes, declared in a header with almost no data
     for i, (w, h) in enumerate([(100_000, 100_000), (2**31 - 1, 2), (65_535, 65_535), (30_000, 30_000)]):
         put(f"bomb-{i}.png", _png_declaring(w, h), "bad", "decompression bomb")

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -224,7 +225,7 @@ def test_predict_prints_hostile_file_names_escaped_on_one_line(tmp_path):
     ("serve --weights w --max-body-mb -1", "argument --max-body-mb: must be > 0 and <= 4096, got -1"),
     ("serve --weights w --max-body-mb nan", "argument --max-body-mb: must be a finite number, got 'nan'"),
     ("predict --weights w --workers 100000 a.png", "argument --workers: must be >= 0 and <= 64, got 100000"),
-    ("export --model inception_v4 --input-size -5 x.onnx", "argument --input-size: must be >= 75 and <= 4096, got -5"),
+    ("export --model inception_v4 --input-size -5 x.onnx", "argument --input-size: must be >= 75 and <= 1024, got -5"),
     ("train --lr inf", "argument --lr: must be a finite number, got 'inf'"),
     ("train --hflip 2", "argument --hflip: hflip must be a probability in [0, 1]; got 2.0"),
     ("serve --weights w --queue-size 1.5", "argument --queue-size: not an integer: '1.5'"),
@@ -299,3 +300,49 @@ def test_an_unknown_flag_gets_the_name_this_command_uses_or_the_closest(capsys):
             main(argv)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and words in err and "Traceback" not in err, err
+
+
+def test_outputs_never_replace_what_is_not_a_regular_file_and_never_an_input(tmp_path, capsys):
+    """`convert W /dev/null` as root left a regular file where /dev/null was (issue 34): a FIFO, a
+    device node (made here, as root, never in /dev) or a folder as an output is refused with one
+    line and left as it was; so are an output that is its input, an empty out-dir, a shard prefix
+    that leaves the output folder and an empty serve host."""
+    import stat
+
+    import inceptionv4 as iv
+    from inceptionv4.cli import main
+
+    weights = tmp_path / "w.safetensors"
+    model = iv.create_model("inception_resnet_v1", num_classes=2)
+    iv.save_weights(model, weights, class_names=["a", "b"])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    targets = {fifo: "a FIFO"}
+    if os.geteuid() == 0:
+        node = tmp_path / "null"
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        targets[node] = "a character device"
+    for target, kind in targets.items():
+        for argv in (["convert", str(weights), str(target)], ["eval", "--weights", str(weights), "--data", str(tmp_path),
+                                                             "--report", str(target)]):  # fmt: skip
+            assert main(argv) == 2
+            assert f"cannot write {target}: it is {kind}, not a regular file" in capsys.readouterr().err
+            assert not stat.S_ISREG(os.stat(target).st_mode)
+        assert not (tmp_path / f"{target.name}.confusion.png").exists()
+    assert main(["convert", str(weights), str(weights)]) == 2
+    assert "is also the input: write the output to another path" in capsys.readouterr().err
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(weights)
+    assert main(["convert", str(link), str(weights)]) == 2  # the same file by another name
+    assert main(["info", str(fifo)]) == 2  # not opened: a FIFO would block forever
+    assert f"{fifo} is a FIFO, not a weights file; not read" in capsys.readouterr().err
+    assert main(["train", "--out-dir", "", "--max-steps", "1"]) == 2
+    assert "out_dir is empty" in capsys.readouterr().err
+    src = tmp_path / "src" / "a"
+    src.mkdir(parents=True)
+    assert main(["shard", str(tmp_path / "src"), str(tmp_path / "shards"), "--prefix", "../escape"]) == 2
+    assert "prefix '../escape' must be a plain file-name stem" in capsys.readouterr().err
+    assert not list(tmp_path.glob("escape*"))
+    with pytest.raises(SystemExit):
+        main(["serve", "--weights", str(weights), "--host", ""])
+    assert "argument --host: empty: give 127.0.0.1" in capsys.readouterr().err

@@ -99,3 +99,17 @@ def test_synthetic_is_deterministic():
     assert np.array_equal(np.asarray(a.load(5)[0]), np.asarray(b.load(5)[0]))
     assert not np.array_equal(np.asarray(a.load(5)[0]), np.asarray(Synthetic(8, 4, 32, seed=4).load(5)[0]))
     assert [a.load(i)[1] for i in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_labels_that_are_not_class_indices_are_one_error_before_anything_is_built(tmp_path):
+    """A list-file label of 1,000,000,000 made a class list that long (issue 34)."""
+    from inceptionv4.data.datasets import ListFile
+
+    listing = tmp_path / "l.txt"
+    listing.write_text("a.jpg 0\nb.jpg 1000000000\n")
+    with pytest.raises(ValueError, match=r"l.txt: label 1000000000 is not a class index below 100,000"):
+        ListFile(listing)
+    listing.write_text("a.jpg 0\nb.jpg 5\n")
+    with pytest.raises(ValueError, match=r"l.txt: label 5 is not one of the 3 classes"):
+        ListFile(listing, classes=["x", "y", "z"])
+    assert len(ListFile(listing).classes) == 6  # integer labels alone number the classes

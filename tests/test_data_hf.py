@@ -97,3 +97,18 @@ def test_a_validation_split_of_other_class_numbering_is_mapped_by_name(tmp_path)
     assert [label for _, label in val.samples] == [2, 0, 0, 2]
     with pytest.raises(ValueError, match=r"labels \['blue'\] are not among the classes"):
         HFDataset(tmp_path / "v", classes=["red", "green"])
+
+
+@pytest.mark.parametrize("labels, message", [([0, 1, -1], "label -1 is not one of the 3 classes"),
+                                             ([0, 1, 10**9], "label 1000000000 is not a class index below 100,000")])
+def test_labels_that_are_not_class_indices_are_one_error(tmp_path, labels, message):
+    """An HF label of 1e9 or -1 (the datasets' "no label") ran out of memory or was read as the
+    last class (issue 34)."""
+    images, _ = _images(3, 0)
+    if labels[-1] == -1:
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
+    else:
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    datasets.Dataset.from_dict({"image": images, "label": labels}, features=features).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=message):
+        HFDataset(tmp_path / "d", "train")

@@ -256,3 +256,16 @@ def test_the_shard_command_takes_a_folder_or_a_list_file_and_trains_decoded_on_t
     assert summary["status"] == "finished" and summary["steps"] == 2 and summary["val_images"] == 12
     val = ShardDataset(tmp_path / "b", classes=["blue", "green", "red"])  # its red is the training set's red
     assert sorted({label for _, label in val.samples}) == [0, 2]
+
+
+def test_a_cls_label_that_is_not_a_class_index_is_one_error(tmp_path):
+    """A .cls of 999999999 made a class list that long (issue 34)."""
+    import webdataset as wds
+
+    png = io.BytesIO()
+    Image.new("RGB", (80, 80)).save(png, "PNG")
+    with wds.TarWriter(str(tmp_path / "s-000000.tar")) as sink:
+        for key, label in (("a", b"0"), ("b", b"999999999")):
+            sink.write({"__key__": key, "png": png.getvalue(), "cls": label})
+    with pytest.raises(ValueError, match=r"label 999999999 is not a class index below 100,000"):
+        ShardDataset(tmp_path)

@@ -281,9 +281,34 @@ def test_an_unexpected_failure_is_a_json_500_without_a_traceback(small_model, im
             raise KeyError("the card")
 
         monkeypatch.setattr(server.classifier, "describe", broken)
-        status, body, _ = request(server.url, "GET", "/v1/model")
+        status, body, headers = request(server.url, "GET", "/v1/model")
         assert status == 500 and body == {"error": "internal error (KeyError); the server logged it"}
+        assert headers["connection"] == "close"  # the server closes it after a 500: said, not silent
         assert request(server.url, "POST", "/v1/predict", images[0].read_bytes(), {"Content-Type": "image/png"})[0] == 200
+
+
+def test_a_keep_alive_connection_survives_every_refusal_and_head_is_answered(server, images):
+    """Each refusal on one keep-alive connection, then a good request on the same connection
+    (issue 34: a client's next request failed after an error); HEAD /health and HEAD / are 200."""
+    u = urlsplit(server.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    good = images[0].read_bytes()
+    refusals = [("POST", "/v1/predict", b"not an image", 400), ("GET", "/nope", None, 404),
+                ("DELETE", "/health", None, 405), ("POST", "/v1/predict?topk=abc", good, 400),
+                ("POST", "/v1/predict", b"", 400), ("PUT", "/v1/predict", good + bytes(50_000), 405)]  # fmt: skip
+    for method, path, body, want in refusals:
+        conn.request(method, path, body=body, headers={"Content-Type": "image/png"})
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == want and answer.getheader("connection") != "close", (method, path)
+        conn.request("POST", "/v1/predict", body=good, headers={"Content-Type": "image/png"})
+        after = conn.getresponse()
+        assert after.status == 200 and json.loads(after.read())["results"][0]["ok"], (method, path)
+    for path in ("/health", "/"):
+        conn.request("HEAD", path)
+        head = conn.getresponse()
+        assert head.status == 200 and head.read() == b"", path
+    conn.close()
 
 
 def metrics(url) -> dict[str, float]:

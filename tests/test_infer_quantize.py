@@ -152,3 +152,73 @@ def test_an_artefact_given_for_training_or_export_says_it_is_for_inference_and_n
         assert err.endswith(said) and len(err.splitlines()) == 1, err
     with pytest.raises(ValueError, match="is an int8 artefact"):
         iv.load_weights(out)
+
+
+def _rewrite_metadata(path, backend, change):
+    """The artefact at ``path`` with its metadata passed through ``change`` (graph and weights kept)."""
+    from inceptionv4.infer.backends import ARTEFACT_FORMAT, openvino_core
+
+    if backend == "onnxruntime":
+        import onnx
+
+        proto = onnx.load(str(path))
+        entry = next(p for p in proto.metadata_props if p.key == ARTEFACT_FORMAT)
+        entry.value = json.dumps(change(json.loads(entry.value)))
+        onnx.save(proto, str(path))
+        return
+    import openvino as ov
+
+    model = openvino_core().read_model(str(path))
+    model.set_rt_info(json.dumps(change(json.loads(model.get_rt_info([ARTEFACT_FORMAT]).astype(str)))), [ARTEFACT_FORMAT])
+    tmp = path.with_name("edited-" + path.name)
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    tmp.replace(path)
+    tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_damaged_or_mismatched_artefact_is_refused_never_answered_from(small_model, colours, backend, tmp_path):
+    """Flipped weight bytes, another model's .bin, class names that disagree with the outputs and
+    metadata missing its fields each answered with exit 0 or a KeyError (issue 34)."""
+    import shutil
+
+    from inceptionv4.infer.backends import artefact_metadata
+
+    good = tmp_path / "good" / f"q{SUFFIX[backend]}"
+    quantize(small_model, colours, good, backend=backend, min_agreement=0.0)
+    assert len(artefact_metadata(good)["digest"]) == 64
+
+    def copy(name):
+        target = tmp_path / name / good.name
+        shutil.copytree(good.parent, target.parent)
+        return target
+
+    flipped = copy("flipped")
+    blob = flipped.with_suffix(".bin") if backend == "openvino" else flipped
+    data = bytearray(blob.read_bytes())
+    for at in range(len(data) // 2, len(data) // 2 + 2000):
+        data[at] ^= 0x5A
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"damaged|another model's|not a readable"):
+        open_session(flipped)
+    names = copy("names")
+    _rewrite_metadata(names, backend, lambda m: {**m, "class_names": ["a", "b"], "num_classes": 2})
+    with pytest.raises(ValueError, match=r"the network gives 3 outputs but its metadata says 2 classes"):
+        open_session(names)
+    odd = copy("odd")
+    _rewrite_metadata(odd, backend, lambda m: {**m, "class_names": ["a"]})
+    with pytest.raises(ValueError, match=r"its metadata names 1 classes for 3"):
+        open_session(odd)
+    bare = copy("bare")
+    _rewrite_metadata(bare, backend, lambda m: {k: v for k, v in m.items() if k not in ("num_classes", "architecture")})
+    with pytest.raises(ValueError, match=r"lacks a valid 'architecture'"):
+        open_session(bare)
+    if backend == "openvino":  # the .bin of another model beside this .xml
+        other_model = iv.create_model("inception_resnet_v1", num_classes=3)
+        other_model.class_names, other_model.pretrained_cfg = small_model.class_names, small_model.pretrained_cfg
+        other = tmp_path / "other" / good.name
+        quantize(other_model, colours, other, backend=backend, min_agreement=0.0)
+        swapped = copy("swapped")
+        shutil.copyfile(other.with_suffix(".bin"), swapped.with_suffix(".bin"))
+        with pytest.raises(ValueError, match=r"its \.bin is not the one written with it|not a readable OpenVINO IR"):
+            open_session(swapped)

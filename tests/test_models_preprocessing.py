@@ -23,15 +23,17 @@ def test_round_trip_and_the_integer_form():
 
 
 BAD = {
-    "input_size 8": ({"input_size": 8}, "input_size 8 is not an integer side of 32-4096 pixels"),
+    "input_size 8": ({"input_size": 8}, "input_size 8 is not an integer side of 32-1024 pixels"),
     "input_size 2.5": ({"input_size": 299.5}, "input_size 299.5 is not an integer"),
     "input_size True": ({"input_size": True}, "input_size True is not an integer"),
     "mean of 2": ({"mean": (0.5, 0.5)}, "mean is (0.5, 0.5), not 3 finite numbers"),
     "mean nan": ({"mean": (0.5, float("nan"), 0.5)}, "mean is (0.5, nan, 0.5), not 3 finite numbers"),
     "std 0": ({"std": (0, 0.5, 0.5)}, "std [0, 0.5, 0.5] must be positive (it divides)"),
     "interpolation": ({"interpolation": "lanczos9"}, "interpolation 'lanczos9' is not one of bicubic, bilinear"),
-    "crop 0": ({"crop_pct": 0}, "crop_pct 0 is not in (0, 1]"),
-    "crop 1.5": ({"crop_pct": 1.5}, "crop_pct 1.5 is not in (0, 1]"),
+    "crop 0": ({"crop_pct": 0}, "crop_pct 0 is not in [0.5, 1]"),
+    "crop 1.5": ({"crop_pct": 1.5}, "crop_pct 1.5 is not in [0.5, 1]"),
+    "input_size 4096": ({"input_size": 4096}, "input_size 4096 is not an integer side of 32-1024 pixels"),
+    "crop 0.01": ({"crop_pct": 0.01}, "crop_pct 0.01 is not in [0.5, 1]"),
 }
 
 

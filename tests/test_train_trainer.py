@@ -512,3 +512,35 @@ def test_train_takes_device_as_the_other_commands_do(tmp_path, monkeypatch, caps
         assert not (tmp_path / device).exists()
     assert main(["train", "--device", "cuda:1", "--dataset", "synthetic", "--out-dir", str(tmp_path / "x")]) == 2
     assert "inceptionv4 train: error: device 'cuda:1': PyTorch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_a_run_whose_images_cannot_be_read_stops_instead_of_finishing(tmp_path):
+    """Every training image unreadable 'finished' with loss 0.0 and wrote a model (issue 34): now
+    it stops at the epoch's end, naming the first files, and writes no weights; a share under
+    max_unreadable is skipped and counted as before."""
+    from PIL import Image
+
+    from inceptionv4.train import UnreadableDataError
+
+    for name, color in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (48, 40), color).save(tmp_path / "photos" / name / f"{i}.jpg")
+            (tmp_path / "junk" / name).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "junk" / name / f"{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    settings = {**SMALL, "dataset": None, "batch_size": 4, "max_steps": 4, "plots": False}
+    with pytest.raises(UnreadableDataError, match=r"epoch 1: 16 of 16 training images could not be read, 4 whole "
+                                                  r"batch\(es\) among them.*The first: .*junk/cat/\d\.jpg: "):  # fmt: skip
+        train(**settings, data=str(tmp_path / "junk"), out_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    import hashlib
+
+    held = min((f"{i}.jpg" for i in range(10)), key=lambda n: hashlib.sha1(n.encode()).digest())  # validates
+    victim = next(f"{i}.jpg" for i in range(10) if f"{i}.jpg" != held)
+    (tmp_path / "photos" / "cat" / victim).write_bytes(b"broken")  # 1 of 18 training images: counted, not fatal
+    whole_epoch = {**settings, "batch_size": 3, "max_steps": None, "epochs": 1}  # all 18, 6 steps of 3
+    s = train(**whole_epoch, data=str(tmp_path / "photos"), out_dir=str(tmp_path / "ok"))
+    assert s["status"] == "finished" and [f.split(": ")[0] for f in s["skipped_files"]] == [
+        str(tmp_path / "photos" / "cat" / victim)]  # fmt: skip
+    with pytest.raises(UnreadableDataError, match="1 of 18 training images could not be read, over the 0% max"):
+        train(**whole_epoch, data=str(tmp_path / "photos"), out_dir=str(tmp_path / "strict"), max_unreadable=0.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .models import Preprocessing, build_model, count_params, get_model_card, list_models, released_weights
 from .models.complexity import stage_shapes
+from .models.preprocessing import MAX_INPUT_SIZE
 from .weights.io import atomic_write, check_writable
 
 
@@ -381,6 +382,13 @@ def _port(text: str) -> int:
     return port
 
 
+def _host(text: str) -> str:
+    """--host, checked while parsing: an empty one would silently mean every interface."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: give 127.0.0.1 (this machine only) or 0.0.0.0 / :: (every interface)")
+    return text
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -622,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("serve", help="an HTTP server: POST an image, get its top-k classes (requests batched)")
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--host", type=_host, default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=_port, default=8080, help="0 picks a free port")
     p.add_argument("--topk", type=number(int, 1), default=5, help="classes per image unless a request asks (?topk=K)")
     p.add_argument("--max-batch", type=number(int, 1, 4096), default=8, help="most images run in one forward pass")
@@ -669,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx", "torchscript", "exported-program", "triton"), default="onnx",
                    help="what to write; triton: a model repository folder")  # fmt: skip
     p.add_argument("--max-batch-size", type=number(int, 1, 65536), default=32, help="triton: the config's max_batch_size")
-    p.add_argument("--input-size", type=number(int, 75, 4096), help="the input size to trace at (default: the model's)")
+    p.add_argument("--input-size", type=number(int, 75, MAX_INPUT_SIZE), help="the input size to trace at (default: the model's)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions (inference)")
     p.set_defaults(func=_export)
 
@@ -689,7 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     single = p.add_argument_group("one torch path (any of these flags)")
     single.add_argument("--mode", choices=("inference", "train"), default="inference",
                         help="a forward pass, or a training step (forward, backward, SGD)")  # fmt: skip
-    single.add_argument("--input-size", type=number(int, 75, 4096), default=299, help="image side in pixels")
+    single.add_argument("--input-size", type=number(int, 75, MAX_INPUT_SIZE), default=299, help="image side in pixels")
     single.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     single.add_argument("--compile", action="store_true", help="torch.compile (ours, and timm's with --compare)")
     single.add_argument("--warmup", type=number(int, 0, 100_000), default=3, help="untimed steps first")

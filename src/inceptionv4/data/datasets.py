@@ -85,6 +85,25 @@ class ImageFolder(ImageDataset):
             )
 
 
+#: The most classes integer labels may number where the labels themselves say how many there are
+#: (ImageNet-21k has 21,841): a label of 1e9 would otherwise make a class list of that length.
+MAX_CLASSES = 100_000
+
+
+def check_labels(labels: list[int], where: object, num_classes: int | None = None) -> None:
+    """ValueError naming ``where`` and the first label that is not a class index: below 0, or at or
+    above ``num_classes`` (:data:`MAX_CLASSES` where the classes are counted from the labels).
+    Every dataset kind checks its labels here once, when it is listed, before anything is built."""
+    bound = MAX_CLASSES if num_classes is None else num_classes
+    if not labels:
+        return
+    low, high = min(labels), max(labels)
+    if low < 0 or high >= bound:
+        bad = low if low < 0 else high
+        what = f"one of the {bound} classes" if num_classes is not None else f"a class index below {bound:,}"
+        raise ValueError(f"{where}: label {bad} is not {what} (labels are class indices from 0)")
+
+
 class ListFile(ImageDataset):
     """A text file of ``<path> <label>`` lines (label: an index or a class name); paths relative to ``root``."""
 
@@ -114,6 +133,7 @@ class ListFile(ImageDataset):
                 raise ValueError(f"{list_file}: label {lab!r} is not a known class")
         if not self.samples:
             raise ValueError(f"{list_file} lists no images (it should hold '<path> <label>' lines)")
+        check_labels([lab for _, lab in self.samples], list_file, len(self.classes) if classes is not None else None)
         if not self.classes:
             self.classes = [str(i) for i in range(max(lab for _, lab in self.samples) + 1)]
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..files import file_kind
+
 log = logging.getLogger(__name__)
 
 #: Refuse images above this many pixels (a 16k x 16k photo): a decompression-bomb guard.
@@ -73,7 +75,7 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         if stat.S_ISDIR(info.st_mode):
             raise DecodeError(f"{path}: is a directory")
         if not stat.S_ISREG(info.st_mode):
-            raise DecodeError(f"{path}: not a regular file ({_kind(info.st_mode)}), not read")
+            raise DecodeError(f"{path}: not a regular file ({file_kind(info.st_mode)}), not read")
         if info.st_size > max_bytes:
             raise DecodeError(f"{path}: {info.st_size:,} bytes is over the {max_bytes:,}-byte limit")
         with os.fdopen(fd, "rb", closefd=True) as f:
@@ -87,14 +89,6 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     finally:
         if fd >= 0:
             os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):  # fmt: skip
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def check_size(width: int, height: int, name: str, max_pixels: int = MAX_PIXELS) -> None:
@@ -230,6 +224,28 @@ def oriented(img: Image.Image, name: str = "image") -> Image.Image:
     return img.transpose(method) if method is not None else img
 
 
+def _palette_on_white(img: Image.Image) -> Image.Image:
+    """A palette image whose transparent entries are composited on white in the palette itself
+    (256 colours, not 81 million pixels), so it converts straight to RGB: what compositing each
+    pixel through RGBA gives, without the three full-size RGBA copies that cost a 9000 x 9000
+    palette PNG 1.2 GB."""
+    transparency = img.info.get("transparency")
+    if transparency is None:
+        return img
+    palette = img.getpalette("RGB") or []
+    n = len(palette) // 3
+    alpha = [255] * n
+    if isinstance(transparency, int) and 0 <= transparency < n:
+        alpha[transparency] = 0
+    elif isinstance(transparency, bytes):
+        alpha[: len(transparency[:n])] = list(transparency[:n])
+    on_white = [(c * a + 255 * (255 - a) + 127) // 255 for i, c in enumerate(palette[: 3 * n]) for a in (alpha[i // 3],)]
+    img = img.copy() if img.readonly else img
+    img.putpalette(on_white, "RGB")
+    img.info.pop("transparency", None)
+    return img
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB (alpha composited on white, 16-bit scaled down)."""
     if img.mode == "RGB":
@@ -243,6 +259,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)).convert(
             "RGB"
         )
+    if img.mode == "P" and img.palette is not None and img.palette.mode == "RGB":
+        return _palette_on_white(img).convert("RGB")  # 4 bytes a pixel at the peak, not 15
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):

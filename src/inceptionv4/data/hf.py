@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .datasets import ImageDataset
+from .datasets import ImageDataset, check_labels
 from .decode import DecodeError, decode_rgb, image_rgb
 
 #: The split names taken for each of ours, in order, from a saved DatasetDict.
@@ -75,8 +75,10 @@ class HFDataset(ImageDataset):
         raw = ds[self.label_column]
         if isinstance(label_feature, datasets.ClassLabel):
             found = list(label_feature.names)
+            check_labels([int(v) for v in raw], self.where, len(found))  # -1 is the datasets' "no label"
             labels = [found[int(v)] for v in raw] if classes is not None else [int(v) for v in raw]  # by name
         elif all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+            check_labels(list(raw), self.where, len(classes) if classes is not None else None)
             found = [str(c) for c in range(max(raw) + 1)] if raw else []
             labels = list(raw)
         else:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .datasets import ImageDataset, seed_of
+from .datasets import ImageDataset, check_labels, seed_of
 from .decode import IMAGE_SUFFIXES, DecodeError, decode_rgb
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class ShardDataset(ImageDataset):
                 names.setdefault(int(label), name)
         if not self.samples:
             raise ValueError(f"{self.pattern}: the shards hold no samples with an image and a .cls label")
+        check_labels([label for _, label in self.samples] + list(names), self.pattern)
         top = max(max(label for _, label in self.samples), max(names, default=0))
         found = [names.get(c, str(c)) for c in range(top + 1)]
         if classes is not None and names and found != list(classes)[: len(found)]:
@@ -106,6 +107,7 @@ class ShardDataset(ImageDataset):
             where = {c: i for i, c in enumerate(classes)}
             self.samples = [(m, where[found[label]]) for m, label in self.samples]
         self.classes = list(classes) if classes is not None else found
+        check_labels([label for _, label in self.samples], self.pattern, len(self.classes))
         self._files: dict[int, object] = {}
         self._pid = os.getpid()
 
@@ -253,6 +255,10 @@ def write_shards(source: str | os.PathLike, out_dir: str | os.PathLike, *, shard
 
     from .datasets import ImageFolder, ListFile, holdout_split
 
+    if not prefix or prefix in (".", "..") or "/" in prefix or os.sep in prefix or "\0" in prefix:
+        raise ValueError(f"prefix {prefix!r} must be a plain file-name stem (no folders): the shards stay in {out_dir}")
+    if not os.fspath(out_dir).strip():
+        raise ValueError("the output folder is empty: give a folder for the shards")
     source = Path(source)
     dataset = ListFile(source) if source.is_file() else ImageFolder(source)
     out = Path(out_dir)

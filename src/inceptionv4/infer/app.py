@@ -146,10 +146,12 @@ def create_app(
     async def internal(request: Request, err: Exception) -> JSONResponse:  # logged; the client gets the type only
         log.error("unhandled error answering %s %s", request.method, request.url.path, exc_info=err)
         metrics.error("internal")
+        # Starlette raises the error on after this answer, and uvicorn then closes the connection:
+        # say so, so that a keep-alive client opens a new one rather than failing its next request
         return JSONResponse({"error": f"internal error ({type(err).__name__}); the server logged it"},
-                            status_code=500)  # fmt: skip
+                            status_code=500, headers={"Connection": "close"})  # fmt: skip
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
@@ -167,6 +169,10 @@ def create_app(
     @app.get("/health", summary="Whether the model is loaded and warmed up")
     async def health() -> dict:
         return {"status": "ok"}
+
+    @app.head("/health", include_in_schema=False)  # load balancers and uptime checks probe with HEAD
+    async def health_head() -> Response:
+        return Response(status_code=200)
 
     @app.get("/v1/model", summary="The model card: network, classes, preprocessing, backend, precision, batching")
     async def model() -> dict:

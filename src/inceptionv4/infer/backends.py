@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data import Preprocessing
-from ..weights.io import state_sha256
+from ..weights.io import file_sha256, state_sha256
 from .session import TORCH_DTYPES, Labels, Session, device_of
 
 #: What an int8 artefact's metadata says it is (ONNX ``metadata_props``, OpenVINO ``rt_info``).
@@ -54,6 +54,10 @@ def compile_for_inference(model: torch.nn.Module, *, cpp_wrapper: bool = True) -
     """
     from ..models.fold import fold_batchnorm
 
+    # With ATen's kernels held below the CPU's own units (ATEN_CPU_CAPABILITY=avx2 or default on an
+    # AVX-512 machine), torch 2.14.1's C++ wrapper over frozen channels_last convolutions returned
+    # values of 1e24 where eager gives the right ones; the Python wrapper stays exact there.
+    cpp_wrapper = cpp_wrapper and not os.environ.get("ATEN_CPU_CAPABILITY")
     fast = fold_batchnorm(model).to(memory_format=torch.channels_last).eval()
     return torch.compile(fast, options={"freezing": True, "cpp_wrapper": cpp_wrapper})
 
@@ -150,13 +154,34 @@ def onnx_runner(path: str | os.PathLike, backend: str, precision: str, cache_dir
     return run
 
 
+def artefact_digest(path: str | os.PathLike, proto=None) -> str:
+    """SHA-256 of what an int8 artefact computes with: an ONNX file's graph (``proto``, loaded,
+    if given; the metadata it carries is outside the graph), or an OpenVINO IR's ``.bin``. Recorded
+    when the artefact is written and checked when it is opened, so flipped bytes, or the ``.bin`` of
+    another model beside the ``.xml``, are refused rather than answered from."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        import hashlib
+
+        import onnx
+
+        proto = proto if proto is not None else onnx.load(str(path), load_external_data=False)
+        return hashlib.sha256(proto.graph.SerializeToString(deterministic=True)).hexdigest()
+    return file_sha256(path.with_suffix(".bin"))
+
+
+#: what an artefact's metadata must hold, and of what type, before anything is built from it
+_ARTEFACT_FIELDS = {"architecture": str, "num_classes": int, "preprocessing": dict}
+
+
 def artefact_metadata(path: str | os.PathLike) -> dict:
     """The metadata an int8 artefact carries (architecture, classes, preprocessing, calibration
-    report); ValueError for a file that is not one."""
+    report), checked: its fields, its digest against its weights (:func:`artefact_digest`), and
+    its class count against the outputs. ValueError, naming the file, for anything else."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such int8 artefact: {path}")
-    text = None
+    text, proto, width = None, None, None
     if path.suffix.lower() == ".onnx":
         import onnx
 
@@ -165,6 +190,8 @@ def artefact_metadata(path: str | os.PathLike) -> dict:
         except Exception as err:  # noqa: BLE001 - onnx raises DecodeError and others for a damaged file
             raise ValueError(f"{path} is not a readable ONNX file: {err}") from None
         text = {p.key: p.value for p in proto.metadata_props}.get(ARTEFACT_FORMAT)
+        dims = proto.graph.output[0].type.tensor_type.shape.dim if proto.graph.output else []
+        width = dims[-1].dim_value if len(dims) == 2 and dims[-1].HasField("dim_value") else None
     else:
         try:
             model = openvino_core().read_model(str(path))
@@ -172,9 +199,31 @@ def artefact_metadata(path: str | os.PathLike) -> dict:
             raise ValueError(f"{path} is not a readable OpenVINO IR: {str(err).splitlines()[0]}") from None
         if model.has_rt_info([ARTEFACT_FORMAT]):
             text = model.get_rt_info([ARTEFACT_FORMAT]).astype(str)
+        shape = model.outputs[0].get_partial_shape() if model.outputs else None
+        width = shape[-1].get_length() if shape is not None and shape.rank.get_length() == 2 and shape[-1].is_static else None
     if not text:
         raise ValueError(f"{path} is not an inceptionv4 int8 artefact (write one with `inceptionv4 quantize`)")
-    return json.loads(text)
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{path}: its int8 metadata is not valid JSON; write the artefact again") from None
+    for field, kind in _ARTEFACT_FIELDS.items():
+        value = meta.get(field) if isinstance(meta, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path}: its int8 metadata lacks a valid {field!r}; write the artefact again")
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != meta["num_classes"]):
+        raise ValueError(f"{path}: its metadata names {len(names) if isinstance(names, list) else 'no list of'} "
+                         f"classes for {meta['num_classes']}; write the artefact again")  # fmt: skip
+    if width is not None and width != meta["num_classes"]:
+        raise ValueError(f"{path}: the network gives {width} outputs but its metadata says {meta['num_classes']} "
+                         "classes: the artefact was altered; write it again")  # fmt: skip
+    recorded = meta.get("digest")
+    if recorded is not None and recorded != artefact_digest(path, proto):
+        what = "its .bin is not the one written with it (another model's, or damaged)" if proto is None else \
+            "its graph changed since it was written (damaged)"  # fmt: skip
+        raise ValueError(f"{path}: {what}; refused. Write it again with `inceptionv4 quantize`")
+    return meta
 
 
 def open_artefacts(paths: list, backend: str, *, crops: int, model: str | None) -> Session:

@@ -25,7 +25,7 @@ from ..data.decode import DecodeError, load_rgb
 from ..data.views import decode_side, normalize_views, protocol_pixels
 from ..weights.io import check_writable
 from ..weights.io import state_sha256
-from .backends import ARTEFACT_FORMAT, exported_onnx, onnx_runner, openvino_core
+from .backends import ARTEFACT_FORMAT, artefact_digest, exported_onnx, onnx_runner, openvino_core
 from .session import ARTEFACT_BACKENDS, Labels, _load, _require
 
 SUFFIXES = {backend: suffix for suffix, backend in ARTEFACT_BACKENDS.items()}
@@ -143,7 +143,7 @@ def quantize(
             "weights_sha256": state_sha256(net.state_dict()),
             "report": {k: v for k, v in report.items() if k != "skipped"},
         }
-        _write_metadata(tmp, backend, json.dumps(meta))
+        _write_metadata(tmp, backend, meta)
         report_path = out.with_name(out.stem + ".report.json")
         (tmpdir / report_path.name).write_text(json.dumps(report, indent=2))
         for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == out.suffix):  # the .xml (or .onnx) last
@@ -238,20 +238,30 @@ def _ort_quantize(onnx_path: Path, calib: list[np.ndarray], out: Path) -> None:
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
 
 
-def _write_metadata(path: Path, backend: str, text: str) -> None:
+def _write_metadata(path: Path, backend: str, meta: dict) -> None:
+    """Store ``meta`` in the artefact at ``path``, with the digest of what it computes with
+    (:func:`~inceptionv4.infer.backends.artefact_digest`), which opening it checks."""
     if backend == "onnxruntime":
         import onnx
 
         proto = onnx.load(str(path))
         entry = proto.metadata_props.add()
-        entry.key, entry.value = ARTEFACT_FORMAT, text
+        entry.key = ARTEFACT_FORMAT
+        entry.value = json.dumps({**meta, "digest": artefact_digest(path, proto)})
         onnx.save(proto, str(path))
         return
     import openvino as ov
 
     model = openvino_core().read_model(str(path))
-    model.set_rt_info(text, [ARTEFACT_FORMAT])
     tmp = path.with_name("with-meta-" + path.name)
-    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    digest = artefact_digest(path)
+    for _ in range(2):  # OpenVINO writes the same weights again; if it ever did not, the second pass records its own
+        model.set_rt_info(json.dumps({**meta, "digest": digest}), [ARTEFACT_FORMAT])
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        if artefact_digest(tmp) == digest:
+            break
+        digest = artefact_digest(tmp)
+    else:
+        raise RuntimeError(f"OpenVINO wrote {path.name}'s weights differently on each save; nothing written")
     os.replace(tmp, path)
     os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))

@@ -124,6 +124,8 @@ class GuardedH11Protocol(H11Protocol):
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    if not host.strip():  # the socket API reads "" as every interface: say it, never mean it silently
+        raise ValueError("host is empty: give 127.0.0.1 (this machine only) or 0.0.0.0 / :: (every interface)")
     if not 0 <= port <= 65535:  # before the models load, and not as bind()'s OverflowError
         raise ValueError(f"port must be 0-65535 (0: any free port), got {port}")
     try:

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 
 #: resampling filters the transforms (torchvision and the on-device path) implement
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+#: The largest input side, and the smallest crop fraction, anything here accepts: 3.4x the 299 of
+#: the released weights, and an evaluation resize of at most twice the input. Bounds read from a
+#: file before anything is built (a bundle saying 4096 took predict past 17 GB).
+MAX_INPUT_SIZE = 1024
+MIN_CROP_PCT = 0.5
 FIELDS = ("input_size", "mean", "std", "interpolation", "crop_pct")
 
 
@@ -40,8 +46,8 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         size = self.input_size
-        if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 4096:
-            raise ValueError(f"input_size {str(size)[:20]} is not an integer side of 32-4096 pixels")
+        if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= MAX_INPUT_SIZE:
+            raise ValueError(f"input_size {str(size)[:20]} is not an integer side of 32-{MAX_INPUT_SIZE} pixels")
         std = _three("std", self.std)
         if any(s <= 0 for s in std):
             raise ValueError(f"std {list(self.std)} must be positive (it divides)")
@@ -50,8 +56,8 @@ class Preprocessing:
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation {str(self.interpolation)[:20]!r} is not one of {', '.join(INTERPOLATIONS)}")
         crop = self.crop_pct
-        if isinstance(crop, bool) or not isinstance(crop, int | float) or not 0 < crop <= 1:
-            raise ValueError(f"crop_pct {str(crop)[:20]} is not in (0, 1]")
+        if isinstance(crop, bool) or not isinstance(crop, int | float) or not MIN_CROP_PCT <= crop <= 1:
+            raise ValueError(f"crop_pct {str(crop)[:20]} is not in [{MIN_CROP_PCT}, 1]")
 
     @classmethod
     def of(cls, model: InceptionNet, input_size: int | None = None) -> Preprocessing:

@@ -21,6 +21,7 @@ _WHERE = {
     "TFRMSprop": "optim",
     "lr_at": "optim",
     "NonFiniteLossError": "trainer",
+    "UnreadableDataError": "trainer",
     "train": "trainer",
 }
 
@@ -30,6 +31,7 @@ __all__ = [
     "NonFiniteLossError",
     "TFRMSprop",
     "TrainConfig",
+    "UnreadableDataError",
     "latest_checkpoint",
     "load_checkpoint",
     "lr_at",
@@ -54,4 +56,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from .config import RECIPES, TrainConfig
     from .optim import EMA, TFRMSprop, lr_at
-    from .trainer import NonFiniteLossError, train
+    from .trainer import NonFiniteLossError, UnreadableDataError, train

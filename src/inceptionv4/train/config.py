@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..models import list_models
+from ..models.preprocessing import MAX_INPUT_SIZE
 from .optim import OPTIMIZERS, SCHEDULES
 
 
@@ -139,7 +140,7 @@ class TrainConfig:
     input_size: int = setting(
         299,
         "training and evaluation resolution in pixels",
-        range=COUNT,
+        range=Range(lambda v: 1 <= v <= MAX_INPUT_SIZE, f"an integer of 1-{MAX_INPUT_SIZE}", integer=True),
     )
     hflip: float = setting(
         0.5,
@@ -254,6 +255,12 @@ class TrainConfig:
         range=COUNT.or_unset(),
     )
     nan_policy: str = setting("stop", "stop | skip: what a NaN or infinite loss does")
+    max_unreadable: float = setting(
+        0.1,
+        "stop when more than this share of an epoch's training images, or a whole batch, cannot be "
+        "read (1: never stop for it)",
+        range=PROBABILITY,
+    )
     log_every: int = setting(10, "log the training loss every N steps", range=COUNT)
     progress: bool = setting(True, "a progress bar")
     plots: bool = setting(True, "loss, accuracy, learning-rate and confusion plots in out_dir")
@@ -301,6 +308,8 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if not str(self.out_dir).strip():  # "" would be the working folder, checkpoints among the user's files
+            raise ValueError("out_dir is empty: give the run folder (--out-dir runs/NAME)")
         if self.recipe == "finetune" and self.pretrained is None and not self.from_scratch:
             raise ValueError("the finetune recipe starts from trained weights: give --pretrained (a hub id or a "
                              "weights file), or --from-scratch to train from random weights on purpose")  # fmt: skip

@@ -40,7 +40,7 @@ from ..data import (
 from ..data.datasets import Subset, seed_of, split_root, write_list
 from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
-from ..distributed import World, broadcast_flag, cleanup, init_distributed, launch_rank
+from ..distributed import World, all_reduce_sum, broadcast_flag, cleanup, init_distributed, launch_rank
 from ..infer.evaluate import Tally
 from ..weights.io import file_sha256, state_sha256
 from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
@@ -57,6 +57,11 @@ VAL_HOLDOUT = 0.1
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; no checkpoint was written after it."""
+
+
+class UnreadableDataError(RuntimeError):
+    """Too many training images could not be read for the epoch to count (``max_unreadable``);
+    the run stops before validating or checkpointing it."""
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -223,6 +228,7 @@ class Run:
     carried_loss: tuple = (0.0, 0)  # the resumed epoch's training loss so far
     resumed_from: str | None = None
     skipped_files: list[str] = field(default_factory=list)
+    empty_batches: int = 0  # micro-batches of which no image could be read
     stop: dict = field(default_factory=lambda: {"sigterm": False})
     started: float = field(default_factory=time.time)
 
@@ -447,6 +453,7 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
     epoch, start_in_epoch = divmod(run.step, run.steps_per_epoch)
     micro = _micro_batches(run, epoch, start_in_epoch)
     epoch_start, images = time.time(), 0
+    skipped_before, empty_before, read_here = len(run.skipped_files), run.empty_batches, 0
     epoch_loss, epoch_n = run.carried_loss if start_in_epoch else (0.0, 0)
     run.carried_loss = (0.0, 0)
     interval_loss, interval_n = 0.0, 0  # the training loss since the last step record
@@ -462,6 +469,7 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
         lr = run.lr(run.step)
         step_loss, step_n = train_step(run, micro, lr)
         epoch_loss, epoch_n = epoch_loss + step_loss, epoch_n + step_n
+        read_here += step_n
         interval_loss, interval_n = interval_loss + step_loss, interval_n + step_n
         images += step_n * world.size
         rate = images / max(time.time() - epoch_start, 1e-9)
@@ -483,6 +491,7 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
             return "preempted"
     if bar is not None:
         bar.close()
+    _check_readable(run, epoch, len(run.skipped_files) - skipped_before, read_here, run.empty_batches - empty_before)
     run.last_eval = validate(run)
     if runlog is not None:
         elapsed = time.time() - epoch_start
@@ -495,6 +504,24 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
              epoch_loss / max(epoch_n, 1), run.last_eval["loss"], run.last_eval["top1"], top5)  # fmt: skip
     checkpoint(run, (epoch_loss, epoch_n))
     return "finished"
+
+
+def _check_readable(run: Run, epoch: int, skipped: int, read: int, empty: int) -> None:
+    """Stop with :class:`UnreadableDataError` where more than ``max_unreadable`` of this epoch's
+    training images, or a whole micro-batch, could not be read: a run that learned from nothing
+    (every file unreadable gave a loss of 0.0 and a "finished" model) must not say it finished.
+    The counts are summed over the ranks, so every rank stops alike."""
+    share = run.r["max_unreadable"]
+    skipped, read, empty = (int(v) for v in all_reduce_sum([skipped, read, empty], run.world))
+    if share >= 1 or not skipped or (skipped <= share * (skipped + read) and not empty):
+        return
+    whole = f", {empty} whole batch(es) among them" if empty else ""
+    first = "; ".join(sorted(set(run.skipped_files))[:3])
+    raise UnreadableDataError(
+        f"epoch {epoch + 1}: {skipped} of {skipped + read} training images could not be read{whole}, over the "
+        f"{share:.0%} max_unreadable allows (--max-unreadable 1 never stops); stopped before validating or "
+        f"saving. The first: {first}"
+    )
 
 
 def _micro_batches(run: Run, epoch: int, start_in_epoch: int):
@@ -528,6 +555,7 @@ def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
         batch = next(micro)
         run.skipped_files += batch["skipped"]
         if batch["images"] is None:
+            run.empty_batches += 1
             continue
         x = batch["images"].to(world.device, non_blocking=True)
         if r["channels_last"]:

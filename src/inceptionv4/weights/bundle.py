@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..models import InceptionNet, Preprocessing, build_model, list_models
-from .io import atomic_write, file_sha256
+from .io import atomic_write, check_not_input, file_sha256
 
 FORMAT = "inceptionv4.weights"
 FORMAT_VERSION = "1"
@@ -110,10 +110,11 @@ def describe_bundle(path: str | Path) -> dict[str, object]:
 def _safetensors_meta(path: str | Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
-    from .io import _int8_artefact, _sniff
+    from .io import _int8_artefact, _sniff, check_regular
 
     if not Path(path).exists():
         raise FileNotFoundError(f"no such weights file: {path}")
+    check_regular(path)
     if Path(path).is_file() and (artefact := _int8_artefact(Path(path))):
         raise ValueError(artefact)
     if Path(path).is_file() and _sniff(Path(path))[0] == "torch":
@@ -344,8 +345,30 @@ def _load_into(
         other = _looks_like(sd)
         said = f"these weights look like {other}: give --model {other}, or no --model. " if other not in (None, model.model_name) else ""
         raise ValueError(f"{path} does not fit {model.model_name}: {said}" + "; ".join(problems))
+    check_values(sd, path, {k: v.dtype for k, v in ours.items()})
     with torch.no_grad():
         model.load_state_dict(sd, strict=False)
+
+
+def check_values(sd: dict[str, torch.Tensor], path: object, dtypes: dict[str, torch.dtype] | None = None) -> None:
+    """ValueError naming the first tensor a network must not run with: NaN or infinite values, a
+    negative BatchNorm variance, an empty tensor, or integers or booleans where ``dtypes`` (the
+    network's own) has floats. A classifier full of NaN answered "0 nan%" with exit 0 (issue 34)."""
+    for name, t in sd.items():
+        want = (dtypes or {}).get(name)
+        if want is not None and want.is_floating_point and not t.is_floating_point():
+            raise ValueError(f"{path}: tensor {name} holds {str(t.dtype).removeprefix('torch.')} values where the "
+                             "network has floats: damaged or not these weights")  # fmt: skip
+        if t.numel() == 0 and name != "num_batches_tracked":
+            raise ValueError(f"{path}: tensor {name} is empty (shape {tuple(t.shape)})")
+        if not t.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise ValueError(f"{path}: tensor {name} holds {bad:,} NaN or infinite value(s) of {t.numel():,}: "
+                             "damaged weights, refused")  # fmt: skip
+        if name.endswith("running_var") and bool((t < 0).any()):
+            raise ValueError(f"{path}: tensor {name} holds negative variances: damaged weights, refused")
 
 
 def convert_file(
@@ -358,6 +381,7 @@ def convert_file(
     checkpoints."""
     from .labels import class_names
 
+    check_not_input(dst, src)
     try:
         net = load_weights(src, architecture=model, source=source, keep_background=keep_background)
     except FileNotFoundError as err:

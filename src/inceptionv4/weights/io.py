@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import special_kind
+
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
 
@@ -104,6 +106,9 @@ def _new_temp(path: Path) -> tuple[int, str]:
     ``open()`` would create it; an OSError names ``path``, not the temp file."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder; give a file name inside it")
+    kind = special_kind(path)
+    if kind is not None:  # the rename would replace /dev/null, a FIFO or a socket with a regular file
+        raise OSError(errno.EEXIST, f"cannot write {path}: it is {kind}, not a regular file; give a file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -186,8 +191,27 @@ _OTHER_FORMATS = {
 }
 
 
+def check_not_input(out: str | Path, *inputs: str | Path) -> None:
+    """ValueError where the output path ``out`` is one of the ``inputs`` (the same file by any
+    name): writing it would destroy what is being read (``convert A A``)."""
+    out = Path(out)
+    for source in inputs:
+        same = out.exists() and Path(source).exists() and os.path.samefile(out, source)
+        if same or out.resolve() == Path(source).resolve():
+            raise ValueError(f"{out} is also the input: write the output to another path")
+
+
+def check_regular(path: str | Path) -> None:
+    """ValueError for a weights path that exists but is not a regular file (a FIFO would block the
+    reader forever, a device would be read without end), before anything opens it."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise ValueError(f"{path} is {kind}, not a weights file; not read")
+
+
 def _sniff(path: Path) -> tuple[str | None, str]:
     """(``"safetensors"``, ``"torch"`` (zip or legacy pickle) or None; what else it looks like), from the first bytes."""
+    check_regular(path)
     with path.open("rb") as f:
         head = f.read(16)
     if not head:
@@ -224,6 +248,11 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from None
+    except Exception as err:  # noqa: BLE001 -- a crafted pickle trips torch's safe unpickler (IndexError, ...)
+        raise UnsafeFileError(
+            f"refusing to load {path}: its pickle is malformed ({type(err).__name__}), as a crafted one is; "
+            "nothing in it ran. Convert it where you trust it, e.g. to .safetensors."
+        ) from None
     return _find_state_dict(obj, path)
 
 

@@ -37,11 +37,14 @@ def read_keras_h5(path: str | Path) -> dict[str, np.ndarray]:
     except OSError as err:
         raise ValueError(f"{path} is not a readable HDF5 file: {err}") from None
     with f:
-        root = f.get("model_weights", f)
-        if "layer_names" in root.attrs:
-            return _read_legacy(root)
-        if "layers" in f:
-            return _read_keras3(f["layers"])
+        try:
+            root = f.get("model_weights", f)
+            if "layer_names" in root.attrs:
+                return _read_legacy(root)
+            if "layers" in f:
+                return _read_keras3(f["layers"])
+        except (KeyError, ValueError, TypeError, AttributeError, OSError) as err:  # a layer or weight it names is absent
+            raise ValueError(f"{path} is a damaged Keras weights file: {type(err).__name__}: {err}") from None
     raise ValueError(f"{path} is an HDF5 file but not a Keras weights file (no layer_names, no layers/)")
 
 
