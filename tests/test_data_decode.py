@@ -227,3 +227,57 @@ def test_a_reduced_decode_that_fails_falls_back_to_the_full_decode(tmp_path, mon
     with pytest.raises(DecodeError, match=r"cut\.jpg: corrupt or truncated image \(") as err:
         load_rgb(tmp_path / "cut.jpg", reduce_to=200)
     assert "(reduced decode)" not in str(err.value) and type(err.value) is DecodeError
+
+
+def _palette_png(path, side: int) -> None:
+    """A legal ``side`` x ``side`` palette PNG with a transparent entry: tens of kB on disk."""
+    img = Image.new("P", (side, side), 1)
+    img.putpalette([255, 0, 0, 0, 128, 255] + [0] * 762)
+    img.paste(0, (0, 0, side // 2, side))
+    img.save(path, transparency=0, optimize=False)
+
+
+def test_a_large_palette_png_is_decoded_within_its_estimate(tmp_path):
+    """A 9000 x 9000 palette PNG with transparency (80 kB) cost 1.2 GB to decode through RGBA
+    (issue 34): its transparency is composited in the palette, and the peak, measured in a fresh
+    process, stays within what decode_memory charges for it."""
+    import subprocess
+    import sys
+
+    from inceptionv4.data.decode import decode_memory
+
+    path = tmp_path / "big.png"
+    _palette_png(path, 9000)
+    assert path.stat().st_size < 1_000_000
+    budget = decode_memory(9000, 9000, "P")
+    probe = (
+        "import resource, sys\n"
+        "from inceptionv4.data.decode import load_rgb\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "img = load_rgb(sys.argv[1])\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print((after - before) * 1024, img.size, img.getpixel((0, 0)), img.getpixel((8999, 0)))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    peak = int(run.stdout.split()[0])
+    assert "(9000, 9000)" in run.stdout and "(255, 255, 255)" in run.stdout and "(0, 128, 255)" in run.stdout
+    assert peak <= budget < 2**29, (peak, budget)  # within the estimate; was 1.2 GB
+
+
+def test_decode_cost_is_read_from_the_header_and_the_per_image_limit_refuses(tmp_path, monkeypatch):
+    import io
+
+    from inceptionv4.data import decode as decode_module
+
+    png = io.BytesIO()
+    Image.new("L", (300, 200)).save(png, "PNG")
+    assert decode_module.decode_cost(png.getvalue()) == 300 * 200 * 5
+    big = _photo_jpeg(tmp_path / "big.jpg", 1600, 1200)
+    assert decode_module.decode_cost(big.read_bytes()) == 1600 * 1200 * 6
+    assert decode_module.decode_cost(big.read_bytes(), reduce_to=342) == 800 * 600 * 6  # decoded at 1/2
+    assert decode_module.decode_cost(b"not an image") == 0
+    monkeypatch.setattr(decode_module, "MAX_DECODE_BYTES", 1600 * 1200 * 6 - 1)
+    with pytest.raises(DecodeError, match=r"big.jpg: decoding 1600x1200 RGB pixels would take 11 MB, over the 11 MB limit"):
+        load_rgb(big)
+    assert load_rgb(big, reduce_to=342).size == (800, 600)  # reduced, it fits

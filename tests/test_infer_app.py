@@ -349,11 +349,41 @@ def test_cli_workers_share_one_port_and_their_metrics(small_model, images, tmp_p
         text = request(url, "GET", "/metrics")[1]
         counted = sum(float(m) for m in re.findall(r'^inceptionv4_images_total (\S+)$', text, re.M))
         assert counted == 6  # whichever worker answers, it sums every worker's figures
+        # a worker killed as the out-of-memory killer kills: the log says which, why, and that it is replaced
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.time() + 120
+        while not (set(_worker_pids(proc.pid)) - set(workers)) or len(_worker_pids(proc.pid)) < 2:
+            assert time.time() < deadline, "the killed worker was not replaced"
+            time.sleep(0.2)
+        for i in range(4):  # whichever worker answers, the answers are right
+            status, body, _ = request(url, "POST", "/v1/predict", images[i].read_bytes(), {"Content-Type": "image/png"})
+            assert status == 200 and [t["index"] for t in body["results"][0]["top"]] == expected[i]
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0 and "stopped" in err, err[-2000:]
+        assert re.search(rf"serve worker [12] \(pid {workers[0]}\) died: killed by SIGKILL \(most often the "
+                         r"out-of-memory killer\).*; a new one started", err), err[-2000:]  # fmt: skip
     finally:
         proc.kill()
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The serve worker processes (multiprocessing children) of ``parent``, from /proc."""
+    try:
+        children = open(f"/proc/{parent}/task/{parent}/children").read().split()
+    except OSError:
+        return []
+    pids = []
+    for pid in map(int, children):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            pids.append(pid)
+    return pids
 
 
 def test_setup_errors_are_clear(small_model):

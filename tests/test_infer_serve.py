@@ -331,3 +331,53 @@ def test_device_decoding_answers_as_the_connection_threads_do(small_model, image
         assert [t["index"] for t in body["results"][i]["top"]] == [t["index"] for t in answers["device"][i]["top"]]
     with pytest.raises(ValueError, match="decode must be 'workers' or 'device', got 'gpu'"):
         Classifier(small_model, decode="gpu")
+
+
+def test_the_decoding_budget_makes_large_uploads_wait_or_refuses_them_with_the_reason(small_model, images):
+    """Two to eight 9000 x 9000 palette PNGs at once got a worker killed for memory (issue 34): the
+    uploads being decoded hold their estimated memory of a budget; one that would pass it waits,
+    and one larger than all of it gets a 503 saying so, while small images are still answered."""
+    from inceptionv4.data.decode import decode_cost
+    from inceptionv4.infer.batching import DecodeBudget, ServerBusy
+
+    budget = DecodeBudget(100, wait_s=0.3)
+    order, release = [], threading.Event()
+
+    def second():
+        with budget.hold(50, "b"):
+            order.append("b")
+            release.wait(10)
+
+    with budget.hold(60, "a"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.2)
+        assert order == [] and budget.used == 60  # b waits while a holds 60 of 100
+        order.append("a done")
+    for _ in range(100):
+        if order[-1] == "b":
+            break
+        time.sleep(0.02)
+    assert order == ["a done", "b"] and budget.used == 50
+    with pytest.raises(ServerBusy, match=r"c: the server's decoding budget \(0 MB\) stayed taken by other uploads"):
+        with budget.hold(60, "c"):
+            pass
+    release.set()
+    thread.join(5)
+    assert budget.used == 0
+    with pytest.raises(ServerBusy, match="over the server's decoding budget"):
+        with budget.hold(101, "d"):
+            pass
+    big = io.BytesIO()
+    img = Image.new("P", (3000, 3000), 1)
+    img.putpalette([255, 0, 0, 0, 128, 255] + [0] * 762)
+    img.save(big, "PNG", transparency=0)
+    cost = decode_cost(big.getvalue())
+    assert cost == 3000 * 3000 * 6
+    with InferenceServer(small_model, port=0, access_log=False, decode_memory_bytes=cost - 1) as server:
+        status, body, headers = call(server.url, "/v1/predict", big.getvalue())
+        assert status == 503 and "over the server's decoding budget" in body["error"] and headers["retry-after"] == "1"
+        assert call(server.url, "/v1/predict", images[0].read_bytes())[0] == 200
+    with InferenceServer(small_model, port=0, access_log=False, decode_memory_bytes=cost) as server:
+        status, body, _ = call(server.url, "/v1/predict", big.getvalue())
+        assert status == 200 and body["results"][0]["ok"]

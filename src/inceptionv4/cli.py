@@ -399,7 +399,8 @@ def _serve(args: argparse.Namespace) -> int:
     limits = {"topk": args.topk, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "decode": args.decode,
               "max_body_bytes": int(args.max_body_mb * 2**20), "max_images": args.max_images,
               "queue_size": args.queue_size, "header_timeout_s": args.header_timeout,
-              "body_timeout_s": args.body_timeout, "access_log": not args.quiet}  # fmt: skip
+              "body_timeout_s": args.body_timeout, "access_log": not args.quiet,
+              "decode_memory_bytes": int(args.decode_memory_mb * 2**20)}  # fmt: skip
     endpoints = "the page at /, POST /v1/predict, GET /v1/model, /health, /metrics, /docs; Ctrl-C stops"
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -638,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a request waits for others to share its batch")  # fmt: skip
     p.add_argument("--max-body-mb", type=number(float, high=4096, above=0), default=32.0, help="largest request body accepted (413 above)")
     p.add_argument("--max-images", type=number(int, 1, 100_000), default=64, help="most images in one request")
+    p.add_argument("--decode-memory-mb", type=number(float, high=1 << 20, above=0), default=2048.0, metavar="MB",
+                   help="memory the uploads being decoded may hold at once, estimated from each image's header; an "
+                        "upload that would pass it waits, and one larger than it gets a 503 with the reason")  # fmt: skip
     p.add_argument("--queue-size", type=number(int, 1, 1_000_000), default=256,
                    help="most requests waiting for the model; beyond, 503 with Retry-After")  # fmt: skip
     p.add_argument("--header-timeout", type=number(float, high=3600, above=0), default=10.0, metavar="S",

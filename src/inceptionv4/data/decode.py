@@ -25,8 +25,19 @@ from ..files import file_kind
 
 log = logging.getLogger(__name__)
 
-#: Refuse images above this many pixels (a 16k x 16k photo): a decompression-bomb guard.
-MAX_PIXELS = 16_384 * 16_384
+#: Refuse images above this many pixels (about 13,377 x 13,377): PIL's own hard limit (twice the
+#: 89.5-megapixel threshold at which it warns), which it enforces while reading the header anyway.
+MAX_PIXELS = 178_956_970
+
+#: Refuse an image whose decoding would take more memory than this (:func:`decode_memory`, from
+#: its header, before a pixel is decoded): a 179-megapixel RGB image fits, a 9000 x 9000 palette
+#: PNG composited through RGBA (1.2 GB) no longer needs to.
+MAX_DECODE_BYTES = 2 * 2**30
+
+#: Bytes a pixel takes at the peak of decoding an image of each mode and making it RGB: the decoded
+#: image, its EXIF-turned copy, and what :func:`to_rgb` makes of it (intermediates included).
+_PEAK_BYTES = {"1": 5, "L": 5, "P": 6, "RGB": 6, "YCbCr": 9, "LAB": 9, "HSV": 9, "CMYK": 11, "LA": 19, "PA": 19,
+               "RGBA": 19, "I;16": 12, "I;16B": 12, "I;16L": 12, "I": 16, "F": 16}  # fmt: skip
 
 #: Refuse images whose long side is more than this many times the short side: resizing the short
 #: side to the input size multiplies the long side by as much (a 1,000,000 x 1 PNG of 3 kB became
@@ -101,6 +112,25 @@ def check_size(width: int, height: int, name: str, max_pixels: int = MAX_PIXELS)
                           f"{MAX_ASPECT_RATIO}:1)")  # fmt: skip
 
 
+def decode_memory(width: int, height: int, mode: str) -> int:
+    """The bytes decoding a ``width`` x ``height`` image PIL reads in ``mode`` takes at its peak,
+    up to the RGB image: what the per-image limit and the server's decoding budget are charged."""
+    return width * height * _PEAK_BYTES.get(mode, 19)
+
+
+def decode_cost(data: bytes, reduce_to: int | None = None) -> int:
+    """:func:`decode_memory` of an encoded image, from its header alone (a JPEG at the DCT scale
+    :func:`decode_rgb` would use for ``reduce_to``); 0 for bytes that are no image, which the
+    decode itself then refuses with the reason."""
+    try:
+        with quiet_pil("upload"), Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            scale = draft_scale(width, height, max(1, reduce_to)) if reduce_to and img.format == "JPEG" else 1
+            return decode_memory(-(-width // scale), -(-height // scale), img.mode)
+    except Exception:  # noqa: BLE001 -- any header PIL cannot read: the decode says why
+        return 0
+
+
 def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS, *,
                reduce_to: int | None = None) -> Image.Image:  # fmt: skip
     """:func:`load_rgb` for an image held in memory (an upload); errors name it ``name``."""
@@ -136,6 +166,10 @@ def _decode(source: io.BytesIO, name: str, max_pixels: int, reduce_to: int | Non
                         reduced = True  # from here on, a failure is retried at full size
                         # PIL picks the largest scale with both sides >= the size asked: ask for exactly 1/scale
                         img.draft(None, (img.size[0] // scale, img.size[1] // scale))
+                need = decode_memory(*img.size, img.mode)
+                if need > MAX_DECODE_BYTES:
+                    raise DecodeError(f"{name}: decoding {img.size[0]}x{img.size[1]} {img.mode} pixels would take "
+                                      f"{need / 2**20:,.0f} MB, over the {MAX_DECODE_BYTES / 2**20:,.0f} MB limit")  # fmt: skip
                 img.load()  # decode now: truncated files fail here, not later in a worker
                 return to_rgb(oriented(img, name))
     except UnidentifiedImageError:
@@ -177,12 +211,11 @@ _silence_libtiff()
 
 @contextlib.contextmanager
 def quiet_pil(name: str) -> Iterator[None]:
-    """Decode ``name`` with PIL's warnings (corrupt EXIF data, odd palettes) logged at debug level
-    with the file they concern, instead of printed to stderr without it; a decompression-bomb
-    warning is raised, to be refused."""
+    """Decode ``name`` with PIL's warnings (corrupt EXIF data, odd palettes, its 89.5-megapixel
+    notice) logged at debug level with the file they concern, instead of printed to stderr without
+    it. What is too large is refused by :data:`MAX_PIXELS` and :data:`MAX_DECODE_BYTES` instead."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("always")  # PIL's bomb warning included: MAX_PIXELS and the memory limit decide
         yield
     for w in caught:
         log.debug("%s: %s", name, str(w.message).strip())

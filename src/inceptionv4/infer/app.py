@@ -212,7 +212,11 @@ def create_app(
         else:
             blobs, names = [data], ["body"]
         k = check_topk(query_topk if query_topk is not None else k)
-        results, prepared, kept = await run_in_threadpool(_prepare, classifier, blobs, names)
+        try:
+            results, prepared, kept = await run_in_threadpool(_prepare, classifier, blobs, names)
+        except ServerBusy as err:  # past the decoding budget: refused whole, nothing decoded is kept
+            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "decode_budget", str(err),
+                               headers={"Retry-After": "1"}) from None  # fmt: skip
         if not prepared:  # counted once, as the request's refusal
             raise RequestError(HTTPStatus.BAD_REQUEST, "not_an_image", "; ".join(r["error"] for r in results))
         for r in results:

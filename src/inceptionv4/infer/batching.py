@@ -9,6 +9,7 @@ thread (:meth:`Classifier.submit`, :meth:`Classifier.classify`) or from an event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import queue
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from ..data.decode import MAX_DECODE_BYTES, decode_cost
 from ..data.loaders import upload_views
 from ..data.views import DeviceViews, check_decode, normalize_views
 from .session import Session, as_session
@@ -32,7 +34,47 @@ BatchHook = Callable[[int, list[float]], None]
 
 
 class ServerBusy(RuntimeError):
-    """The request queue is full: the client should retry shortly (HTTP 503)."""
+    """The request queue is full, or decoding in flight holds the memory budget: the client should
+    retry shortly (HTTP 503)."""
+
+
+#: The server's default budget for decoding in flight: one image of the largest a decode takes
+#: (:data:`~inceptionv4.data.decode.MAX_DECODE_BYTES`), or many ordinary ones at once.
+DECODE_BUDGET_BYTES = MAX_DECODE_BYTES
+
+
+class DecodeBudget:
+    """Bytes of decoding in flight, shared by the threads that decode uploads: each decode holds
+    its estimate (:func:`~inceptionv4.data.decode.decode_cost`, from the header) while it runs,
+    and one that would pass ``total`` waits for others to finish, up to ``wait_s``. So many large
+    uploads at once wait their turn instead of running the process out of memory (a 4 GB cgroup
+    killed a worker for two to eight 9000 x 9000 palette PNGs)."""
+
+    def __init__(self, total: int, wait_s: float = 30.0) -> None:
+        if total < 1:
+            raise ValueError(f"the decoding budget must be at least 1 byte, got {total}")
+        self.total, self.wait_s, self.used = total, wait_s, 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, need: int, name: str = "upload"):
+        """Hold ``need`` bytes of the budget for the block; :class:`ServerBusy`, saying why, if one
+        image needs more than the whole budget or the budget stays taken for ``wait_s``."""
+        need = max(0, int(need))
+        if need > self.total:
+            raise ServerBusy(f"{name}: decoding it would take {need / 2**20:,.0f} MB, over the server's decoding "
+                             f"budget of {self.total / 2**20:,.0f} MB (serve --decode-memory-mb)")  # fmt: skip
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.used + need <= self.total, self.wait_s):
+                raise ServerBusy(f"{name}: the server's decoding budget ({self.total / 2**20:,.0f} MB) stayed taken "
+                                 f"by other uploads for {self.wait_s:g} s; retry shortly")  # fmt: skip
+            self.used += need
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= need
+                self._cond.notify_all()
 
 
 @dataclass
@@ -70,8 +112,10 @@ class Classifier:
         queue_size: int = 256,
         decode: str = "workers",
         on_batch: BatchHook | None = None,
+        decode_memory_bytes: int = DECODE_BUDGET_BYTES,
     ) -> None:
         self.decode = check_decode(decode)
+        self.budget = DecodeBudget(decode_memory_bytes)
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
@@ -107,8 +151,10 @@ class Classifier:
 
     def prepare(self, data: bytes, name: str = "upload") -> torch.Tensor:
         """What a connection thread makes of one upload for :meth:`classify` (DecodeError if it is
-        not an image): :func:`~inceptionv4.data.loaders.upload_views` with the server's decoder."""
-        return upload_views(data, name, self.pre, self.crops, decode=self.decode, reduce_to=self.session.reduce_to)
+        not an image; :class:`ServerBusy` past the decoding budget): :func:`~inceptionv4.data.loaders.upload_views`
+        with the server's decoder, holding its estimated memory of the :class:`DecodeBudget` meanwhile."""
+        with self.budget.hold(decode_cost(data, self.session.reduce_to), name):
+            return upload_views(data, name, self.pre, self.crops, decode=self.decode, reduce_to=self.session.reduce_to)
 
     def classify(
         self, prepared: list[torch.Tensor], timeout: float | None = None, names: list[str] | None = None

@@ -46,7 +46,7 @@ import uvicorn  # noqa: E402
 from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 from .app import MAX_BODY_BYTES, MAX_IMAGES_PER_REQUEST, RequestError, check_topk, create_app  # noqa: E402
-from .batching import Classifier, ServerBusy  # noqa: E402
+from .batching import DECODE_BUDGET_BYTES, Classifier, ServerBusy  # noqa: E402
 from .metrics import ServeMetrics  # noqa: E402
 from .session import Session  # noqa: E402
 
@@ -160,10 +160,11 @@ class ServeSettings:
     max_connections: int = 1024
     drain_s: float = 30.0
     access_log: bool = True
+    decode_memory_bytes: int = DECODE_BUDGET_BYTES
 
     def __post_init__(self) -> None:
         check_topk(self.topk)  # a bad default is the caller's mistake: ValueError now, not 400s later
-        for name in ("max_body_bytes", "max_images", "max_connections", "max_batch", "queue_size"):
+        for name in ("max_body_bytes", "max_images", "max_connections", "max_batch", "queue_size", "decode_memory_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -177,15 +178,19 @@ class ServeSettings:
 
     def classifier(self, session) -> Classifier:
         return Classifier(session, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, decode=self.decode,
-                          queue_size=self.queue_size)  # fmt: skip
+                          queue_size=self.queue_size, decode_memory_bytes=self.decode_memory_bytes)  # fmt: skip
 
     def app(self, classifier: Classifier, **kwargs):
         return create_app(classifier, topk=self.topk, max_body_bytes=self.max_body_bytes, max_images=self.max_images,
                           body_timeout_s=self.body_timeout_s, timeout_s=self.timeout_s, **kwargs)  # fmt: skip
 
     def config(self, app, **kwargs) -> uvicorn.Config:
-        """uvicorn's config: the guarded protocol, the connection bound, the drain time."""
+        """uvicorn's config: the guarded protocol, the connection bound, the drain time. A worker
+        process gets 60 s, not uvicorn's 5, to answer the supervisor's health check: importing
+        torch and loading a network hold the interpreter for seconds on a busy machine, and
+        uvicorn killed and restarted workers that were only starting."""
         config = uvicorn.Config(app, http=GuardedH11Protocol, lifespan="off", log_config=None,
+                                timeout_worker_healthcheck=60,
                                 access_log=self.access_log, timeout_keep_alive=5,
                                 timeout_graceful_shutdown=max(1, round(self.drain_s)),
                                 limit_concurrency=self.max_connections, backlog=2048, server_header=False,
@@ -225,6 +230,7 @@ class InferenceServer:
         max_connections: int = 1024,
         drain_s: float = 30.0,
         access_log: bool = True,
+        decode_memory_bytes: int = DECODE_BUDGET_BYTES,
         warm_up: bool = True,
     ) -> None:
         self._thread: threading.Thread | None = None
@@ -232,7 +238,7 @@ class InferenceServer:
                                  max_body_bytes=max_body_bytes, max_images=max_images, queue_size=queue_size,
                                  timeout_s=timeout_s, header_timeout_s=header_timeout_s,
                                  body_timeout_s=body_timeout_s, max_connections=max_connections, drain_s=drain_s,
-                                 access_log=access_log)  # fmt: skip
+                                 access_log=access_log, decode_memory_bytes=decode_memory_bytes)  # fmt: skip
         self._socket = _listen(host, port)
         try:
             self.classifier = settings.classifier(session)
@@ -308,8 +314,6 @@ def serve_workers(source, session_options: dict, server_options: dict, workers: 
     then opens its own session with the backend chosen here and warms it up; the CPU's intra-op
     threads are divided between them. ``announce(url, card)`` is called once the port is bound.
     """
-    from uvicorn.supervisors import Multiprocess
-
     from .session import open_session
 
     if workers < 2:
@@ -326,11 +330,40 @@ def serve_workers(source, session_options: dict, server_options: dict, workers: 
         if announce is not None:
             announce(_url(sock), card)
         try:
-            Multiprocess(config, sockets=[sock]).run()
+            _supervisor()(config, sockets=[sock]).run()
         finally:
             sock.close()
             for key in (WORKER_SETTINGS, "PROMETHEUS_MULTIPROC_DIR"):
                 os.environ.pop(key, None)
+
+
+def _supervisor():
+    """uvicorn's worker supervisor, which replaces a worker that died or hung, saying which worker,
+    why (its signal or exit code: SIGKILL is most often the kernel's out-of-memory killer) and that
+    a new one started; uvicorn itself says only "Child process died", at INFO level."""
+    import signal as signals
+
+    from uvicorn.supervisors import Multiprocess
+
+    def reason(code: int | None, waited: float) -> str:
+        if code is not None and code < 0:
+            name = signals.Signals(-code).name if -code in signals.Signals._value2member_map_ else f"signal {-code}"
+            why = f"killed by {name}" + (" (most often the out-of-memory killer)" if code == -signals.SIGKILL else "")
+        else:
+            why = f"exit code {code}"
+        return why + (f", after not answering the health check for {waited:.0f} s" if waited >= 1 else "")
+
+    class Supervisor(Multiprocess):
+        def keep_subprocess_alive(self) -> None:
+            before, started = list(self.processes), time.monotonic()
+            super().keep_subprocess_alive()
+            waited = time.monotonic() - started
+            for index, (old, now) in enumerate(zip(before, self.processes, strict=False)):
+                if old is not now:
+                    log.error("serve worker %d (pid %s) died: %s; a new one started", index + 1, old.pid,
+                              reason(old.process.exitcode, waited))  # fmt: skip
+
+    return Supervisor
 
 
 def worker_app():
