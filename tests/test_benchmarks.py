@@ -85,3 +85,9 @@ def test_decode_fidelity_script_bounds_the_reduced_decode(tmp_path):
     views = json.loads((tmp_path / "f.json").read_text())["views"]
     assert [v["scale"] for v in views] == [8, 4]  # 342 and 470 pixel sides of a 3000-pixel one
     assert all(v["mean_levels"] < 1.5 and v["reduced_ms"] < v["full_ms"] for v in views)
+
+
+def test_decode_memory_script_measures_ours_against_plain_pil(tmp_path):
+    _run("decode_memory.py", "--side", "1500", "--json", str(tmp_path / "m.json"))
+    rows = {r["kind"]: r for r in json.loads((tmp_path / "m.json").read_text())["rows"]}
+    assert len(rows) == 4 and all(r["estimate"] > 0 and r["ours_s"] > 0 for r in rows.values())
