@@ -92,7 +92,7 @@ def test_a_short_run_plots_the_schedule_at_every_step_and_its_loss_to_the_end(tm
 def test_plots_leave_out_top5_for_five_classes_or_fewer(tmp_path, monkeypatch):
     from matplotlib.axes import Axes
 
-    from inceptionv4.train.runlog import plot_run
+    from inceptionv4.plots import plot_run
 
     epoch = {"kind": "epoch", "epoch": 1, "step": 4, "val_loss": 1.0, "val_top1": 50.0, "val_top5": 100.0}
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"kind": "step", "step": 1, "loss": 1.2, "lr": 0.1}) + "\n"

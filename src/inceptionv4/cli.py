@@ -243,7 +243,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .data import build_dataset, run_split
     from .distributed import World, cleanup, init_distributed
     from .infer.evaluate import evaluate_protocol
-    from .train.runlog import plot_confusion
+    from .plots import plot_confusion
 
     if sum(bool(x) for x in (args.data, args.list, args.run)) != 1:
         raise ValueError("give one of --data (a folder of class folders), --list (a list file) or --run (a training "

@@ -41,13 +41,14 @@ from ..data.datasets import Subset, seed_of, split_root, write_list
 from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
 from ..distributed import World, all_reduce_sum, broadcast_flag, cleanup, init_distributed, launch_rank
-from ..infer.evaluate import Tally
+from ..plots import plot_confusion, plot_run
+from ..scoring import Tally
 from ..weights.io import file_sha256, state_sha256
 from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
                          save_checkpoint)  # fmt: skip
 from .config import TrainConfig
 from .optim import EMA, build_optimizer, fit_to_run, load_optimizer_state, lr_at, scaler_step
-from .runlog import RunLog, plot_confusion, plot_run
+from .runlog import RunLog
 
 log = logging.getLogger(__name__)
 
@@ -601,7 +602,7 @@ def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
 @torch.no_grad()
 def validate(run: Run) -> dict:
     """The network (its weight average, with EMA) on every validation image, this rank taking
-    every ``world``-th, through :class:`~inceptionv4.infer.evaluate.Tally`: the report ``eval``
+    every ``world``-th, through :class:`~inceptionv4.scoring.Tally`: the report ``eval``
     gives (top-1, top-5, loss, per-class top-1, the confusion matrix), the same on every rank."""
     r, world = run.r, run.world
     model = _copy_with(run.model, run.ema.shadow) if run.ema is not None else run.model

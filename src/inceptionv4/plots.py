@@ -1,0 +1,103 @@
+"""Every PNG the package draws: a training run's curves and a confusion matrix.
+
+At the package root, so that ``eval`` draws its confusion matrix without importing training, and
+training draws its curves without anything from inference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl, in order."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_run(out_dir: str | Path, title: str | None = None, *, lr_curve: tuple[list[int], list[float]] | None = None,
+             num_classes: int | None = None) -> list[Path]:  # fmt: skip
+    """PNG plots of loss, accuracy and learning rate from ``metrics.jsonl``; returns their paths.
+
+    Each is titled with ``title`` (default: the run folder's name); epoch axes tick whole epochs.
+    ``lr_curve`` (steps, rates), the schedule at every step, draws the learning rate where the step
+    records, one per ``log_every`` steps, would draw a short run's warm-up and decay as two points.
+    With ``num_classes`` of 5 or fewer, top-5 (always 100%) is left out of the accuracy plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import MaxNLocator
+
+    out_dir = Path(out_dir)
+    title = title or out_dir.resolve().name
+    records = read_metrics(out_dir / "metrics.jsonl")
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    written = []
+
+    def figure(name: str, series: list[tuple[list, list, str]], xlabel: str, ylabel: str) -> None:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for xs, ys, label in series:
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}: {name}")
+        if xlabel == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if any(s[0] for s in series):
+            ax.legend()
+        fig.tight_layout()
+        path = plot_dir / f"{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+
+    figure("loss", [([r["step"] for r in steps], [r["loss"] for r in steps], "train (mean since last point)"),
+                    ([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "val (epoch)")], "step", "loss")  # fmt: skip
+    accuracy = [([r["epoch"] for r in epochs], [r["val_top1"] for r in epochs], "val top-1")]
+    if num_classes is None or num_classes > 5:
+        accuracy.append(([r["epoch"] for r in epochs], [r["val_top5"] for r in epochs], "val top-5"))
+    figure("accuracy", accuracy, "epoch", "%")
+    lr_steps, lr_values = lr_curve or ([r["step"] for r in steps], [r["lr"] for r in steps])
+    figure("lr", [(list(lr_steps), list(lr_values), "learning rate (schedule)" if lr_curve else "learning rate")],
+           "step", "lr")  # fmt: skip
+    return written
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path, title: str | None = None) -> Path:
+    """The confusion matrix as a PNG (rows: true class, columns: prediction), with a colour bar
+    and ``title`` (default: the accuracy it shows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(confusion)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 1.5)), dpi=100)
+    image = ax.imshow(m, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="images")
+    total = int(m.sum())
+    ax.set_title(title or f"top-1 {100 * np.trace(m[:, :n]) / max(total, 1):.1f}% of {total} images")
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                if m[i, j]:
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if m[i, j] > m.max() / 2 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
