@@ -21,6 +21,7 @@ from inceptionv4.models.layers import ConvBNReLU
 from .conftest import randomize_bn, torch_session
 
 session_module = importlib.import_module("inceptionv4.infer.session")
+devices_module = importlib.import_module("inceptionv4.devices")  # where the CPU's units are read
 
 ENGINES = [b for b in ("onnxruntime", "openvino") if installed(b)]
 
@@ -92,7 +93,7 @@ def test_bad_settings_get_one_clear_error(small_model, tmp_path, monkeypatch, ca
             open_session(small_model, **bad)
     with pytest.raises(ValueError, match="give weights"):
         open_session([])
-    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+    monkeypatch.setattr(devices_module, "cpu_features", lambda: dict.fromkeys(
         ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), False) | {"avx2": True})
     with pytest.raises(ValueError, match="openvino bf16 needs a CPU with AVX-512 BF16 or AMX; this one has AVX2"):
         open_session(small_model, backend="openvino", precision="bf16")
@@ -167,21 +168,21 @@ def test_auto_precision_follows_the_engines_own_default_on_this_cpu(small_model,
         assert session.precision == {"openvino": expected, "torch": native, "onnxruntime": "fp32"}[backend]
         assert session.describe()["precision"] == session.precision
     assert open_session(small_model, precision="auto").precision == expected  # backend auto: OpenVINO here
-    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+    monkeypatch.setattr(devices_module, "cpu_features", lambda: dict.fromkeys(
         ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), False) | {"avx2": True})  # fmt: skip
     assert session_module.auto_precision("torch") == "fp32"
     assert open_session(small_model, backend="torch", precision="auto").precision == "fp32"
 
 
 def test_fp16_on_a_cpu_without_fp16_units_is_refused_with_the_reason(small_model, monkeypatch):
-    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+    monkeypatch.setattr(devices_module, "cpu_features", lambda: dict.fromkeys(
         ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), False) | {"avx512": True,
         "avx512_bf16": True})  # fmt: skip
     with pytest.raises(ValueError, match="fp16 on a CPU needs AVX-512 FP16 or AMX-FP16 to be faster than fp32; this "
                                          "one has AVX-512, BF16: use --precision bf16 or fp32"):  # fmt: skip
         open_session(small_model, backend="torch", precision="fp16")
     assert session_module.engine_precision_gap("torch", "fp16", "cuda") is None
-    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+    monkeypatch.setattr(devices_module, "cpu_features", lambda: dict.fromkeys(
         ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), True))  # fmt: skip
     assert open_session(small_model, backend="torch", precision="fp16").precision == "fp16"
 

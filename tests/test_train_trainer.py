@@ -487,9 +487,9 @@ def test_the_readmes_training_example_trains(tmp_path, monkeypatch, caplog, caps
 def test_fp16_training_on_a_cpu_without_fp16_units_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     """torch emulates fp16 on such a CPU, about 10x slower than fp32 (issue 33): one line that says
     so and what to use, before a step runs or the run folder is made."""
-    from inceptionv4.infer import session as session_module
+    from inceptionv4 import devices as devices_module
 
-    monkeypatch.setattr(session_module, "cpu_features", lambda: dict.fromkeys(
+    monkeypatch.setattr(devices_module, "cpu_features", lambda: dict.fromkeys(
         ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), False) | {"avx2": True})  # fmt: skip
     with pytest.raises(ValueError, match=r"amp fp16 on a CPU needs AVX-512 FP16 or AMX-FP16; on this one \(AVX2\) "
                                          r"torch emulates it, about 10x slower than fp32: use --amp bf16 or --amp none"):  # fmt: skip

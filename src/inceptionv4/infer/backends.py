@@ -17,12 +17,11 @@ import torch
 
 from ..data import Preprocessing
 from ..weights.io import file_sha256, state_sha256
-from .session import TORCH_DTYPES, Labels, Session, device_of
+from ..precision import OV_HINTS, TORCH_DTYPES
+from .session import Labels, Session, device_of
 
 #: What an int8 artefact's metadata says it is (ONNX ``metadata_props``, OpenVINO ``rt_info``).
 ARTEFACT_FORMAT = "inceptionv4.int8"
-#: The OpenVINO precision hint of each precision.
-OV_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
 @functools.cache

@@ -37,75 +37,17 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Preprocessing
-from ..models import InceptionNet
 from ..data.views import CROPS, decode_side, normalize_views
+from .. import devices
+from ..devices import cpu_features, vector_units  # noqa: F401 (read from here too)
+from ..models import InceptionNet
+from ..precision import PRECISIONS, TORCH_DTYPES, engine_precision_gap  # noqa: F401 (read from here too)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: how torch runs a network: as it is, or through infer.backends.compile_for_inference
 FORMS = ("eager", "compile")
-#: the autocast dtype of each precision torch runs
-TORCH_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: the suffixes of the int8 artefacts :func:`~inceptionv4.infer.quantize.quantize` writes, and their engine
 ARTEFACT_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino"}
-
-
-def cpu_features() -> dict[str, bool]:
-    """The vector units of this CPU that decide what runs fast: AVX2, AVX-512, VNNI (int8),
-    AVX-512 BF16, AMX (bf16/int8 tiles) and AVX-512 FP16, read from ``/proc/cpuinfo`` (all False
-    where it is not there)."""
-    try:
-        flags = set()
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        flags = set()
-    return {
-        "avx2": "avx2" in flags,
-        "avx512": "avx512f" in flags,
-        "vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx": "amx_tile" in flags,
-        "avx512_fp16": "avx512_fp16" in flags,
-        "amx_fp16": "amx_fp16" in flags,
-    }
-
-
-def vector_units() -> str:
-    """This CPU's vector units in a few words, for every CPU figure: "AVX-512, VNNI, BF16"."""
-    f = cpu_features()
-    names = [("avx2", "AVX2"), ("avx512", "AVX-512"), ("vnni", "VNNI"), ("avx512_bf16", "BF16"),
-             ("avx512_fp16", "FP16"), ("amx", "AMX")]  # fmt: skip
-    shown = [n for k, n in names if f[k] and not (k == "avx2" and f["avx512"])]
-    return ", ".join(shown) or "no AVX2"
-
-
-def engine_precision_gap(backend: str, precision: str, device: str = "cpu") -> str | None:
-    """Why ``backend`` cannot run ``precision`` on ``device`` ("cpu", "cuda", "mps": its type) here
-    (naming the missing instruction set), or None when it can. The one table of what each backend
-    runs. fp16 on a CPU without AVX-512 FP16 or AMX-FP16 is refused on every backend: it would run
-    at fp32's speed or slower (torch emulates it), so offering it would only mislead."""
-    f = cpu_features()
-    fp16_units = f["avx512_fp16"] or f["amx_fp16"]
-    if backend == "torch":
-        if precision == "int8":
-            return "torch runs fp32, bf16 and fp16 (int8 runs on openvino or onnxruntime)"
-        if precision == "fp16" and device == "cpu" and not fp16_units:
-            return (f"fp16 on a CPU needs AVX-512 FP16 or AMX-FP16 to be faster than fp32; this one has "
-                    f"{vector_units()}: use --precision bf16 or fp32")  # fmt: skip
-        return None
-    if backend == "onnxruntime":
-        if precision in ("bf16", "fp16"):
-            return f"onnxruntime's CPU engine runs fp32 and int8, not {precision} (use --backend openvino or torch)"
-        return None
-    if precision == "bf16" and not (f["avx512_bf16"] or f["amx"]):
-        return f"openvino bf16 needs a CPU with AVX-512 BF16 or AMX; this one has {vector_units()}"
-    if precision == "fp16" and not fp16_units:
-        return f"openvino fp16 needs a CPU with AVX-512 FP16 or AMX-FP16; this one has {vector_units()}"
-    return None
 
 
 def auto_precision(backend: str, device: torch.device | str = "cpu") -> str:
@@ -124,7 +66,7 @@ def auto_precision(backend: str, device: torch.device | str = "cpu") -> str:
         hint = openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
         precision = {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
         return precision if engine_precision_gap(backend, precision) is None else "fp32"
-    f = cpu_features()
+    f = devices.cpu_features()
     return "bf16" if f["avx512_bf16"] or f["amx"] else "fp32"
 
 

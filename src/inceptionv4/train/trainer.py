@@ -41,7 +41,9 @@ from ..data.datasets import Subset, seed_of, split_root, write_list
 from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
 from ..distributed import World, all_reduce_sum, broadcast_flag, cleanup, init_distributed, launch_rank
+from ..devices import vector_units
 from ..plots import plot_confusion, plot_run
+from ..precision import TORCH_DTYPES, engine_precision_gap
 from ..scoring import Tally
 from ..weights.io import file_sha256, state_sha256
 from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
@@ -235,7 +237,7 @@ class Run:
 
     @property
     def amp_dtype(self) -> torch.dtype:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.r["amp"], torch.float32)
+        return TORCH_DTYPES.get(self.r["amp"]) or torch.float32  # "none": fp32
 
     @property
     def ckpt_dir(self) -> Path:
@@ -251,8 +253,7 @@ class Run:
 def _check_amp(amp: str, device: torch.device) -> None:
     """Refuse fp16 autocast on a CPU without FP16 units, where it looks hung: torch emulates it, about
     10x slower than fp32 (a measured step: 278 s against 22.6 s). The inference table decides it
-    (:func:`~inceptionv4.infer.session.engine_precision_gap`), so train and predict agree."""
-    from ..infer.session import engine_precision_gap, vector_units
+    (:func:`~inceptionv4.precision.engine_precision_gap`), so train and predict agree."""
 
     if amp == "fp16" and device.type == "cpu" and engine_precision_gap("torch", "fp16", "cpu"):
         raise ValueError(f"amp fp16 on a CPU needs AVX-512 FP16 or AMX-FP16; on this one ({vector_units()}) torch "
