@@ -36,7 +36,7 @@ MAX_DECODE_BYTES = 2 * 2**30
 
 #: Bytes a pixel takes at the peak of decoding an image of each mode and making it RGB: the decoded
 #: image, its EXIF-turned copy, and what :func:`to_rgb` makes of it (intermediates included).
-#: Measured at 9000 x 9000 (benchmarks/decode_memory.py): palette 4.8, greyscale 5.0, RGBA 8.6, RGB JPEG 3.9.
+#: Each at or above what benchmarks/decode_memory.py measures (benchmarks/RESULTS.md).
 _PEAK_BYTES = {"1": 6, "L": 6, "P": 6, "RGB": 6, "YCbCr": 9, "LAB": 9, "HSV": 9, "CMYK": 11, "LA": 12, "PA": 12,
                "RGBA": 11, "I;16": 12, "I;16B": 12, "I;16L": 12, "I": 16, "F": 16}  # fmt: skip
 

@@ -48,8 +48,8 @@ def compile_for_inference(model: torch.nn.Module, *, cpp_wrapper: bool = True) -
 
     Inductor then packs every conv's weights once and fuses ReLUs and residual adds into the
     kernels; ``cpp_wrapper`` calls them from generated C++ rather than Python (on a CPU: the
-    lowest torch batch-1 latency). The first call per input shape compiles (1-3 minutes on 2 CPU
-    cores).
+    lowest torch batch-1 latency). The first call per input shape compiles, which takes minutes on
+    a CPU.
     """
     from ..models.fold import fold_batchnorm
 

@@ -237,7 +237,7 @@ def open_session(
             chosen. A precision the backend or this CPU lacks is a ValueError naming what is missing.
         crops: the views per image the session is called with (1, 10, 12, 144).
         form: torch only: "eager", or "compile" (``torch.compile`` of the BN-folded network with
-            its constants frozen; the first pass per input shape compiles, 1-3 minutes on 2 cores).
+            its constants frozen; the first pass per input shape compiles, which takes minutes on a CPU).
         channels_last: torch only: models and views in channels_last.
         cache_dir: where the engines' builds are kept (default ``$INCEPTIONV4_CACHE`` or
             ``~/.cache/inceptionv4``), keyed by the weights' hash, backend, precision and input

@@ -252,7 +252,7 @@ class Run:
 # -- set-up ---------------------------------------------------------------------------------------
 def _check_amp(amp: str, device: torch.device) -> None:
     """Refuse fp16 autocast on a CPU without FP16 units, where it looks hung: torch emulates it, about
-    10x slower than fp32 (a measured step: 278 s against 22.6 s). The inference table decides it
+    10x slower than fp32. The inference table decides it
     (:func:`~inceptionv4.precision.engine_precision_gap`), so train and predict agree."""
 
     if amp == "fp16" and device.type == "cpu" and engine_precision_gap("torch", "fp16", "cpu"):
