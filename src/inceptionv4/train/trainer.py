@@ -254,7 +254,6 @@ def _check_amp(amp: str, device: torch.device) -> None:
     """Refuse fp16 autocast on a CPU without FP16 units, where it looks hung: torch emulates it, about
     10x slower than fp32. The inference table decides it
     (:func:`~inceptionv4.precision.engine_precision_gap`), so train and predict agree."""
-
     if amp == "fp16" and device.type == "cpu" and engine_precision_gap("torch", "fp16", "cpu"):
         raise ValueError(f"amp fp16 on a CPU needs AVX-512 FP16 or AMX-FP16; on this one ({vector_units()}) torch "
                          f"emulates it, about 10x slower than fp32: use --amp bf16 or --amp none")  # fmt: skip
