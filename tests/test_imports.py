@@ -12,7 +12,7 @@ FLOORS = {
     "inceptionv4.files": 0, "inceptionv4.devices": 0, "inceptionv4.distributed": 0, "inceptionv4.plots": 0,
     "inceptionv4.models": 1, "inceptionv4.precision": 1, "inceptionv4.scoring": 1,
     "inceptionv4.data": 2, "inceptionv4.weights": 2,
-    "inceptionv4.api": 3,
+    "inceptionv4.api": 3, "inceptionv4.engines": 3,
     "inceptionv4.infer": 4, "inceptionv4.train": 4, "inceptionv4.tools": 4,
     "inceptionv4.cli": 5, "inceptionv4.demo": 5, "inceptionv4.__main__": 5, "inceptionv4": 5,
 }  # fmt: skip
@@ -24,7 +24,6 @@ KNOWN_UPWARD = {
 }
 KNOWN_CIRCLES = {
     frozenset({"inceptionv4.data.datasets", "inceptionv4.data.hf", "inceptionv4.data.shards"}),
-    frozenset({"inceptionv4.infer.session", "inceptionv4.infer.backends"}),
 }
 
 

@@ -1,4 +1,4 @@
-"""The runners behind a :class:`~inceptionv4.infer.session.Session`: torch modules, and the ONNX
+"""The runners behind a :class:`~inceptionv4.engines.session.Session`: torch modules, and the ONNX
 engines (onnxruntime, OpenVINO) built from our own ONNX export and kept in a disk cache.
 
 Only :func:`~inceptionv4.infer.session.open_session` calls these, after it has checked the
@@ -18,7 +18,7 @@ import torch
 from ..data import Preprocessing
 from ..weights.io import file_sha256, state_sha256
 from ..precision import OV_HINTS, TORCH_DTYPES
-from .session import Labels, Session, device_of
+from ..engines.session import Labels, Session, device_of
 
 #: What an int8 artefact's metadata says it is (ONNX ``metadata_props``, OpenVINO ``rt_info``).
 ARTEFACT_FORMAT = "inceptionv4.int8"

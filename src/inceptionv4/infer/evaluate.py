@@ -19,7 +19,7 @@ from .session import Labels, Session, as_session
 
 def label_map(dataset_classes: list[str], outputs: Session | torch.nn.Module | list[str]) -> list[int]:
     """Output index of each dataset class, for a session, a network, or the outputs' class keys
-    (:class:`~inceptionv4.infer.session.Labels`): :func:`~inceptionv4.scoring.map_labels` of their keys."""
+    (:class:`~inceptionv4.engines.session.Labels`): :func:`~inceptionv4.scoring.map_labels` of their keys."""
     keys = outputs if isinstance(outputs, list) else outputs.labels.keys if isinstance(outputs, Session) \
         else Labels.of_model(outputs).keys  # fmt: skip
     return map_labels(dataset_classes, keys)
