@@ -22,9 +22,7 @@ KNOWN_UPWARD = {
     ("inceptionv4.models.timm_contract", "inceptionv4.api"),  # timm_contract belongs above api
     ("inceptionv4.infer.app", "inceptionv4"),  # __version__, from the package's public surface
 }
-KNOWN_CIRCLES = {
-    frozenset({"inceptionv4.data.datasets", "inceptionv4.data.hf", "inceptionv4.data.shards"}),
-}
+KNOWN_CIRCLES: set[frozenset[str]] = set()  # none left
 
 
 def _module(path: Path) -> str:

@@ -95,10 +95,10 @@ def test_paper_recipe_resolves_to_section_4():
 
 
 def test_the_dataset_kinds_a_run_takes_are_those_build_dataset_builds():
-    from inceptionv4.data import datasets
+    from inceptionv4.data import build
     from inceptionv4.train import config
 
-    assert config.DATASET_KINDS == datasets.DATASET_KINDS
+    assert config.DATASET_KINDS == build.DATASET_KINDS
 
 
 def test_the_finetune_recipe_without_weights_is_refused_unless_from_scratch():

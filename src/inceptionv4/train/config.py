@@ -44,7 +44,7 @@ RECIPES = {
 
 
 
-#: The dataset kinds a run takes: those of ``data.build_dataset`` (``data.datasets.DATASET_KINDS``,
+#: The dataset kinds a run takes: those of ``data.build_dataset`` (``data.build.DATASET_KINDS``,
 #: equal by test), written here so that reading the settings (``--help``) does not load the data
 #: pipeline (torchvision).
 DATASET_KINDS = ("digits", "synthetic", "folder", "list", "wds", "hf")

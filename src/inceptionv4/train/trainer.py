@@ -37,7 +37,8 @@ from ..data import (
     eval_transform,
     train_transform,
 )
-from ..data.datasets import Subset, seed_of, split_root, write_list
+from ..data.build import split_root, write_list
+from ..data.datasets import Subset, seed_of
 from ..data.shards import ShardBatches, ShardDataset
 from ..data.views import DeviceViews, EncodedFiles, collate_items
 from ..distributed import World, all_reduce_sum, broadcast_flag, cleanup, init_distributed, launch_rank
