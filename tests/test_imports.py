@@ -12,14 +12,13 @@ FLOORS = {
     "inceptionv4.files": 0, "inceptionv4.devices": 0, "inceptionv4.distributed": 0, "inceptionv4.plots": 0,
     "inceptionv4.models": 1, "inceptionv4.precision": 1, "inceptionv4.scoring": 1,
     "inceptionv4.data": 2, "inceptionv4.weights": 2,
-    "inceptionv4.api": 3, "inceptionv4.engines": 3,
+    "inceptionv4.api": 3, "inceptionv4.engines": 3, "inceptionv4.timm_contract": 4,
     "inceptionv4.infer": 4, "inceptionv4.train": 4, "inceptionv4.tools": 4,
     "inceptionv4.cli": 5, "inceptionv4.demo": 5, "inceptionv4.__main__": 5, "inceptionv4": 5,
 }  # fmt: skip
 
 #: What is left to move (the house step): each may only go away.
 KNOWN_UPWARD = {
-    ("inceptionv4.models.timm_contract", "inceptionv4.api"),  # timm_contract belongs above api
     ("inceptionv4.infer.app", "inceptionv4"),  # __version__, from the package's public surface
 }
 KNOWN_CIRCLES: set[frozenset[str]] = set()  # none left

@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 def register_timm(prefix: str = "iv4_") -> list[str]:
     """Register the networks in timm's registry as ``prefix + name`` (needs timm installed); see
-    :func:`inceptionv4.models.timm_contract.register_timm`."""
-    from .models.timm_contract import register_timm as register
+    :func:`inceptionv4.timm_contract.register_timm`."""
+    from .timm_contract import register_timm as register
 
     return register(prefix)
 

@@ -15,7 +15,7 @@ import inspect
 
 import torch
 
-from .registry import _BUILDERS, build_model, get_model_card, list_models
+from .models.registry import _BUILDERS, build_model, get_model_card, list_models
 
 #: timm reads each registered entrypoint's cfg from its module's ``default_cfgs``
 default_cfgs: dict[str, dict] = {}
@@ -67,7 +67,7 @@ def _entrypoint(name: str, timm_name: str):
             raise TypeError(f"{timm_name}() got unexpected keyword argument(s) {', '.join(unknown)}")
         with torch.device(device) if device is not None else contextlib.nullcontext():
             if pretrained:
-                from ..api import create_model as load
+                from .api import create_model as load
 
                 hubs = [w for w in get_model_card(name).weights_from if w.startswith("timm/")]
                 if not hubs:
