@@ -216,51 +216,14 @@ def load_weights(
         backbone_only: skip the classifier (fine-tuning with a fresh head of another size).
         keep_background: keep class 0 of 1001-class TensorFlow checkpoints.
     """
-    from .convert import convert_state_dict, fitting_conversions
-    from .readers import detect_source, read_source_file
+    from .readers import read_source_file
 
     tensors, meta = read_source_file(path, source)
     if meta.get("format") == FORMAT:
-        info = _decode(meta, path)
-        arch = str(info["architecture"])
-        if architecture is not None and architecture != arch:  # e.g. `--model inception_v4` on an IR-v2 bundle
-            raise ValueError(f"{path} holds {arch} weights, not {architecture}")
-        sd = tensors
-        kwargs = dict(info["build_kwargs"] or {})
-        kwargs.update(num_classes=info["num_classes"], global_pool=info.get("global_pool") or "avg")
+        arch, sd, kwargs, info = _bundle_half(tensors, meta, path, architecture)
     else:
-        arch = model.model_name if model is not None else architecture
-        if arch is not None and arch not in list_models():
-            raise ValueError(f"unknown model {arch!r}; known models: {', '.join(list_models())}")
-        src = source or detect_source(tensors, path)
-        sd = None
-        if arch is None:  # no metadata and no name given: its names and shapes tell
-            converted = fitting_conversions(tensors, source=src, keep_background=keep_background)
-            fits = list(converted)
-            if not fits and src == "inceptionv4":  # a damaged or edited state dict: name what differs
-                fits = _nearest_architecture(tensors)
-            if len(fits) != 1:
-                kind = "a state dict in our names" if src == "inceptionv4" else f"a {src} checkpoint"
-                what = f"fits {' and '.join(fits)}" if fits else "fits none of the networks"
-                raise ValueError(
-                    f"{path} is {kind} without a network name, and {what}: say which network it is "
-                    f"(--model on the command line, architecture= in Python; one of {', '.join(list_models())})"
-                )
-            arch = fits[0]
-            sd = converted.get(arch)  # converted once, while its fit was checked
-        if sd is None:
-            sd = (
-                tensors
-                if src == "inceptionv4"
-                else convert_state_dict(tensors, source=src, model=arch, keep_background=keep_background)
-            )
-        fc = sd.get("head.fc.weight")
-        kwargs = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
-        info = {
-            "class_names": None,
-            "label_set": "imagenet-1k" if kwargs["num_classes"] == 1000 else "",
-            "source": f"{src}: {path}",
-        }
+        arch, sd, kwargs, info = _foreign_half(tensors, path, model.model_name if model is not None else architecture,
+                                               source, keep_background)  # fmt: skip
     if model is None:
         try:
             model = build_model(arch, **kwargs)
@@ -284,6 +247,54 @@ def load_weights(
         model.label_set = info.get("label_set") or None
     model.weights_source = str(info.get("source") or path)
     return model
+
+
+def _bundle_half(tensors: dict, meta: dict, path: object, architecture: str | None) -> tuple[str, dict, dict, dict]:
+    """(network, state dict, build options, metadata) of a bundle: its metadata, decoded and
+    checked, names the network, which ``architecture`` (if given) must agree with."""
+    info = _decode(meta, path)
+    arch = str(info["architecture"])
+    if architecture is not None and architecture != arch:  # e.g. `--model inception_v4` on an IR-v2 bundle
+        raise ValueError(f"{path} holds {arch} weights, not {architecture}")
+    kwargs = dict(info["build_kwargs"] or {})
+    kwargs.update(num_classes=info["num_classes"], global_pool=info.get("global_pool") or "avg")
+    return arch, tensors, kwargs, info
+
+
+def _foreign_half(tensors: dict, path: object, arch: str | None, source: str | None,
+                  keep_background: bool) -> tuple[str, dict, dict, dict]:  # fmt: skip
+    """(network, state dict in our names, build options, metadata) of a foreign checkpoint: its
+    source detected from its names unless given, and its network, when ``arch`` is None, the one
+    whose names and shapes it fits (else an error that says which to give)."""
+    from .convert import convert_state_dict, fitting_conversions
+    from .readers import detect_source
+
+    if arch is not None and arch not in list_models():
+        raise ValueError(f"unknown model {arch!r}; known models: {', '.join(list_models())}")
+    src = source or detect_source(tensors, path)
+    sd = None
+    if arch is None:  # no metadata and no name given: its names and shapes tell
+        converted = fitting_conversions(tensors, source=src, keep_background=keep_background)
+        fits = list(converted)
+        if not fits and src == "inceptionv4":  # a damaged or edited state dict: name what differs
+            fits = _nearest_architecture(tensors)
+        if len(fits) != 1:
+            kind = "a state dict in our names" if src == "inceptionv4" else f"a {src} checkpoint"
+            what = f"fits {' and '.join(fits)}" if fits else "fits none of the networks"
+            raise ValueError(
+                f"{path} is {kind} without a network name, and {what}: say which network it is "
+                f"(--model on the command line, architecture= in Python; one of {', '.join(list_models())})"
+            )
+        arch = fits[0]
+        sd = converted.get(arch)  # converted once, while its fit was checked
+    if sd is None:
+        sd = tensors if src == "inceptionv4" else convert_state_dict(tensors, source=src, model=arch,
+                                                                         keep_background=keep_background)  # fmt: skip
+    fc = sd.get("head.fc.weight")
+    kwargs = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
+    info = {"class_names": None, "label_set": "imagenet-1k" if kwargs["num_classes"] == 1000 else "",
+            "source": f"{src}: {path}"}  # fmt: skip
+    return arch, sd, kwargs, info
 
 
 def _best_fit(sd: dict[str, torch.Tensor], *, shapes: bool) -> tuple[str, float]:
