@@ -186,13 +186,16 @@ def demo_environment():
 
     blocked = _test_only_modules()
     assert {"timm", "keras"} <= blocked
-    hidden = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in blocked}
+    # torch's own wrapper of a blocked package, imported earlier in this process, would still reach it
+    wrappers = ("torch.utils.tensorboard",)
+    hidden = {k: sys.modules.pop(k) for k in list(sys.modules)
+              if k.split(".")[0] in blocked or k.startswith(wrappers)}  # fmt: skip
     finder = _Refuse(blocked)
     sys.meta_path.insert(0, finder)
     try:
         yield blocked
     finally:
         sys.meta_path.remove(finder)
-        for k in [k for k in sys.modules if k.split(".")[0] in blocked]:
+        for k in [k for k in sys.modules if k.split(".")[0] in blocked or k.startswith(wrappers)]:
             del sys.modules[k]
         sys.modules.update(hidden)

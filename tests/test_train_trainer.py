@@ -458,10 +458,31 @@ def test_freeze_backbone_trains_the_head_only(tmp_path):
 
 
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
-    s = train(**SMALL, max_steps=2, amp="bf16", channels_last=True, plots=False, out_dir=str(tmp_path))
+    s = train(**SMALL, max_steps=2, precision="bf16", channels_last=True, plots=False, out_dir=str(tmp_path))
     assert s["status"] == "finished" and math.isfinite(s["val_loss"])
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16; got 'fp8'"):
+        train(**SMALL, precision="fp8", out_dir=str(tmp_path / "x"))
+
+
+def test_amp_the_old_name_of_precision_is_read_with_a_notice(tmp_path, caplog):
+    """--amp, amp= and a config file's amp: read as precision ("none" is fp32), said to be deprecated."""
+    from inceptionv4.train import TrainConfig
+
+    with pytest.warns(DeprecationWarning, match="amp is deprecated: use precision bf16"):
+        assert TrainConfig.from_sources(amp="bf16").precision == "bf16"
+    with pytest.warns(DeprecationWarning):
+        assert TrainConfig.from_sources(amp="none").precision == "fp32"
+    (tmp_path / "old.yaml").write_text("amp: fp16\nepochs: 2\n")
+    with pytest.warns(DeprecationWarning):
+        assert TrainConfig.from_sources(tmp_path / "old.yaml").precision == "fp16"
+    with pytest.raises(ValueError, match="give precision or the deprecated amp, not both"):
+        TrainConfig.from_sources(amp="bf16", precision="bf16")
     with pytest.raises(ValueError, match="amp must be one of none, bf16, fp16; got 'fp8'"):
-        train(**SMALL, amp="fp8", out_dir=str(tmp_path / "x"))
+        TrainConfig.from_sources(amp="fp8")
+    from inceptionv4.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--amp", "bf16"])
+    assert args.amp == "bf16" and args.precision is None  # parsed; _train hands it to from_sources
 
 
 def test_the_readmes_training_example_trains(tmp_path, monkeypatch, caplog, capsys, demo_environment):
@@ -491,9 +512,9 @@ def test_fp16_training_on_a_cpu_without_fp16_units_is_refused_before_anything_is
 
     monkeypatch.setattr(devices_module, "cpu_features", lambda: dict.fromkeys(
         ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), False) | {"avx2": True})  # fmt: skip
-    with pytest.raises(ValueError, match=r"amp fp16 on a CPU needs AVX-512 FP16 or AMX-FP16; on this one \(AVX2\) "
-                                         r"torch emulates it, about 10x slower than fp32: use --amp bf16 or --amp none"):  # fmt: skip
-        train(**SMALL, amp="fp16", max_steps=1, plots=False, out_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"precision fp16 on a CPU needs AVX-512 FP16 or AMX-FP16; on this one \(AVX2\) "
+                                         r"torch emulates it, about 10x slower than fp32: use --precision bf16 or fp32"):  # fmt: skip
+        train(**SMALL, precision="fp16", max_steps=1, plots=False, out_dir=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 

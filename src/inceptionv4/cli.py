@@ -124,6 +124,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     from .train.config import TrainConfig
 
     p.add_argument("--config", help="a YAML file of settings (flags override it)")
+    p.add_argument("--amp", default=None, help=argparse.SUPPRESS)  # the deprecated name of --precision
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))

@@ -2,7 +2,7 @@
 
 ``PRECISIONS`` are what ``--precision`` takes; :func:`engine_precision_gap` says why an engine
 cannot run one on this machine (naming the missing instruction set), and training refuses its
-``--amp fp16`` on a CPU by the same rule. What ``precision="auto"`` picks asks the engine itself
+``--precision fp16`` on a CPU by the same rule. What ``precision="auto"`` picks asks the engine itself
 (:func:`~inceptionv4.infer.session.auto_precision`).
 """
 

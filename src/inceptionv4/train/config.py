@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,7 +14,10 @@ import yaml
 
 from ..models import list_models
 from ..models.preprocessing import MAX_INPUT_SIZE
+from ..precision import TORCH_DTYPES
 from .optim import OPTIMIZERS, SCHEDULES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,6 +86,28 @@ def setting(default: object, help: str, *, range: Range | None = None) -> object
     the recipe-resolved values."""
     metadata = {"help": help, **({"range": range} if range is not None else {})}
     return field(default=default, metadata=metadata)
+
+
+#: What training's autocast runs: the inference precisions a forward pass under autocast has.
+TRAIN_PRECISIONS = tuple(TORCH_DTYPES)
+#: ``amp``, the setting ``precision`` replaces, and what each of its words is now
+_AMP_WORDS = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
+def _renamed_amp(values: dict) -> None:
+    """``amp`` (a config file, a keyword, ``--amp``) read as ``precision``, with a deprecation
+    notice: "none" is "fp32". Both at once is an error, as the inference commands say it."""
+    if "amp" not in values:
+        return
+    amp = values.pop("amp")
+    if "precision" in values:
+        raise ValueError("give precision or the deprecated amp, not both")
+    if amp not in _AMP_WORDS:
+        raise ValueError(f"amp must be one of {', '.join(_AMP_WORDS)}; got {amp!r} (amp is deprecated: use precision)")
+    warnings.warn(f"amp is deprecated: use precision {_AMP_WORDS[amp]} (--precision {_AMP_WORDS[amp]})",
+                  DeprecationWarning, stacklevel=3)  # fmt: skip
+    log.warning("amp is deprecated: use --precision %s", _AMP_WORDS[amp])
+    values["precision"] = _AMP_WORDS[amp]
 
 
 #: What a run's config.yaml records beside its settings: derived from them, so read back, they are dropped.
@@ -221,7 +248,11 @@ class TrainConfig:
     freeze_backbone: bool = setting(False, "train the classifier only")
     freeze_bn: bool = setting(False, "keep batch-norm running statistics as loaded (small batches, fine-tuning)")
     # speed
-    amp: str = setting("none", "none | bf16 | fp16 mixed precision")
+    precision: str = setting(
+        "fp32",
+        "fp32 | bf16 | fp16: the forward pass's autocast precision (fp16 with a grad scaler); the "
+        "same word as the inference commands' --precision",
+    )
     channels_last: bool = setting(False, "NHWC memory format (faster convolutions on recent GPUs and CPUs)")
     compile: bool = setting(False, "torch.compile the training step")
     grad_checkpointing: bool = setting(
@@ -302,7 +333,7 @@ class TrainConfig:
         if self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(list_models())}")
         for name, allowed in (
-            ("amp", ("none", "bf16", "fp16")),
+            ("precision", TRAIN_PRECISIONS),
             ("nan_policy", ("stop", "skip")),
             ("decode", ("workers", "device")),
         ):
@@ -407,6 +438,7 @@ class TrainConfig:
         for key in RECORDED:  # a run's own config.yaml may be given again
             values.pop(key, None)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        _renamed_amp(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

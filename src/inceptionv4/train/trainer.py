@@ -238,7 +238,7 @@ class Run:
 
     @property
     def amp_dtype(self) -> torch.dtype:
-        return TORCH_DTYPES.get(self.r["amp"]) or torch.float32  # "none": fp32
+        return TORCH_DTYPES[self.r["precision"]] or torch.float32
 
     @property
     def ckpt_dir(self) -> Path:
@@ -251,13 +251,13 @@ class Run:
 
 
 # -- set-up ---------------------------------------------------------------------------------------
-def _check_amp(amp: str, device: torch.device) -> None:
+def _check_precision(precision: str, device: torch.device) -> None:
     """Refuse fp16 autocast on a CPU without FP16 units, where it looks hung: torch emulates it, about
     10x slower than fp32. The inference table decides it
     (:func:`~inceptionv4.precision.engine_precision_gap`), so train and predict agree."""
-    if amp == "fp16" and device.type == "cpu" and engine_precision_gap("torch", "fp16", "cpu"):
-        raise ValueError(f"amp fp16 on a CPU needs AVX-512 FP16 or AMX-FP16; on this one ({vector_units()}) torch "
-                         f"emulates it, about 10x slower than fp32: use --amp bf16 or --amp none")  # fmt: skip
+    if precision == "fp16" and device.type == "cpu" and engine_precision_gap("torch", "fp16", "cpu"):
+        raise ValueError(f"precision fp16 on a CPU needs AVX-512 FP16 or AMX-FP16; on this one ({vector_units()}) "
+                         f"torch emulates it, about 10x slower than fp32: use --precision bf16 or fp32")  # fmt: skip
 
 
 def setup(r: dict, world: World) -> Run:
@@ -273,7 +273,7 @@ def setup(r: dict, world: World) -> Run:
     if r["batch_size"] % (world.size * r["accum_steps"]):
         raise ValueError(f"batch_size {r['batch_size']} must divide into {world.size} processes x "
                          f"{r['accum_steps']} accumulation steps")  # fmt: skip
-    _check_amp(r["amp"], world.device)
+    _check_precision(r["precision"], world.device)
     train_base, val_base, classes = _datasets(r, world)
     torch.manual_seed(r["seed"])  # the same initial weights on every rank
     r["started_from"] = _started_from(r["pretrained"])
@@ -289,8 +289,8 @@ def setup(r: dict, world: World) -> Run:
     model.pretrained_cfg = model.pretrained_cfg.at_input_size(r["input_size"])
     train_pipe, val_pipe = _pipelines(r, Preprocessing.of(model), train_base, val_base, world)
     optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"],
-                                grad_scaling=r["amp"] == "fp16")  # fmt: skip
-    scaler = torch.amp.GradScaler(world.device.type, enabled=r["amp"] == "fp16")
+                                grad_scaling=r["precision"] == "fp16")  # fmt: skip
+    scaler = torch.amp.GradScaler(world.device.type, enabled=r["precision"] == "fp16")
     steps_per_epoch = len(train_base) // r["batch_size"]
     total_steps = steps_per_epoch * r["epochs"] if r["max_steps"] is None else min(r["max_steps"],
                                                                                    steps_per_epoch * r["epochs"])  # fmt: skip
@@ -565,7 +565,7 @@ def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
         y = batch["labels"].to(world.device, non_blocking=True)
         sync = m == r["accum_steps"] - 1 or not world.distributed
         with contextlib.nullcontext() if sync else net.no_sync():  # gradients all-reduce once a step
-            with torch.autocast(world.device.type, dtype=amp_dtype, enabled=r["amp"] != "none"):
+            with torch.autocast(world.device.type, dtype=amp_dtype, enabled=r["precision"] != "fp32"):
                 out = net(x)
                 logits, aux = out if isinstance(out, tuple) else (out, None)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=r["label_smoothing"])
@@ -623,7 +623,7 @@ def validate(run: Run) -> dict:
         x = batch["images"].to(world.device, non_blocking=True)
         if r["channels_last"]:
             x = x.to(memory_format=torch.channels_last)
-        with torch.autocast(world.device.type, dtype=amp_dtype, enabled=r["amp"] != "none"):
+        with torch.autocast(world.device.type, dtype=amp_dtype, enabled=r["precision"] != "fp32"):
             logits = model(x)
         tally.add(torch.softmax(logits.float(), 1), [int(y) for y in batch["labels"]], [int(i) for i in batch["indices"]])
     model.train(was_training)
