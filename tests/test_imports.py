@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Imports run one way, top to bottom: a module imports only from its own floor or below.
 FLOORS = {
-    "inceptionv4.files": 0, "inceptionv4.devices": 0, "inceptionv4.distributed": 0, "inceptionv4.plots": 0,
+    "inceptionv4.files": 0, "inceptionv4.settings": 0, "inceptionv4.devices": 0, "inceptionv4.distributed": 0, "inceptionv4.plots": 0,
     "inceptionv4.models": 1, "inceptionv4.precision": 1, "inceptionv4.scoring": 1,
     "inceptionv4.data": 2, "inceptionv4.weights": 2,
     "inceptionv4.api": 3, "inceptionv4.engines": 3, "inceptionv4.timm_contract": 4,

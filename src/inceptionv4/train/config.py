@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import yaml
 from ..models import list_models
 from ..models.preprocessing import MAX_INPUT_SIZE
 from ..precision import TORCH_DTYPES
+from ..settings import (COUNT, COUNT_OR_ZERO, FRACTION, INTEGER, NON_NEGATIVE, POSITIVE, PROBABILITY, SHARE, Range,
+                        check_fields, check_value, setting)
 from .optim import OPTIMIZERS, SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -53,39 +54,6 @@ RECIPES = {
 #: equal by test), written here so that reading the settings (``--help``) does not load the data
 #: pipeline (torchvision).
 DATASET_KINDS = ("digits", "synthetic", "folder", "list", "wds", "hf")
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric setting takes: ``check(value)`` holds for a finite number of the
-    right kind (an int where ``integer``); ``rule`` is how an error states it."""
-
-    check: Callable[[float], bool]
-    rule: str
-    integer: bool = False
-    unset_ok: bool = False
-
-    def or_unset(self) -> Range:
-        """The same range for a setting that may also stay None after the recipe is applied."""
-        return dataclasses.replace(self, rule=f"{self.rule}, or unset", unset_ok=True)
-
-
-COUNT = Range(lambda v: v >= 1, "an integer >= 1", integer=True)
-COUNT_OR_ZERO = Range(lambda v: v >= 0, "an integer >= 0", integer=True)
-INTEGER = Range(lambda v: True, "an integer", integer=True)
-POSITIVE = Range(lambda v: v > 0, "> 0")
-NON_NEGATIVE = Range(lambda v: v >= 0, ">= 0")
-FRACTION = Range(lambda v: 0 <= v < 1, "in [0, 1)")
-PROBABILITY = Range(lambda v: 0 <= v <= 1, "a probability in [0, 1]")
-SHARE = Range(lambda v: 0 < v <= 1, "in (0, 1]")
-
-
-def setting(default: object, help: str, *, range: Range | None = None) -> object:
-    """One setting of :class:`TrainConfig`, described once: its default, its help line (what
-    ``inceptionv4 train --help`` shows) and, for a number, its :class:`Range`. Ranges apply to
-    the recipe-resolved values."""
-    metadata = {"help": help, **({"range": range} if range is not None else {})}
-    return field(default=default, metadata=metadata)
 
 
 #: What training's autocast runs: the inference precisions a forward pass under autocast has.
@@ -192,8 +160,8 @@ class TrainConfig:
     workers: int = setting(2, "data-loading processes per GPU/process", range=COUNT_OR_ZERO)
     decode: str = setting(
         "workers",
-        "workers | device: where JPEGs are decoded and augmented, and validated (device: batched nvJPEG "
-        "on CUDA)",
+        "where JPEGs are decoded and augmented, and validated (device: batched nvJPEG on CUDA)",
+        choices=("workers", "device"),
     )
     # optimisation
     recipe: str = setting("paper", "paper | finetune | modern: optimizer, rate, schedule and regularisation presets")
@@ -250,8 +218,9 @@ class TrainConfig:
     # speed
     precision: str = setting(
         "fp32",
-        "fp32 | bf16 | fp16: the forward pass's autocast precision (fp16 with a grad scaler); the "
-        "same word as the inference commands' --precision",
+        "the forward pass's autocast precision (fp16 with a grad scaler); the same word as the "
+        "inference commands' --precision",
+        choices=TRAIN_PRECISIONS,
     )
     channels_last: bool = setting(False, "NHWC memory format (faster convolutions on recent GPUs and CPUs)")
     compile: bool = setting(False, "torch.compile the training step")
@@ -285,7 +254,7 @@ class TrainConfig:
         "stop after this many optimizer steps",
         range=COUNT.or_unset(),
     )
-    nan_policy: str = setting("stop", "stop | skip: what a NaN or infinite loss does")
+    nan_policy: str = setting("stop", "what a NaN or infinite loss does", choices=("stop", "skip"))
     max_unreadable: float = setting(
         0.1,
         "stop when more than this share of an epoch's training images, or a whole batch, cannot be "
@@ -332,13 +301,7 @@ class TrainConfig:
         """Every setting checked here, so a bad one stops the run before a network or worker exists."""
         if self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(list_models())}")
-        for name, allowed in (
-            ("precision", TRAIN_PRECISIONS),
-            ("nan_policy", ("stop", "skip")),
-            ("decode", ("workers", "device")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        check_fields(self, [f.name for f in fields(self) if f.metadata["choices"]])
         if not str(self.out_dir).strip():  # "" would be the working folder, checkpoints among the user's files
             raise ValueError("out_dir is empty: give the run folder (--out-dir runs/NAME)")
         if self.recipe == "finetune" and self.pretrained is None and not self.from_scratch:
@@ -350,31 +313,22 @@ class TrainConfig:
 
         resolve_device(self.device)  # a device this machine lacks is said now, before any data is read
         self._validate_data()
-        own = dataclasses.asdict(self)
-        integers = [name for name, rng in _RANGES.items() if rng.integer]
-        self._check_ranges(own, integers)  # before resolved() computes with batch_size
+        integers = [f.name for f in fields(self) if f.metadata["range"] is not None and f.metadata["range"].integer]
+        check_fields(self, integers)  # before resolved() computes with batch_size
         r = self.resolved()
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
             if r[name] not in allowed:
                 raise ValueError(f"unknown {name} {r[name]!r}; known: {', '.join(allowed)}")
-        self._check_ranges(r, [name for name in _RANGES if name not in integers])
+        for f in fields(self):
+            if f.metadata["range"] is not None and f.name not in integers:
+                check_value(f.name, r[f.name], range=f.metadata["range"])
 
     @staticmethod
     def check_setting(name: str, value: object) -> None:
-        """ValueError if ``value`` breaks ``name``'s range (finite, of its kind): the rule the CLI
-        applies to each flag while parsing and :meth:`validate` to the whole config."""
-        if name in _RANGES:
-            TrainConfig._check_ranges({name: value}, [name])
-
-    @staticmethod
-    def _check_ranges(values: dict, names: list[str]) -> None:
-        for name in names:
-            rng, value = _RANGES[name], values[name]
-            if value is None and rng.unset_ok:
-                continue
-            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or (rng.integer and not isinstance(value, int)) or not rng.check(value):
-                raise ValueError(f"{name} must be {rng.rule}; got {value!r}")
+        """ValueError if ``value`` breaks ``name``'s range or choices: the rule the CLI applies to
+        each flag while parsing and :meth:`validate` to the whole config."""
+        f = _FIELDS[name]
+        check_value(name, value, range=f.metadata["range"], choices=f.metadata["choices"])
 
     def _validate_data(self) -> None:
         """Say what is wrong with the data settings before a network is built or a worker started."""
@@ -448,6 +402,6 @@ class TrainConfig:
         return cfg
 
 
-#: Each setting's help line and range, read from its record above (the CLI and the checks use these).
-FIELD_HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
-_RANGES = {f.name: f.metadata["range"] for f in fields(TrainConfig) if "range" in f.metadata}
+#: Each setting's record (help, range, choices), read by the CLI and the checks.
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+FIELD_HELP = {name: f.metadata["help"] for name, f in _FIELDS.items()}
