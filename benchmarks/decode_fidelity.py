@@ -37,7 +37,8 @@ from inceptionv4.data import Digits, Preprocessing  # noqa: E402
 from inceptionv4.data.decode import decode_rgb, draft_scale  # noqa: E402
 from inceptionv4.data.views import decode_side, protocol_pixels  # noqa: E402
 from inceptionv4.infer.predict import predict  # noqa: E402
-from inceptionv4.infer.session import open_session, vector_units  # noqa: E402
+from inceptionv4.engines.open import open_session
+from inceptionv4.devices import vector_units  # noqa: E402
 
 
 def digit_photo(pixels: np.ndarray, seed: int, size: tuple[int, int] = (4000, 3000)) -> bytes:

@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 from inceptionv4.data.decode import decode_memory
-from inceptionv4.infer.session import vector_units
+from inceptionv4.devices import vector_units
 
 PROBE = """
 import sys, time

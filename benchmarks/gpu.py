@@ -32,8 +32,8 @@ from input_pipeline import measure as measure_pipeline
 import inceptionv4 as iv
 from inceptionv4.tools.bench import measure
 from inceptionv4.models.fold import fold_batchnorm
-from inceptionv4.infer.backends import compile_for_inference
-from inceptionv4.infer.session import vector_units
+from inceptionv4.engines.torch import compile_for_inference
+from inceptionv4.devices import vector_units
 
 
 def cpu_description() -> str:
@@ -60,7 +60,7 @@ def eval_end_to_end(ds, size: int, dev: torch.device, quick: bool) -> dict[str, 
     second of two runs is timed: the first tunes cuDNN for the pass shapes and warms the files."""
     from inceptionv4.data.datasets import Subset
     from inceptionv4.infer.evaluate import evaluate_protocol
-    from inceptionv4.infer.session import open_session
+    from inceptionv4.engines.open import open_session
 
     model = iv.create_model("inception_v4", num_classes=len(ds.classes)).to(dev).to(memory_format=torch.channels_last)
     model.pretrained_cfg = model.pretrained_cfg.at_input_size(size)

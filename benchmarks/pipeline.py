@@ -49,7 +49,8 @@ import inceptionv4 as iv  # noqa: E402
 from inceptionv4.data import build_dataset  # noqa: E402
 from inceptionv4.infer.evaluate import evaluate_protocol  # noqa: E402
 from inceptionv4.infer.predict import predict  # noqa: E402
-from inceptionv4.infer.session import auto_precision, open_session, vector_units  # noqa: E402
+from inceptionv4.engines.open import auto_precision, open_session
+from inceptionv4.devices import vector_units  # noqa: E402
 
 
 def photo(width: int, height: int, seed: int, quality: int = 90) -> bytes:
@@ -186,7 +187,7 @@ def main() -> None:
         iv.save_weights(iv.create_model(args.model, num_classes=4).eval(), weights)
         int8 = None
         if "int8" in precisions:
-            from inceptionv4.infer.quantize import quantize
+            from inceptionv4.engines.quantize import quantize
 
             int8 = str(tmp / "w.int8.xml")
             quantize(weights, small, int8, min_agreement=0.0, calibration_images=min(64, args.small))

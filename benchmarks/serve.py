@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 import inceptionv4 as iv
-from inceptionv4.infer.session import vector_units
+from inceptionv4.devices import vector_units
 
 ROOT = Path(__file__).resolve().parents[1]
 

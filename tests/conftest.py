@@ -56,7 +56,7 @@ def small_model() -> torch.nn.Module:
 
 def torch_session(models, crops: int = 1, **options):
     """Networks in memory as a torch session of ``crops`` views per image, run where they are."""
-    from inceptionv4.infer.session import open_session
+    from inceptionv4.engines.open import open_session
 
     return open_session(models, backend="torch", crops=crops, **options)
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inceptionv4.infer.session import cpu_features, vector_units
+from inceptionv4.devices import cpu_features, vector_units
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -115,7 +115,7 @@ def test_every_train_flag_says_what_it_does(capsys):
     assert "--overwrite, --no-overwrite replace a run already checkpointed in out_dir" in text
 
 
-@pytest.mark.parametrize(("port", "message"), [("99999", "port must be 0-65535"), ("http", "not a port number")])
+@pytest.mark.parametrize(("port", "message"), [("99999", "port must be an integer of 0-65535; got 99999"), ("http", "not an integer: 'http'")])
 def test_a_bad_port_is_refused_while_parsing(port, message, capsys):
     """Before any weights are read: the file named does not even exist."""
     with pytest.raises(SystemExit) as stop:
@@ -222,7 +222,7 @@ def test_predict_prints_hostile_file_names_escaped_on_one_line(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     ("serve --weights w --max-wait-ms inf", "argument --max-wait-ms: must be a finite number, got 'inf'"),
-    ("serve --weights w --max-body-mb -1", "argument --max-body-mb: must be > 0 and <= 4096, got -1"),
+    ("serve --weights w --max-body-mb -1", "argument --max-body-mb: max_body_bytes must be > 0 and <= 4096 (MB); got -1048576"),
     ("serve --weights w --max-body-mb nan", "argument --max-body-mb: must be a finite number, got 'nan'"),
     ("predict --weights w --workers 100000 a.png", "argument --workers: must be >= 0 and <= 64, got 100000"),
     ("export --model inception_v4 --input-size -5 x.onnx", "argument --input-size: must be >= 75 and <= 1024, got -5"),
@@ -243,7 +243,7 @@ def test_numbers_are_checked_while_parsing(argv, message, capsys):
 
 
 def test_serve_settings_refuse_what_would_hang_or_overflow():
-    from inceptionv4.infer.serve import ServeSettings
+    from inceptionv4.serve import ServeSettings
 
     for bad, message in (({"max_wait_ms": float("inf")}, "max_wait_ms must be a finite number >= 0"),
                          ({"body_timeout_s": float("nan")}, "body_timeout_s must be a finite number > 0"),
@@ -345,4 +345,4 @@ def test_outputs_never_replace_what_is_not_a_regular_file_and_never_an_input(tmp
     assert not list(tmp_path.glob("escape*"))
     with pytest.raises(SystemExit):
         main(["serve", "--weights", str(weights), "--host", ""])
-    assert "argument --host: empty: give 127.0.0.1" in capsys.readouterr().err
+    assert "argument --host: is empty: give 127.0.0.1" in capsys.readouterr().err

@@ -51,7 +51,7 @@ def test_int8_and_bf16_agree_with_fp32_on_the_held_out_digits(demo):
 
     from inceptionv4.data.decode import load_rgb
     from inceptionv4.data.views import protocol_pixels
-    from inceptionv4.infer.session import open_session
+    from inceptionv4.engines.open import open_session
 
     q = demo["int8"]
     assert q is not None and "refused" not in q, q

@@ -147,7 +147,7 @@ def test_the_server_answers_every_upload_with_a_reason_or_a_result(corpus):
     """Every regular file of the corpus uploaded by 8 concurrent clients: each gets a JSON 200
     with its answer or a JSON 4xx with its reason, none is dropped, and the good ones mixed in
     get their clean copy's answer."""
-    from inceptionv4.infer.serve import InferenceServer
+    from inceptionv4.serve.server import InferenceServer
 
     entries, _, reference, model = corpus
     uploads = [e for e in entries if not e.special]

@@ -18,7 +18,7 @@ import pytest
 
 import inceptionv4 as iv
 from inceptionv4.infer.predict import predict
-from inceptionv4.infer.serve import InferenceServer
+from inceptionv4.serve.server import InferenceServer
 
 from .conftest import noisy_pngs, torch_session
 
@@ -387,8 +387,8 @@ def _worker_pids(parent: int) -> list[int]:
 
 
 def test_setup_errors_are_clear(small_model):
-    for kwargs, message in (({"max_images": 0}, "max_images must be >= 1"),
-                            ({"header_timeout_s": 0}, "header_timeout_s must be a finite number > 0"),
-                            ({"queue_size": 0}, "queue_size must be >= 1")):  # fmt: skip
+    for kwargs, message in (({"max_images": 0}, "max_images must be an integer of 1-100000; got 0"),
+                            ({"header_timeout_s": 0}, r"header_timeout_s must be a finite number > 0 and <= 3600 \(seconds\); got 0"),
+                            ({"queue_size": 0}, "queue_size must be an integer of 1-1000000; got 0")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             InferenceServer(torch_session(small_model), port=0, warm_up=False, **kwargs)

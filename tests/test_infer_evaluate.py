@@ -15,7 +15,7 @@ from inceptionv4.cli import main
 from inceptionv4.data import ImageFolder, Preprocessing
 from inceptionv4.data.views import crop_views, protocol_pixels
 from inceptionv4.infer.evaluate import evaluate_protocol, label_map
-from inceptionv4.infer.session import Session
+from inceptionv4.engines.session import Session
 from inceptionv4.weights import imagenet1k
 
 from .conftest import torch_session
@@ -46,7 +46,7 @@ def test_session_normalises_pixels_where_the_model_runs(small_model):
     assert 0 < (bf16 - want).abs().max().item() < 0.05  # bf16 really ran, and is close
     with pytest.raises(ValueError, match=r"views must be \(N\*10, 3, S, S\)"):
         session(pixels[:7])
-    with pytest.raises(ValueError, match=r"unknown precision 'fp8': choose one of auto, fp32, bf16, fp16, int8"):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16, int8; got .fp8."):
         torch_session(small_model, 10, precision="fp8")
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from inceptionv4.infer.predict import predict
-from inceptionv4.infer.serve import InferenceServer
+from inceptionv4.serve.server import InferenceServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -1,4 +1,4 @@
-"""infer.quantize: int8 artefacts for both engines, their report, and what it refuses."""
+"""engines.quantize: int8 artefacts for both engines, their report, and what it refuses."""
 
 import importlib
 import json
@@ -8,12 +8,13 @@ import torch
 
 import inceptionv4 as iv
 from inceptionv4.cli import main
-from inceptionv4.infer.quantize import quantize
-from inceptionv4.infer.session import installed, open_session
+from inceptionv4.engines.quantize import quantize
+from inceptionv4.extras import installed
+from inceptionv4.engines.open import open_session
 
 from .conftest import colour_folders
 
-quantize_module = importlib.import_module("inceptionv4.infer.quantize")
+quantize_module = importlib.import_module("inceptionv4.engines.quantize")
 
 BACKENDS = [b for b in ("onnxruntime", "openvino") if installed(b) and (b != "openvino" or installed("nncf"))]
 SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml"}
@@ -109,7 +110,7 @@ def test_bad_calibration_input_is_refused_before_any_work(small_model, tmp_path)
         quantize(small_model, empty, tmp_path / "q.pt", backend="torch")
     not_ours = tmp_path / "plain.onnx"
     if BACKENDS:
-        from inceptionv4.tools.export import export_model
+        from inceptionv4.engines.export import export_model
 
         export_model(small_model, not_ours)
         with pytest.raises(ValueError, match="is not an inceptionv4 int8 artefact"):
@@ -156,7 +157,8 @@ def test_an_artefact_given_for_training_or_export_says_it_is_for_inference_and_n
 
 def _rewrite_metadata(path, backend, change):
     """The artefact at ``path`` with its metadata passed through ``change`` (graph and weights kept)."""
-    from inceptionv4.infer.backends import ARTEFACT_FORMAT, openvino_core
+    from inceptionv4.engines.artefacts import ARTEFACT_FORMAT
+    from inceptionv4.engines.onnx import openvino_core
 
     if backend == "onnxruntime":
         import onnx
@@ -182,7 +184,7 @@ def test_a_damaged_or_mismatched_artefact_is_refused_never_answered_from(small_m
     metadata missing its fields each answered with exit 0 or a KeyError (issue 34)."""
     import shutil
 
-    from inceptionv4.infer.backends import artefact_metadata
+    from inceptionv4.engines.artefacts import artefact_metadata
 
     good = tmp_path / "good" / f"q{SUFFIX[backend]}"
     quantize(small_model, colours, good, backend=backend, min_agreement=0.0)

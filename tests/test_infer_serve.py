@@ -22,7 +22,7 @@ from inceptionv4.cli import main
 from inceptionv4.data import Preprocessing, decode_rgb
 from inceptionv4.infer.predict import predict
 from inceptionv4.data.views import crop_views
-from inceptionv4.infer.serve import Classifier, InferenceServer
+from inceptionv4.serve.server import Classifier, InferenceServer
 from .conftest import noisy_pngs, torch_session
 
 
@@ -195,11 +195,11 @@ def test_close_answers_the_requests_in_flight(small_model, images):
 
 
 def test_setup_errors_are_clear(small_model):
-    with pytest.raises(ValueError, match="topk must be >= 1"):
+    with pytest.raises(ValueError, match="topk must be an integer >= 1; got 0"):
         InferenceServer(small_model, port=0, topk=0)
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         Classifier(small_model, max_batch=0)
-    with pytest.raises(ValueError, match=r"port must be 0-65535 \(0: any free port\), got 99999"):
+    with pytest.raises(ValueError, match="port must be an integer of 0-65535; got 99999"):
         InferenceServer(small_model, port=99999, warm_up=False)
     with InferenceServer(small_model, port=0, warm_up=False) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -338,7 +338,7 @@ def test_the_decoding_budget_makes_large_uploads_wait_or_refuses_them_with_the_r
     uploads being decoded hold their estimated memory of a budget; one that would pass it waits,
     and one larger than all of it gets a 503 saying so, while small images are still answered."""
     from inceptionv4.data.decode import decode_cost
-    from inceptionv4.infer.batching import DecodeBudget, ServerBusy
+    from inceptionv4.serve.batching import DecodeBudget, ServerBusy
 
     budget = DecodeBudget(100, wait_s=0.3)
     order, release = [], threading.Event()

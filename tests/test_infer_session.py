@@ -1,4 +1,4 @@
-"""infer.session and infer.backends: every backend against torch, the build cache, and clear refusals."""
+"""engines: open_session and its backends: every backend against torch, the build cache, and clear refusals."""
 
 import importlib
 import os
@@ -14,14 +14,17 @@ from torch import nn
 import inceptionv4 as iv
 from inceptionv4.cli import main
 from inceptionv4.data.views import protocol_pixels
-from inceptionv4.infer.backends import compile_for_inference
-from inceptionv4.infer.session import installed, open_session
+from inceptionv4.engines.torch import compile_for_inference
+from inceptionv4.extras import installed
+from inceptionv4.engines.open import open_session
 from inceptionv4.models.layers import ConvBNReLU
 
 from .conftest import randomize_bn, torch_session
 
-session_module = importlib.import_module("inceptionv4.infer.session")
+session_module = importlib.import_module("inceptionv4.engines.open")
 devices_module = importlib.import_module("inceptionv4.devices")  # where the CPU's units are read
+extras_module = importlib.import_module("inceptionv4.extras")  # what is installed, for the engines
+precision_module = importlib.import_module("inceptionv4.precision")
 
 ENGINES = [b for b in ("onnxruntime", "openvino") if installed(b)]
 
@@ -75,19 +78,19 @@ def test_auto_takes_an_engine_on_the_cpu_and_torch_for_its_forms(small_model, mo
     assert session_module._auto_backend(torch.device("cuda"), "fp32", torch_only=False) == "torch"
     expected = ENGINES[-1] if ENGINES else "torch"  # openvino before onnxruntime
     assert session_module._auto_backend(torch.device("cpu"), "fp32", torch_only=False) == expected
-    monkeypatch.setattr(session_module, "installed", lambda b: b == "torch")
+    monkeypatch.setattr(extras_module, "installed", lambda b: b == "torch")
     assert session_module._auto_backend(torch.device("cpu"), "fp32", torch_only=False) == "torch"
 
 
 def test_bad_settings_get_one_clear_error(small_model, tmp_path, monkeypatch, capsys):
     for bad, message in (
-        ({"backend": "tensorrt"}, "unknown backend 'tensorrt': choose one of auto, torch, onnxruntime, openvino"),
-        ({"precision": "int4"}, "unknown precision 'int4'"),
+        ({"backend": "tensorrt"}, "backend must be one of auto, torch, onnxruntime, openvino; got 'tensorrt'"),
+        ({"precision": "int4"}, "precision must be one of auto, fp32, bf16, fp16, int8; got 'int4'"),
         ({"precision": "int8"}, "int8 runs a calibrated artefact: write one with `inceptionv4 quantize"),
         ({"backend": "torch", "precision": "int8"}, "int8 runs a calibrated artefact"),
         ({"backend": "onnxruntime", "precision": "bf16"}, "onnxruntime's CPU engine runs fp32 and int8, not bf16"),
         ({"backend": "onnxruntime", "form": "compile"}, "form and channels_last are torch options"),
-        ({"crops": 7}, r"crops must be one of \(1, 10, 12, 144\)"),
+        ({"crops": 7}, "crops must be one of 1, 10, 12, 144; got 7"),
     ):
         with pytest.raises(ValueError, match=message):
             open_session(small_model, **bad)
@@ -99,7 +102,7 @@ def test_bad_settings_get_one_clear_error(small_model, tmp_path, monkeypatch, ca
         open_session(small_model, backend="openvino", precision="bf16")
     with pytest.raises(ValueError, match="openvino fp16 needs a CPU with AVX-512 FP16 or AMX-FP16"):
         open_session(small_model, backend="openvino", precision="fp16")
-    monkeypatch.setattr(session_module, "installed", lambda b: b == "torch")
+    monkeypatch.setattr(extras_module, "installed", lambda b: b == "torch")
     with pytest.raises(ImportError, match=r"--backend openvino needs openvino installed: pip install 'inceptionv4\[openvino\]'"):
         open_session(small_model, backend="openvino")
     weights = tmp_path / "m.safetensors"
@@ -111,8 +114,8 @@ def test_bad_settings_get_one_clear_error(small_model, tmp_path, monkeypatch, ca
 
 
 def test_cpu_features_name_the_vector_units():
-    units = session_module.vector_units()
-    f = session_module.cpu_features()
+    units = devices_module.vector_units()
+    f = devices_module.cpu_features()
     assert set(f) == {"avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"}
     assert ("AVX-512" in units) == f["avx512"] and ("BF16" in units) == f["avx512_bf16"]
 
@@ -153,9 +156,9 @@ def test_auto_precision_follows_the_engines_own_default_on_this_cpu(small_model,
     """``precision="auto"``: OpenVINO's own INFERENCE_PRECISION_HINT here (bf16 exactly where the CPU
     has AVX-512 BF16 or AMX), the same rule for torch on a CPU, fp32 on onnxruntime, int8 for an
     artefact (tests/test_infer_quantize.py); a CPU without the units gets fp32 everywhere."""
-    f = session_module.cpu_features()
+    f = devices_module.cpu_features()
     native = "bf16" if f["avx512_bf16"] or f["amx"] else "fp32"
-    from inceptionv4.infer.backends import openvino_core
+    from inceptionv4.engines.onnx import openvino_core
 
     ov_default = openvino_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     expected = {"bf16": "bf16", "f16": "fp16"}.get(ov_default, "fp32")
@@ -181,7 +184,7 @@ def test_fp16_on_a_cpu_without_fp16_units_is_refused_with_the_reason(small_model
     with pytest.raises(ValueError, match="fp16 on a CPU needs AVX-512 FP16 or AMX-FP16 to be faster than fp32; this "
                                          "one has AVX-512, BF16: use --precision bf16 or fp32"):  # fmt: skip
         open_session(small_model, backend="torch", precision="fp16")
-    assert session_module.engine_precision_gap("torch", "fp16", "cuda") is None
+    assert precision_module.engine_precision_gap("torch", "fp16", "cuda") is None
     monkeypatch.setattr(devices_module, "cpu_features", lambda: dict.fromkeys(
         ("avx2", "avx512", "vnni", "avx512_bf16", "amx", "avx512_fp16", "amx_fp16"), True))  # fmt: skip
     assert open_session(small_model, backend="torch", precision="fp16").precision == "fp16"

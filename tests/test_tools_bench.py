@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import inceptionv4 as iv
-from inceptionv4.infer.session import installed, vector_units
+from inceptionv4.extras import installed
+from inceptionv4.devices import vector_units
 from inceptionv4.models import count_flops
 from inceptionv4.tools.bench import benchmark, compare_engines, engine_paths
 

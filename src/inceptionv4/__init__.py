@@ -3,7 +3,7 @@
 from .api import create_model, load_weights, save_weights
 from .models import FeatureInfo, InceptionNet, ModelCard, get_model_card, list_models
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def register_timm(prefix: str = "iv4_") -> list[str]:

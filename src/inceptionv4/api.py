@@ -1,4 +1,5 @@
-"""The top-level entry points: ``create_model`` with ``pretrained=``, ``save_weights``, ``load_weights``."""
+"""The top-level entry points: ``create_model`` with ``pretrained=``, ``load_network`` (any weights source -> a
+network), ``save_weights``, ``load_weights``."""
 
 from __future__ import annotations
 
@@ -61,3 +62,32 @@ def _stamped(model: InceptionNet, hub: ReleasedWeights | None) -> InceptionNet:
 
 
 __all__ = ["create_model", "load_weights", "save_weights"]
+
+
+def load_network(source: str | os.PathLike | InceptionNet, model: str | None = None) -> InceptionNet:
+    """Any weights source -> a network: the one loader every command uses.
+
+    ``source`` is a network in memory (returned as it is), a hub id as
+    :func:`create_model`'s ``pretrained`` takes (``"timm/inception_v4.tf_in1k"``), a bundle, or
+    any checkpoint :func:`~inceptionv4.load_weights` reads. ``model`` names the network for files
+    that do not say it; a source holding another network is a ValueError, anything that is not a
+    network a TypeError."""
+    import torch
+
+    if isinstance(source, torch.nn.Module):
+        if not isinstance(source, InceptionNet):
+            raise TypeError(f"expected a network built by inceptionv4.create_model (an InceptionNet), got "
+                            f"{type(source).__name__}")  # fmt: skip
+        if model is not None and source.model_name != model:
+            raise ValueError(f"the network given is {source.model_name}, not {model}")
+        return source
+    path = os.fspath(source)
+    if not is_local(path):
+        known = HUB_WEIGHTS.get(path)
+        if known is None:
+            ids = ", ".join(sorted(HUB_WEIGHTS))
+            raise ValueError(f"{path} is neither a weights file here nor a known hub id ({ids})")
+        return create_model(model or known.model, pretrained=path)  # another model: a ValueError
+    if model is not None and not path.endswith(".safetensors"):
+        return create_model(model, pretrained=path)
+    return load_weights(path, architecture=model)

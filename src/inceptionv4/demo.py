@@ -36,7 +36,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, ma
     digits; else ``int8`` holds the refusal."""
     from .data import Digits
     from .train import train
-    from .tools.export import export_model, run_exported
+    from .engines.export import export_model, run_exported
     from .data.views import crop_views
     from .infer.predict import predict
     from .weights import load_weights
@@ -110,14 +110,16 @@ def _quantize_demo(model, out_dir: Path, seed: int, min_agreement: float) -> dic
     import logging
 
     from .data import Digits
-    from .infer.session import installed, open_session, vector_units
+    from .devices import vector_units
+    from .engines.open import open_session
+    from .extras import installed
 
     backend = next((b for b in ("openvino", "onnxruntime") if installed(b) and (b != "openvino" or installed("nncf"))),
                    None)  # fmt: skip
     if backend is None:
         logging.getLogger(__name__).info("int8 skipped: install openvino and nncf, or onnxruntime")
         return None
-    from .infer.quantize import quantize
+    from .engines.quantize import quantize
 
     folders = {}
     for split in ("train", "val"):  # the digits as image files, one folder per class, as a user's data would be

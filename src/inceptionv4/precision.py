@@ -3,7 +3,7 @@
 ``PRECISIONS`` are what ``--precision`` takes; :func:`engine_precision_gap` says why an engine
 cannot run one on this machine (naming the missing instruction set), and training refuses its
 ``--precision fp16`` on a CPU by the same rule. What ``precision="auto"`` picks asks the engine itself
-(:func:`~inceptionv4.infer.session.auto_precision`).
+(:func:`~inceptionv4.engines.open.auto_precision`).
 """
 
 from __future__ import annotations

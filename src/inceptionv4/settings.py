@@ -35,7 +35,11 @@ class Range:
 def between(low: float, high: float, *, integer: bool = False) -> Range:
     """``low <= value <= high``."""
     kind = "an integer" if integer else "a number"
-    return Range(lambda v: low <= v <= high, f"{kind} of {low:g}-{high:g}", integer=integer)
+    return Range(lambda v: low <= v <= high, f"{kind} of {_shown(low)}-{_shown(high)}", integer=integer)
+
+
+def _shown(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def above(low: float, high: float = math.inf) -> Range:
@@ -72,19 +76,25 @@ def setting(
     flag: str | None = None,
     metavar: str | None = None,
     unit: Unit | None = None,
+    check: Callable[[object], str | None] | None = None,
 ) -> object:
     """One setting of a settings record, described once: its default, its help line (what
     ``--help`` shows), and the values it takes (a :class:`Range` for a number, ``choices``
     otherwise). ``flag`` names its command-line flag when ``--name-with-dashes`` does not fit;
-    ``unit`` states it on the command line in a larger unit."""
+    ``unit`` states it on the command line in a larger unit; ``check(value)`` returns why a value
+    that is neither a number nor a choice is refused (None: taken)."""
     metadata = {"help": help, "range": range, "choices": tuple(choices) if choices is not None else None,
-                "flag": flag, "metavar": metavar, "unit": unit}  # fmt: skip
+                "flag": flag, "metavar": metavar, "unit": unit, "check": check}  # fmt: skip
     return field(default=default, metadata=metadata)
 
 
-def check_value(name: str, value: object, *, range: Range | None = None, choices: Sequence | None = None) -> None:
+def check_value(name: str, value: object, *, range: Range | None = None, choices: Sequence | None = None,
+                check: Callable[[object], str | None] | None = None) -> None:  # fmt: skip
     """ValueError, naming the setting and its rule, if ``value`` is outside ``range`` (finite, of
-    its kind) or ``choices``."""
+    its kind) or ``choices``, or ``check`` refuses it."""
+    why = check(value) if check is not None else None
+    if why:
+        raise ValueError(f"{name} {why}")
     if choices is not None and value not in choices and value is not None:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
     if range is None or (value is None and range.unset_ok):
@@ -99,7 +109,7 @@ def check_fields(record: object, names: Sequence[str] | None = None) -> None:
     for f in dataclasses.fields(record):
         if names is None or f.name in names:
             check_value(f.name, getattr(record, f.name), range=f.metadata.get("range"),
-                        choices=f.metadata.get("choices"))  # fmt: skip
+                        choices=f.metadata.get("choices"), check=f.metadata.get("check"))  # fmt: skip
 
 
 def described(record: type) -> list[dataclasses.Field]:

@@ -303,3 +303,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
         out.paste(rgba, mask=rgba.getchannel("A"))
         return out
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def images_under(folder: str | os.PathLike) -> list[tuple[str, str | None]]:
+    """The image files (by :data:`IMAGE_SUFFIXES`) in ``folder`` and below, sorted, each as
+    ``(path, None)``; a subfolder that cannot be listed is ``(its path, why)``, not passed over
+    in silence."""
+    found: list[tuple[str, str | None]] = []
+
+    def unlisted(err: OSError) -> None:
+        found.append((err.filename or str(folder), f"folder cannot be listed ({err.strerror or err}); skipped"))
+
+    for root, _, names in os.walk(folder, onerror=unlisted):
+        found += [(str(Path(root, n)), None) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found, key=lambda entry: entry[0])
+

@@ -21,7 +21,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .transforms import _INTERP, Preprocessing
 
-CROPS = (1, 10, 12, 144)
+from ..models.preprocessing import CROPS  # noqa: E402, F401 (read from here too)
 
 
 GOOGLENET_SIDES = (256, 288, 320, 352)  # for 224-pixel crops

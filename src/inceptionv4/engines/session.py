@@ -75,7 +75,7 @@ class Session:
     precision: str
     device: torch.device
     crops: int = 1
-    form: str = "eager"
+    form: str = "eager"  # what the engine runs: "eager" or "compile" (torch), "onnx export", "int8 artefact"
     chunk: int = 64  # views per forward pass
     full_decode: bool = False  # decode every JPEG at full size (else reduced to the protocol's size)
     models: list[torch.nn.Module] = field(default_factory=list)  # torch backend: the modules the runners run

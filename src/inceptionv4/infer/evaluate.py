@@ -15,7 +15,8 @@ from ..data.loaders import protocol_batches
 from ..data.views import check_decode, scales_for
 from ..distributed import World
 from ..scoring import OUTSIDE, Tally, map_labels  # noqa: F401 (OUTSIDE: read from here too)
-from .session import Labels, Session, as_session
+from ..engines.open import as_session
+from ..engines.session import Labels, Session
 
 def label_map(dataset_classes: list[str], outputs: Session | torch.nn.Module | list[str]) -> list[int]:
     """Output index of each dataset class, for a session, a network, or the outputs' class keys
@@ -36,7 +37,7 @@ def evaluate_protocol(
     world: World | None = None,
 ) -> dict:
     """Top-1/top-5, per-class accuracy and confusion of a session (an ensemble if it holds several
-    models; see :func:`~inceptionv4.infer.session.open_session`) on a dataset of
+    models; see :func:`~inceptionv4.engines.open.open_session`) on a dataset of
     :mod:`inceptionv4.data`, with the session's crop protocol. ``images`` lists each image's file,
     label, predicted class and its probability, for error analysis. Unreadable files are skipped
     and listed. Networks in memory are taken as a 1-crop torch session, run where they are.

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data.decode import IMAGE_SUFFIXES, DecodeError, image_rgb, load_rgb
+from ..data.decode import DecodeError, image_rgb, images_under, load_rgb
 from ..data.loaders import protocol_batches
 from ..data.views import check_decode
-from .session import Session, as_session
+from ..engines.open import as_session
+from ..engines.session import Session
 
 #: What :func:`predict` takes: files, folders and globs by name, or PIL images already in memory.
 Input = str | Path | Image.Image
@@ -44,7 +45,7 @@ def expand_inputs(inputs: Input | list[Input]) -> list[tuple[str, str | None, Im
             out.append((item, f"cannot be examined ({getattr(err, 'strerror', None) or err})", None))
             continue
         if mode is not None and stat.S_ISDIR(mode):
-            found = _images_under(Path(item))
+            found = [(path, error, None) for path, error in images_under(item)]
             out += found if any(error is None for _, error, _ in found) else [*found, (item, "folder has no images", None)]
         elif mode is not None:
             out.append((item, None, None))  # a special file is refused by name when it is read
@@ -56,19 +57,6 @@ def expand_inputs(inputs: Input | list[Input]) -> list[tuple[str, str | None, Im
         else:
             out.append((item, "no such file", None))
     return out
-
-
-def _images_under(folder: Path) -> list[tuple[str, str | None, None]]:
-    """The image files in ``folder`` and below, sorted, as :func:`expand_inputs` entries; a
-    subfolder that cannot be listed is an entry with its error, not passed over in silence."""
-    found: list[tuple[str, str | None, None]] = []
-
-    def unlisted(err: OSError) -> None:
-        found.append((err.filename or str(folder), f"folder cannot be listed ({err.strerror or err}); skipped", None))
-
-    for root, _, names in os.walk(folder, onerror=unlisted):
-        found += [(str(Path(root, n)), None, None) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(found, key=lambda entry: entry[0])
 
 
 def top_classes(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:
@@ -123,7 +111,7 @@ def predict(
     16 on a CPU, 256 on a GPU). ``inputs`` are files, folders (searched recursively) and globs, PIL
     images already in memory, or a list of them.
 
-    ``session`` (:func:`~inceptionv4.infer.session.open_session`) says how inference runs:
+    ``session`` (:func:`~inceptionv4.engines.open.open_session`) says how inference runs:
     backend, device, precision, crops, an ensemble. Networks in memory are taken as a 1-crop torch
     session run where they are. The files go through the one batch path
     (:func:`~inceptionv4.data.loaders.protocol_batches`): with ``workers=0`` threads of this

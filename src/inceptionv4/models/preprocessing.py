@@ -23,6 +23,8 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 #: the released weights, and an evaluation resize of at most twice the input. Bounds read from a
 #: file before anything is built (a bundle saying 4096 took predict past 17 GB).
 MAX_INPUT_SIZE = 1024
+#: The crop protocols a network is evaluated with: views per image (docs/evaluation.md)
+CROPS = (1, 10, 12, 144)
 MIN_CROP_PCT = 0.5
 FIELDS = ("input_size", "mean", "std", "interpolation", "crop_pct")
 

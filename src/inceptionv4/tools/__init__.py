@@ -1,2 +1,2 @@
-"""Tools around the networks: engine benchmarks (``inceptionv4 bench``), ONNX / TorchScript /
-exported-program export (``inceptionv4 export``) and Triton model repositories."""
+"""Tools around the engines: the engine benchmark (``inceptionv4 bench``, :mod:`.bench`) and Triton
+model repositories (``inceptionv4 export --format triton``, :mod:`.triton`)."""

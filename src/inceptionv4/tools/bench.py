@@ -108,7 +108,10 @@ def engine_paths(*, device: str = "cpu", backends: list[str] | None = None,
     """Every (backend, precision, torch form) this machine runs, in table order: torch eager in
     fp32, and in bf16 where the device has bf16 units, then each installed engine's precisions.
     (``torch.compile`` takes minutes per shape: ``benchmark(..., compile=True)`` times it.)"""
-    from ..infer.session import BACKENDS, PRECISIONS, cpu_features, engine_precision_gap, installed
+    from ..devices import cpu_features
+    from ..engines.options import BACKENDS
+    from ..extras import installed
+    from ..precision import PRECISIONS, engine_precision_gap
 
     for kind, given, known in (("backend", backends, BACKENDS[1:]), ("precision", precisions, PRECISIONS)):
         unknown = sorted(set(given or ()) - set(known))
@@ -143,68 +146,21 @@ def compare_engines(name: str = "inception_v4", *, weights: str | None = None, b
     """
     import tempfile
 
-    import numpy as np
-    from PIL import Image
-
-    from ..infer.session import open_session, vector_units
+    from ..devices import vector_units
 
     if rounds < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"rounds and batch sizes must be >= 1, got {rounds}, {batch_sizes}")
     device = str(resolve_device(device))
     log = log or (lambda text: None)
-    net = build_model(name, num_classes=1000).eval() if weights is None else None
-    source = weights if weights is not None else net
+    source = weights if weights is not None else build_model(name, num_classes=1000).eval()
     paths = engine_paths(device=device, backends=backends, precisions=precisions)
-    sessions: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend, precision, form in paths:
-            label = f"{backend} {precision}" + (f" {form}" if backend == "torch" else "")
-            log(f"opening {label} ...")
-            if precision == "int8":
-                calib = Path(tmp, "calib")
-                if not calib.exists():
-                    calib.mkdir()
-                    rng = np.random.default_rng(0)
-                    for i in range(8):
-                        Image.fromarray(rng.integers(0, 256, (342, 342, 3), dtype=np.uint8)).save(calib / f"{i}.png")
-                from ..infer.quantize import quantize
-
-                suffix = ".xml" if backend == "openvino" else ".onnx"
-                q = quantize(source, calib, Path(tmp, f"q-{backend}{suffix}"), backend=backend, min_agreement=0.0,
-                             cache_dir=cache_dir)  # fmt: skip
-                sessions[label] = open_session(q["path"])
-            else:
-                sessions[label] = open_session(source, backend=backend, precision=precision, form=form,
-                                               device=device, cache_dir=cache_dir)  # fmt: skip
-        runs = dict(sessions)
-        size = next(iter(sessions.values())).pre.input_size
+        runs = _open_paths(source, paths, device, cache_dir, Path(tmp), log)
+        size = next(iter(runs.values())).pre.input_size
         if timm_reference:
-            try:
-                import timm
-            except ImportError:
-                timm = None
-            if timm is not None and name in timm.list_models():
-                ref = timm.create_model(name, num_classes=1000).eval().to(device)
-                runs = {"timm eager fp32": lambda x, m=ref: m(x.to(device)), **runs}
-        best: dict[int, dict[str, float]] = {b: {} for b in batch_sizes}
+            runs = {**_timm_reference(name, device), **runs}
         xs = {b: torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b)) for b in batch_sizes}
-        with torch.inference_mode():
-            for b, x in xs.items():  # warm-up: every shape twice (an engine's first passes set up)
-                for run in runs.values():
-                    run(x)
-                    run(x)
-            for r in range(rounds):
-                for b, x in xs.items():
-                    for label, run in runs.items():
-                        n, t0 = 0, time.perf_counter()
-                        while True:
-                            run(x)
-                            n += 1
-                            if time.perf_counter() - t0 >= seconds and n >= 2:
-                                break
-                        rate = n * b / (time.perf_counter() - t0)
-                        best[b][label] = max(best[b].get(label, 0.0), rate)
-                log(f"round {r + 1}/{rounds} done")
+        best = _interleaved(runs, xs, rounds, seconds, log)
     table = []
     for b in batch_sizes:
         for label, rate in best[b].items():
@@ -215,3 +171,67 @@ def compare_engines(name: str = "inception_v4", *, weights: str | None = None, b
             table.append(row)
     return {"model": name, "weights": weights, "device": device, "cpu": vector_units(), "rounds": rounds,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": table}  # fmt: skip
+
+
+def _open_paths(source, paths: list, device: str, cache_dir, tmp: Path, log) -> dict:
+    """A session per path, by label; an int8 path is quantized first, on random images."""
+    import numpy as np
+    from PIL import Image
+
+    from ..engines.artefacts import ARTEFACT_SUFFIX
+    from ..engines.open import open_session
+    from ..engines.quantize import quantize
+
+    sessions: dict[str, object] = {}
+    for backend, precision, form in paths:
+        label = f"{backend} {precision}" + (f" {form}" if backend == "torch" else "")
+        log(f"opening {label} ...")
+        if precision != "int8":
+            sessions[label] = open_session(source, backend=backend, precision=precision, form=form, device=device,
+                                           cache_dir=cache_dir)  # fmt: skip
+            continue
+        calib = tmp / "calib"
+        if not calib.exists():
+            calib.mkdir()
+            rng = np.random.default_rng(0)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 256, (342, 342, 3), dtype=np.uint8)).save(calib / f"{i}.png")
+        q = quantize(source, calib, tmp / f"q-{backend}{ARTEFACT_SUFFIX[backend]}", backend=backend,
+                     min_agreement=0.0, cache_dir=cache_dir)  # fmt: skip
+        sessions[label] = open_session(q["path"])
+    return sessions
+
+
+def _timm_reference(name: str, device: str) -> dict:
+    """timm's own network of ``name`` as a path, when timm is installed and has it."""
+    try:
+        import timm
+    except ImportError:
+        return {}
+    if name not in timm.list_models():
+        return {}
+    ref = timm.create_model(name, num_classes=1000).eval().to(device)
+    return {"timm eager fp32": lambda x: ref(x.to(device))}
+
+
+def _interleaved(runs: dict, xs: dict, rounds: int, seconds: float, log) -> dict[int, dict[str, float]]:
+    """Each path's best img/s per batch size over ``rounds`` interleaved rounds of about
+    ``seconds`` each (every shape warmed up twice first: an engine's first passes set up)."""
+    best: dict[int, dict[str, float]] = {b: {} for b in xs}
+    with torch.inference_mode():
+        for x in xs.values():
+            for run in runs.values():
+                run(x)
+                run(x)
+        for r in range(rounds):
+            for b, x in xs.items():
+                for label, run in runs.items():
+                    n, t0 = 0, time.perf_counter()
+                    while True:
+                        run(x)
+                        n += 1
+                        if time.perf_counter() - t0 >= seconds and n >= 2:
+                            break
+                    best[b][label] = max(best[b].get(label, 0.0), n * b / (time.perf_counter() - t0))
+            log(f"round {r + 1}/{rounds} done")
+    return best

@@ -69,10 +69,11 @@ def export_triton(model: InceptionNet, out_dir: str | Path, *, name: str | None 
 
     ``openvino``: also write the IR variant (default: when OpenVINO is installed; True without
     it is an ImportError). The ONNX model is checked against eager PyTorch before anything is
-    kept (:func:`~inceptionv4.tools.export.export_model`).
+    kept (:func:`~inceptionv4.engines.export.export_model`).
     """
-    from .export import export_model
-    from ..infer.session import Labels, installed
+    from ..engines.export import export_model
+    from ..engines.session import Labels
+    from ..extras import installed
 
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")

@@ -1,9 +1,9 @@
-"""The inference server: the app of :mod:`inceptionv4.infer.app` on uvicorn.
+"""The inference server: the app of :mod:`inceptionv4.serve.app` on uvicorn.
 
 Each upload is decoded on a thread pool (``decode="device"``: only its JPEG header is checked
 there, and the worker decodes the batch on the models' device -- nvJPEG on a GPU, where PIL on a
 few threads cannot keep up). One worker thread owns the session and runs whatever requests are
-waiting as one batch (:class:`~inceptionv4.infer.batching.Classifier`), so concurrent clients
+waiting as one batch (:class:`~inceptionv4.serve.batching.Classifier`), so concurrent clients
 share forward passes. A bad upload gets a 4xx naming the reason and changes nothing for anyone else.
 
 What protects everyone else from one client:
@@ -22,36 +22,37 @@ thread; :func:`serve_workers` runs several processes on one port (``inceptionv4 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import math
 import os
 import socket
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from typing import Self
 
 import torch
 
-from .session import _require
+from ..extras import require
 
 for _package in ("fastapi", "uvicorn", "prometheus_client", "python_multipart", "swagger_ui_bundle"):
-    _require(_package, "inceptionv4 serve")
+    require(_package, "inceptionv4 serve")
 
 import h11  # noqa: E402 - after the check above, which names the extra to install
 import uvicorn  # noqa: E402
 from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
-from .app import MAX_BODY_BYTES, MAX_IMAGES_PER_REQUEST, RequestError, check_topk, create_app  # noqa: E402
-from .batching import DECODE_BUDGET_BYTES, Classifier, ServerBusy  # noqa: E402
-from .metrics import ServeMetrics  # noqa: E402
-from .session import Session  # noqa: E402
+from ..engines.options import SessionOptions  # noqa: E402
+from ..engines.session import Session  # noqa: E402
+from .app import RequestError, create_app  # noqa: E402
+from .batching import Classifier, ServerBusy  # noqa: E402
+from .prometheus import ServeMetrics  # noqa: E402
+from .settings import ServeSettings  # noqa: E402
 
-__all__ = ["MAX_BODY_BYTES", "MAX_IMAGES_PER_REQUEST", "Classifier", "InferenceServer", "RequestError",
-           "ServeSettings", "ServerBusy", "create_app", "serve_workers"]  # fmt: skip
+__all__ = ["Classifier", "InferenceServer", "RequestError", "ServeSettings", "ServerBusy", "create_app",
+           "serve_workers"]  # fmt: skip
 
 log = logging.getLogger("inceptionv4.serve")
 
@@ -124,10 +125,7 @@ class GuardedH11Protocol(H11Protocol):
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    if not host.strip():  # the socket API reads "" as every interface: say it, never mean it silently
-        raise ValueError("host is empty: give 127.0.0.1 (this machine only) or 0.0.0.0 / :: (every interface)")
-    if not 0 <= port <= 65535:  # before the models load, and not as bind()'s OverflowError
-        raise ValueError(f"port must be 0-65535 (0: any free port), got {port}")
+    """A listening socket on ``host``:``port`` (checked by :class:`ServeSettings`), taken over by workers."""
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family, backlog=2048)
@@ -142,61 +140,25 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    """How a server batches and what it lets one client do: the defaults and checks of
-    :class:`InferenceServer` and of each :func:`serve_workers` process, in one place."""
+def _classifier(settings: ServeSettings, session) -> Classifier:
+    return Classifier(session, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                      decode=settings.decode, queue_size=settings.queue_size,
+                      decode_memory_bytes=settings.decode_memory_bytes)  # fmt: skip
 
-    topk: int = 5
-    max_batch: int = 8
-    max_wait_ms: float = 5.0
-    decode: str = "workers"
-    max_body_bytes: int = MAX_BODY_BYTES
-    max_images: int = MAX_IMAGES_PER_REQUEST
-    queue_size: int = 256
-    timeout_s: float = 120.0
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    max_connections: int = 1024
-    drain_s: float = 30.0
-    access_log: bool = True
-    decode_memory_bytes: int = DECODE_BUDGET_BYTES
 
-    def __post_init__(self) -> None:
-        check_topk(self.topk)  # a bad default is the caller's mistake: ValueError now, not 400s later
-        for name in ("max_body_bytes", "max_images", "max_connections", "max_batch", "queue_size", "decode_memory_bytes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name in ("header_timeout_s", "body_timeout_s", "timeout_s", "drain_s"):
-            if not 0 < getattr(self, name) < math.inf:
-                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
-        if not 0 <= self.max_wait_ms < math.inf:  # inf killed the batcher thread (OverflowError) and hung start-up
-            raise ValueError(f"max_wait_ms must be a finite number >= 0, got {self.max_wait_ms}")
-
-    def classifier(self, session) -> Classifier:
-        return Classifier(session, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, decode=self.decode,
-                          queue_size=self.queue_size, decode_memory_bytes=self.decode_memory_bytes)  # fmt: skip
-
-    def app(self, classifier: Classifier, **kwargs):
-        return create_app(classifier, topk=self.topk, max_body_bytes=self.max_body_bytes, max_images=self.max_images,
-                          body_timeout_s=self.body_timeout_s, timeout_s=self.timeout_s, **kwargs)  # fmt: skip
-
-    def config(self, app, **kwargs) -> uvicorn.Config:
-        """uvicorn's config: the guarded protocol, the connection bound, the drain time. A worker
-        process gets 60 s, not uvicorn's 5, to answer the supervisor's health check: importing
-        torch and loading a network hold the interpreter for seconds on a busy machine, and
-        uvicorn killed and restarted workers that were only starting."""
-        config = uvicorn.Config(app, http=GuardedH11Protocol, lifespan="off", log_config=None,
-                                timeout_worker_healthcheck=60,
-                                access_log=self.access_log, timeout_keep_alive=5,
-                                timeout_graceful_shutdown=max(1, round(self.drain_s)),
-                                limit_concurrency=self.max_connections, backlog=2048, server_header=False,
-                                **kwargs)  # fmt: skip
-        config.header_timeout = self.header_timeout_s
-        return config
+def _config(settings: ServeSettings, app, **kwargs) -> uvicorn.Config:
+    """uvicorn's config: the guarded protocol, the connection bound, the drain time. A worker
+    process gets 60 s, not uvicorn's 5, to answer the supervisor's health check: importing
+    torch and loading a network hold the interpreter for seconds on a busy machine, and
+    uvicorn killed and restarted workers that were only starting."""
+    config = uvicorn.Config(app, http=GuardedH11Protocol, lifespan="off", log_config=None,
+                            timeout_worker_healthcheck=60,
+                            access_log=settings.access_log, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=max(1, round(settings.drain_s)),
+                            limit_concurrency=settings.max_connections, backlog=2048, server_header=False,
+                            **kwargs)  # fmt: skip
+    config.header_timeout = settings.header_timeout_s
+    return config
 
 
 class InferenceServer:
@@ -211,45 +173,23 @@ class InferenceServer:
     models warm up, so a taken port fails fast.
     """
 
-    def __init__(
-        self,
-        session: Session | torch.nn.Module | list[torch.nn.Module],
-        *,
-        host: str = "127.0.0.1",
-        port: int = 8080,
-        topk: int = 5,
-        max_batch: int = 8,
-        max_wait_ms: float = 5.0,
-        decode: str = "workers",
-        max_body_bytes: int = MAX_BODY_BYTES,
-        max_images: int = MAX_IMAGES_PER_REQUEST,
-        queue_size: int = 256,
-        timeout_s: float = 120.0,
-        header_timeout_s: float = 10.0,
-        body_timeout_s: float = 30.0,
-        max_connections: int = 1024,
-        drain_s: float = 30.0,
-        access_log: bool = True,
-        decode_memory_bytes: int = DECODE_BUDGET_BYTES,
-        warm_up: bool = True,
-    ) -> None:
+    def __init__(self, session: Session | torch.nn.Module | list[torch.nn.Module],
+                 settings: ServeSettings | None = None, *, warm_up: bool = True, **overrides) -> None:  # fmt: skip
+        """``settings`` (default :class:`ServeSettings`'s), with any of its fields given by
+        keyword over it (``port=0``); an unknown keyword is a TypeError, a bad value a ValueError."""
         self._thread: threading.Thread | None = None
-        settings = ServeSettings(topk=topk, max_batch=max_batch, max_wait_ms=max_wait_ms, decode=decode,
-                                 max_body_bytes=max_body_bytes, max_images=max_images, queue_size=queue_size,
-                                 timeout_s=timeout_s, header_timeout_s=header_timeout_s,
-                                 body_timeout_s=body_timeout_s, max_connections=max_connections, drain_s=drain_s,
-                                 access_log=access_log, decode_memory_bytes=decode_memory_bytes)  # fmt: skip
-        self._socket = _listen(host, port)
+        self.settings = settings = dataclasses.replace(settings or ServeSettings(), **overrides)
+        self._socket = _listen(settings.host, settings.port)
         try:
-            self.classifier = settings.classifier(session)
+            self.classifier = _classifier(settings, session)
         except BaseException:
             self._socket.close()
             raise
         self.metrics = ServeMetrics()
         self.in_flight = 0
         self._lock = threading.Lock()
-        self.app = settings.app(self.classifier, metrics=self.metrics, in_flight=self._count)
-        self._server = uvicorn.Server(settings.config(self.app))
+        self.app = create_app(self.classifier, settings, metrics=self.metrics, in_flight=self._count)
+        self._server = uvicorn.Server(_config(settings, self.app))
         if warm_up:  # clients queue in the listen backlog meanwhile
             try:
                 self.classifier.warm_up()
@@ -304,29 +244,27 @@ class InferenceServer:
         self.close()
 
 
-def serve_workers(source, session_options: dict, server_options: dict, workers: int, *, host: str = "127.0.0.1",
-                  port: int = 8080, announce=None) -> None:  # fmt: skip
-    """Serve ``source`` with ``workers`` processes on one port until SIGINT / SIGTERM.
+def serve_workers(source, options: SessionOptions, settings: ServeSettings, *, announce=None) -> None:
+    """Serve ``source`` with ``settings.workers`` processes on one port until SIGINT / SIGTERM.
 
-    ``session_options`` are :func:`~inceptionv4.infer.session.open_session`'s keyword arguments and
-    ``server_options`` :class:`ServeSettings`' fields. They are checked here once, by opening the
-    session (which also fills the engines' build cache), before any worker starts. Each worker
-    then opens its own session with the backend chosen here and warms it up; the CPU's intra-op
-    threads are divided between them. ``announce(url, card)`` is called once the port is bound.
+    The session ``options`` are checked here once, by opening the session (which also fills the
+    engines' build cache), before any worker starts. Each worker then opens its own session with
+    the backend chosen here and warms it up; the CPU's intra-op threads are divided between them.
+    ``announce(url, card)`` is called once the port is bound.
     """
-    from .session import open_session
+    from ..engines.open import open_session
 
-    if workers < 2:
-        raise ValueError(f"serve_workers runs 2 or more processes, got {workers}")
-    serving = ServeSettings(**server_options)  # checked before anything loads
-    card = open_session(source, **session_options).describe()
-    settings = {**session_options, "source": source, "backend": card["backend"], "server": server_options,
-                "threads": max(1, (os.cpu_count() or workers) // workers)}  # fmt: skip
-    sock = _listen(host, port)
+    if settings.workers < 2:
+        raise ValueError(f"serve_workers runs 2 or more processes, got {settings.workers}")
+    card = open_session(source, options).describe()
+    handed = {"source": source, "options": {**dataclasses.asdict(options), "backend": card["backend"]},
+              "server": dataclasses.asdict(settings),
+              "threads": max(1, (os.cpu_count() or settings.workers) // settings.workers)}  # fmt: skip
+    sock = _listen(settings.host, settings.port)
     with tempfile.TemporaryDirectory(prefix="inceptionv4-metrics-") as metrics_dir:
-        os.environ[WORKER_SETTINGS] = json.dumps(settings)
+        os.environ[WORKER_SETTINGS] = json.dumps(handed)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        config = serving.config("inceptionv4.infer.serve:worker_app", factory=True, workers=workers)
+        config = _config(settings, "inceptionv4.serve.server:worker_app", factory=True, workers=settings.workers)
         if announce is not None:
             announce(_url(sock), card)
         try:
@@ -368,11 +306,11 @@ def _supervisor():
 
 def worker_app():
     """The app of one worker process of :func:`serve_workers` (uvicorn calls this in each)."""
-    from .session import open_session
+    from ..engines.open import open_session
 
-    settings = json.loads(os.environ[WORKER_SETTINGS])
-    torch.set_num_threads(settings.pop("threads"))
-    serving = ServeSettings(**settings.pop("server", {}))
-    classifier = serving.classifier(open_session(settings.pop("source"), **settings))
+    handed = json.loads(os.environ[WORKER_SETTINGS])
+    torch.set_num_threads(handed["threads"])
+    settings = ServeSettings(**handed["server"])
+    classifier = _classifier(settings, open_session(handed["source"], SessionOptions(**handed["options"])))
     classifier.warm_up()
-    return serving.app(classifier)
+    return create_app(classifier, settings)

@@ -24,7 +24,8 @@ from PIL import Image
 from ..data.decode import MAX_DECODE_BYTES, decode_cost
 from ..data.loaders import upload_views
 from ..data.views import DeviceViews, check_decode, normalize_views
-from .session import Session, as_session
+from ..engines.open import as_session
+from ..engines.session import Session
 
 log = logging.getLogger("inceptionv4.serve")
 
@@ -99,7 +100,7 @@ class Classifier:
 
     Usable without HTTP: ``submit(views)`` from any thread blocks until the batch holding those
     views has run and returns their probabilities. ``session`` says how inference runs
-    (:func:`~inceptionv4.infer.session.open_session`); networks in memory are taken as a 1-crop
+    (:func:`~inceptionv4.engines.open.open_session`); networks in memory are taken as a 1-crop
     torch session run where they are.
     """
 

@@ -1,4 +1,4 @@
-"""The HTTP API and the page: a FastAPI app around a :class:`~inceptionv4.infer.batching.Classifier`.
+"""The HTTP API and the page: a FastAPI app around a :class:`~inceptionv4.serve.batching.Classifier`.
 
 Endpoints::
 
@@ -26,6 +26,7 @@ import math
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 
@@ -40,18 +41,15 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
 from ..data.decode import DecodeError
+from ..infer.predict import top_classes
+from ..version import __version__
 from .batching import Classifier, ServerBusy
-from .metrics import ServeMetrics
-from .predict import top_classes
+from .prometheus import ServeMetrics
+from .settings import ServeSettings
 
 log = logging.getLogger("inceptionv4.serve")
 
-#: Largest request body accepted (bytes): a few large photos, base64 included.
-MAX_BODY_BYTES = 32 * 1024 * 1024
-#: Most images in one request (JSON or multipart).
-MAX_IMAGES_PER_REQUEST = 64
 #: The paths metrics are labelled with; any other path counts as "other".
 ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json", "/favicon.ico")
 
@@ -68,30 +66,19 @@ class RequestError(ValueError):
 
 def create_app(
     classifier: Classifier,
+    settings: ServeSettings | None = None,
     *,
-    topk: int = 5,
-    max_body_bytes: int = MAX_BODY_BYTES,
-    max_images: int = MAX_IMAGES_PER_REQUEST,
-    body_timeout_s: float = 30.0,
-    timeout_s: float = 120.0,
     metrics: ServeMetrics | None = None,
     in_flight: Callable[[int], None] | None = None,
 ) -> FastAPI:
-    """The app serving ``classifier``.
+    """The app serving ``classifier`` under ``settings`` (its topk, body and image limits, body
+    timeout and batch timeout; default :class:`ServeSettings`'s).
 
-    Args:
-        topk: classes per image unless a request asks (``?topk=K``, or ``"topk"`` in JSON).
-        max_body_bytes: larger bodies get a 413 before they are read (by Content-Length), or as
-            soon as they pass the limit (chunked).
-        max_images: most images in one request (400 above).
-        body_timeout_s: a body that has not fully arrived by then gets a 408, and the connection
-            closes: a client that trickles its upload cannot hold the server.
-        timeout_s: longest wait for a request's batch (500 after).
-        metrics: where requests, errors, batches and latencies are counted (default: a registry
-            of this app's own).
-        in_flight: called with +1 / -1 as each request starts and ends (a server's drain count).
+    ``metrics`` is where requests, errors, batches and latencies are counted (default: a registry
+    of this app's own); ``in_flight`` is called with +1 / -1 as each request starts and ends (a
+    server's drain count).
     """
-    check_topk(topk)
+    settings = settings or ServeSettings()
     metrics = metrics or ServeMetrics()
     classifier_hook(classifier, metrics)
     app = FastAPI(
@@ -105,15 +92,15 @@ def create_app(
     # nullable fields) is the same in 3.0 and 3.1
     app.openapi_version = "3.0.3"
     app.state.classifier, app.state.metrics = classifier, metrics
-    web = resources.files("inceptionv4.infer") / "web"
-    page = (web / "index.html").read_text(encoding="utf-8")
-    favicon = (web / "favicon.ico").read_bytes()
-    app.mount("/static", StaticFiles(packages=[("inceptionv4.infer", "web")]), name="static")
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-
     app.add_middleware(_Count, metrics=metrics, in_flight=in_flight)
+    _error_handlers(app, metrics)
+    _page_routes(app)
+    _api_routes(app, classifier, settings, metrics)
+    return app
+
+
+def _error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
+    """Every refusal as JSON ``{"error": reason}``, counted by reason; never a traceback."""
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, err: RequestError) -> JSONResponse:
@@ -151,6 +138,17 @@ def create_app(
         return JSONResponse({"error": f"internal error ({type(err).__name__}); the server logged it"},
                             status_code=500, headers={"Connection": "close"})  # fmt: skip
 
+
+def _page_routes(app: FastAPI) -> None:
+    """The page, its files, its icon and the offline API docs."""
+    web = resources.files("inceptionv4.serve") / "web"
+    page = (web / "index.html").read_text(encoding="utf-8")
+    favicon = (web / "favicon.ico").read_bytes()
+    app.mount("/static", StaticFiles(packages=[("inceptionv4.serve", "web")]), name="static")
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
@@ -166,6 +164,21 @@ def create_app(
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon-32x32.png")  # fmt: skip
 
+
+#: /v1/predict's three request bodies, for the OpenAPI schema
+_PREDICT_BODY = {"requestBody": {"content": {
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": {"type": "object", "properties": {
+        "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
+        "topk": {"type": "integer", "minimum": 1}}, "required": ["images"]}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+}}}  # fmt: skip
+
+
+def _api_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics) -> None:
+    """/health, /v1/model, /metrics and /v1/predict."""
+
     @app.get("/health", summary="Whether the model is loaded and warmed up")
     async def health() -> dict:
         return {"status": "ok"}
@@ -176,70 +189,82 @@ def create_app(
 
     @app.get("/v1/model", summary="The model card: network, classes, preprocessing, backend, precision, batching")
     async def model() -> dict:
-        return {**classifier.describe(), "class_names": classifier.names, "topk": topk}
+        return {**classifier.describe(), "class_names": classifier.names, "topk": settings.topk}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.post(
-        "/v1/predict",
-        summary="Classify images: a raw body, JSON base64 or a multipart upload",
-        openapi_extra={"requestBody": {"content": {
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": {"type": "object", "properties": {
-                "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
-                "topk": {"type": "integer", "minimum": 1}}, "required": ["images"]}},
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-        }}},
-    )  # fmt: skip
+    @app.post("/v1/predict", summary="Classify images: a raw body, JSON base64 or a multipart upload",
+              openapi_extra=_PREDICT_BODY)  # fmt: skip
     async def predict(request: Request) -> JSONResponse:
-        query_topk = request.query_params.get("topk")
-        if query_topk is not None:
-            check_topk(query_topk)  # before the body is read
-        data = await read_body(request, max_body_bytes, body_timeout_s)
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        k: object = topk
-        if ctype == "application/json":
-            parsed = parse_json(data)
-            k = parsed.get("topk", topk)
-            blobs = images_of(parsed, max_images)
-            names = [f"images[{i}]" for i in range(len(blobs))]
-        elif ctype == "multipart/form-data":
-            names, blobs = await form_files(request, data, max_images)
-        else:
-            blobs, names = [data], ["body"]
-        k = check_topk(query_topk if query_topk is not None else k)
-        try:
-            results, prepared, kept = await run_in_threadpool(_prepare, classifier, blobs, names)
-        except ServerBusy as err:  # past the decoding budget: refused whole, nothing decoded is kept
-            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "decode_budget", str(err),
-                               headers={"Retry-After": "1"}) from None  # fmt: skip
-        if not prepared:  # counted once, as the request's refusal
-            raise RequestError(HTTPStatus.BAD_REQUEST, "not_an_image", "; ".join(r["error"] for r in results))
-        for r in results:
-            if not r["ok"]:
-                metrics.error("not_an_image")
-        try:
-            answers = iter(await classifier.classify_async(prepared, timeout=timeout_s, names=kept))
-        except ServerBusy as err:
-            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "busy", str(err), headers={"Retry-After": "1"}) from None
-        except RuntimeError as err:  # the forward pass failed or timed out
-            raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, "inference_failed", str(err)) from None
-        for r in results:
-            if r["ok"]:
-                answer = next(answers)
-                if isinstance(answer, str):  # the device decoder refused what the header promised
-                    r.update(ok=False, error=answer)
-                    metrics.error("not_an_image")
-                else:
-                    r["top"] = top_classes(answer[None], classifier.names, k)[0]
-        metrics.images(sum(r["ok"] for r in results))
+        upload = await read_predict_request(request, settings)
+        results = await classify_uploads(classifier, upload, settings.timeout_s, metrics)
         return JSONResponse({"results": results})
 
-    return app
+
+@dataclass(frozen=True)
+class Upload:
+    """A /v1/predict request, read and checked: its images' bytes, their names, the top-k asked for."""
+
+    blobs: list[bytes]
+    names: list[str]
+    topk: int
+
+
+async def read_predict_request(request: Request, settings: ServeSettings) -> Upload:
+    """The images of a /v1/predict request (a raw body, JSON base64 or a multipart form) and its
+    top-k (``?topk=K``, else JSON's ``"topk"``, else the server's), or a :class:`RequestError`."""
+    query_topk = request.query_params.get("topk")
+    if query_topk is not None:
+        check_topk(query_topk)  # before the body is read
+    data = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    k: object = settings.topk
+    if ctype == "application/json":
+        parsed = parse_json(data)
+        k = parsed.get("topk", settings.topk)
+        blobs = images_of(parsed, settings.max_images)
+        names = [f"images[{i}]" for i in range(len(blobs))]
+    elif ctype == "multipart/form-data":
+        names, blobs = await form_files(request, data, settings.max_images)
+    else:
+        blobs, names = [data], ["body"]
+    return Upload(blobs, names, check_topk(query_topk if query_topk is not None else k))
+
+
+async def classify_uploads(classifier: Classifier, upload: Upload, timeout_s: float,
+                           metrics: ServeMetrics) -> list[dict]:  # fmt: skip
+    """Each image of ``upload`` decoded (on a pool thread) and classified in the shared batches:
+    ``{"ok": True, "top": [...]}`` or ``{"ok": False, "error": reason}`` per image. A request none
+    of whose images decodes, or one the server cannot take now, is a :class:`RequestError`."""
+    try:
+        results, prepared, kept = await run_in_threadpool(_prepare, classifier, upload.blobs, upload.names)
+    except ServerBusy as err:  # past the decoding budget: refused whole, nothing decoded is kept
+        raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "decode_budget", str(err),
+                           headers={"Retry-After": "1"}) from None  # fmt: skip
+    if not prepared:  # counted once, as the request's refusal
+        raise RequestError(HTTPStatus.BAD_REQUEST, "not_an_image", "; ".join(r["error"] for r in results))
+    for r in results:
+        if not r["ok"]:
+            metrics.error("not_an_image")
+    try:
+        answers = iter(await classifier.classify_async(prepared, timeout=timeout_s, names=kept))
+    except ServerBusy as err:
+        raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "busy", str(err), headers={"Retry-After": "1"}) from None
+    except RuntimeError as err:  # the forward pass failed or timed out
+        raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, "inference_failed", str(err)) from None
+    for r in results:
+        if r["ok"]:
+            answer = next(answers)
+            if isinstance(answer, str):  # the device decoder refused what the header promised
+                r.update(ok=False, error=answer)
+                metrics.error("not_an_image")
+            else:
+                r["top"] = top_classes(answer[None], classifier.names, upload.topk)[0]
+    metrics.images(sum(r["ok"] for r in results))
+    return results
 
 
 class _Count:

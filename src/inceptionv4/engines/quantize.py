@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.decode import DecodeError, load_rgb
+from ..data.decode import DecodeError, images_under, load_rgb
 from ..data.views import decode_side, normalize_views, protocol_pixels
-from ..weights.io import check_writable
-from ..weights.io import state_sha256
-from .backends import ARTEFACT_FORMAT, artefact_digest, exported_onnx, onnx_runner, openvino_core
-from .session import ARTEFACT_BACKENDS, Labels, _load, _require
-
-SUFFIXES = {backend: suffix for suffix, backend in ARTEFACT_BACKENDS.items()}
+from ..extras import require
+from ..models import Preprocessing
+from ..scoring import map_labels
+from ..weights.io import check_writable, state_sha256
+from .artefacts import ARTEFACT_FORMAT, ARTEFACT_SUFFIX, artefact_digest
+from .onnx import exported_onnx, onnx_runner, openvino_core
+from .session import Labels
 
 
 def quantize(
@@ -49,7 +50,7 @@ def quantize(
     """Write an int8 artefact of ``weights`` to ``out`` and return its report.
 
     Args:
-        weights: a weights file (or a network in memory) as :func:`~inceptionv4.infer.session.open_session` takes.
+        weights: a weights file (or a network in memory) as :func:`~inceptionv4.api.load_network` takes.
         calibrate: a folder of images (searched recursively; class folders give labels).
         out: the artefact: ``.xml`` for OpenVINO (its ``.bin`` is written beside), ``.onnx`` for
             onnxruntime. ``<out stem>.report.json`` holds the report, which the artefact carries too.
@@ -68,50 +69,18 @@ def quantize(
     ``skipped`` (unreadable files, with reasons) and, for a labelled folder, ``fp32_top1/top5``
     and ``int8_top1/top5`` (percent).
     """
-    if backend not in SUFFIXES:
-        raise ValueError(f"quantize writes an openvino or onnxruntime artefact, not {backend!r}")
-    out = Path(out)
-    if out.suffix.lower() != SUFFIXES[backend]:
-        raise ValueError(f"a {backend} artefact is a {SUFFIXES[backend]} file: got {out.name}")
-    if not 0 <= min_agreement <= 1 or not 0 < heldout < 1 or calibration_images < 1:
-        raise ValueError(f"min_agreement must be in [0, 1], heldout in (0, 1) and calibration_images >= 1, "
-                         f"got {min_agreement}, {heldout}, {calibration_images}")  # fmt: skip
-    _require(backend)
-    if backend == "openvino":
-        _require("nncf")
-    folder = Path(calibrate)
-    for name, f in (("--calibrate", folder), ("--check", check)):
-        if f is not None and not Path(f).is_dir():
-            raise ValueError(f"{name} must be a folder of images: {f} is not a folder")
-    check_writable(out)
-    net = _load(weights, model).eval()
-    labels = Labels.of_model(net)
-    from ..data import Preprocessing
+    out = _check_request(backend, out, calibrate, check, min_agreement, heldout, calibration_images)
+    from ..api import load_network
 
-    pre = Preprocessing.of(net)
-    views, truth, skipped = _read_folder(folder, pre, full_decode)
-    order = list(range(len(views)))
-    random.Random(seed).shuffle(order)
-    if check is None:
-        _enough(folder, views, skipped, 2, "some to calibrate on, others to check on")
-        n_held = max(1, round(len(order) * heldout))
-        calib_idx, held_idx = order[n_held:][:calibration_images], order[:n_held]
-        held_views, held_truth = [views[i] for i in held_idx], [truth[i] for i in held_idx]
-    else:
-        _enough(folder, views, skipped, 1, "to calibrate on")
-        held_views, held_truth, more = _read_folder(Path(check), pre, full_decode)
-        _enough(Path(check), held_views, more, 1, "to check on")
-        calib_idx, skipped = order[:calibration_images], skipped + more
-    calib = [views[i][None].numpy() for i in calib_idx]
-
+    net = load_network(weights, model).eval()
+    labels, pre = Labels.of_model(net), Preprocessing.of(net)
+    calib, held_views, held_truth, skipped = _split(Path(calibrate), check, pre, full_decode, heldout,
+                                                    calibration_images, seed)  # fmt: skip
     fp32_path, _ = exported_onnx(net, cache_dir)
     tmpdir = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out.parent))
     try:
         tmp = tmpdir / out.name
-        if backend == "openvino":
-            _nncf_quantize(fp32_path, calib, tmp)
-        else:
-            _ort_quantize(fp32_path, calib, tmp)
+        (_nncf_quantize if backend == "openvino" else _ort_quantize)(fp32_path, calib, tmp)
         held = torch.stack(held_views)
         fp32 = _probs(onnx_runner(fp32_path, backend, "fp32", cache_dir), held)
         int8 = _probs(onnx_runner(tmp, backend, "int8", cache_dir), held)
@@ -120,30 +89,20 @@ def quantize(
             # the fp32 weights it was made from: what train, export and convert take instead of it
             "weights": None if isinstance(weights, torch.nn.Module) else str(Path(weights).resolve()),
             "backend": backend,
-            "calibration_images": len(calib_idx),
+            "calibration_images": len(calib),
             "heldout_images": len(held_views),
             "agreement": float((fp32.argmax(1) == int8.argmax(1)).double().mean()),
             "max_prob_drift": float((fp32 - int8).abs().max()),
             "skipped": skipped,
+            **_accuracy(fp32, int8, held_truth, labels),
         }
-        report.update(_accuracy(fp32, int8, held_truth, labels))
         if report["agreement"] < min_agreement:
             raise ValueError(
                 f"int8 agrees with fp32 on {100 * report['agreement']:.1f}% of {len(held_views)} held-out images "
                 f"(largest probability change {report['max_prob_drift']:.3f}), below --min-agreement "
                 f"{100 * min_agreement:.1f}%; nothing written. Calibrate on more images like the ones it will see"
             )
-        meta = {
-            "format": ARTEFACT_FORMAT,
-            "architecture": report["architecture"],
-            "num_classes": len(labels.keys),
-            "label_set": labels.label_set,
-            "class_names": labels.class_names,
-            "preprocessing": pre.to_dict(),
-            "weights_sha256": state_sha256(net.state_dict()),
-            "report": {k: v for k, v in report.items() if k != "skipped"},
-        }
-        _write_metadata(tmp, backend, meta)
+        _write_metadata(tmp, backend, _metadata(net, labels, pre, report))
         report_path = out.with_name(out.stem + ".report.json")
         (tmpdir / report_path.name).write_text(json.dumps(report, indent=2))
         for f in sorted(tmpdir.iterdir(), key=lambda p: p.suffix == out.suffix):  # the .xml (or .onnx) last
@@ -152,6 +111,61 @@ def quantize(
         shutil.rmtree(tmpdir, ignore_errors=True)
     report["path"], report["report"] = str(out), str(report_path)
     return report
+
+
+def _metadata(net: torch.nn.Module, labels: Labels, pre: Preprocessing, report: dict) -> dict:
+    """What the artefact carries: what it is, its classes and preprocessing, the fp32 weights'
+    hash, and its report (without the list of skipped files)."""
+    return {
+        "format": ARTEFACT_FORMAT,
+        "architecture": report["architecture"],
+        "num_classes": len(labels.keys),
+        "label_set": labels.label_set,
+        "class_names": labels.class_names,
+        "preprocessing": pre.to_dict(),
+        "weights_sha256": state_sha256(net.state_dict()),
+        "report": {k: v for k, v in report.items() if k != "skipped"},
+    }
+
+
+def _check_request(backend: str, out, calibrate, check, min_agreement: float, heldout: float,
+                   calibration_images: int) -> Path:  # fmt: skip
+    """The artefact's path, once every argument has been checked and the engine found installed."""
+    if backend not in ARTEFACT_SUFFIX:
+        raise ValueError(f"quantize writes an openvino or onnxruntime artefact, not {backend!r}")
+    out = Path(out)
+    if out.suffix.lower() != ARTEFACT_SUFFIX[backend]:
+        raise ValueError(f"a {backend} artefact is a {ARTEFACT_SUFFIX[backend]} file: got {out.name}")
+    if not 0 <= min_agreement <= 1 or not 0 < heldout < 1 or calibration_images < 1:
+        raise ValueError(f"min_agreement must be in [0, 1], heldout in (0, 1) and calibration_images >= 1, "
+                         f"got {min_agreement}, {heldout}, {calibration_images}")  # fmt: skip
+    require(backend)
+    if backend == "openvino":
+        require("nncf")
+    for name, f in (("--calibrate", calibrate), ("--check", check)):
+        if f is not None and not Path(f).is_dir():
+            raise ValueError(f"{name} must be a folder of images: {f} is not a folder")
+    check_writable(out)
+    return out
+
+
+def _split(folder: Path, check, pre: Preprocessing, full_decode: bool, heldout: float, most: int, seed: int):
+    """(calibration batches, held-out views, their class folders, skipped files): a random
+    ``heldout`` share of ``folder`` is held out, or all of ``check`` when given."""
+    views, truth, skipped = _read_folder(folder, pre, full_decode)
+    order = list(range(len(views)))
+    random.Random(seed).shuffle(order)
+    if check is None:
+        _enough(folder, views, skipped, 2, "some to calibrate on, others to check on")
+        n_held = max(1, round(len(order) * heldout))
+        calib_idx, held_idx = order[n_held:][:most], order[:n_held]
+        held_views, held_truth = [views[i] for i in held_idx], [truth[i] for i in held_idx]
+    else:
+        _enough(folder, views, skipped, 1, "to calibrate on")
+        held_views, held_truth, more = _read_folder(Path(check), pre, full_decode)
+        _enough(Path(check), held_views, more, 1, "to check on")
+        calib_idx, skipped = order[:most], skipped + more
+    return [views[i][None].numpy() for i in calib_idx], held_views, held_truth, skipped
 
 
 def _enough(folder: Path, views: list, skipped: list[str], least: int, why: str) -> None:
@@ -163,10 +177,8 @@ def _enough(folder: Path, views: list, skipped: list[str], least: int, why: str)
 def _read_folder(folder: Path, pre, full_decode: bool = False) -> tuple[list[torch.Tensor], list[str | None], list[str]]:
     """Every readable image under ``folder`` as one normalised 1-crop view, its class folder's name
     (None for an image at the top), and why each other file was passed over."""
-    from .predict import _images_under
-
     views, truth, skipped = [], [], []
-    for name, error, _ in _images_under(folder):
+    for name, error in images_under(folder):
         f = Path(name)
         if error is not None:
             skipped.append(f"{name}: {error}")
@@ -188,13 +200,11 @@ def _probs(run, views: torch.Tensor, batch: int = 16) -> torch.Tensor:
 def _accuracy(fp32, int8, truth: list[str | None], labels: Labels) -> dict:
     """fp32 and int8 top-1 / top-5 (percent) when every held-out image's class folder names an
     output (as eval maps them); else nothing."""
-    from .evaluate import label_map
-
     if not truth or any(t is None for t in truth):
         return {}
     classes = sorted(set(truth))
     try:
-        mapping = dict(zip(classes, label_map(classes, labels.keys), strict=True))
+        mapping = dict(zip(classes, map_labels(classes, labels.keys), strict=True))
     except ValueError:
         return {}
     y = torch.tensor([mapping[t] for t in truth])
@@ -240,7 +250,7 @@ def _ort_quantize(onnx_path: Path, calib: list[np.ndarray], out: Path) -> None:
 
 def _write_metadata(path: Path, backend: str, meta: dict) -> None:
     """Store ``meta`` in the artefact at ``path``, with the digest of what it computes with
-    (:func:`~inceptionv4.infer.backends.artefact_digest`), which opening it checks."""
+    (:func:`~inceptionv4.engines.artefacts.artefact_digest`), which opening it checks."""
     if backend == "onnxruntime":
         import onnx
 
