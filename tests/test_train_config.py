@@ -1,5 +1,6 @@
 """TrainConfig: YAML then flags, every bad setting named before a run, the recipes resolved."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -88,9 +89,13 @@ def test_edge_settings_that_are_valid_stay_valid():
 
 def test_paper_recipe_resolves_to_section_4():
     r = TrainConfig(recipe="paper", batch_size=512).resolved()
-    assert r["optimizer"] == "rmsprop_tf" and r["schedule"] == "exponential"
-    assert r["lr"] == pytest.approx(0.045 * 512 / 256)  # linear scaling from the documented batch 256
-    assert (r["clip_grad"], r["weight_decay"], r["ema_decay"]) == (2.0, 4e-5, 0.9999)
+    assert r.optimizer == "rmsprop_tf" and r.schedule == "exponential" and r.momentum == 0.9
+    assert r.lr == pytest.approx(0.045 * 512 / 256)  # linear scaling from the documented batch 256
+    assert (r.clip_grad, r.weight_decay, r.ema_decay) == (2.0, 4e-5, 0.9999)
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a run's settings do not change under it
+        r.lr = 1.0
+    with pytest.raises(AttributeError):  # a misspelt setting is an error where it is read, not a silent None
+        r.learning_rate  # noqa: B018
     assert set(RECIPES) == {"paper", "finetune", "modern"}
 
 
@@ -113,6 +118,6 @@ def test_the_finetune_recipe_without_weights_is_refused_unless_from_scratch():
 def test_a_runs_own_config_yaml_can_be_given_again(tmp_path):
     """config.yaml records the momentum and the starting weights beside the settings."""
     path = tmp_path / "config.yaml"
-    r = {**TrainConfig(epochs=3).resolved(), "started_from": "random weights"}
+    r = {**TrainConfig(epochs=3).resolved().as_dict(), "started_from": "random weights"}
     path.write_text(yaml.safe_dump(r))
     assert TrainConfig.from_sources(path).epochs == 3

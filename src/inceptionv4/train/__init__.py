@@ -2,7 +2,7 @@
 optimisers and schedules, checkpoints and the run folder.
 
 The names below load on first use (PEP 562): ``train`` pulls in the data pipeline and with it
-torchvision (about 1.4 s, most of it torch._dynamo), which ``inceptionv4 --help``, ``list``,
+torchvision (and through it torch._dynamo, slow to import), which ``inceptionv4 --help``, ``list``,
 ``info``, ``convert`` and ``export`` do not need.
 """
 

@@ -78,11 +78,12 @@ def _renamed_amp(values: dict) -> None:
     values["precision"] = _AMP_WORDS[amp]
 
 
-#: What a run's config.yaml records beside its settings: derived from them, so read back, they are dropped.
+#: What a run's config.yaml records beside its settings (:class:`ResolvedConfig`'s own fields):
+#: derived from them, so read back, they are dropped.
 RECORDED = ("momentum", "started_from")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Every knob of :func:`inceptionv4.train.train`; ``None`` means "the recipe's value"."""
 
@@ -270,32 +271,22 @@ class TrainConfig:
         # `--data ./photos` alone means "train on my folder", never the bundled digits: the kind is
         # taken from what `data` is, and only an explicit `dataset` overrides that.
         if self.dataset is None:
-            if self.data is None:
-                self.dataset = "digits"
-            else:
-                self.dataset = "list" if Path(self.data).is_file() else "folder"
+            kind = "digits" if self.data is None else "list" if Path(self.data).is_file() else "folder"
+            object.__setattr__(self, "dataset", kind)
 
-    def resolved(self) -> dict:
-        """The recipe's values filled in where this config says None, as a plain dict."""
+    def resolved(self) -> ResolvedConfig:
+        """This config with the recipe's values filled in where it says None: what a run reads."""
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
         r = RECIPES[self.recipe]
-        out = dataclasses.asdict(self)
-        for key in (
-            "optimizer",
-            "schedule",
-            "weight_decay",
-            "warmup_epochs",
-            "label_smoothing",
-            "clip_grad",
-            "ema_decay",
-        ):
-            if out[key] is None:
-                out[key] = getattr(r, key)
-        if out["lr"] is None:
-            out["lr"] = r.lr * self.batch_size / r.lr_batch
-        out["momentum"] = r.momentum
-        return out
+        own = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("optimizer", "schedule", "weight_decay", "warmup_epochs", "label_smoothing", "clip_grad",
+                    "ema_decay"):  # fmt: skip
+            if own[key] is None:
+                own[key] = getattr(r, key)
+        if own["lr"] is None:
+            own["lr"] = r.lr * self.batch_size / r.lr_batch
+        return ResolvedConfig(**own, momentum=r.momentum)
 
     def validate(self) -> None:
         """Every setting checked here, so a bad one stops the run before a network or worker exists."""
@@ -317,11 +308,11 @@ class TrainConfig:
         check_fields(self, integers)  # before resolved() computes with batch_size
         r = self.resolved()
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-            if r[name] not in allowed:
-                raise ValueError(f"unknown {name} {r[name]!r}; known: {', '.join(allowed)}")
+            if getattr(r, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(r, name)!r}; known: {', '.join(allowed)}")
         for f in fields(self):
             if f.metadata["range"] is not None and f.name not in integers:
-                check_value(f.name, r[f.name], range=f.metadata["range"])
+                check_value(f.name, getattr(r, f.name), range=f.metadata["range"])
 
     @staticmethod
     def check_setting(name: str, value: object) -> None:
@@ -400,6 +391,20 @@ class TrainConfig:
         cfg = cls(**values)
         cfg.validate()
         return cfg
+
+
+@dataclass(frozen=True)
+class ResolvedConfig(TrainConfig):
+    """A run's settings as the trainer reads them: every recipe value filled in (``lr`` scaled to
+    the batch, ``optimizer``, ``schedule``, ...), and what the run derives: the recipe's
+    ``momentum``, and ``started_from`` (what the weights were before training) once set up."""
+
+    momentum: float = 0.9
+    started_from: str | None = None
+
+    def as_dict(self) -> dict:
+        """The settings by name: what config.yaml and each checkpoint record."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 #: Each setting's record (help, range, choices), read by the CLI and the checks.

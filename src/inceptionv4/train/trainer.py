@@ -13,6 +13,7 @@ point and resumed from its last checkpoint computes exactly what an uninterrupte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -49,7 +50,7 @@ from ..scoring import Tally
 from ..weights.io import file_sha256, state_sha256
 from .checkpoint import (latest_checkpoint, list_checkpoints, newest_intact_checkpoint, remove_stale_temps,
                          save_checkpoint)  # fmt: skip
-from .config import TrainConfig
+from .config import ResolvedConfig, TrainConfig
 from .optim import EMA, build_optimizer, fit_to_run, load_optimizer_state, lr_at, scaler_step
 from .runlog import RunLog
 
@@ -94,19 +95,19 @@ class StepBatches(torch.utils.data.Sampler):
         return (self.steps - self.start_step) * self.accum
 
 
-def _build_model(r: dict, num_classes: int) -> nn.Module:
+def _build_model(r: ResolvedConfig, num_classes: int) -> nn.Module:
     from ..api import create_model
 
-    kwargs: dict = {"drop_rate": r["drop_rate"]}
-    if r["aux_weight"] > 0:
+    kwargs: dict = {"drop_rate": r.drop_rate}
+    if r.aux_weight > 0:
         kwargs["aux_logits"] = True
-    if r["residual_scale"] is not None:
-        kwargs["residual_scale"] = r["residual_scale"]
-    model = create_model(r["model"], pretrained=r["pretrained"], num_classes=num_classes, **kwargs)
-    if r["freeze_backbone"]:
+    if r.residual_scale is not None:
+        kwargs["residual_scale"] = r.residual_scale
+    model = create_model(r.model, pretrained=r.pretrained, num_classes=num_classes, **kwargs)
+    if r.freeze_backbone:
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("head.")
-    model.set_grad_checkpointing(r["grad_checkpointing"])
+    model.set_grad_checkpointing(r.grad_checkpointing)
     return model
 
 
@@ -211,7 +212,7 @@ class Run:
     """A run once set up: what :func:`train_step`, :func:`run_epoch` and :func:`validate` read
     (the resolved config ``r``, the network, the data) and move on (the step, the last validation)."""
 
-    r: dict
+    r: ResolvedConfig
     world: World
     out_dir: Path
     model: nn.Module
@@ -238,7 +239,7 @@ class Run:
 
     @property
     def amp_dtype(self) -> torch.dtype:
-        return TORCH_DTYPES[self.r["precision"]] or torch.float32
+        return TORCH_DTYPES[self.r.precision] or torch.float32
 
     @property
     def ckpt_dir(self) -> Path:
@@ -246,112 +247,112 @@ class Run:
 
     def lr(self, step: int) -> float:
         r = self.r
-        return lr_at(step, base_lr=r["lr"], schedule=r["schedule"], steps_per_epoch=self.steps_per_epoch,
-                     epochs=r["epochs"], warmup_epochs=r["warmup_epochs"])  # fmt: skip
+        return lr_at(step, base_lr=r.lr, schedule=r.schedule, steps_per_epoch=self.steps_per_epoch,
+                     epochs=r.epochs, warmup_epochs=r.warmup_epochs)  # fmt: skip
 
 
 # -- set-up ---------------------------------------------------------------------------------------
 def _check_precision(precision: str, device: torch.device) -> None:
-    """Refuse fp16 autocast on a CPU without FP16 units, where it looks hung: torch emulates it, about
-    10x slower than fp32. The inference table decides it
+    """Refuse fp16 autocast on a CPU without FP16 units, where it looks hung: torch emulates it, far
+    slower than fp32 (benchmarks/RESULTS.md). The inference table decides it
     (:func:`~inceptionv4.precision.engine_precision_gap`), so train and predict agree."""
     if precision == "fp16" and device.type == "cpu" and engine_precision_gap("torch", "fp16", "cpu"):
         raise ValueError(f"precision fp16 on a CPU needs AVX-512 FP16 or AMX-FP16; on this one ({vector_units()}) "
                          f"torch emulates it, about 10x slower than fp32: use --precision bf16 or fp32")  # fmt: skip
 
 
-def setup(r: dict, world: World) -> Run:
+def setup(r: ResolvedConfig, world: World) -> Run:
     """Data, network, optimiser and the run folder, from the resolved config; then the newest
     intact checkpoint if resuming. Every check that can fail does so here, before a step runs."""
     started = time.time()
-    out_dir = Path(r["out_dir"])
+    out_dir = Path(r.out_dir)
     if out_dir.exists() and not out_dir.is_dir():  # said now, not after the data and model are built
         raise ValueError(f"out_dir {out_dir} is a file, not a folder")
-    if r["deterministic"]:
+    if r.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    if r["batch_size"] % (world.size * r["accum_steps"]):
-        raise ValueError(f"batch_size {r['batch_size']} must divide into {world.size} processes x "
-                         f"{r['accum_steps']} accumulation steps")  # fmt: skip
-    _check_precision(r["precision"], world.device)
+    if r.batch_size % (world.size * r.accum_steps):
+        raise ValueError(f"batch_size {r.batch_size} must divide into {world.size} processes x "
+                         f"{r.accum_steps} accumulation steps")  # fmt: skip
+    _check_precision(r.precision, world.device)
     train_base, val_base, classes = _datasets(r, world)
-    torch.manual_seed(r["seed"])  # the same initial weights on every rank
-    r["started_from"] = _started_from(r["pretrained"])
-    log.info("started from: %s", r["started_from"])
+    torch.manual_seed(r.seed)  # the same initial weights on every rank
+    r = dataclasses.replace(r, started_from=_started_from(r.pretrained))
+    log.info("started from: %s", r.started_from)
     model = _build_model(r, len(classes)).to(world.device)
-    if r["input_size"] < model.min_input_size:  # here, not as a shape error in the first step
-        raise ValueError(f"input_size {r['input_size']} is below {r['model']}'s minimum of {model.min_input_size} pixels")
-    if r["sync_bn"] and world.distributed and world.device.type == "cuda":
+    if r.input_size < model.min_input_size:  # here, not as a shape error in the first step
+        raise ValueError(f"input_size {r.input_size} is below {r.model}'s minimum of {model.min_input_size} pixels")
+    if r.sync_bn and world.distributed and world.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if r["channels_last"]:
+    if r.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # the card follows the resolution trained at: the bundle, eval and export use it from here on
-    model.pretrained_cfg = model.pretrained_cfg.at_input_size(r["input_size"])
+    model.pretrained_cfg = model.pretrained_cfg.at_input_size(r.input_size)
     train_pipe, val_pipe = _pipelines(r, Preprocessing.of(model), train_base, val_base, world)
-    optimizer = build_optimizer(r["optimizer"], model, r["lr"], r["weight_decay"], r["momentum"],
-                                grad_scaling=r["precision"] == "fp16")  # fmt: skip
-    scaler = torch.amp.GradScaler(world.device.type, enabled=r["precision"] == "fp16")
-    steps_per_epoch = len(train_base) // r["batch_size"]
-    total_steps = steps_per_epoch * r["epochs"] if r["max_steps"] is None else min(r["max_steps"],
-                                                                                   steps_per_epoch * r["epochs"])  # fmt: skip
-    r["warmup_epochs"], r["ema_decay"], fitted = fit_to_run(r["warmup_epochs"], r["ema_decay"], total_steps,
-                                                            steps_per_epoch)  # fmt: skip
+    optimizer = build_optimizer(r.optimizer, model, r.lr, r.weight_decay, r.momentum,
+                                grad_scaling=r.precision == "fp16")  # fmt: skip
+    scaler = torch.amp.GradScaler(world.device.type, enabled=r.precision == "fp16")
+    steps_per_epoch = len(train_base) // r.batch_size
+    total_steps = steps_per_epoch * r.epochs if r.max_steps is None else min(r.max_steps,
+                                                                                   steps_per_epoch * r.epochs)  # fmt: skip
+    warmup_epochs, ema_decay, fitted = fit_to_run(r.warmup_epochs, r.ema_decay, total_steps, steps_per_epoch)
+    r = dataclasses.replace(r, warmup_epochs=warmup_epochs, ema_decay=ema_decay)
     for note in fitted:
         log.warning("a short run: %s", note)
-    ema = EMA(model, r["ema_decay"]) if r["ema_decay"] else None
+    ema = EMA(model, r.ema_decay) if r.ema_decay else None
     run = Run(r=r, world=world, out_dir=out_dir, model=model, net=model, optimizer=optimizer, scaler=scaler, ema=ema,
               classes=classes, train_base=train_base, val_base=val_base, train=train_pipe, val=val_pipe,
               steps_per_epoch=steps_per_epoch, total_steps=total_steps, started=started)  # fmt: skip
     _prepare_folder(run)
     if isinstance(val_base, Subset) and world.is_main:  # the split held out, for `eval --run`
-        note = (f"held out from {r['data']} by file name ({100 * VAL_HOLDOUT:.0f}% of each class) by inceptionv4 "
+        note = (f"held out from {r.data} by file name ({100 * VAL_HOLDOUT:.0f}% of each class) by inceptionv4 "
                 f"train\nscore the held-out images: inceptionv4 eval --run {out_dir}")  # fmt: skip
         for name, part in (("train", train_base), ("val", val_base)):
             write_list(part, out_dir / "splits" / f"{name}.txt", note)
-    if r["resume"]:
+    if r.resume:
         _resume(run)
     if world.distributed:
         # gradients as views into the all-reduce buckets: no second copy of them, no copy per step
         run.net = nn.parallel.DistributedDataParallel(
             model, device_ids=[world.local_rank] if world.device.type == "cuda" else None, gradient_as_bucket_view=True
         )
-    if r["compile"]:
+    if r.compile:
         run.net = torch.compile(run.net)
     return run
 
 
-def _datasets(r: dict, world: World) -> tuple[object, object, list[str]]:
+def _datasets(r: ResolvedConfig, world: World) -> tuple[object, object, list[str]]:
     """(train, val, classes) for the dataset kind; a folder of class folders alone is held out from."""
-    kind = r["dataset"]
+    kind = r.dataset
     holdout = {"holdout": VAL_HOLDOUT} if kind == "folder" else {}  # for a folder without val/
-    columns = {"image_column": r["image_column"], "label_column": r["label_column"]} if kind == "hf" else {}
-    train_base = build_dataset(kind, "train", root=r["data"], seed=r["seed"], **holdout, **columns)
-    val_root = split_root(kind, "val", r["data"], r["val_data"])
-    val_base = build_dataset(kind, "val", root=val_root, seed=r["seed"], classes=train_base.classes, **holdout,
+    columns = {"image_column": r.image_column, "label_column": r.label_column} if kind == "hf" else {}
+    train_base = build_dataset(kind, "train", root=r.data, seed=r.seed, **holdout, **columns)
+    val_root = split_root(kind, "val", r.data, r.val_data)
+    val_base = build_dataset(kind, "val", root=val_root, seed=r.seed, classes=train_base.classes, **holdout,
                              **columns)  # fmt: skip
     if isinstance(val_base, Subset) and world.is_main:  # build_dataset held part of the folder out
         log.info("%s has no train/ and val/: validating on %d held-out images (%.0f%% of each class), "
-                 "training on %d", r["data"], len(val_base), 100 * VAL_HOLDOUT, len(train_base))  # fmt: skip
+                 "training on %d", r.data, len(val_base), 100 * VAL_HOLDOUT, len(train_base))  # fmt: skip
     classes = list(train_base.classes)
     if len(classes) < 2:  # a one-class softmax has zero loss from the first step: nothing to learn
         raise ValueError(
-            f"{r['data']} has {len(classes)} class ({', '.join(map(str, classes))}): a classifier needs at least 2"
+            f"{r.data} has {len(classes)} class ({', '.join(map(str, classes))}): a classifier needs at least 2"
         )
-    if len(train_base) < r["batch_size"]:
-        raise ValueError(f"the training set has {len(train_base)} images, fewer than one batch of {r['batch_size']}")
+    if len(train_base) < r.batch_size:
+        raise ValueError(f"the training set has {len(train_base)} images, fewer than one batch of {r.batch_size}")
     return train_base, val_base, classes
 
 
-def _pipelines(r: dict, pre: Preprocessing, train_base, val_base, world: World) -> tuple[Pipeline, Pipeline]:
+def _pipelines(r: ResolvedConfig, pre: Preprocessing, train_base, val_base, world: World) -> tuple[Pipeline, Pipeline]:
     """The training and validation pipelines: decoded and augmented by the workers, or (``decode
     device``) only read by the workers and decoded, augmented, resized and cropped on the device."""
-    augment = {"scale": (r["min_crop_area"], 1.0), "hflip": r["hflip"], "color_jitter": r["color_jitter"]}
-    if r["decode"] == "device":
-        return (Pipeline(EncodedImages(train_base, **augment, seed=r["seed"]), collate_encoded,
-                         DeviceAugment(pre, world.device, channels_last=r["channels_last"])),
+    augment = {"scale": (r.min_crop_area, 1.0), "hflip": r.hflip, "color_jitter": r.color_jitter}
+    if r.decode == "device":
+        return (Pipeline(EncodedImages(train_base, **augment, seed=r.seed), collate_encoded,
+                         DeviceAugment(pre, world.device, channels_last=r.channels_last)),
                 Pipeline(EncodedFiles(val_base), collate_items, DeviceViews(pre, 1, world.device)))  # fmt: skip
-    return (Pipeline(Augmented(train_base, train_transform(pre, **augment), r["seed"]), collate, None),
-            Pipeline(Augmented(val_base, eval_transform(pre), r["seed"]), collate, None))  # fmt: skip
+    return (Pipeline(Augmented(train_base, train_transform(pre, **augment), r.seed), collate, None),
+            Pipeline(Augmented(val_base, eval_transform(pre), r.seed), collate, None))  # fmt: skip
 
 
 def _prepare_folder(run: Run) -> None:
@@ -360,11 +361,11 @@ def _prepare_folder(run: Run) -> None:
     a killed write left (a checkpoint's temp file is hundreds of MB) is removed."""
     r, world = run.r, run.world
     earlier = list_checkpoints(run.ckpt_dir) if world.is_main else []
-    if not r["resume"] and broadcast_flag(bool(earlier) and not r["overwrite"], world):
+    if not r.resume and broadcast_flag(bool(earlier) and not r.overwrite, world):
         newest = f" (checkpoints up to {earlier[-1].name})" if earlier else ""
         raise FileExistsError(f"{run.out_dir} already holds a run{newest}: resume it (--resume), replace it "
                               "(--overwrite), or give another out_dir")  # fmt: skip
-    if not r["resume"]:
+    if not r.resume:
         for old in earlier:
             old.unlink()
     if world.is_main:
@@ -382,7 +383,7 @@ def _resume(run: Run) -> None:
         log.info("--resume: no checkpoint in %s yet, starting a fresh run", run.ckpt_dir)
         return
     latest, state = found
-    _check_resumable(state, run.r, latest, len(run.classes))
+    _check_resumable(state, run.r.as_dict(), latest, len(run.classes))
     run.model.load_state_dict(state["model"])
     load_optimizer_state(run.optimizer, state["optimizer"])
     if run.ema is not None and state.get("ema"):
@@ -419,11 +420,11 @@ def checkpoint(run: Run, epoch_loss: tuple = (0.0, 0)) -> Path | None:
             "skipped_steps": run.skipped_steps,
             "epoch_loss": list(epoch_loss),
             "last_eval": last,
-            "config": run.r,
+            "config": run.r.as_dict(),
         },
         run.ckpt_dir,
         run.step,
-        keep=run.r["keep_checkpoints"],
+        keep=run.r.keep_checkpoints,
     )
 
 
@@ -436,7 +437,7 @@ def fit(run: Run) -> str:
     status = "finished"
     try:
         # after the handler: a SIGTERM while the log opens (TensorBoard's import) is a clean stop too
-        runlog = RunLog(run.out_dir, run.r, resume_step=run.step if run.resumed_from else None) \
+        runlog = RunLog(run.out_dir, run.r.as_dict(), resume_step=run.step if run.resumed_from else None) \
             if run.world.is_main else None  # fmt: skip
         while run.step < run.total_steps and status == "finished":
             status = run_epoch(run, runlog)
@@ -460,10 +461,10 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
     run.carried_loss = (0.0, 0)
     interval_loss, interval_n = 0.0, 0  # the training loss since the last step record
     bar = None
-    if world.is_main and r["progress"]:
+    if world.is_main and r.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=run.steps_per_epoch, initial=start_in_epoch, desc=f"epoch {epoch + 1}/{r['epochs']}",
+        bar = tqdm(total=run.steps_per_epoch, initial=start_in_epoch, desc=f"epoch {epoch + 1}/{r.epochs}",
                    unit="step", dynamic_ncols=True, leave=True)  # fmt: skip
     for _ in range(start_in_epoch, run.steps_per_epoch):
         if run.step >= run.total_steps:
@@ -479,13 +480,13 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss / max(step_n, 1):.3f}", img_s=f"{rate:.1f}", lr=f"{lr:.2e}")
         at_epoch_end = run.step % run.steps_per_epoch == 0 or run.step >= run.total_steps
-        if runlog is not None and (run.step % r["log_every"] == 0 or run.step == 1 or at_epoch_end):
+        if runlog is not None and (run.step % r.log_every == 0 or run.step == 1 or at_epoch_end):
             # the mean over the steps since the last record, not one batch's loss
             runlog.write({"kind": "step", "step": run.step, "epoch": epoch + 1, "loss": interval_loss / max(interval_n, 1),
                           "lr": lr, "img_per_s": rate})  # fmt: skip
             interval_loss, interval_n = 0.0, 0
         preempted = broadcast_flag(run.stop["sigterm"], world)
-        if preempted or (r["save_every"] and run.step % r["save_every"] == 0 and not at_epoch_end):
+        if preempted or (r.save_every and run.step % r.save_every == 0 and not at_epoch_end):
             checkpoint(run, (epoch_loss, epoch_n))
         if preempted:
             if bar is not None:
@@ -502,7 +503,7 @@ def run_epoch(run: Run, runlog: RunLog | None) -> str:
                       "val_top5": run.last_eval["top5"], "lr": run.lr(run.step - 1), "epoch_time_s": elapsed,
                       "img_per_s": images / max(elapsed, 1e-9), "skipped": len(set(run.skipped_files))})  # fmt: skip
     top5 = f", top-5 {run.last_eval['top5']:.2f}%" if len(run.classes) > 5 else ""
-    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val top-1 %.2f%%%s", epoch + 1, r["epochs"],
+    log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val top-1 %.2f%%%s", epoch + 1, r.epochs,
              epoch_loss / max(epoch_n, 1), run.last_eval["loss"], run.last_eval["top1"], top5)  # fmt: skip
     checkpoint(run, (epoch_loss, epoch_n))
     return "finished"
@@ -513,7 +514,7 @@ def _check_readable(run: Run, epoch: int, skipped: int, read: int, empty: int) -
     training images, or a whole micro-batch, could not be read: a run that learned from nothing
     (every file unreadable gave a loss of 0.0 and a "finished" model) must not say it finished.
     The counts are summed over the ranks, so every rank stops alike."""
-    share = run.r["max_unreadable"]
+    share = run.r.max_unreadable
     skipped, read, empty = (int(v) for v in all_reduce_sum([skipped, read, empty], run.world))
     if share >= 1 or not skipped or (skipped <= share * (skipped + read) and not empty):
         return
@@ -532,12 +533,12 @@ def _micro_batches(run: Run, epoch: int, start_in_epoch: int):
     r, world = run.r, run.world
     run.train.dataset.set_epoch(epoch)
     if isinstance(run.train_base, ShardDataset):
-        sampler = ShardBatches(run.train_base, r["batch_size"], seed=r["seed"], epoch=epoch, accum=r["accum_steps"],
-                               world=world, start_step=start_in_epoch, workers=r["workers"], buffer=r["shuffle_buffer"])  # fmt: skip
+        sampler = ShardBatches(run.train_base, r.batch_size, seed=r.seed, epoch=epoch, accum=r.accum_steps,
+                               world=world, start_step=start_in_epoch, workers=r.workers, buffer=r.shuffle_buffer)  # fmt: skip
     else:
-        sampler = StepBatches(len(run.train_base), r["batch_size"], seed=r["seed"], epoch=epoch, accum=r["accum_steps"],
+        sampler = StepBatches(len(run.train_base), r.batch_size, seed=r.seed, epoch=epoch, accum=r.accum_steps,
                               world=world, start_step=start_in_epoch)  # fmt: skip
-    loader = torch.utils.data.DataLoader(run.train.dataset, batch_sampler=sampler, num_workers=r["workers"],
+    loader = torch.utils.data.DataLoader(run.train.dataset, batch_sampler=sampler, num_workers=r.workers,
                                          collate_fn=run.train.collate, persistent_workers=False)  # fmt: skip
     return iter(loader) if run.train.on_device is None else DeviceBatches(loader, run.train.on_device)
 
@@ -547,32 +548,32 @@ def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
     summed loss and the number of images. A non-finite loss stops the run (or, with nan_policy
     skip, drops the step's gradients and counts it), on every rank alike."""
     r, world, net = run.r, run.world, run.net
-    _set_train_mode(net, r["freeze_bn"])
+    _set_train_mode(net, r.freeze_bn)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    torch.manual_seed(seed_of(r["seed"], "step", world.rank, run.step))  # dropout of this step
+    torch.manual_seed(seed_of(r.seed, "step", world.rank, run.step))  # dropout of this step
     amp_dtype = run.amp_dtype
     step_loss_t, step_n = torch.zeros((), device=world.device), 0
-    for m in range(r["accum_steps"]):
+    for m in range(r.accum_steps):
         batch = next(micro)
         run.skipped_files += batch["skipped"]
         if batch["images"] is None:
             run.empty_batches += 1
             continue
         x = batch["images"].to(world.device, non_blocking=True)
-        if r["channels_last"]:
+        if r.channels_last:
             x = x.to(memory_format=torch.channels_last)
         y = batch["labels"].to(world.device, non_blocking=True)
-        sync = m == r["accum_steps"] - 1 or not world.distributed
+        sync = m == r.accum_steps - 1 or not world.distributed
         with contextlib.nullcontext() if sync else net.no_sync():  # gradients all-reduce once a step
-            with torch.autocast(world.device.type, dtype=amp_dtype, enabled=r["precision"] != "fp32"):
+            with torch.autocast(world.device.type, dtype=amp_dtype, enabled=r.precision != "fp32"):
                 out = net(x)
                 logits, aux = out if isinstance(out, tuple) else (out, None)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=r["label_smoothing"])
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
                 if aux is not None:
-                    loss = loss + r["aux_weight"] * F.cross_entropy(aux.float(), y, label_smoothing=r["label_smoothing"])
+                    loss = loss + r.aux_weight * F.cross_entropy(aux.float(), y, label_smoothing=r.label_smoothing)
             # a non-finite loss poisons only gradients that are dropped below, on every rank
-            run.scaler.scale(loss / r["accum_steps"]).backward()
+            run.scaler.scale(loss / r.accum_steps).backward()
         step_loss_t += loss.detach().float() * len(y)
         step_n += len(y)
     if run.train.on_device is not None and run.step + 1 < run.total_steps:
@@ -580,7 +581,7 @@ def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
     step_loss = step_loss_t.item()  # the one host sync of a step
     if broadcast_flag(not math.isfinite(step_loss), world):
         run.optimizer.zero_grad(set_to_none=True)
-        if r["nan_policy"] == "stop":
+        if r.nan_policy == "stop":
             raise NonFiniteLossError(
                 f"non-finite loss ({step_loss / max(step_n, 1)}) at step {run.step} (epoch "
                 f"{run.step // run.steps_per_epoch + 1}); stopped without writing a checkpoint; the last good one is "
@@ -589,9 +590,9 @@ def train_step(run: Run, micro, lr: float) -> tuple[float, int]:
         run.skipped_steps += 1
         log.warning("skipping step %d: non-finite loss", run.step)
     else:
-        if r["clip_grad"]:
+        if r.clip_grad:
             run.scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(run.model.parameters(), r["clip_grad"])
+            nn.utils.clip_grad_norm_(run.model.parameters(), r.clip_grad)
         applied = scaler_step(run.scaler, run.optimizer)  # None without fp16's scaler
         run.optimizer.zero_grad(set_to_none=True)
         if run.ema is not None:
@@ -610,8 +611,8 @@ def validate(run: Run) -> dict:
     was_training = model.training
     model.eval()
     sampler = list(range(world.rank, len(run.val_base), world.size))
-    loader = torch.utils.data.DataLoader(run.val.dataset, batch_size=max(r["batch_size"] // world.size, 1),
-                                         sampler=sampler, num_workers=r["workers"], collate_fn=run.val.collate)  # fmt: skip
+    loader = torch.utils.data.DataLoader(run.val.dataset, batch_size=max(r.batch_size // world.size, 1),
+                                         sampler=sampler, num_workers=r.workers, collate_fn=run.val.collate)  # fmt: skip
     batches = loader if run.val.on_device is None else map(run.val.on_device, loader)
     amp_dtype = run.amp_dtype
     # no per-image entries: a run reads only the figures, and they would be gathered every epoch
@@ -621,9 +622,9 @@ def validate(run: Run) -> dict:
         if batch["images"] is None:
             continue
         x = batch["images"].to(world.device, non_blocking=True)
-        if r["channels_last"]:
+        if r.channels_last:
             x = x.to(memory_format=torch.channels_last)
-        with torch.autocast(world.device.type, dtype=amp_dtype, enabled=r["precision"] != "fp32"):
+        with torch.autocast(world.device.type, dtype=amp_dtype, enabled=r.precision != "fp32"):
             logits = model(x)
         tally.add(torch.softmax(logits.float(), 1), [int(y) for y in batch["labels"]], [int(i) for i in batch["indices"]])
     model.train(was_training)
@@ -645,7 +646,7 @@ def finish(run: Run, status: str) -> dict:
         "skipped_steps": run.skipped_steps,
         "skipped_files": sorted(set(run.skipped_files)),
         "resumed_from": run.resumed_from,
-        "started_from": run.r["started_from"],
+        "started_from": run.r.started_from,
         "val_top1": last.get("top1"),
         "val_top5": last.get("top5"),
         "val_loss": last.get("loss"),
@@ -660,9 +661,9 @@ def finish(run: Run, status: str) -> dict:
 
         final = _copy_with(run.model, run.ema.shadow) if run.ema is not None else run.model
         summary["weights"] = str(save_weights(final, run.out_dir / "model.safetensors", class_names=run.classes,
-                                              source=f"inceptionv4 train ({run.r['recipe']} recipe, {run.step} steps)",
-                                              started_from=run.r["started_from"]))  # fmt: skip
-        if run.r["plots"]:
+                                              source=f"inceptionv4 train ({run.r.recipe} recipe, {run.step} steps)",
+                                              started_from=run.r.started_from))  # fmt: skip
+        if run.r.plots:
             steps = range(1, run.total_steps + 1, max(run.total_steps // 2000, 1))  # the rate each step ran at
             curve = (list(steps), [run.lr(s - 1) for s in steps])
             summary["plots"] = [str(p) for p in plot_run(run.out_dir, lr_curve=curve, num_classes=len(run.classes))]
