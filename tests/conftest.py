@@ -117,7 +117,7 @@ def jpeg_folder(tmp_path_factory):
 
 def payloads_failing_on(name):
     """decode_payloads, with the file called ``name`` failing as an unreadable JPEG would."""
-    from inceptionv4.data.device_augment import pixels_of
+    from inceptionv4.data.device_decode import pixels_of
 
     def decode(payloads, names, device):
         return [f"{n}: no decoder read it" if n.endswith(name) else pixels_of(Image.open(n).convert("RGB"))

@@ -17,7 +17,9 @@ from inceptionv4.data import (
     Synthetic,
     collate_encoded,
 )
-from inceptionv4.data.device_augment import _color_jitter, device_decodable, sample_crop
+from inceptionv4.data.base import Item, Skipped
+from inceptionv4.data.device_augment import _color_jitter, sample_crop
+from inceptionv4.data.device_decode import device_decodable
 from inceptionv4.data.views import DeviceViews
 from inceptionv4.train import train
 
@@ -89,10 +91,10 @@ def test_device_augment_equals_torchvision_on_the_same_crops(jpeg_folder, interp
 
 def test_the_draws_depend_only_on_seed_epoch_index(jpeg_folder):
     ds = EncodedImages(ImageFolder(jpeg_folder), seed=5)
-    first = [ds[i][3] for i in range(len(ds))]
-    assert [ds[i][3] for i in reversed(range(len(ds)))][::-1] == first  # order does not matter
+    first = [ds[i].params for i in range(len(ds))]
+    assert [ds[i].params for i in reversed(range(len(ds)))][::-1] == first  # order does not matter
     ds.set_epoch(1)
-    assert [ds[i][3] for i in range(len(ds))] != first
+    assert [ds[i].params for i in range(len(ds))] != first
 
 
 def test_files_the_device_cannot_take_arrive_as_pixels_and_bad_ones_are_skipped(tmp_path):
@@ -111,12 +113,13 @@ def test_files_the_device_cannot_take_arrive_as_pixels_and_bad_ones_are_skipped(
     (d / "text.jpg").write_text("not an image")
     ds = EncodedImages(ImageFolder(tmp_path), seed=0)
     items = {ds.base.name_of(i).rsplit("/", 1)[1]: ds[i] for i in range(len(ds))}
-    shapes = {name: tuple(item[0].shape) for name, item in items.items() if item[0] is not None}
+    shapes = {name: tuple(item.data.shape) for name, item in items.items() if isinstance(item, Item)}
     assert shapes["rgb.jpg"] == ((d / "rgb.jpg").stat().st_size,)  # the file's bytes, for the device
     assert shapes["gray.jpg"] == ((d / "gray.jpg").stat().st_size,)
     assert shapes["cmyk.jpg"] == (3, 48, 64) and shapes["png.png"] == (3, 48, 64)
     assert shapes["rotated.jpg"] == (3, 64, 48)  # upright, as load_rgb gives it
-    assert "corrupt or truncated" in items["truncated.jpg"][2] and "not an image" in items["text.jpg"][2]
+    assert isinstance(items["text.jpg"], Skipped) and isinstance(items["truncated.jpg"], Skipped)
+    assert "corrupt or truncated" in items["truncated.jpg"].reason and "not an image" in items["text.jpg"].reason
     assert device_decodable((d / "rgb.jpg").read_bytes()) == (48, 64)
     batch = collate_encoded(list(items.values()))
     assert len(batch["skipped"]) == 2

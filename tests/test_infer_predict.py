@@ -25,9 +25,9 @@ def test_predict_decoding_on_the_device_answers_as_pil_in_order(small_model, jpe
             assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
             assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 2e-3
     # a JPEG whose header passes but which no decoder reads gets its reason in its place, not a crash
-    from inceptionv4.data import device_augment
+    from inceptionv4.data import device_decode
 
-    monkeypatch.setattr(device_augment, "decode_payloads", payloads_failing_on("0.jpg"))
+    monkeypatch.setattr(device_decode, "decode_payloads", payloads_failing_on("0.jpg"))
     odd = list(predict(small_model, [str(jpeg_folder / "red")], topk=1, batch_size=4, decode="device"))
     assert [(Path(r["file"]).name, r["ok"]) for r in odd] == [("0.jpg", False), ("1.jpg", True)]
     assert odd[0]["error"] == "no decoder read it"

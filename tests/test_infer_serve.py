@@ -197,7 +197,7 @@ def test_close_answers_the_requests_in_flight(small_model, images):
 def test_setup_errors_are_clear(small_model):
     with pytest.raises(ValueError, match="topk must be an integer >= 1; got 0"):
         InferenceServer(small_model, port=0, topk=0)
-    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+    with pytest.raises(ValueError, match="max_batch must be an integer of 1-4096; got 0"):
         Classifier(small_model, max_batch=0)
     with pytest.raises(ValueError, match="port must be an integer of 0-65535; got 99999"):
         InferenceServer(small_model, port=99999, warm_up=False)
@@ -271,7 +271,7 @@ def test_pixels_and_normalised_views_share_a_batch(small_model, images):
         assert info["device"] == "cpu" and info["backend"] == "torch" and info["precision"] == "fp32"
     finally:
         classifier.close()
-    with pytest.raises(ValueError, match="decode must be 'workers' or 'device'"):
+    with pytest.raises(ValueError, match="decode must be one of workers, device; got 'gpu'"):
         Classifier(small_model, decode="gpu")
 
 
@@ -314,22 +314,22 @@ def test_device_decoding_answers_as_the_connection_threads_do(small_model, image
         assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
         assert max(abs(x["prob"] - y["prob"]) for x, y in zip(a["top"], b["top"], strict=True)) < 2e-3
     # a JPEG whose header passes but which no decoder reads: that image gets its reason, the rest answers
-    from inceptionv4.data import device_augment
+    from inceptionv4.data import device_decode
 
-    real = device_augment.decode_payloads
+    real = device_decode.decode_payloads
 
     def failing_second(payloads, names, device):
         out = real(payloads, names, device)
         return [f"{n}: no decoder read it" if n == "images[1]" else img for img, n in zip(out, names, strict=True)]
 
-    monkeypatch.setattr(device_augment, "decode_payloads", failing_second)
+    monkeypatch.setattr(device_decode, "decode_payloads", failing_second)
     with InferenceServer(torch_session(small_model, 12), port=0, topk=3, decode="device") as server:
         status, body, _ = call(server.url, "/v1/predict", blobs, "application/json")
     assert status == 200 and [r["ok"] for r in body["results"]] == [True, False, True, True, True]
     assert body["results"][1] == {"ok": False, "error": "images[1]: no decoder read it"}
     for i in (0, 2, 3, 4):  # the others are their own images' answers
         assert [t["index"] for t in body["results"][i]["top"]] == [t["index"] for t in answers["device"][i]["top"]]
-    with pytest.raises(ValueError, match="decode must be 'workers' or 'device', got 'gpu'"):
+    with pytest.raises(ValueError, match="decode must be one of workers, device; got 'gpu'"):
         Classifier(small_model, decode="gpu")
 
 
@@ -381,3 +381,11 @@ def test_the_decoding_budget_makes_large_uploads_wait_or_refuses_them_with_the_r
     with InferenceServer(small_model, port=0, access_log=False, decode_memory_bytes=cost) as server:
         status, body, _ = call(server.url, "/v1/predict", big.getvalue())
         assert status == 200 and body["results"][0]["ok"]
+
+
+def test_the_decoding_budget_admits_the_largest_image_a_decode_takes():
+    from inceptionv4.data.decode import MAX_DECODE_BYTES
+    from inceptionv4.serve import ServeSettings
+
+    assert ServeSettings().decode_memory_bytes == MAX_DECODE_BYTES
+

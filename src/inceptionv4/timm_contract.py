@@ -15,7 +15,7 @@ import inspect
 
 import torch
 
-from .models.registry import _BUILDERS, build_model, get_model_card, list_models
+from .models.registry import build_model, builder_of, get_model_card, list_models
 
 #: timm reads each registered entrypoint's cfg from its module's ``default_cfgs``
 default_cfgs: dict[str, dict] = {}
@@ -56,7 +56,7 @@ def register_timm(prefix: str = "iv4_") -> list[str]:
 
 
 def _entrypoint(name: str, timm_name: str):
-    accepted = set(inspect.signature(build_model).parameters) | set(inspect.signature(_BUILDERS[name]).parameters)
+    accepted = set(inspect.signature(build_model).parameters) | set(inspect.signature(builder_of(name)).parameters)
     accepted -= {"name", "kwargs"}
 
     def entry(pretrained: bool = False, device=None, dtype=None, **kwargs) -> torch.nn.Module:

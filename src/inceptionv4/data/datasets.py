@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .base import Item, Skipped, split_items
 from .decode import IMAGE_SUFFIXES, DecodeError, load_rgb
 
 log = logging.getLogger(__name__)
@@ -207,8 +208,8 @@ def seed_of(*parts: object) -> int:
 class Augmented(torch.utils.data.Dataset):
     """``base`` through ``transform``; randomness fixed by (seed, epoch, index); bad files skipped.
 
-    A file that cannot be decoded yields ``None`` (dropped by :func:`collate`) and one warning
-    naming it, instead of crashing the run.
+    A file that cannot be decoded yields a :class:`~inceptionv4.data.base.Skipped` (reported by
+    :func:`collate`) and one warning naming it, instead of crashing the run.
     """
 
     def __init__(self, base: ImageDataset, transform: Callable, seed: int = 0) -> None:
@@ -221,24 +222,24 @@ class Augmented(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | tuple[None, int, str]:
+    def __getitem__(self, index: int) -> Item | Skipped:
         try:
             img, label = self.base.load(index)
         except DecodeError as err:
             log.warning("skipping %s", err)
-            return None, index, str(err)
+            return Skipped(index, str(err))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed_of(self.seed, self.epoch, index))
             x = self.transform(img)
-        return x, label, index
+        return Item(x, label, index)
 
 
 class Batch(TypedDict):
     """What every loader of this package yields once its batch is ready to run (folder, list,
     digits, synthetic, wds and hf datasets; augmented for training, or cut for evaluation; decoded
     by the workers or on the device): the images that could be read, their labels and dataset
-    indices, and for each item that could not, its reason and index. Every item a dataset cannot
-    give is ``(None, index, reason)`` before it is collated."""
+    indices, and for each item that could not, its reason and index (the
+    :class:`~inceptionv4.data.base.Skipped` items of the batch)."""
 
     images: torch.Tensor | None
     labels: torch.Tensor | None
@@ -247,17 +248,16 @@ class Batch(TypedDict):
     skipped_indices: list[int]
 
 
-def collate(batch: list) -> Batch:
-    """Stack the good samples; report the skipped ones (their reasons and indices) alongside."""
-    good = [b for b in batch if b[0] is not None]
-    skipped = [b[2] for b in batch if b[0] is None]
-    skipped_indices = [b[1] for b in batch if b[0] is None]
+def collate(batch: list[Item | Skipped]) -> Batch:
+    """Stack the items read; report the skipped ones (their reasons and indices) alongside."""
+    good, bad = split_items(batch)
+    skipped, skipped_indices = [b.reason for b in bad], [b.index for b in bad]
     if not good:
         return {"images": None, "labels": None, "indices": None, "skipped": skipped, "skipped_indices": skipped_indices}
     return {
-        "images": torch.stack([b[0] for b in good]),
-        "labels": torch.tensor([b[1] for b in good], dtype=torch.long),
-        "indices": torch.tensor([b[2] for b in good], dtype=torch.long),
+        "images": torch.stack([b.data for b in good]),
+        "labels": torch.tensor([b.label for b in good], dtype=torch.long),
+        "indices": torch.tensor([b.index for b in good], dtype=torch.long),
         "skipped": skipped,
         "skipped_indices": skipped_indices,
     }

@@ -20,27 +20,22 @@ saturation in that fixed order (torchvision draws the order per image).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from .base import Item, Skipped, split_items
 from .datasets import ImageDataset, seed_of
-from .decode import DecodeError, check_size, decode_rgb, quiet_pil, read_bytes
+from .decode import DecodeError
+from .device_decode import decode_payloads, read_encoded
 from .transforms import Preprocessing
 
 log = logging.getLogger(__name__)
 
-JPEG_SUFFIXES = (".jpg", ".jpeg")
-_EXIF_ORIENTATION = 0x0112
 _GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 
@@ -82,37 +77,13 @@ def sample_crop(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def device_decodable(data: bytes) -> tuple[int, int] | None:
-    """(height, width) if ``data`` is a JPEG the device decoder gives the same upright RGB for.
-
-    From the header only (no pixels are decoded). ``None`` for anything else: another format,
-    CMYK, an EXIF rotation, a file that does not end in the JPEG end marker (truncated), or a
-    header PIL rejects -- the CPU decoder then produces the image or the precise error.
-    """
-    try:
-        with quiet_pil("header"), Image.open(io.BytesIO(data)) as img:
-            if img.format != "JPEG" or img.mode not in ("RGB", "L"):
-                return None
-            if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-                return None
-            width, height = img.size
-    except Exception:  # noqa: BLE001 -- any header PIL cannot read goes to the CPU decoder, which says why
-        return None
-    try:
-        check_size(width, height, "")
-    except DecodeError:  # the CPU decoder says why
-        return None
-    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        return None
-    return height, width
-
-
 class EncodedImages(torch.utils.data.Dataset):
     """The workers' share of :class:`DeviceAugment`: read the file, check it, draw the augmentation.
 
-    Yields ``(payload, label, index, params, name)``: the payload is the file's bytes (a 1-D
-    uint8 tensor) for a JPEG the device can decode, else the decoded (3, H, W) uint8 image. A file
-    that cannot be read yields ``(None, index, reason)`` and one warning, as ``Augmented`` does.
+    Yields an :class:`~inceptionv4.data.base.Item` (with ``params`` and ``name``) whose data is the
+    file's bytes (a 1-D uint8 tensor) for a JPEG the device can decode, else the decoded (3, H, W)
+    uint8 image. A file that cannot be read yields a :class:`~inceptionv4.data.base.Skipped` and one
+    warning, as ``Augmented`` does.
     """
 
     def __init__(
@@ -135,13 +106,13 @@ class EncodedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> tuple:
+    def __getitem__(self, index: int) -> Item | Skipped:
         name = self.base.name_of(index)
         try:
             payload, (height, width) = self._read(index)
         except DecodeError as err:
             log.warning("skipping %s", err)
-            return None, index, str(err)
+            return Skipped(index, str(err))
         gen = torch.Generator().manual_seed(seed_of(self.seed, self.epoch, index))
         box = sample_crop(height, width, gen, self.scale, self.ratio)
         flip = bool(torch.rand(1, generator=gen).item() < self.hflip)
@@ -149,66 +120,29 @@ class EncodedImages(torch.utils.data.Dataset):
         if self.color_jitter > 0:
             lo, hi = max(0.0, 1 - self.color_jitter), 1 + self.color_jitter
             jitter = tuple(lo + (hi - lo) * u for u in torch.rand(3, generator=gen).tolist())
-        return payload, self.base.samples[index][1], index, AugmentParams(box, flip, jitter), name
+        return Item(payload, self.base.samples[index][1], index, name=name, params=AugmentParams(box, flip, jitter))
 
     def _read(self, index: int) -> tuple[torch.Tensor, tuple[int, int]]:
         return read_encoded(self.base, index)
 
 
-def read_encoded(base: ImageDataset, index: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(payload, (height, width)) of one sample: see :func:`read_encoded_file`; a dataset whose
-    samples are pixels in memory (digits, synthetic) gives its pixels."""
-    source = base.samples[index][0]
-    if isinstance(source, (str, Path)):
-        return read_encoded_file(source)
-    if hasattr(base, "read_sample"):  # bytes held elsewhere (a shard): the same check as a file's
-        data, name, jpeg = base.read_sample(index)
-        return payload_of(data, name, jpeg=jpeg)
-    img, _ = base.load(index)
-    return pixels_of(img), (img.height, img.width)
-
-
-def read_encoded_file(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(payload, (height, width)) of one file: its bytes (1-D uint8) for a JPEG the device decodes
-    as the CPU would, else the image decoded here (3, H, W); DecodeError if neither can."""
-    path = Path(path)
-    return payload_of(read_bytes(path), str(path), jpeg=path.suffix.lower() in JPEG_SUFFIXES)
-
-
-def payload_of(data: bytes, name: str, *, jpeg: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(payload, (height, width)) of an encoded image held in memory (an upload, a file's bytes):
-    the bytes for a JPEG the device decodes as the CPU would, else the pixels decoded here;
-    DecodeError (naming ``name``) if neither can. ``jpeg=False`` skips the JPEG check."""
-    size = device_decodable(data) if jpeg else None
-    if size is not None:
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
-    img = decode_rgb(data, name)
-    return pixels_of(img), (img.height, img.width)
-
-
-def pixels_of(img: Image.Image) -> torch.Tensor:
-    """An RGB image as the (3, H, W) uint8 payload the device takes for what it does not decode."""
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()  # (3, H, W)
-
-
-def collate_encoded(batch: list) -> dict[str, object]:
+def collate_encoded(batch: list[Item | Skipped]) -> dict[str, object]:
     """Payloads stay a list (their sizes differ); the augmentation travels as small tensors."""
-    good = [b for b in batch if b[0] is not None]
-    skipped = [b[2] for b in batch if b[0] is None]
-    skipped_indices = [b[1] for b in batch if b[0] is None]
+    good, bad = split_items(batch)
+    skipped, skipped_indices = [b.reason for b in bad], [b.index for b in bad]
     if not good:
         return {"images": None, "labels": None, "indices": None, "skipped": skipped, "skipped_indices": skipped_indices,
                 "payloads": []}  # fmt: skip
-    params = [b[3] for b in good]
+    params = [b.params for b in good]
     return {
         "images": None,  # made on the device by DeviceAugment
-        "payloads": [b[0] for b in good],
-        "names": [b[4] for b in good],
+        "payloads": [b.data for b in good],
+        "names": [b.name for b in good],
         "boxes": torch.tensor([p.box for p in params], dtype=torch.long),
         "flips": torch.tensor([p.flip for p in params], dtype=torch.bool),
         "jitter": torch.tensor([p.jitter for p in params], dtype=torch.float32),
-        "labels": torch.tensor([b[1] for b in good], dtype=torch.long),
-        "indices": torch.tensor([b[2] for b in good], dtype=torch.long),
+        "labels": torch.tensor([b.label for b in good], dtype=torch.long),
+        "indices": torch.tensor([b.index for b in good], dtype=torch.long),
         "skipped": skipped,
         "skipped_indices": skipped_indices,
     }
@@ -272,41 +206,6 @@ class DeviceAugment:
             x = _color_jitter(x, jitter.to(self.device))
         x = x.mul_(self._scale).sub_(self._shift)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def decode_payloads(payloads: list[torch.Tensor], names: list[str], device: torch.device) -> list[torch.Tensor | str]:
-    """:func:`read_encoded` payloads -> (3, H, W) uint8 images on ``device``: the JPEGs in one
-    batched call (nvJPEG on CUDA), one by one if the batch fails; for a file that fails, why (and a
-    warning)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    out: list[torch.Tensor | str] = [  # the JPEGs' places are filled below
-        p.to(device, non_blocking=True) if p.dim() == 3 else "" for p in payloads
-    ]
-    jpegs = [i for i, p in enumerate(payloads) if p.dim() == 1]
-    if not jpegs:
-        return out
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
-        warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
-        try:  # one call for the batch; it fails as a whole if one file is bad
-            decoded = decode_jpeg([payloads[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
-        except RuntimeError:
-            decoded = [_decode_one(payloads[i], names[i], decode_jpeg, ImageReadMode.RGB, device) for i in jpegs]
-    for i, img in zip(jpegs, decoded, strict=True):
-        out[i] = img
-    return out
-
-
-def _decode_one(payload: torch.Tensor, name: str, decode_jpeg, mode, device: torch.device) -> torch.Tensor | str:
-    try:
-        return decode_jpeg(payload, mode=mode, device=device)
-    except RuntimeError:
-        pass
-    try:  # the device decoder refused it: the CPU decoder takes more, or says why not
-        return pixels_of(decode_rgb(payload.numpy().tobytes(), name)).to(device)
-    except DecodeError as err:
-        log.warning("skipping %s", err)
-        return str(err)
 
 
 def _color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ def upload_views(data: bytes, name: str, pre: Preprocessing, crops: int, *, deco
     decodes it as PIL would, else its (3, H, W) pixels decoded here. DecodeError if it is not an
     image."""
     if check_decode(decode) == "device":
-        from .device_augment import payload_of
+        from .device_decode import payload_of
 
         return payload_of(data, name)[0]
     return protocol_pixels(decode_rgb(data, name, reduce_to=reduce_to), pre, crops)

@@ -11,7 +11,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ..models.preprocessing import INTERPOLATIONS, Preprocessing
 
-_INTERP = {name: InterpolationMode[name.upper()] for name in INTERPOLATIONS}
+INTERPOLATION_MODES = {name: InterpolationMode[name.upper()] for name in INTERPOLATIONS}
 
 
 def train_transform(
@@ -26,7 +26,7 @@ def train_transform(
     steps = [
         v2.ToImage(),
         v2.RandomResizedCrop(
-            pre.input_size, scale=scale, ratio=ratio, interpolation=_INTERP[pre.interpolation], antialias=True
+            pre.input_size, scale=scale, ratio=ratio, interpolation=INTERPOLATION_MODES[pre.interpolation], antialias=True
         ),
     ]
     if hflip > 0:
@@ -42,7 +42,7 @@ def eval_transform(pre: Preprocessing) -> v2.Compose:
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.Resize(pre.resize_size, interpolation=_INTERP[pre.interpolation], antialias=True),
+            v2.Resize(pre.resize_size, interpolation=INTERPOLATION_MODES[pre.interpolation], antialias=True),
             v2.CenterCrop(pre.input_size),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(list(pre.mean), list(pre.std)),

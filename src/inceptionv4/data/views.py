@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from .transforms import _INTERP, Preprocessing
-
-from ..models.preprocessing import CROPS  # noqa: E402, F401 (read from here too)
+from ..models.preprocessing import check_crops
+from .base import Item, Skipped, split_items
+from .transforms import INTERPOLATION_MODES, Preprocessing
 
 
 GOOGLENET_SIDES = (256, 288, 320, 352)  # for 224-pixel crops
@@ -71,9 +71,8 @@ def protocol_pieces(img: Image.Image | torch.Tensor, pre: Preprocessing, crops: 
     any device, resampled there by torchvision's tensor resize (antialiased ``interpolate``, rounded
     back to uint8 after each resize as PIL's are) -- how ``--decode device`` makes the views.
     """
-    if crops not in CROPS:
-        raise ValueError(f"crops must be one of {CROPS}, got {crops}")
-    s, interp = pre.input_size, _INTERP[pre.interpolation]
+    check_crops(crops)
+    s, interp = pre.input_size, INTERPOLATION_MODES[pre.interpolation]
     pictures: list[Image.Image | torch.Tensor] = []
     plan: list[tuple[int, int, int, int]] = []
     for side in scales_for(pre, crops):
@@ -138,13 +137,13 @@ def crop_views(img: Image.Image, pre: Preprocessing, crops: int = 1) -> torch.Te
 
 class ProtocolViews(torch.utils.data.Dataset):
     """A dataset's images as one protocol's :class:`ProtocolPieces`, made where a DataLoader's
-    workers run: ``(pieces, label, index, name)``, or ``(None, index, reason)`` for an unreadable
-    file (batched by :func:`collate_items`). ``reduce_to`` (:func:`decode_side`, or None for the
+    workers run: an :class:`~inceptionv4.data.base.Item` of the pieces (with the file's name),
+    or a :class:`~inceptionv4.data.base.Skipped` for an unreadable file (batched by
+    :func:`collate_items`). ``reduce_to`` (:func:`decode_side`, or None for the
     full decode) is passed to the dataset's ``load``."""
 
     def __init__(self, dataset, pre: Preprocessing, crops: int, *, reduce_to: int | None = None) -> None:
-        if crops not in CROPS:
-            raise ValueError(f"crops must be one of {CROPS}, got {crops}")
+        check_crops(crops)
         self.dataset, self.pre, self.crops, self.reduce_to = dataset, pre, crops, reduce_to
 
     def __len__(self) -> int:
@@ -159,30 +158,29 @@ class ProtocolViews(torch.utils.data.Dataset):
             else:
                 img, label = self.dataset.load(index, reduce_to=self.reduce_to)
         except DecodeError as err:
-            return None, index, str(err)
-        return protocol_pieces(img, self.pre, self.crops), label, index, self.dataset.name_of(index)
+            return Skipped(index, str(err))
+        return Item(protocol_pieces(img, self.pre, self.crops), label, index, name=self.dataset.name_of(index))
 
 
 def collate_items(batch: list) -> dict[str, list]:
     """:class:`ProtocolViews` or :class:`EncodedFiles` items -> lists (the items differ in size):
     ``data`` (pieces or payloads), ``labels``, ``indices``, ``names``, and the skipped files'
     ``skipped`` reasons and ``skipped_indices``."""
-    good = [b for b in batch if b[0] is not None]
-    bad = [b for b in batch if b[0] is None]
+    good, bad = split_items(batch)
     return {
-        "data": [b[0] for b in good],
-        "labels": [b[1] for b in good],
-        "indices": [b[2] for b in good],
-        "names": [b[3] for b in good],
-        "skipped": [b[2] for b in bad],
-        "skipped_indices": [b[1] for b in bad],
+        "data": [b.data for b in good],
+        "labels": [b.label for b in good],
+        "indices": [b.index for b in good],
+        "names": [b.name for b in good],
+        "skipped": [b.reason for b in bad],
+        "skipped_indices": [b.index for b in bad],
     }
 
 
 class EncodedFiles(torch.utils.data.Dataset):
     """What ``--decode device`` leaves to a loader worker: read the file and check its JPEG header
-    (:func:`~inceptionv4.data.device_augment.read_encoded`). Items are ``(payload, label, index,
-    name)``, or ``(None, index, reason)`` for a file that cannot be read (batched by
+    (:func:`~inceptionv4.data.device_decode.read_encoded`). Items are an :class:`~inceptionv4.data.base.Item` of the
+    payload (with the file's name), or a :class:`~inceptionv4.data.base.Skipped` for a file that cannot be read (batched by
     :func:`collate_items`)."""
 
     def __init__(self, dataset) -> None:
@@ -193,13 +191,13 @@ class EncodedFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple:
         from .decode import DecodeError
-        from .device_augment import read_encoded
+        from .device_decode import read_encoded
 
         try:
             payload, _ = read_encoded(self.dataset, index)
         except DecodeError as err:
-            return None, index, str(err)
-        return payload, self.dataset.samples[index][1], index, self.dataset.name_of(index)
+            return Skipped(index, str(err))
+        return Item(payload, self.dataset.samples[index][1], index, name=self.dataset.name_of(index))
 
 
 #: Where JPEGs are decoded and resampled: "workers" (PIL, the reference pixels: loader processes, or
@@ -229,8 +227,7 @@ class DeviceViews:
     """
 
     def __init__(self, pre: Preprocessing, crops: int, device: torch.device | str) -> None:
-        if crops not in CROPS:
-            raise ValueError(f"crops must be one of {CROPS}, got {crops}")
+        check_crops(crops)
         self.pre, self.crops, self.device = pre, crops, torch.device(device)
 
     def __call__(self, batch: dict) -> dict:
@@ -247,7 +244,7 @@ class DeviceViews:
     def views_of(self, payloads: list[torch.Tensor], names: list[str]) -> tuple[torch.Tensor | None, dict[int, str]]:
         """The normalised views of the payloads the device decodes, one image after the other (None
         if none), and for each position it cannot decode after all, why (named by ``names``)."""
-        from .device_augment import decode_payloads
+        from .device_decode import decode_payloads
 
         decoded = decode_payloads(payloads, names, self.device)
         failed = {i: img for i, img in enumerate(decoded) if isinstance(img, str)}

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..data.views import CROPS, decode_side, normalize_views
+from ..data.views import decode_side, normalize_views
 from ..devices import vector_units
 from ..models import InceptionNet, Preprocessing
+from ..models.preprocessing import check_crops
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,7 @@ class Session:
     cache: list[dict] = field(default_factory=list)  # engines: what was built or reused, per model
 
     def __post_init__(self) -> None:
-        if self.crops not in CROPS:
-            raise ValueError(f"crops must be one of {CROPS}, got {self.crops}")
+        check_crops(self.crops)
 
     @property
     def num_classes(self) -> int:

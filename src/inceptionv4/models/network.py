@@ -326,7 +326,7 @@ class InceptionNet(nn.Module):
         """A fresh head for ``num_classes`` (0 gives pooled features; with ``global_pool=""``
         the unpooled feature map), e.g. to fine-tune. The new layers take the device, dtype and
         train/eval mode of the network."""
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         if self.head is None:
             self.head = ClassifierHead(self.num_features, num_classes, "avg" if global_pool is None else global_pool,
                                        self.drop_rate)  # fmt: skip
@@ -364,7 +364,8 @@ class InceptionNet(nn.Module):
         return self
 
 
-def _check_num_classes(num_classes: int) -> None:
+def check_num_classes(num_classes: int) -> None:
+    """ValueError unless ``num_classes`` is a class count (an int >= 0; 0: no classifier, features only)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
 

@@ -25,6 +25,13 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 MAX_INPUT_SIZE = 1024
 #: The crop protocols a network is evaluated with: views per image (docs/evaluation.md)
 CROPS = (1, 10, 12, 144)
+
+
+def check_crops(crops: int) -> int:
+    """``crops`` if it is one of :data:`CROPS`, else the ValueError every caller gives."""
+    if crops not in CROPS or isinstance(crops, bool):
+        raise ValueError(f"crops must be one of {', '.join(map(str, CROPS))}; got {crops!r}")
+    return crops
 MIN_CROP_PCT = 0.5
 FIELDS = ("input_size", "mean", "std", "interpolation", "crop_pct")
 

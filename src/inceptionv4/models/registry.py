@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .inception_resnet import inception_resnet_v1, inception_resnet_v2, inception_resnet_v2_paper
 from .inception_v4 import inception_v4
 from .layers import ClassifierHead
-from .network import InceptionNet, _check_num_classes
+from .network import InceptionNet, check_num_classes
 from .preprocessing import Preprocessing
 from .released import imagenet_weights, released_weights
 
@@ -55,18 +55,18 @@ class ModelCard(Mapping):
     classifier: str = "head.fc"
 
     @classmethod
-    def of(cls, name: str, title: str, figures: str, layout: str, num_params: int, gflops: float,
-           **fields: object) -> ModelCard:
+    def of(cls, *, name: str, title: str, figures: str, layout: str, num_params: int, gflops: float,
+           paper_top1: float | None = None, paper_top5: float | None = None, notes: str = "") -> ModelCard:
         """A card whose released figures, weights list and preprocessing come from the table of
-        released weights."""  # fmt: skip
+        released weights; the rest is the paper's and the network's own."""  # fmt: skip
         ref = imagenet_weights(name)
         return cls(
-            name, title, figures, layout, num_params, gflops,
+            name=name, title=title, figures=figures, layout=layout, num_params=num_params, gflops=gflops,
+            paper_top1=paper_top1, paper_top5=paper_top5, notes=notes,
             preprocessing=ref.preprocessing if ref else Preprocessing(),
             released_top1=ref.top1 if ref else None,
             released_top5=ref.top5 if ref else None,
             weights_from=tuple(w.name for w in released_weights(name)),
-            **fields,
         )  # fmt: skip
 
     def at_input_size(self, size: int) -> ModelCard:
@@ -129,7 +129,8 @@ def register_model(builder: Callable[..., InceptionNet], card: ModelCard) -> Non
 register_model(
     inception_v4,
     ModelCard.of(
-        "inception_v4", "Inception-v4", "Figs. 3-9", "released", 42_679_816, 24.51,
+        name="inception_v4", title="Inception-v4", figures="Figs. 3-9", layout="released", num_params=42_679_816,
+        gflops=24.51,
         paper_top1=80.0,
         paper_top5=95.0,
         notes="Branch order and 1x7/7x1 order of the released checkpoint (docs/architecture.md).",
@@ -138,7 +139,8 @@ register_model(
 register_model(
     inception_resnet_v1,
     ModelCard.of(
-        "inception_resnet_v1", "Inception-ResNet-v1", "Figs. 10-15", "paper", 24_357_096, 12.62,
+        name="inception_resnet_v1", title="Inception-ResNet-v1", figures="Figs. 10-15", layout="paper",
+        num_params=24_357_096, gflops=12.62,
         paper_top1=78.7,
         paper_top5=94.5,
         notes="5/10/5 blocks plus facenet's final linear IR-C block (final_linear_block=False drops it).",
@@ -147,8 +149,9 @@ register_model(
 register_model(
     inception_resnet_v2,
     ModelCard.of(
-        "inception_resnet_v2", "Inception-ResNet-v2 (released)",
-        "Fig. 15 (released layout; see docs/architecture.md, Paper vs released code)", "released", 55_843_464, 26.31,
+        name="inception_resnet_v2", title="Inception-ResNet-v2 (released)",
+        figures="Fig. 15 (released layout; see docs/architecture.md, Paper vs released code)", layout="released",
+        num_params=55_843_464, gflops=26.31,
         paper_top1=80.1,
         paper_top5=95.1,
         notes="The network of the released checkpoint, not of the figures (docs/architecture.md).",
@@ -157,13 +160,20 @@ register_model(
 register_model(
     inception_resnet_v2_paper,
     ModelCard.of(
-        "inception_resnet_v2_paper", "Inception-ResNet-v2 (paper figures)", "Figs. 3, 15-19, Table 1", "paper",
-        32_433_928, 18.52,
+        name="inception_resnet_v2_paper", title="Inception-ResNet-v2 (paper figures)",
+        figures="Figs. 3, 15-19, Table 1", layout="paper", num_params=32_433_928, gflops=18.52,
         paper_top1=80.1,
         paper_top5=95.1,
         notes="Expansions sized 1152 and 2144 where the figures say 1154 and 2048 (docs/architecture.md).",
     ),
 )
+
+
+def builder_of(name: str) -> Callable[..., InceptionNet]:
+    """The function that builds network ``name`` (its own keyword arguments are its options)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    return _BUILDERS[name]
 
 
 def list_models() -> list[str]:
@@ -209,7 +219,7 @@ def build_model(
         kwargs: model-specific options (``final_linear_block`` for inception_resnet_v1).
     """
     _check_name(name)
-    _check_num_classes(num_classes)
+    check_num_classes(num_classes)
     if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be an integer >= 1, got {in_chans!r}")
     if isinstance(drop_rate, bool) or not isinstance(drop_rate, int | float) or not 0.0 <= drop_rate < 1.0:

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from .preprocessing import Preprocessing
 
 #: facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128, on 160 px aligned faces
-_FACENET = Preprocessing(160, (127.5 / 255,) * 3, (128 / 255,) * 3, "bilinear", 1.0)
+_FACENET = Preprocessing(input_size=160, mean=(127.5 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bilinear",
+                         crop_pct=1.0)  # fmt: skip
 _IRV2 = Preprocessing(crop_pct=0.8975)  # timm's crop for the released Inception-ResNet-v2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReleasedWeights:
     """One public checkpoint.
 
@@ -54,29 +55,34 @@ _FACENET_AT = "the timesler/facenet-pytorch GitHub releases"
 _KERAS = "keras.applications.InceptionResNetV2(weights='imagenet'), which saves it under ~/.keras/models"
 
 RELEASED_WEIGHTS: tuple[ReleasedWeights, ...] = (
-    ReleasedWeights("timm/inception_v4.tf_in1k", "inception_v4", "model.safetensors", "timm",
-                    "imagenet-1k", Preprocessing(), 80.2, 95.2, hub=True),
-    ReleasedWeights("tf-slim inception_v4_2016_09_09", "inception_v4", "inception_v4.ckpt", "tf-slim",
-                    "imagenet-1k + background", Preprocessing(), 80.2, 95.2,
-                    where=_SLIM),
-    ReleasedWeights("cadene inceptionv4", "inception_v4", "inceptionv4-8e4777a0.pth", "cadene",
-                    "imagenet-1k + background", Preprocessing(), where=_CADENE),
-    ReleasedWeights("timm/inception_resnet_v2.tf_in1k", "inception_resnet_v2", "model.safetensors", "timm",
-                    "imagenet-1k", _IRV2, 80.4, 95.3, hub=True),
-    ReleasedWeights("timm/inception_resnet_v2.tf_ens_adv_in1k", "inception_resnet_v2", "model.safetensors",
-                    "timm", "imagenet-1k", _IRV2, hub=True),
-    ReleasedWeights("keras InceptionResNetV2", "inception_resnet_v2",
-                    "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5", "keras", "imagenet-1k", _IRV2,
-                    80.3, 95.3, where=_KERAS),
-    ReleasedWeights("tf-slim inception_resnet_v2_2016_08_30", "inception_resnet_v2",
-                    "inception_resnet_v2_2016_08_30.ckpt", "tf-slim", "imagenet-1k + background", _IRV2, 80.4, 95.3,
-                    where=_SLIM),
-    ReleasedWeights("cadene inceptionresnetv2", "inception_resnet_v2", "inceptionresnetv2-520b38e4.pth", "cadene",
-                    "imagenet-1k + background", _IRV2, where=_CADENE),
-    ReleasedWeights("facenet-pytorch vggface2", "inception_resnet_v1", "20180402-114759-vggface2.pt", "facenet",
-                    "8,631 VGGFace2 identities", _FACENET, where=_FACENET_AT),
-    ReleasedWeights("facenet-pytorch casia-webface", "inception_resnet_v1", "20180408-102900-casia-webface.pt",
-                    "facenet", "10,575 CASIA-WebFace identities", _FACENET, where=_FACENET_AT),
+    ReleasedWeights(name="timm/inception_v4.tf_in1k", model="inception_v4", file="model.safetensors",
+                    source="timm", classes="imagenet-1k", preprocessing=Preprocessing(), top1=80.2, top5=95.2,
+                    hub=True),
+    ReleasedWeights(name="tf-slim inception_v4_2016_09_09", model="inception_v4", file="inception_v4.ckpt",
+                    source="tf-slim", classes="imagenet-1k + background", preprocessing=Preprocessing(),
+                    top1=80.2, top5=95.2, where=_SLIM),
+    ReleasedWeights(name="cadene inceptionv4", model="inception_v4", file="inceptionv4-8e4777a0.pth",
+                    source="cadene", classes="imagenet-1k + background", preprocessing=Preprocessing(),
+                    where=_CADENE),
+    ReleasedWeights(name="timm/inception_resnet_v2.tf_in1k", model="inception_resnet_v2", file="model.safetensors",
+                    source="timm", classes="imagenet-1k", preprocessing=_IRV2, top1=80.4, top5=95.3, hub=True),
+    ReleasedWeights(name="timm/inception_resnet_v2.tf_ens_adv_in1k", model="inception_resnet_v2",
+                    file="model.safetensors", source="timm", classes="imagenet-1k", preprocessing=_IRV2, hub=True),
+    ReleasedWeights(name="keras InceptionResNetV2", model="inception_resnet_v2",
+                    file="inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5", source="keras",
+                    classes="imagenet-1k", preprocessing=_IRV2, top1=80.3, top5=95.3, where=_KERAS),
+    ReleasedWeights(name="tf-slim inception_resnet_v2_2016_08_30", model="inception_resnet_v2",
+                    file="inception_resnet_v2_2016_08_30.ckpt", source="tf-slim",
+                    classes="imagenet-1k + background", preprocessing=_IRV2, top1=80.4, top5=95.3, where=_SLIM),
+    ReleasedWeights(name="cadene inceptionresnetv2", model="inception_resnet_v2",
+                    file="inceptionresnetv2-520b38e4.pth", source="cadene", classes="imagenet-1k + background",
+                    preprocessing=_IRV2, where=_CADENE),
+    ReleasedWeights(name="facenet-pytorch vggface2", model="inception_resnet_v1", file="20180402-114759-vggface2.pt",
+                    source="facenet", classes="8,631 VGGFace2 identities", preprocessing=_FACENET,
+                    where=_FACENET_AT),
+    ReleasedWeights(name="facenet-pytorch casia-webface", model="inception_resnet_v1",
+                    file="20180408-102900-casia-webface.pt", source="facenet",
+                    classes="10,575 CASIA-WebFace identities", preprocessing=_FACENET, where=_FACENET_AT),
 )  # fmt: skip
 
 

@@ -16,16 +16,18 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 
-from ..data.decode import MAX_DECODE_BYTES, decode_cost
+from ..data.decode import decode_cost
 from ..data.loaders import upload_views
 from ..data.views import DeviceViews, check_decode, normalize_views
 from ..engines.open import as_session
 from ..engines.session import Session
+from .settings import ServeSettings
 
 log = logging.getLogger("inceptionv4.serve")
 
@@ -37,11 +39,6 @@ BatchHook = Callable[[int, list[float]], None]
 class ServerBusy(RuntimeError):
     """The request queue is full, or decoding in flight holds the memory budget: the client should
     retry shortly (HTTP 503)."""
-
-
-#: The server's default budget for decoding in flight: one image of the largest a decode takes
-#: (:data:`~inceptionv4.data.decode.MAX_DECODE_BYTES`), or many ordinary ones at once.
-DECODE_BUDGET_BYTES = MAX_DECODE_BYTES
 
 
 class DecodeBudget:
@@ -104,29 +101,20 @@ class Classifier:
     torch session run where they are.
     """
 
-    def __init__(
-        self,
-        session: Session | torch.nn.Module | list[torch.nn.Module],
-        *,
-        max_batch: int = 8,
-        max_wait_ms: float = 5.0,
-        queue_size: int = 256,
-        decode: str = "workers",
-        on_batch: BatchHook | None = None,
-        decode_memory_bytes: int = DECODE_BUDGET_BYTES,
-    ) -> None:
-        self.decode = check_decode(decode)
-        self.budget = DecodeBudget(decode_memory_bytes)
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+    def __init__(self, session: Session | torch.nn.Module | list[torch.nn.Module], settings: ServeSettings | None = None,
+                 *, on_batch: BatchHook | None = None, **overrides) -> None:  # fmt: skip
+        """``settings`` (default :class:`~inceptionv4.serve.settings.ServeSettings`'s) says how it
+        batches (``max_batch``, ``max_wait_ms``, ``queue_size``), where uploads are decoded
+        (``decode``) and how much memory they may hold doing so (``decode_memory_bytes``); any of
+        its fields may be given by keyword over it."""
+        settings = dataclasses.replace(settings or ServeSettings(), **overrides)
+        self.decode = check_decode(settings.decode)
+        self.budget = DecodeBudget(settings.decode_memory_bytes)
         self.session = session = as_session(session)
         self.architecture, self.names, self.pre = session.architecture, session.labels.names, session.pre
-        self.crops, self.max_batch, self.max_wait = session.crops, max_batch, max_wait_ms / 1000
-        self._device_views = DeviceViews(self.pre, self.crops, session.device) if decode == "device" else None
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        self.crops, self.max_batch, self.max_wait = session.crops, settings.max_batch, settings.max_wait_ms / 1000
+        self._device_views = DeviceViews(self.pre, self.crops, session.device) if self.decode == "device" else None
+        queue_size = settings.queue_size
         self._queue: queue.Queue[_Job | None] = queue.Queue(queue_size)
         self.on_batch = on_batch
         self.batches = self.images = 0  # counters, for /v1/model and tests

@@ -140,12 +140,6 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _classifier(settings: ServeSettings, session) -> Classifier:
-    return Classifier(session, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                      decode=settings.decode, queue_size=settings.queue_size,
-                      decode_memory_bytes=settings.decode_memory_bytes)  # fmt: skip
-
-
 def _config(settings: ServeSettings, app, **kwargs) -> uvicorn.Config:
     """uvicorn's config: the guarded protocol, the connection bound, the drain time. A worker
     process gets 60 s, not uvicorn's 5, to answer the supervisor's health check: importing
@@ -181,7 +175,7 @@ class InferenceServer:
         self.settings = settings = dataclasses.replace(settings or ServeSettings(), **overrides)
         self._socket = _listen(settings.host, settings.port)
         try:
-            self.classifier = _classifier(settings, session)
+            self.classifier = Classifier(session, settings)
         except BaseException:
             self._socket.close()
             raise
@@ -311,6 +305,6 @@ def worker_app():
     handed = json.loads(os.environ[WORKER_SETTINGS])
     torch.set_num_threads(handed["threads"])
     settings = ServeSettings(**handed["server"])
-    classifier = _classifier(settings, open_session(handed["source"], SessionOptions(**handed["options"])))
+    classifier = Classifier(open_session(handed["source"], SessionOptions(**handed["options"])), settings)
     classifier.warm_up()
     return create_app(classifier, settings)

@@ -49,7 +49,7 @@ class ServeSettings:
     max_body_bytes: int = setting(32 * MB.factor, "largest request body accepted (413 above)",
                                   range=_megabytes(4096), unit=MB)  # fmt: skip
     max_images: int = setting(64, "most images in one request", range=between(1, 100_000, integer=True))
-    decode_memory_bytes: int = setting(
+    decode_memory_bytes: int = setting(  # one image of the largest a decode takes (data.decode.MAX_DECODE_BYTES)
         2048 * MB.factor,
         "memory the uploads being decoded may hold at once, estimated from each image's header; an upload that "
         "would pass it waits, and one larger than it gets a 503 with the reason",

@@ -110,14 +110,14 @@ def describe_bundle(path: str | Path) -> dict[str, object]:
 def _safetensors_meta(path: str | Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
-    from .io import _int8_artefact, _sniff, check_regular
+    from .io import int8_artefact_note, sniff_format, check_regular
 
     if not Path(path).exists():
         raise FileNotFoundError(f"no such weights file: {path}")
     check_regular(path)
-    if Path(path).is_file() and (artefact := _int8_artefact(Path(path))):
+    if Path(path).is_file() and (artefact := int8_artefact_note(Path(path))):
         raise ValueError(artefact)
-    if Path(path).is_file() and _sniff(Path(path))[0] == "torch":
+    if Path(path).is_file() and sniff_format(Path(path))[0] == "torch":
         raise ValueError(f"{path} is a PyTorch checkpoint, not a safetensors bundle (predict and train read it as "
                          "it is; `inceptionv4 convert` makes a bundle of it)")  # fmt: skip
     try:

@@ -147,12 +147,12 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise FileNotFoundError(f"no such weights file: {path}")
     if path.is_dir():
         raise ValueError(f"expected a weights file, got a directory: {path}")
-    kind, looks_like = _sniff(path)
+    kind, looks_like = sniff_format(path)
     if kind == "safetensors" or (path.suffix == ".safetensors" and kind is None):
         return _read_safetensors(path)
     if kind == "torch":
         return _read_pickle(path), {}
-    artefact = _int8_artefact(path)
+    artefact = int8_artefact_note(path)
     if artefact is not None:
         raise ValueError(artefact)
     hint = f" ({looks_like})" if looks_like else ""
@@ -163,7 +163,7 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 _ARTEFACT_MARK = b"inceptionv4.int8"
 
 
-def _int8_artefact(path: Path) -> str | None:
+def int8_artefact_note(path: Path) -> str | None:
     """What to say when ``path`` is an int8 artefact of ``inceptionv4 quantize`` given where fp32
     weights are wanted (train, export, convert, info): that it is for inference only, and the fp32
     weights its report (``<stem>.report.json`` beside it) names. None for any other file."""
@@ -209,7 +209,7 @@ def check_regular(path: str | Path) -> None:
         raise ValueError(f"{path} is {kind}, not a weights file; not read")
 
 
-def _sniff(path: Path) -> tuple[str | None, str]:
+def sniff_format(path: Path) -> tuple[str | None, str]:
     """(``"safetensors"``, ``"torch"`` (zip or legacy pickle) or None; what else it looks like), from the first bytes."""
     check_regular(path)
     with path.open("rb") as f:
