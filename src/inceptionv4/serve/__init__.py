@@ -8,7 +8,7 @@ library, and the CLI reads its flags from it. The server itself needs the ``serv
 
 from .settings import ServeSettings
 
-_LAZY = {"InferenceServer": "server", "serve_workers": "server", "RequestError": "app", "create_app": "app",
+_LAZY = {"InferenceServer": "server", "serve_workers": "server", "RequestError": "requests", "create_app": "app",
          "Classifier": "batching", "ServerBusy": "batching", "DecodeBudget": "batching"}  # fmt: skip
 
 

@@ -18,11 +18,6 @@ Uploads are decoded on a thread pool, and a request waits for its batch without 
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import json
-import math
 import logging
 import time
 from collections.abc import Callable
@@ -30,38 +25,29 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
-from starlette.requests import ClientDisconnect
 
 from ..data.decode import DecodeError
 from ..infer.predict import top_classes
 from ..version import __version__
 from .batching import Classifier, ServerBusy
 from .prometheus import ServeMetrics
+from . import v2
+from .requests import RequestError, check_topk, form_files, images_of, parse_json, read_body
 from .settings import ServeSettings
 
 log = logging.getLogger("inceptionv4.serve")
 
 #: The paths metrics are labelled with; any other path counts as "other".
-ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json", "/favicon.ico")
-
-
-class RequestError(ValueError):
-    """A request the server refuses: its status, a short ``reason`` (the metrics label) and a
-    message for the client. ``close``: the body was not read, so the connection must close."""
-
-    def __init__(self, status: HTTPStatus, reason: str, message: str, *, close: bool = False,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
-        super().__init__(message)
-        self.status, self.reason, self.close, self.headers = status, reason, close, headers or {}
+ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json", "/favicon.ico",
+             "/v2/infer", "/v2")  # fmt: skip
 
 
 def create_app(
@@ -96,6 +82,7 @@ def create_app(
     _error_handlers(app, metrics)
     _page_routes(app)
     _api_routes(app, classifier, settings, metrics)
+    _v2_routes(app, classifier, settings, metrics)
     return app
 
 
@@ -204,6 +191,82 @@ def _api_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, m
         return JSONResponse({"results": results})
 
 
+def _v2_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics) -> None:
+    """The KServe v2 protocol (:mod:`.v2`): health, server and model metadata, infer."""
+    name = classifier.architecture
+    metadata = v2.model_metadata(name, classifier.pre.input_size, len(classifier.names))
+
+    def model_of(model: str, version: str | None) -> None:
+        if model != name:
+            raise RequestError(HTTPStatus.NOT_FOUND, "v2_unknown_model",
+                               f"unknown model {model!r}: this server serves {name}")  # fmt: skip
+        if version is not None and version != v2.VERSION:
+            raise RequestError(HTTPStatus.NOT_FOUND, "v2_unknown_version",
+                               f"model {name} has version {v2.VERSION} only, not {version!r}")  # fmt: skip
+
+    @app.get("/v2", summary="v2: the server's name, version and extensions")
+    async def server_metadata() -> dict:
+        return {"name": "inceptionv4", "version": __version__, "extensions": v2.EXTENSIONS}
+
+    @app.get("/v2/health/live", summary="v2: the server is up")
+    @app.get("/v2/health/ready", summary="v2: the server takes requests")
+    async def v2_health() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v2/models/{model}", summary="v2: the model's inputs and outputs")
+    @app.get("/v2/models/{model}/versions/{version}", include_in_schema=False)
+    async def v2_model(model: str, version: str | None = None) -> dict:
+        model_of(model, version)
+        return metadata
+
+    @app.get("/v2/models/{model}/ready", summary="v2: the model takes requests")
+    @app.get("/v2/models/{model}/versions/{version}/ready", include_in_schema=False)
+    async def v2_ready(model: str, version: str | None = None) -> Response:
+        model_of(model, version)
+        return Response(status_code=200)
+
+    @app.post("/v2/models/{model}/infer", summary="v2: classify encoded images or preprocessed views")
+    @app.post("/v2/models/{model}/versions/{version}/infer", include_in_schema=False)
+    async def v2_infer(model: str, request: Request, version: str | None = None) -> Response:
+        model_of(model, version)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        parsed = v2.parse_infer(body, request.headers.get(v2.HEADER_LENGTH), settings.max_images)
+        probs = await _v2_probabilities(classifier, parsed.input, settings.timeout_s)
+        metrics.images(len(probs))
+        content, headers = v2.encode_response(parsed, name, probs.numpy(), classifier.names)
+        return Response(content, headers=headers)
+
+
+async def _v2_probabilities(classifier: Classifier, tensor: v2.Input, timeout_s: float) -> torch.Tensor:
+    """(N, classes) probabilities for a v2 input: encoded images decoded as /v1/predict decodes
+    them, or preprocessed views as they are. Any image that cannot be used refuses the request."""
+    try:
+        if tensor.name == v2.TENSOR_INPUT:
+            s = classifier.pre.input_size
+            if tensor.shape[1:] != [3, s, s]:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "v2_shape", f"input {tensor.name}: shape must be "
+                                   f"[N, 3, {s}, {s}], got {tensor.shape}")  # fmt: skip
+            if classifier.crops != 1:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "v2_crops", f"this server runs {classifier.crops} "
+                                   f"crops per image, cut from the image: send {v2.BYTES_INPUT} (encoded images)")  # fmt: skip
+            views = torch.from_numpy(tensor.data.reshape(tensor.shape))
+            return await classifier.submit_async(views, timeout=timeout_s)
+        names = [f"{tensor.name}[{i}]" for i in range(len(tensor.data))]
+        results, prepared, kept = await run_in_threadpool(_prepare, classifier, tensor.data, names)
+        refused = [r["error"] for r in results if not r["ok"]]
+        if refused:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "not_an_image", "; ".join(refused))
+        answers = await classifier.classify_async(prepared, timeout=timeout_s, names=kept)
+        failed = [a for a in answers if isinstance(a, str)]
+        if failed:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "not_an_image", "; ".join(failed))
+        return torch.stack(answers)
+    except ServerBusy as err:
+        raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "busy", str(err), headers={"Retry-After": "1"}) from None
+    except RuntimeError as err:
+        raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, "inference_failed", str(err)) from None
+
+
 @dataclass(frozen=True)
 class Upload:
     """A /v1/predict request, read and checked: its images' bytes, their names, the top-k asked for."""
@@ -267,6 +330,16 @@ async def classify_uploads(classifier: Classifier, upload: Upload, timeout_s: fl
     return results
 
 
+def _endpoint(path: str) -> str:
+    """The label a request is counted under: its endpoint, v2's infer and the rest of v2 by
+    protocol (not by model name, which the client chooses), static files together, else "other"."""
+    if path in ENDPOINTS:
+        return path
+    if path.startswith("/v2/"):
+        return "/v2/infer" if path.endswith("/infer") else "/v2"
+    return "/static" if path.startswith(("/static/", "/docs-assets/")) else "other"
+
+
 class _Count:
     """ASGI middleware: every HTTP request counted and timed by endpoint and status, and the
     requests in flight reported (a plain ASGI wrapper: no per-request task or body copy)."""
@@ -279,7 +352,7 @@ class _Count:
             await self.app(scope, receive, send)
             return
         path, start, status = scope["path"], time.perf_counter(), [500]
-        endpoint = path if path in ENDPOINTS else "/static" if path.startswith(("/static/", "/docs-assets/")) else "other"
+        endpoint = _endpoint(path)
 
         async def sending(message) -> None:
             if message["type"] == "http.response.start":
@@ -313,123 +386,3 @@ def _prepare(classifier: Classifier, blobs: list[bytes], names: list[str]):
         except DecodeError as err:
             results.append({"ok": False, "error": str(err)})
     return results, prepared, kept
-
-
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The request body, at most ``limit`` bytes, all of it within ``timeout`` seconds."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.strip().isdigit():
-            raise RequestError(HTTPStatus.BAD_REQUEST, "bad_length", f"Content-Length is not a number: {length!r}",
-                               close=True)  # fmt: skip
-        if int(length) > limit:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
-                               f"body of {int(length):,} bytes is over the {limit:,}-byte limit", close=True)  # fmt: skip
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
-                                       f"body is over the {limit:,}-byte limit", close=True)  # fmt: skip
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestError(HTTPStatus.REQUEST_TIMEOUT, "body_timeout",
-                           f"the body did not arrive within {timeout:g} s", close=True) from None  # fmt: skip
-    except ClientDisconnect:
-        raise RequestError(HTTPStatus.BAD_REQUEST, "disconnected", "the client went away mid-body") from None
-    return b"".join(chunks)
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} is out of range")
-    return value
-
-
-def _int(text: str) -> int:
-    if len(text) > 100:
-        raise ValueError(f"a number of {len(text):,} digits")
-    return int(text)
-
-
-def parse_json(data: bytes) -> dict:
-    """A JSON request body as a dict, or a 400 naming what was wrong: invalid JSON, a number that is
-    not finite (1e999, Infinity, NaN) or of hundreds of digits, nesting too deep to parse."""
-    try:
-        request = json.loads(data, parse_constant=_no_constant, parse_float=_finite, parse_int=_int)
-    except RecursionError:
-        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json", "body is not valid JSON (nested too deeply)") from None
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError and the number checks above
-        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json", f"body is not valid JSON ({err})") from None
-    if not isinstance(request, dict):
-        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json",
-                           'JSON body must be an object: {"images": [<base64>, ...]}')  # fmt: skip
-    return request
-
-
-def images_of(request: dict, max_images: int) -> list[bytes]:
-    """The decoded base64 images of a JSON request."""
-    images = request.get("images")
-    if not isinstance(images, list) or not images or not all(isinstance(b, str) for b in images):
-        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_json", '"images" must be a non-empty list of base64 strings')
-    _check_count(len(images), max_images)
-    out = []
-    for i, text in enumerate(images):
-        try:
-            out.append(base64.b64decode(text, validate=True))
-        except (binascii.Error, ValueError):
-            raise RequestError(HTTPStatus.BAD_REQUEST, "bad_base64", f"images[{i}] is not valid base64") from None
-    return out
-
-
-async def form_files(request: Request, data: bytes, max_images: int) -> tuple[list[str], list[bytes]]:
-    """The files of a multipart form already read into ``data``: (names, bytes), in order."""
-
-    async def replay() -> dict:
-        return {"type": "http.request", "body": data, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(max_files=max_images, max_fields=max_images)
-    except (MultiPartException, HTTPException) as err:  # starlette raises the latter inside an app
-        message = err.message if isinstance(err, MultiPartException) else err.detail
-        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_multipart", f"multipart form: {message}") from None
-    try:
-        files = [(field, v) for field, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not files:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "no_file",
-                               "multipart form has no file: send the image as a file field "
-                               "(curl -F file=@photo.jpg)")  # fmt: skip
-        _check_count(len(files), max_images)
-        names = [f"{field}[{i}] ({f.filename})" if f.filename else f"{field}[{i}]" for i, (field, f) in enumerate(files)]
-        return names, [await f.read() for _, f in files]
-    finally:
-        await form.close()
-
-
-def _check_count(n: int, max_images: int) -> None:
-    if n > max_images:
-        raise RequestError(HTTPStatus.BAD_REQUEST, "too_many_images",
-                           f"{n} images is over the {max_images}-per-request limit")  # fmt: skip
-
-
-def check_topk(value: object) -> int:
-    """``value`` (a JSON integer, or the query's digits) as a top-k count (>= 1), or a 400 naming what
-    was wrong: 2.5 and true are not integers (digits in a string are taken, as in the query)."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        if len(value) > 9:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk of {len(value)} digits is too large")
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk must be an integer, got {shown}")
-    k = value
-    if k < 1:
-        raise RequestError(HTTPStatus.BAD_REQUEST, "bad_topk", f"topk must be >= 1, got {k}")
-    return k

@@ -172,6 +172,21 @@ class Classifier:
             raise RuntimeError(f"no result within {timeout} s") from None
         return self._answers(job)
 
+    async def submit_async(self, views: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
+        """:meth:`submit` for an event loop: the request waits without holding a thread."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        job = _Job(views, len(views) // self.crops)
+        job.notify = lambda: loop.call_soon_threadsafe(woken.set)
+        self._put(job)
+        try:
+            await asyncio.wait_for(woken.wait(), timeout)
+        except TimeoutError:
+            raise RuntimeError(f"no result within {timeout} s") from None
+        if job.error is not None:
+            raise RuntimeError(job.error)
+        return job.probs
+
     def submit(self, views: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
         """Probabilities (images, classes) for ``views`` (images * crops, 3, S, S: uint8 from
         :meth:`views`, or float32 already normalised), batched with whatever else is waiting.

@@ -46,7 +46,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 from ..engines.options import SessionOptions  # noqa: E402
 from ..engines.session import Session  # noqa: E402
-from .app import RequestError, create_app  # noqa: E402
+from .app import create_app  # noqa: E402
+from .requests import RequestError  # noqa: E402
 from .batching import Classifier, ServerBusy  # noqa: E402
 from .prometheus import ServeMetrics  # noqa: E402
 from .settings import ServeSettings  # noqa: E402
