@@ -159,3 +159,49 @@ def test_each_bad_v2_request_gets_its_error(server, small_model, images):
             break
         time.sleep(0.05)
     assert 'endpoint="/v2/infer",status="400"' in metrics and 'endpoint="/v2",status="200"' in metrics, metrics
+
+
+grpc_client = pytest.importorskip("tritonclient.grpc")
+
+
+@pytest.fixture(scope="module")
+def grpc_server(small_model):
+    with InferenceServer(small_model, port=0, grpc_port=0, access_log=False, max_images=8,
+                         max_body_bytes=200_000) as running:  # fmt: skip
+        yield running
+
+
+def test_grpc_speaks_the_same_protocol_with_the_same_answers(grpc_server, small_model, images):
+    c = grpc_client.InferenceServerClient(f"127.0.0.1:{grpc_server.grpc_port}")
+    try:
+        assert c.is_server_live() and c.is_server_ready() and c.is_model_ready(small_model.model_name)
+        assert not c.is_model_ready(small_model.model_name, "7")
+        assert c.get_server_metadata().name == "inceptionv4"
+        meta = c.get_model_metadata(small_model.model_name)
+        assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+            ("image_bytes", "BYTES", [-1]), ("images", "FP32", [-1, 3, 75, 75])]
+        inp = grpc_client.InferInput("image_bytes", [3], "BYTES")
+        inp.set_data_from_numpy(np.array([p.read_bytes() for p in images[:3]], dtype=object))
+        probs = c.infer(small_model.model_name, [inp]).as_numpy("probabilities")
+        assert np.abs(probs - predicted(small_model, images[:3])).max() < 1e-5
+        top = c.infer(small_model.model_name, [inp], outputs=[grpc_client.InferRequestedOutput("probabilities",
+                                                                                               class_count=1)])  # fmt: skip
+        assert [int(r[0].decode().split(":")[1]) for r in top.as_numpy("probabilities")] == list(probs.argmax(1))
+        for call, code, message in (
+            (lambda: c.infer("resnet50", [inp]), "NOT_FOUND", "unknown model 'resnet50'"),
+            (lambda: c.infer(small_model.model_name, [inp], model_version="7"), "NOT_FOUND", "version 1 only"),
+        ):
+            with pytest.raises(grpc_client.InferenceServerException, match=message) as err:
+                call()
+            assert code in str(err.value.status())
+        wrong = grpc_client.InferInput("image_bytes", [3], "FP32")
+        wrong.set_data_from_numpy(np.zeros(3, dtype=np.float32))
+        with pytest.raises(grpc_client.InferenceServerException, match="input image_bytes is BYTES, not FP32"):
+            c.infer(small_model.model_name, [wrong])
+        big = grpc_client.InferInput("image_bytes", [1], "BYTES")  # over the server's 200 kB message limit
+        big.set_data_from_numpy(np.array([b"\xff" * 300_000], dtype=object))
+        with pytest.raises(grpc_client.InferenceServerException, match="RESOURCE_EXHAUSTED|larger than max"):
+            c.infer(small_model.model_name, [big])
+        assert c.is_server_ready()  # still serving
+    finally:
+        c.close()

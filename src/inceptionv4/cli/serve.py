@@ -11,7 +11,7 @@ from ..serve.settings import ServeSettings
 from .args import add_settings, given
 from .infer import add_session_flags, check_weights, open_from_flags, session_options
 
-ENDPOINTS = "the page at /, POST /v1/predict, GET /v1/model, /health, /metrics, /docs; Ctrl-C stops"
+ENDPOINTS = "the page at /, POST /v1/predict, GET /v1/model, /health, /metrics, /docs, the KServe v2 protocol at /v2; Ctrl-C stops"
 
 
 def register(sub) -> None:
@@ -40,8 +40,9 @@ def _serve(args: argparse.Namespace) -> int:
           file=sys.stderr)  # fmt: skip
     server = InferenceServer(session, settings)
     info = server.classifier.describe()
+    grpc = f"; the v2 protocol over gRPC on port {server.grpc_port}" if server.grpc_port is not None else ""
     print(f"serving {info['architecture']} ({info['backend']} {info['precision']}, {info['form']}, "
-          f"{info['num_classes']} classes, batches of up to {info['max_batch']}) at {server.url}: {ENDPOINTS}",
+          f"{info['num_classes']} classes, batches of up to {info['max_batch']}) at {server.url}: {ENDPOINTS}{grpc}",
           file=sys.stderr, flush=True)  # fmt: skip
     # uvicorn stops gracefully on SIGINT / SIGTERM (docker stop, systemd, kill), then sends the
     # signal again to the handler before it: SIGTERM's must then not kill the process

@@ -242,14 +242,7 @@ async def _v2_probabilities(classifier: Classifier, tensor: v2.Input, timeout_s:
     them, or preprocessed views as they are. Any image that cannot be used refuses the request."""
     try:
         if tensor.name == v2.TENSOR_INPUT:
-            s = classifier.pre.input_size
-            if tensor.shape[1:] != [3, s, s]:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "v2_shape", f"input {tensor.name}: shape must be "
-                                   f"[N, 3, {s}, {s}], got {tensor.shape}")  # fmt: skip
-            if classifier.crops != 1:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "v2_crops", f"this server runs {classifier.crops} "
-                                   f"crops per image, cut from the image: send {v2.BYTES_INPUT} (encoded images)")  # fmt: skip
-            views = torch.from_numpy(tensor.data.reshape(tensor.shape))
+            views = torch.from_numpy(v2.check_views(tensor, classifier.pre.input_size, classifier.crops))
             return await classifier.submit_async(views, timeout=timeout_s)
         names = [f"{tensor.name}[{i}]" for i in range(len(tensor.data))]
         results, prepared, kept = await run_in_threadpool(_prepare, classifier, tensor.data, names)

@@ -185,12 +185,17 @@ class InferenceServer:
         self._lock = threading.Lock()
         self.app = create_app(self.classifier, settings, metrics=self.metrics, in_flight=self._count)
         self._server = uvicorn.Server(_config(settings, self.app))
-        if warm_up:  # clients queue in the listen backlog meanwhile
-            try:
+        self._grpc, self.grpc_port = None, None
+        try:
+            if warm_up:  # clients queue in the listen backlog meanwhile
                 self.classifier.warm_up()
-            except BaseException:
-                self.close()
-                raise
+            if settings.grpc_port is not None:
+                from .grpc import start_grpc
+
+                self._grpc, self.grpc_port = start_grpc(self.classifier, settings, self.metrics, settings.grpc_port)
+        except BaseException:
+            self.close()
+            raise
 
     def _count(self, delta: int) -> None:
         with self._lock:
@@ -226,9 +231,14 @@ class InferenceServer:
         """Stop accepting connections, answer the requests in flight (up to ``drain_s`` seconds),
         stop the worker and release the port."""
         self._server.should_exit = True
+        if self._grpc is not None:  # its calls in flight are answered while HTTP drains too
+            stopped = self._grpc.stop(self.settings.drain_s)
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._grpc is not None:
+            stopped.wait()
+            self._grpc = None
         self._socket.close()
         self.classifier.close()
 
@@ -308,4 +318,9 @@ def worker_app():
     settings = ServeSettings(**handed["server"])
     classifier = Classifier(open_session(handed["source"], SessionOptions(**handed["options"])), settings)
     classifier.warm_up()
-    return create_app(classifier, settings)
+    metrics = ServeMetrics()
+    if settings.grpc_port is not None:  # every worker listens on the one port (SO_REUSEPORT)
+        from .grpc import start_grpc
+
+        worker_app.grpc = start_grpc(classifier, settings, metrics, settings.grpc_port)[0]  # kept for the process's life
+    return create_app(classifier, settings, metrics=metrics)

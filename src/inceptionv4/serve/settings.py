@@ -34,6 +34,13 @@ class ServeSettings:
 
     host: str = setting("127.0.0.1", "the address to listen on (0.0.0.0 or ::: every interface)", check=_host)
     port: int = setting(8080, "the port; 0 picks a free one", range=between(0, 65535, integer=True))
+    grpc_port: int | None = setting(
+        None,
+        "also speak the KServe v2 protocol over gRPC on this port (0: any free port; several --workers share "
+        "a given port); needs the grpc extra",
+        range=between(0, 65535, integer=True).or_unset(),
+        metavar="PORT",
+    )
     workers: int = setting(1, "server processes on the port, each with its own copy of the model",
                            range=between(1, 64, integer=True), metavar="N")  # fmt: skip
     topk: int = setting(5, "classes per image unless a request asks (?topk=K)", range=COUNT)
@@ -72,3 +79,5 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.workers > 1 and self.grpc_port == 0:
+            raise ValueError("grpc_port 0 would give each worker another port: give one, e.g. --grpc-port 8081")

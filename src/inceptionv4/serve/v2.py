@@ -102,16 +102,16 @@ def parse_infer(body: bytes, header_length: str | None, max_images: int) -> Infe
         raise _refuse(f"give one input: {BYTES_INPUT} (BYTES [N], encoded images) or {TENSOR_INPUT} "
                       "(FP32 [N, 3, S, S])")  # fmt: skip
     parameters = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
-    tensor, used = _input(inputs[0], binary, max_images)
+    tensor, used = read_input(inputs[0], binary, max_images)
     if used != len(binary):
         raise _refuse(f"the body holds {len(binary)} bytes of binary data; the inputs' binary_data_size "
                       f"account for {used}")  # fmt: skip
     rid = request.get("id")
-    return InferRequest(tensor, _outputs(request.get("outputs"), bool(parameters.get("binary_data_output"))),
+    return InferRequest(tensor, requested_outputs(request.get("outputs"), bool(parameters.get("binary_data_output"))),
                         str(rid) if rid is not None else None, parameters)  # fmt: skip
 
 
-def _input(spec: dict, binary: bytes, max_images: int) -> tuple[Input, int]:
+def read_input(spec: dict, binary: bytes, max_images: int) -> tuple[Input, int]:
     """One input, and how many bytes of the binary data it used."""
     name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
     expected = {BYTES_INPUT: "BYTES", TENSOR_INPUT: "FP32"}
@@ -201,7 +201,7 @@ def _json_bytes(data: object, count: int, name: str) -> list[bytes]:
     return out
 
 
-def _outputs(specs: object, binary_default: bool) -> list[RequestedOutput]:
+def requested_outputs(specs: object, binary_default: bool) -> list[RequestedOutput]:
     if specs is None:
         return [RequestedOutput(OUTPUT, binary_default)]
     if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
@@ -224,26 +224,57 @@ def _classification(probs: np.ndarray, k: int, labels: list[str]) -> list[list[b
     return [[f"{probs[n, i]:.6f}:{i}:{labels[i]}".encode() for i in row] for n, row in enumerate(top)]
 
 
-def encode_response(request: InferRequest, model: str, probs: np.ndarray, labels: list[str]) -> tuple[bytes, dict]:
-    """The answer's body and headers: JSON, or a JSON header and the binary outputs after it."""
-    outputs, buffers = [], []
-    for o in request.outputs:
+@dataclass
+class OutputTensor:
+    """One output of an answer: its name, datatype and shape, its bytes in the binary layout, and
+    its values as JSON data."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    raw: bytes
+    data: list
+
+
+def output_tensors(outputs: list[RequestedOutput], probs: np.ndarray, labels: list[str]) -> list[OutputTensor]:
+    """The outputs a request asked for, from the (N, classes) probabilities."""
+    out = []
+    for o in outputs:
         values = probs if o.name == OUTPUT else np.log(np.maximum(probs, np.finfo(np.float32).tiny))
         if o.classification:
             rows = _classification(values, o.classification, labels)
-            entry = {"name": o.name, "datatype": "BYTES", "shape": [len(rows), len(rows[0]) if rows else 0]}
-            if o.binary:
-                buffers.append(b"".join(struct.pack("<I", len(v)) + v for row in rows for v in row))
-            else:
-                entry["data"] = [v.decode() for row in rows for v in row]
+            flat = [v for row in rows for v in row]
+            out.append(OutputTensor(o.name, "BYTES", [len(rows), len(rows[0]) if rows else 0],
+                                    b"".join(struct.pack("<I", len(v)) + v for v in flat), [v.decode() for v in flat]))  # fmt: skip
         else:
-            entry = {"name": o.name, "datatype": "FP32", "shape": list(values.shape)}
-            if o.binary:
-                buffers.append(values.astype("<f4").tobytes())
-            else:
-                entry["data"] = values.astype(np.float32).ravel().tolist()
+            values = values.astype(np.float32)
+            out.append(OutputTensor(o.name, "FP32", list(values.shape), values.astype("<f4").tobytes(),
+                                    values.ravel().tolist()))  # fmt: skip
+    return out
+
+
+def check_views(tensor: Input, input_size: int, crops: int) -> np.ndarray:
+    """An ``images`` input as (N, 3, S, S) float32 views, or a 400 for another shape, or for a server
+    that cuts several crops from each image (it needs the images themselves)."""
+    if tensor.shape[1:] != [3, input_size, input_size]:
+        raise _refuse(f"input {tensor.name}: shape must be [N, 3, {input_size}, {input_size}], got {tensor.shape}",
+                      "v2_shape")  # fmt: skip
+    if crops != 1:
+        raise _refuse(f"this server runs {crops} crops per image, cut from the image: send {BYTES_INPUT} "
+                      "(encoded images)", "v2_crops")  # fmt: skip
+    return tensor.data.reshape(tensor.shape)
+
+
+def encode_response(request: InferRequest, model: str, probs: np.ndarray, labels: list[str]) -> tuple[bytes, dict]:
+    """The answer's body and headers: JSON, or a JSON header and the binary outputs after it."""
+    outputs, buffers = [], []
+    for o, t in zip(request.outputs, output_tensors(request.outputs, probs, labels), strict=True):
+        entry = {"name": t.name, "datatype": t.datatype, "shape": t.shape}
         if o.binary:
-            entry["parameters"] = {"binary_data_size": len(buffers[-1])}
+            buffers.append(t.raw)
+            entry["parameters"] = {"binary_data_size": len(t.raw)}
+        else:
+            entry["data"] = t.data
         outputs.append(entry)
     answer = {"model_name": model, "model_version": VERSION, "outputs": outputs}
     if request.id is not None:
