@@ -205,3 +205,80 @@ def test_grpc_speaks_the_same_protocol_with_the_same_answers(grpc_server, small_
         assert c.is_server_ready()  # still serving
     finally:
         c.close()
+
+
+def test_sigterm_drains_http_and_grpc_without_cutting_a_request(small_model, images, tmp_path):
+    """Requests waiting for their batch when SIGTERM arrives are all answered; the server says it is
+    not ready at once, takes no new call, and exits 0."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import inceptionv4 as iv
+
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    cmd = [sys.executable, "-m", "inceptionv4", "serve", "--weights", str(weights), "--backend", "torch", "--port", "0",
+           "--grpc-port", "0", "--max-wait-ms", "2000", "--max-batch", "16", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("serving")):
+            lines.append(proc.stderr.readline())
+            assert lines[-1], f"server exited: {lines}"
+        url = re.search(r" at (http://[\d.]+:\d+): ", lines[-1]).group(1)
+        grpc_port = int(re.search(r"gRPC on port (\d+)", lines[-1]).group(1))
+        name, jpeg = small_model.model_name, images[0].read_bytes()
+        answers, errors = [], []
+
+        def over_http():
+            try:
+                inp = http_client.InferInput("image_bytes", [1], "BYTES")
+                inp.set_data_from_numpy(np.array([jpeg], dtype=object))
+                c = http_client.InferenceServerClient(urlsplit(url).netloc, network_timeout=60)
+                answers.append(c.infer(name, [inp]).as_numpy("probabilities").shape)
+            except Exception as err:  # noqa: BLE001 - the test reports any
+                errors.append(repr(err))
+
+        def over_grpc():
+            c = grpc_client.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            try:
+                inp = grpc_client.InferInput("image_bytes", [1], "BYTES")
+                inp.set_data_from_numpy(np.array([jpeg], dtype=object))
+                answers.append(c.infer(name, [inp]).as_numpy("probabilities").shape)
+            except Exception as err:  # noqa: BLE001
+                errors.append(repr(err))
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=f) for f in (over_http, over_grpc) * 3]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # all six wait in the batcher (2 s for company)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        _, err = proc.communicate(timeout=60)
+        assert errors == [] and answers == [(1, 3)] * 6, (errors, err[-2000:])
+        assert proc.returncode == 0 and "stopped" in err
+        with pytest.raises(OSError):  # nothing listens any more
+            http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=5).request("GET", "/v2")
+    finally:
+        proc.kill()
+
+
+def test_readiness_turns_false_when_draining(small_model):
+    server = InferenceServer(small_model, port=0, grpc_port=0, access_log=False, warm_up=False).start()
+    try:
+        c = http_client.InferenceServerClient(urlsplit(server.url).netloc)
+        g = grpc_client.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        assert c.is_server_ready() and g.is_server_ready()
+        server.draining.set()  # what SIGTERM does first
+        assert not c.is_server_ready() and not c.is_model_ready(small_model.model_name)
+        assert not g.is_server_ready() and c.is_server_live()
+        g.close()
+    finally:
+        server.close()

@@ -19,6 +19,7 @@ Uploads are decoded on a thread pool, and a request waits for its batch without 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,13 +57,14 @@ def create_app(
     *,
     metrics: ServeMetrics | None = None,
     in_flight: Callable[[int], None] | None = None,
+    draining: threading.Event | None = None,
 ) -> FastAPI:
     """The app serving ``classifier`` under ``settings`` (its topk, body and image limits, body
     timeout and batch timeout; default :class:`ServeSettings`'s).
 
     ``metrics`` is where requests, errors, batches and latencies are counted (default: a registry
     of this app's own); ``in_flight`` is called with +1 / -1 as each request starts and ends (a
-    server's drain count).
+    server's drain count); once ``draining`` is set, the readiness endpoints say 503.
     """
     settings = settings or ServeSettings()
     metrics = metrics or ServeMetrics()
@@ -81,9 +83,16 @@ def create_app(
     app.add_middleware(_Count, metrics=metrics, in_flight=in_flight)
     _error_handlers(app, metrics)
     _page_routes(app)
+    app.state.draining = draining or threading.Event()
     _api_routes(app, classifier, settings, metrics)
     _v2_routes(app, classifier, settings, metrics)
     return app
+
+
+def _check_ready(app: FastAPI) -> None:
+    if app.state.draining.is_set():
+        raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "draining",
+                           "the server is stopping: it answers the requests in flight and takes no new ones")  # fmt: skip
 
 
 def _error_handlers(app: FastAPI, metrics: ServeMetrics) -> None:
@@ -166,13 +175,14 @@ _PREDICT_BODY = {"requestBody": {"content": {
 def _api_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics) -> None:
     """/health, /v1/model, /metrics and /v1/predict."""
 
-    @app.get("/health", summary="Whether the model is loaded and warmed up")
+    @app.get("/health", summary="Whether the model is loaded and warmed up, and the server not stopping")
     async def health() -> dict:
+        _check_ready(app)
         return {"status": "ok"}
 
     @app.head("/health", include_in_schema=False)  # load balancers and uptime checks probe with HEAD
     async def health_head() -> Response:
-        return Response(status_code=200)
+        return Response(status_code=503 if app.state.draining.is_set() else 200)
 
     @app.get("/v1/model", summary="The model card: network, classes, preprocessing, backend, precision, batching")
     async def model() -> dict:
@@ -209,8 +219,12 @@ def _v2_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, me
         return {"name": "inceptionv4", "version": __version__, "extensions": v2.EXTENSIONS}
 
     @app.get("/v2/health/live", summary="v2: the server is up")
+    async def v2_live() -> Response:
+        return Response(status_code=200)
+
     @app.get("/v2/health/ready", summary="v2: the server takes requests")
     async def v2_health() -> Response:
+        _check_ready(app)
         return Response(status_code=200)
 
     @app.get("/v2/models/{model}", summary="v2: the model's inputs and outputs")
@@ -223,6 +237,7 @@ def _v2_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, me
     @app.get("/v2/models/{model}/versions/{version}/ready", include_in_schema=False)
     async def v2_ready(model: str, version: str | None = None) -> Response:
         model_of(model, version)
+        _check_ready(app)
         return Response(status_code=200)
 
     @app.post("/v2/models/{model}/infer", summary="v2: classify encoded images or preprocessed views")

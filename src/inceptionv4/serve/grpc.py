@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 import time
 from concurrent import futures
 from http import HTTPStatus
@@ -45,21 +46,22 @@ _CODES = {HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT, HTTPStatus.N
 class _Service(pb_grpc.GRPCInferenceServiceServicer):
     """The v2 service over one classifier (the methods tritonclient's gRPC client calls)."""
 
-    def __init__(self, classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics) -> None:
-        self.classifier, self.settings, self.metrics = classifier, settings, metrics
+    def __init__(self, classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics,
+                 draining: threading.Event) -> None:  # fmt: skip
+        self.classifier, self.settings, self.metrics, self.draining = classifier, settings, metrics, draining
         self.name = classifier.architecture
 
     def ServerLive(self, request, context):  # noqa: N802 - the protocol's names
         return pb.ServerLiveResponse(live=True)
 
     def ServerReady(self, request, context):  # noqa: N802
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=not self.draining.is_set())
 
     def ServerMetadata(self, request, context):  # noqa: N802
         return pb.ServerMetadataResponse(name="inceptionv4", version=__version__, extensions=v2.EXTENSIONS)
 
     def ModelReady(self, request, context):  # noqa: N802
-        return pb.ModelReadyResponse(ready=self._known(request.name, request.version))
+        return pb.ModelReadyResponse(ready=self._known(request.name, request.version) and not self.draining.is_set())
 
     def ModelMetadata(self, request, context):  # noqa: N802
         return self._answer(context, "/v2", lambda: self._metadata(request))
@@ -153,16 +155,18 @@ def _packed(spec) -> bytes:
     return np.asarray(spec.contents.fp32_contents, dtype="<f4").tobytes()
 
 
-def start_grpc(classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics, port: int) -> tuple[object, int]:
+def start_grpc(classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics, port: int,
+               draining: threading.Event | None = None) -> tuple[object, int]:  # fmt: skip
     """A started gRPC server of the v2 service on ``settings.host``:``port`` (0: any free port),
-    and the port it listens on. ``server.stop(grace)`` stops it."""
+    and the port it listens on; not ready once ``draining`` is set. ``server.stop(grace)`` stops it."""
     limit = settings.max_body_bytes
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=min(32, settings.queue_size),
                                                     thread_name_prefix="inceptionv4-grpc"),
                          maximum_concurrent_rpcs=settings.queue_size,
                          options=[("grpc.max_receive_message_length", limit),
                                   ("grpc.max_send_message_length", limit)])  # fmt: skip
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_Service(classifier, settings, metrics), server)
+    service = _Service(classifier, settings, metrics, draining or threading.Event())
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

@@ -156,6 +156,19 @@ def _config(settings: ServeSettings, app, **kwargs) -> uvicorn.Config:
     return config
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, which also calls ``on_exit`` the moment a SIGINT / SIGTERM arrives, so
+    readiness turns false before the requests in flight have drained."""
+
+    def __init__(self, config: uvicorn.Config, on_exit) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig, frame) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)
+
+
 class InferenceServer:
     """The HTTP server around a :class:`Classifier`, in this process.
 
@@ -183,16 +196,19 @@ class InferenceServer:
         self.metrics = ServeMetrics()
         self.in_flight = 0
         self._lock = threading.Lock()
-        self.app = create_app(self.classifier, settings, metrics=self.metrics, in_flight=self._count)
-        self._server = uvicorn.Server(_config(settings, self.app))
-        self._grpc, self.grpc_port = None, None
+        self.draining = threading.Event()
+        self.app = create_app(self.classifier, settings, metrics=self.metrics, in_flight=self._count,
+                              draining=self.draining)  # fmt: skip
+        self._server = _DrainingServer(_config(settings, self.app), on_exit=self._drain)
+        self._grpc, self.grpc_port, self._grpc_stopped = None, None, None
         try:
             if warm_up:  # clients queue in the listen backlog meanwhile
                 self.classifier.warm_up()
             if settings.grpc_port is not None:
                 from .grpc import start_grpc
 
-                self._grpc, self.grpc_port = start_grpc(self.classifier, settings, self.metrics, settings.grpc_port)
+                self._grpc, self.grpc_port = start_grpc(self.classifier, settings, self.metrics, settings.grpc_port,
+                                                        self.draining)  # fmt: skip
         except BaseException:
             self.close()
             raise
@@ -223,22 +239,29 @@ class InferenceServer:
     def _serve(self) -> None:
         self._server.run(sockets=[self._socket])
 
+    def _drain(self) -> None:
+        """From now on: not ready (``/health``, the v2 readiness, gRPC's), no new connection or
+        gRPC call taken; what is in flight is answered (up to ``drain_s`` seconds). Called on
+        SIGINT / SIGTERM, by :meth:`shutdown` and by :meth:`close`."""
+        self.draining.set()
+        if self._grpc is not None and self._grpc_stopped is None:
+            self._grpc_stopped = self._grpc.stop(self.settings.drain_s)
+
     def shutdown(self) -> None:
         """Stop accepting requests (from any thread); the serving loop then drains and returns."""
+        self._drain()
         self._server.should_exit = True
 
     def close(self) -> None:
         """Stop accepting connections, answer the requests in flight (up to ``drain_s`` seconds),
         stop the worker and release the port."""
+        self._drain()
         self._server.should_exit = True
-        if self._grpc is not None:  # its calls in flight are answered while HTTP drains too
-            stopped = self._grpc.stop(self.settings.drain_s)
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._grpc is not None:
-            stopped.wait()
-            self._grpc = None
+        if self._grpc_stopped is not None:
+            self._grpc_stopped.wait()
         self._socket.close()
         self.classifier.close()
 
