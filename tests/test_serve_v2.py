@@ -282,3 +282,59 @@ def test_readiness_turns_false_when_draining(small_model):
         g.close()
     finally:
         server.close()
+
+
+def test_workers_share_the_http_and_the_grpc_port(small_model, images, tmp_path):
+    import os
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import inceptionv4 as iv
+
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights, class_names=small_model.class_names)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        grpc_port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "inceptionv4", "serve", "--weights", str(weights), "--backend", "torch", "--port", "0",
+           "--precision", "fp32", "--grpc-port", str(grpc_port), "--workers", "2", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = ""
+        while not line.startswith("serving"):
+            line = proc.stderr.readline()
+            assert line, "server exited"
+        url = re.search(r" at (http://[\d.]+:\d+): ", line).group(1)
+        inp = http_client.InferInput("image_bytes", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([images[0].read_bytes()], dtype=object))
+        want = predicted(small_model, images[:1])
+        c = http_client.InferenceServerClient(urlsplit(url).netloc)
+        for _ in range(60):  # the workers load their models after the port is announced
+            if c.is_server_ready():
+                break
+            time.sleep(0.5)
+        assert np.abs(c.infer(small_model.model_name, [inp]).as_numpy("probabilities") - want).max() < 1e-5
+        g = grpc_client.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            for _ in range(60):
+                try:
+                    if g.is_server_ready():
+                        break
+                except grpc_client.InferenceServerException:
+                    pass
+                time.sleep(0.5)
+            ginp = grpc_client.InferInput("image_bytes", [1], "BYTES")
+            ginp.set_data_from_numpy(np.array([images[0].read_bytes()], dtype=object))
+            for _ in range(4):  # whichever worker takes the call answers alike
+                got = g.infer(small_model.model_name, [ginp]).as_numpy("probabilities")
+                assert np.abs(got - want).max() < 1e-5
+        finally:
+            g.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
