@@ -110,7 +110,7 @@ def benchmark_app(model: str, precision: str, size: int, batch: int = 16, second
 
 
 def clients(url: str, count: int, requests: int, image: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CLIENTS, url, str(count), str(requests), str(image)],
+    out = subprocess.run([sys.executable, "-c", CLIENTS, url, str(count), str(requests), str(image), "v1", "", ""],
                          capture_output=True, text=True, check=True)  # fmt: skip
     r = json.loads(out.stdout)
     times = sorted(r["times"])
@@ -146,7 +146,7 @@ def measure(precision: str, weights: str, int8: str | None, small: Path, phone: 
             lambda: rate(lambda: list(predict(full, str(phone))), n_phone, repeat=1)),
     ]  # fmt: skip
     if args.clients:
-        proc, url = start_server(ROOT / "src", source, "auto", 16, "--precision", "auto" if precision == "int8" else precision)
+        proc, url, _ = start_server(ROOT / "src", source, "auto", 16, "--precision", "auto" if precision == "int8" else precision)
         try:
             one_small, one_phone = next(small.rglob("*.jpg")), next(phone.rglob("*.jpg"))
             clients(url, args.clients, 2 * args.clients, one_small)  # warm the path and the clients
