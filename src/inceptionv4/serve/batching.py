@@ -161,31 +161,28 @@ class Classifier:
         self, prepared: list[torch.Tensor], timeout: float | None = None, names: list[str] | None = None
     ) -> list[torch.Tensor | str]:
         """:meth:`classify` for an event loop: the request waits without holding a thread."""
-        loop = asyncio.get_running_loop()
-        woken = asyncio.Event()
         job = self._job(prepared, names)
-        job.notify = lambda: loop.call_soon_threadsafe(woken.set)
-        self._put(job)
-        try:
-            await asyncio.wait_for(woken.wait(), timeout)
-        except TimeoutError:
-            raise RuntimeError(f"no result within {timeout} s") from None
+        await self._wait_async(job, timeout)
         return self._answers(job)
 
     async def submit_async(self, views: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
         """:meth:`submit` for an event loop: the request waits without holding a thread."""
+        job = _Job(views, len(views) // self.crops)
+        await self._wait_async(job, timeout)
+        if job.error is not None:
+            raise RuntimeError(job.error)
+        return job.probs
+
+    async def _wait_async(self, job: _Job, timeout: float | None) -> None:
+        """Queue ``job`` and wait on the event loop until the worker has run it (RuntimeError past ``timeout``)."""
         loop = asyncio.get_running_loop()
         woken = asyncio.Event()
-        job = _Job(views, len(views) // self.crops)
         job.notify = lambda: loop.call_soon_threadsafe(woken.set)
         self._put(job)
         try:
             await asyncio.wait_for(woken.wait(), timeout)
         except TimeoutError:
             raise RuntimeError(f"no result within {timeout} s") from None
-        if job.error is not None:
-            raise RuntimeError(job.error)
-        return job.probs
 
     def submit(self, views: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
         """Probabilities (images, classes) for ``views`` (images * crops, 3, S, S: uint8 from
