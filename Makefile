@@ -13,8 +13,8 @@ $(PY):
 # torch and torchvision are pinned in pyproject.toml; pip takes them from the local wheel store.
 # pip --quiet hides its progress: say what is coming and how long it takes before each quiet install
 $(DEMO_STAMP): pyproject.toml | $(PY)
-	@echo "installing inceptionv4 with torch, ONNX Runtime, OpenVINO/NNCF and FastAPI into $(VENV) (1-3 minutes on a fresh machine) ..."
-	$(PY) -m pip install --quiet -e '.[export,openvino,serve]'
+	@echo "installing inceptionv4 with torch, ONNX Runtime, OpenVINO/NNCF, FastAPI and Captum into $(VENV) (1-3 minutes on a fresh machine) ..."
+	$(PY) -m pip install --quiet -e '.[export,openvino,serve,explain]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)

@@ -14,7 +14,7 @@ EXTRA_OF = {
     "openvino": "openvino", "nncf": "openvino", "onnxruntime": "export", "onnx": "export", "onnxscript": "export",
     "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "python_multipart": "serve",
     "swagger_ui_bundle": "serve", "webdataset": "wds", "datasets": "hf", "h5py": "keras", "timm": "timm",
-    "huggingface_hub": "hub", "grpc": "grpc", "tritonclient": "grpc",
+    "huggingface_hub": "hub", "grpc": "grpc", "tritonclient": "grpc", "captum": "explain",
 }  # fmt: skip
 
 

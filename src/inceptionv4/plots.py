@@ -1,4 +1,4 @@
-"""Every PNG the package draws: a training run's curves and a confusion matrix.
+"""Every PNG the package draws: a training run's curves, a confusion matrix, a heatmap over its image.
 
 At the package root, so that ``eval`` draws its confusion matrix without importing training, and
 training draws its curves without anything from inference."""
@@ -99,5 +99,57 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
     ax.set_ylabel("true")
     fig.tight_layout()
     fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+#: the colour map heatmaps are drawn in, and how much of it covers the image
+HEAT_COLORS, HEAT_ALPHA = "jet", 0.5
+
+
+def overlay(image, heatmap, box: tuple[int, int, int, int] | None = None, *, max_side: int | None = None):
+    """A class-activation heatmap drawn over its image, as an RGB PIL image: the (H, W) map in
+    [0, 1] (at the image's size) in :data:`HEAT_COLORS` at :data:`HEAT_ALPHA` over the part of the
+    image the network saw (``box``: left, top, right, bottom), the rest dimmed, the box outlined.
+    With ``max_side`` a larger image is drawn scaled down to it."""
+    import matplotlib
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    picture = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.shape != picture.shape[:2]:
+        raise ValueError(f"the heatmap is {heat.shape[1]}x{heat.shape[0]}, the image {image.width}x{image.height}")
+    colors = matplotlib.colormaps[HEAT_COLORS](np.clip(heat, 0, 1))[..., :3].astype(np.float32)
+    out = picture * 0.45  # what the network did not see, dimmed
+    left, top, right, bottom = box or (0, 0, image.width, image.height)
+    seen = (slice(max(top, 0), bottom), slice(max(left, 0), right))
+    out[seen] = (1 - HEAT_ALPHA) * picture[seen] + HEAT_ALPHA * colors[seen]
+    drawn = Image.fromarray((out * 255).round().astype(np.uint8))
+    if box is not None and box != (0, 0, image.width, image.height):
+        ImageDraw.Draw(drawn).rectangle((left, top, right - 1, bottom - 1), outline=(255, 255, 255),
+                                        width=max(1, min(image.size) // 150))  # fmt: skip
+    if max_side and max(drawn.size) > max_side:
+        drawn.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return drawn
+
+
+def save_overlay(image, heatmap, box, title: str, path: str | Path, *, max_side: int = 1024) -> Path:
+    """:func:`overlay` as a PNG at ``path``, ``title`` above it (the class and its probability);
+    an image larger than ``max_side`` is drawn scaled down to it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = overlay(image, heatmap, box, max_side=max_side)
+    dpi = 100
+    width, height = max(drawn.width, 200), drawn.height
+    fig = plt.figure(figsize=(width / dpi, height / dpi + 0.4), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, height / (height + 0.4 * dpi)))
+    ax.imshow(drawn, interpolation="nearest")
+    ax.set_axis_off()
+    fig.suptitle(title, fontsize=9 if width < 400 else 11, y=1 - 0.05 * dpi / (height + 0.4 * dpi))
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path)

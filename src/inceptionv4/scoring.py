@@ -67,7 +67,7 @@ class Tally:
         self.confusion.index_put_((rows, self.column[predicted]), torch.ones_like(rows), accumulate=True)
         if self.name_of is not None:
             for i, y, p, prob in zip(indices, labels, predicted.tolist(), best.tolist(), strict=True):
-                entry = {"file": self.name_of(i), "label": self.classes[y], "predicted": self.keys[p], "prob": prob}
+                entry = {"file": self.name_of(i), "index": int(i), "label": self.classes[y], "predicted": self.keys[p], "prob": prob}
                 self.images.append((int(i), entry))
 
     def skip(self, indices: list[int], reasons: list[str]) -> None:

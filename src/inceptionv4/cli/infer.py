@@ -29,6 +29,12 @@ def register(sub) -> None:
                         "a CPU, 256 on a GPU)")  # fmt: skip
     p.add_argument("--report", help="write the JSON report here (and the confusion matrix beside it as PNG)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--explain-errors", metavar="DIR",
+                   help="write a heatmap overlay PNG for each misclassified image, worst (most confident) first: "
+                        "why the network chose the wrong class (docs/explain.md)")  # fmt: skip
+    p.add_argument("--explain-limit", type=number(int, 1, 1_000_000), default=100, metavar="N",
+                   help="most overlays --explain-errors writes")  # fmt: skip
+    add_explain_flags(p)
     add_session_flags(p, workers=True, precision="fp32")  # eval reproduces published numbers: fp32
     p.set_defaults(func=_eval)
 
@@ -38,6 +44,10 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
                    help="images per pass (default: 16 on a CPU, 256 on a GPU)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--explain", metavar="DIR",
+                   help="also write one overlay PNG per image into DIR: the heatmap of the class predicted over the "
+                        "image, class and probability in the title (docs/explain.md)")  # fmt: skip
+    add_explain_flags(p)
     add_session_flags(p, workers=True)
     p.set_defaults(func=_predict)
 
@@ -92,6 +102,32 @@ def add_session_flags(p: argparse.ArgumentParser, *, workers: bool, precision: s
                             "PIL's)")  # fmt: skip
 
 
+def add_explain_flags(p: argparse.ArgumentParser) -> None:
+    """How heatmaps are computed (:class:`~inceptionv4.engines.options.ExplainOptions`), and the fp32
+    weights of an int8 artefact."""
+    from ..engines.options import ExplainOptions
+
+    add_settings(p, ExplainOptions)
+    p.add_argument("--explain-weights", action="append", default=[], metavar="FILE",
+                   help="the fp32 weights an int8 artefact was quantized from, where its report's path is not "
+                        "at hand (heatmaps need gradients); repeat for an ensemble")  # fmt: skip
+
+
+def explain_options(args: argparse.Namespace):
+    """The :class:`~inceptionv4.engines.options.ExplainOptions` the flags gave."""
+    from ..engines.options import ExplainOptions
+
+    return ExplainOptions(**given(args, ExplainOptions))
+
+
+def open_explainer(args: argparse.Namespace, session):
+    """The explainer of a session, as the explain flags say (a missing extra or fp32 weights: said now)."""
+    from ..infer.explain import Explainer
+
+    options = explain_options(args)
+    return Explainer.of(session, weights=args.explain_weights or None, method=options.method, layer=options.layer)
+
+
 def session_options(args: argparse.Namespace) -> SessionOptions:
     """The session settings the flags gave, over :class:`SessionOptions`' defaults (and the
     deprecated --amp read as --precision)."""
@@ -130,6 +166,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("--split picks a split of --run RUN_DIR; give --run")
     if args.report:  # an evaluation can take hours: a report that cannot be written is said now
         check_writable(args.report)
+    if args.explain_errors:
+        check_writable(Path(args.explain_errors) / "overlay.png")
     own = [str(Path(args.run) / "model.safetensors")] if args.run and not args.weights else []
     weights = check_weights(args.weights + own + (args.ensemble or []))
     from ..devices import resolve_device
@@ -147,6 +185,7 @@ def _eval(args: argparse.Namespace) -> int:
         device = str(world.device)
     try:
         session = open_from_flags(args, weights, device)
+        explainer = open_explainer(args, session) if args.explain_errors and world.is_main else None
         report = evaluate_protocol(session, dataset, batch_size=args.batch_size,
                                    progress=not args.no_progress and sys.stderr.isatty(),  # no bar in a log file
                                    workers=args.workers, decode=args.decode, world=world)  # fmt: skip
@@ -166,15 +205,34 @@ def _eval(args: argparse.Namespace) -> int:
         plot_confusion([row[:-1] for row in report["confusion"]], report["classes"], png,
                        title=f"{session.architecture}, {session.crops} crop(s): top-1 {report['top1']:.2f}%")  # fmt: skip
         print(f"wrote {args.report} (the report) and {png} (its confusion matrix)")
+    if explainer is not None:
+        _write_error_overlays(explainer, dataset, report, args.explain_errors, args.explain_limit)
     for reason in report["skipped"]:
         print(f"skipped: {printable(reason)}", file=sys.stderr)
     return 0
 
 
+def _write_error_overlays(explainer, dataset, report: dict, out_dir: str, limit: int) -> None:
+    from ..infer.explain import explain_errors
+
+    wrong = report["n"] - round(report["top1"] * report["n"] / 100)
+    written = explain_errors(explainer, dataset, report, out_dir, limit=limit)
+    for r in written:
+        if "error" in r:
+            print(f"{printable(r['file'])}: no overlay: {printable(r['error'])}", file=sys.stderr)
+    shown = sum("overlay" in r for r in written)
+    print(f"wrote {shown} overlay(s) of the {wrong} misclassified image(s) into {out_dir}, worst first "
+          f"({explainer.method} at {explainer.layer})")  # fmt: skip
+
+
 def _predict(args: argparse.Namespace) -> int:
     from ..infer.predict import predict
 
+    if args.explain:
+        check_writable(Path(args.explain) / "overlay.png")
     session = open_from_flags(args, args.weights)
+    explainer = open_explainer(args, session) if args.explain else None
+    explained: list[tuple[str, int]] = []
     failed = 0
     bar = not args.json and sys.stderr.isatty()  # a bar in a log file is noise
     if sys.stderr.isatty():  # what runs, as eval's and serve's banners say it; not in a log file
@@ -192,7 +250,28 @@ def _predict(args: argparse.Namespace) -> int:
         elif result["ok"]:
             best = ", ".join(f"{printable(t['name'])} {100 * t['prob']:.1f}%" for t in result["top"])
             print(f"{printable(result['file'])}: {best}")
+        if explainer is not None and result["ok"]:
+            explained.append((result["file"], result["top"][0]["index"]))
+    if explainer is not None:
+        failed += _write_overlays(explainer, explained, args)
     return 1 if failed else 0
+
+
+def _write_overlays(explainer, explained: list[tuple[str, int]], args: argparse.Namespace) -> int:
+    """predict --explain: each predicted file's overlay (its top-1 class); the count that failed."""
+    from ..infer.explain import write_overlays
+
+    failed = 0
+    images = ((file, file, index, None) for file, index in explained)
+    for r in write_overlays(explainer, images, args.explain):
+        failed += "error" in r
+        if "error" in r:
+            print(f"{printable(r['file'])}: no overlay: {printable(r['error'])}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps(r))
+    print(f"wrote {len(explained) - failed} overlay(s) into {args.explain} ({explainer.method} at "
+          f"{explainer.layer})", file=sys.stderr)  # fmt: skip
+    return failed
 
 
 def _quantize(args: argparse.Namespace) -> int:

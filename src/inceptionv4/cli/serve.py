@@ -9,15 +9,16 @@ import sys
 
 from ..serve.settings import ServeSettings
 from .args import add_settings, given
-from .infer import add_session_flags, check_weights, open_from_flags, session_options
+from .infer import add_explain_flags, add_session_flags, check_weights, explain_options, open_from_flags, session_options
 
-ENDPOINTS = "the page at /, POST /v1/predict, GET /v1/model, /health, /metrics, /docs, the KServe v2 protocol at /v2; Ctrl-C stops"
+ENDPOINTS = "the page at /, POST /v1/predict, POST /v1/explain, GET /v1/model, /health, /metrics, /docs, the KServe v2 protocol at /v2; Ctrl-C stops"
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="an HTTP server: POST an image, get its top-k classes (requests batched)")
     add_settings(p, ServeSettings)
     add_session_flags(p, workers=False)
+    add_explain_flags(p)
     p.add_argument("--quiet", action="store_true", help="no access log, warnings only")
     p.set_defaults(func=_serve)
 
@@ -38,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     session = open_from_flags(args, args.weights)
     print(f"loaded {len(session.runners)} model(s) ({session.backend} {session.precision}); warming up ...",
           file=sys.stderr)  # fmt: skip
-    server = InferenceServer(session, settings)
+    server = InferenceServer(session, settings, explain=explain_options(args), explain_weights=args.explain_weights or None)
     info = server.classifier.describe()
     grpc = f"; the v2 protocol over gRPC on port {server.grpc_port}" if server.grpc_port is not None else ""
     print(f"serving {info['architecture']} ({info['backend']} {info['precision']}, {info['form']}, "
@@ -64,6 +65,7 @@ def _serve_workers(args: argparse.Namespace, settings: ServeSettings) -> int:
         print(f"serving {card['architecture']} ({card['backend']} {card['precision']}) with {settings.workers} "
               f"worker processes at {url}: {ENDPOINTS}", file=sys.stderr, flush=True)  # fmt: skip
 
-    serve_workers(check_weights(args.weights), session_options(args), settings, announce=announce)
+    serve_workers(check_weights(args.weights), session_options(args), settings, announce=announce,
+                  explain=explain_options(args), explain_weights=args.explain_weights or None)  # fmt: skip
     print("stopped", file=sys.stderr)
     return 0

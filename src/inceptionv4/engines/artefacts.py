@@ -125,3 +125,27 @@ def read_artefacts(paths: list, *, model: str | None) -> ArtefactSet:
     except ValueError as err:
         raise ValueError(f"{paths[0]}: the artefact's preprocessing {err}") from None
     return ArtefactSet([str(p) for p in paths], labels, pre, first["architecture"])
+
+
+def artefact_weights(path: str | os.PathLike, weights: str | os.PathLike | None = None):
+    """The fp32 network an int8 artefact was quantized from: ``weights`` if given, else the file
+    its report names, checked against the hash the artefact recorded of them. Gradients (a
+    class-activation map) need them; a ValueError says what to pass when they are not at hand or
+    are other weights."""
+    from ..api import load_network
+    from ..weights.io import state_sha256
+
+    meta = artefact_metadata(path)
+    named = (meta.get("report") or {}).get("weights")
+    source = weights if weights is not None else named
+    how = "give them with --explain-weights FILE (explain(..., weights=FILE))"
+    if source is None or (weights is None and not Path(source).is_file()):
+        where = f"its report names {named}, which is not here" if named else "its report names none"
+        raise ValueError(f"{path} is an int8 artefact: a heatmap needs the fp32 weights it was quantized from, and "
+                         f"{where}; {how}")  # fmt: skip
+    network = load_network(source, meta["architecture"])
+    recorded = meta.get("weights_sha256")
+    if recorded is not None and state_sha256(network.state_dict()) != recorded:
+        raise ValueError(f"{source} are not the fp32 weights {Path(path).name} was quantized from (their hash "
+                         f"differs); {how}")  # fmt: skip
+    return network

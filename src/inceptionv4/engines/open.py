@@ -104,12 +104,12 @@ def open_session(source: Source | Sequence[Source], options: SessionOptions | No
             raise ValueError("the models of an ensemble must share their classes")
     if opts.backend == "torch":
         keep = opts.device == "auto" and all(isinstance(s, torch.nn.Module) for s in sources)  # where they are
-        return _torch_session(models, labels, device, opts, keep_devices=keep)
+        return _torch_session(models, labels, device, opts, keep_devices=keep, sources=sources)
     from .onnx import onnx_runners
 
     runners, cache = onnx_runners(models, opts.backend, opts.precision, opts.cache_dir)
     return _session(runners, Preprocessing.of(models[0]), labels, models[0].model_name, opts, torch.device("cpu"),
-                    form="onnx export", cache=cache)  # fmt: skip
+                    form="onnx export", cache=cache, sources=sources)  # fmt: skip
 
 
 def _artefact_engine(artefacts: list, sources: list, opts: SessionOptions) -> SessionOptions:
@@ -161,13 +161,13 @@ def _auto_backend(device: torch.device, precision: str, torch_only: bool) -> str
 
 
 def _torch_session(models: list, labels: Labels, device: torch.device, opts: SessionOptions, *,
-                   keep_devices: bool) -> Session:  # fmt: skip
+                   keep_devices: bool, sources: list) -> Session:  # fmt: skip
     from .torch import torch_runners
 
     built = torch_runners(models, device, precision=opts.precision, form=opts.form,
                           channels_last=opts.channels_last, keep_devices=keep_devices)  # fmt: skip
     return _session(built.runners, Preprocessing.of(models[0]), labels, models[0].model_name, opts, built.device,
-                    form=opts.form, chunk=built.chunk, models=built.modules)  # fmt: skip
+                    form=opts.form, chunk=built.chunk, models=built.modules, sources=sources)  # fmt: skip
 
 
 def _artefact_session(paths: list, opts: SessionOptions) -> Session:
@@ -176,7 +176,7 @@ def _artefact_session(paths: list, opts: SessionOptions) -> Session:
     found = read_artefacts(paths, model=opts.model)
     runners = [onnx_runner(p, opts.backend, "int8") for p in paths]
     return _session(runners, found.pre, found.labels, found.architecture, opts, torch.device("cpu"),
-                    form="int8 artefact", cache=[{"artefact": p} for p in found.paths])  # fmt: skip
+                    form="int8 artefact", cache=[{"artefact": p} for p in found.paths], sources=list(paths))  # fmt: skip
 
 
 def _session(runners: list, pre, labels: Labels, architecture: str, opts: SessionOptions, device: torch.device,

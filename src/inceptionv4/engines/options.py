@@ -1,6 +1,7 @@
 """How inference runs, as one record: :class:`SessionOptions`, the settings
 :func:`~inceptionv4.engines.open.open_session` takes and every session command's flags
-(``eval``, ``predict``, ``serve``, ``quantize``'s checks) are generated from."""
+(``eval``, ``predict``, ``serve``, ``quantize``'s checks) are generated from; and how a
+prediction is explained, :class:`ExplainOptions` (:mod:`inceptionv4.infer.explain`)."""
 
 from __future__ import annotations
 
@@ -60,4 +61,26 @@ class SessionOptions:
             object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
         if not isinstance(self.device, str):  # a torch.device
             object.__setattr__(self, "device", str(self.device))
+        check_fields(self)
+
+
+#: the ways a map is computed: HiResCAM (each activation times its own gradient, summed over
+#: channels: the map sums to the class score's first-order change) and Grad-CAM (each channel
+#: weighted by its mean gradient); docs/explain.md compares them
+METHODS = ("hirescam", "gradcam")
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """How a class-activation map is computed: the settings ``predict --explain``, ``eval
+    --explain-errors`` and ``serve`` take (their flags are generated from these fields)."""
+
+    method: str = setting("hirescam", "how the map is computed: hirescam (each activation times its gradient) or "
+                          "gradcam (channels weighted by their mean gradient; docs/explain.md)", choices=METHODS,
+                          flag="--explain-method")  # fmt: skip
+    layer: str | None = setting(None, "the stage the map is taken at, as the network's feature_info names it "
+                                "(default: the last; stage_b: finer and noisier)", flag="--explain-layer",
+                                metavar="STAGE")  # fmt: skip
+
+    def __post_init__(self) -> None:
         check_fields(self)

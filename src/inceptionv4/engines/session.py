@@ -81,6 +81,9 @@ class Session:
     full_decode: bool = False  # decode every JPEG at full size (else reduced to the protocol's size)
     models: list[torch.nn.Module] = field(default_factory=list)  # torch backend: the modules the runners run
     cache: list[dict] = field(default_factory=list)  # engines: what was built or reused, per model
+    # what it was opened from, per model: weights files, hub ids, networks in memory or int8
+    # artefacts (the fp32 weights a class-activation map is computed from: infer.explain)
+    sources: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_crops(self.crops)

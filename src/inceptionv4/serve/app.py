@@ -7,6 +7,8 @@ Endpoints::
                        JSON {"images": [<base64>, ...], "topk": k}, or a multipart form with one
                        or more files (curl -F file=@photo.jpg) -> {"results": [{"ok", "top"}, ...]}
                        (?topk=K in the query works for all three)
+    POST /v1/explain   the same bodies (?target=top1|index|name, or JSON "target") -> per image the
+                       class explained and a heatmap overlay PNG (:mod:`.explain`)
     GET  /v1/model     the model card: network, classes, preprocessing, backend, precision, batching
     GET  /health       {"status": "ok"} once the model is loaded and warmed up
     GET  /metrics      Prometheus text format
@@ -39,6 +41,7 @@ from ..data.decode import DecodeError
 from ..infer.predict import top_classes
 from ..version import __version__
 from .batching import Classifier, ServerBusy
+from .explain import ExplainService, parse_target
 from .prometheus import ServeMetrics
 from . import v2
 from .requests import RequestError, check_topk, form_files, images_of, parse_json, read_body
@@ -47,7 +50,7 @@ from .settings import ServeSettings
 log = logging.getLogger("inceptionv4.serve")
 
 #: The paths metrics are labelled with; any other path counts as "other".
-ENDPOINTS = ("/", "/v1/predict", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json", "/favicon.ico",
+ENDPOINTS = ("/", "/v1/predict", "/v1/explain", "/v1/model", "/health", "/metrics", "/docs", "/openapi.json", "/favicon.ico",
              "/v2/infer", "/v2")  # fmt: skip
 
 
@@ -58,13 +61,15 @@ def create_app(
     metrics: ServeMetrics | None = None,
     in_flight: Callable[[int], None] | None = None,
     draining: threading.Event | None = None,
+    explain: ExplainService | None = None,
 ) -> FastAPI:
     """The app serving ``classifier`` under ``settings`` (its topk, body and image limits, body
     timeout and batch timeout; default :class:`ServeSettings`'s).
 
     ``metrics`` is where requests, errors, batches and latencies are counted (default: a registry
     of this app's own); ``in_flight`` is called with +1 / -1 as each request starts and ends (a
-    server's drain count); once ``draining`` is set, the readiness endpoints say 503.
+    server's drain count); once ``draining`` is set, the readiness endpoints say 503. ``explain``
+    answers ``/v1/explain`` (default: Grad-CAM at the last stage, from the session's fp32 weights).
     """
     settings = settings or ServeSettings()
     metrics = metrics or ServeMetrics()
@@ -84,7 +89,8 @@ def create_app(
     _error_handlers(app, metrics)
     _page_routes(app)
     app.state.draining = draining or threading.Event()
-    _api_routes(app, classifier, settings, metrics)
+    explain = explain or ExplainService(classifier.session, queue_size=settings.queue_size, budget=classifier.budget)
+    _api_routes(app, classifier, settings, metrics, explain)
     _v2_routes(app, classifier, settings, metrics)
     return app
 
@@ -172,8 +178,9 @@ _PREDICT_BODY = {"requestBody": {"content": {
 }}}  # fmt: skip
 
 
-def _api_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics) -> None:
-    """/health, /v1/model, /metrics and /v1/predict."""
+def _api_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, metrics: ServeMetrics,
+                explain: ExplainService) -> None:  # fmt: skip
+    """/health, /v1/model, /metrics, /v1/predict and /v1/explain."""
 
     @app.get("/health", summary="Whether the model is loaded and warmed up, and the server not stopping")
     async def health() -> dict:
@@ -186,7 +193,8 @@ def _api_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, m
 
     @app.get("/v1/model", summary="The model card: network, classes, preprocessing, backend, precision, batching")
     async def model() -> dict:
-        return {**classifier.describe(), "class_names": classifier.names, "topk": settings.topk}
+        return {**classifier.describe(), "class_names": classifier.names, "topk": settings.topk,
+                "explain": explain.describe()}  # fmt: skip
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
@@ -198,6 +206,19 @@ def _api_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings, m
     async def predict(request: Request) -> JSONResponse:
         upload = await read_predict_request(request, settings)
         results = await classify_uploads(classifier, upload, settings.timeout_s, metrics)
+        return JSONResponse({"results": results})
+
+    @app.post("/v1/explain", summary="Why: the class explained and a heatmap overlay (PNG) per image",
+              openapi_extra=_PREDICT_BODY)  # fmt: skip
+    async def explain_route(request: Request) -> JSONResponse:
+        upload = await read_predict_request(request, settings)
+        results = await explain.explain(upload.blobs, upload.names, upload.target, settings.timeout_s)
+        if not any(r["ok"] for r in results):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "not_an_image", "; ".join(r["error"] for r in results))
+        for r in results:
+            if not r["ok"]:
+                metrics.error("not_an_image")
+        metrics.images(sum(r["ok"] for r in results))
         return JSONResponse({"results": results})
 
 
@@ -282,6 +303,7 @@ class Upload:
     blobs: list[bytes]
     names: list[str]
     topk: int
+    target: object = "top1"  # /v1/explain: the class to explain (?target=, or JSON "target")
 
 
 async def read_predict_request(request: Request, settings: ServeSettings) -> Upload:
@@ -293,16 +315,18 @@ async def read_predict_request(request: Request, settings: ServeSettings) -> Upl
     data = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     k: object = settings.topk
+    target = request.query_params.get("target")
     if ctype == "application/json":
         parsed = parse_json(data)
         k = parsed.get("topk", settings.topk)
+        target = parsed.get("target", target)
         blobs = images_of(parsed, settings.max_images)
         names = [f"images[{i}]" for i in range(len(blobs))]
     elif ctype == "multipart/form-data":
         names, blobs = await form_files(request, data, settings.max_images)
     else:
         blobs, names = [data], ["body"]
-    return Upload(blobs, names, check_topk(query_topk if query_topk is not None else k))
+    return Upload(blobs, names, check_topk(query_topk if query_topk is not None else k), parse_target(target))
 
 
 async def classify_uploads(classifier: Classifier, upload: Upload, timeout_s: float,

@@ -49,6 +49,8 @@ from ..engines.session import Session  # noqa: E402
 from .app import create_app  # noqa: E402
 from .requests import RequestError  # noqa: E402
 from .batching import Classifier, ServerBusy  # noqa: E402
+from ..engines.options import ExplainOptions  # noqa: E402
+from .explain import ExplainService  # noqa: E402
 from .prometheus import ServeMetrics  # noqa: E402
 from .settings import ServeSettings  # noqa: E402
 
@@ -182,9 +184,12 @@ class InferenceServer:
     """
 
     def __init__(self, session: Session | torch.nn.Module | list[torch.nn.Module],
-                 settings: ServeSettings | None = None, *, warm_up: bool = True, **overrides) -> None:  # fmt: skip
+                 settings: ServeSettings | None = None, *, warm_up: bool = True, explain: ExplainOptions | None = None,
+                 explain_weights=None, **overrides) -> None:  # fmt: skip
         """``settings`` (default :class:`ServeSettings`'s), with any of its fields given by
-        keyword over it (``port=0``); an unknown keyword is a TypeError, a bad value a ValueError."""
+        keyword over it (``port=0``); an unknown keyword is a TypeError, a bad value a ValueError.
+        ``explain`` says how ``/v1/explain`` computes its maps (``explain_weights``: the fp32
+        weights of int8 artefacts whose report's path is not at hand)."""
         self._thread: threading.Thread | None = None
         self.settings = settings = dataclasses.replace(settings or ServeSettings(), **overrides)
         self._socket = _listen(settings.host, settings.port)
@@ -197,8 +202,10 @@ class InferenceServer:
         self.in_flight = 0
         self._lock = threading.Lock()
         self.draining = threading.Event()
+        service = ExplainService(self.classifier.session, explain, weights=explain_weights,
+                                 queue_size=settings.queue_size, budget=self.classifier.budget)  # fmt: skip
         self.app = create_app(self.classifier, settings, metrics=self.metrics, in_flight=self._count,
-                              draining=self.draining)  # fmt: skip
+                              draining=self.draining, explain=service)  # fmt: skip
         self._server = _DrainingServer(_config(settings, self.app), on_exit=self._drain)
         self._grpc, self.grpc_port, self._grpc_stopped = None, None, None
         try:
@@ -272,13 +279,15 @@ class InferenceServer:
         self.close()
 
 
-def serve_workers(source, options: SessionOptions, settings: ServeSettings, *, announce=None) -> None:
+def serve_workers(source, options: SessionOptions, settings: ServeSettings, *, announce=None,
+                  explain: ExplainOptions | None = None, explain_weights=None) -> None:  # fmt: skip
     """Serve ``source`` with ``settings.workers`` processes on one port until SIGINT / SIGTERM.
 
     The session ``options`` are checked here once, by opening the session (which also fills the
     engines' build cache), before any worker starts. Each worker then opens its own session with
     the backend chosen here and warms it up; the CPU's intra-op threads are divided between them.
-    ``announce(url, card)`` is called once the port is bound.
+    ``announce(url, card)`` is called once the port is bound. ``explain`` and ``explain_weights``
+    are :class:`InferenceServer`'s.
     """
     from ..engines.open import open_session
 
@@ -286,7 +295,8 @@ def serve_workers(source, options: SessionOptions, settings: ServeSettings, *, a
         raise ValueError(f"serve_workers runs 2 or more processes, got {settings.workers}")
     card = open_session(source, options).describe()
     handed = {"source": source, "options": {**dataclasses.asdict(options), "backend": card["backend"]},
-              "server": dataclasses.asdict(settings),
+              "server": dataclasses.asdict(settings), "explain": dataclasses.asdict(explain or ExplainOptions()),
+              "explain_weights": explain_weights,
               "threads": max(1, (os.cpu_count() or settings.workers) // settings.workers)}  # fmt: skip
     sock = _listen(settings.host, settings.port)
     with tempfile.TemporaryDirectory(prefix="inceptionv4-metrics-") as metrics_dir:
@@ -346,4 +356,6 @@ def worker_app():
         from .grpc import start_grpc
 
         worker_app.grpc = start_grpc(classifier, settings, metrics, settings.grpc_port)[0]  # kept for the process's life
-    return create_app(classifier, settings, metrics=metrics)
+    service = ExplainService(classifier.session, ExplainOptions(**handed["explain"]), weights=handed["explain_weights"],
+                             queue_size=settings.queue_size, budget=classifier.budget)  # fmt: skip
+    return create_app(classifier, settings, metrics=metrics, explain=service)

@@ -3,6 +3,7 @@
 "use strict";
 
 let topk = 5;  // at most the model's class count, once its card is read
+let canExplain = false;  // the card says whether /v1/explain can answer
 const results = document.getElementById("results");
 const template = document.getElementById("result-template");
 
@@ -24,6 +25,9 @@ async function loadCard() {
       ["Ensemble", `${m.models} model(s)`],
       ["Batching", `up to ${m.max_batch} images per pass, ${m.max_wait_ms} ms wait`],
     ];
+    canExplain = Boolean(m.explain && m.explain.available);
+    if (canExplain) rows.push(["Why?", `${m.explain.method} heatmaps at ${m.explain.layer}, from the fp32 weights`]);
+    for (const item of results.querySelectorAll(".result[data-state=done] .why")) item.hidden = !canExplain;
     card.replaceChildren();
     for (const [k, v] of rows) {
       card.append(text(document.createElement("dt"), k), text(document.createElement("dd"), v));
@@ -106,6 +110,47 @@ async function classify(file, before) {
   }
   item.dataset.state = "done";
   item.dataset.ms = ms.toFixed(1);
+  const why = item.querySelector(".why");
+  why.hidden = !canExplain;
+  why.onclick = () => toggleWhy(item, file);
+}
+
+// "Why?": the heatmap of the top class over the image, from /v1/explain; asked once, then shown
+// and hidden by the same button.
+async function toggleWhy(item, file) {
+  const why = item.querySelector(".why");
+  const figure = item.querySelector(".explain");
+  const open = why.getAttribute("aria-expanded") !== "true";
+  why.setAttribute("aria-expanded", String(open));
+  why.textContent = open ? "Hide why" : "Why?";
+  figure.hidden = !open;
+  if (!open || item.dataset.explain) return;
+  item.dataset.explain = "pending";
+  const caption = figure.querySelector("figcaption");
+  figure.classList.remove("failed");
+  text(caption, "Explaining…");
+  try {
+    const response = await fetch("/v1/explain?target=top1", {
+      method: "POST",
+      headers: { "Content-Type": file.type || "application/octet-stream" },
+      body: file,
+    });
+    const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+    const result = response.ok ? body.results[0] : { ok: false, error: body.error || `HTTP ${response.status}` };
+    if (!result.ok) throw new Error(result.error);
+    const img = document.createElement("img");  // made here: a result without one has no image to break
+    img.className = "overlay";
+    figure.prepend(img);
+    img.alt = `heatmap of ${result.explained.name} over ${file.name}`;
+    img.src = result.overlay;
+    text(caption, `Why ${result.explained.name} (${(100 * result.explained.prob).toFixed(1)}%): red is where the ` +
+      `evidence for it is strongest (${result.method} at ${result.layer}); the box is what the network saw.`);
+    item.dataset.explain = "done";
+  } catch (err) {
+    delete item.dataset.explain;  // asked again on the next toggle
+    text(caption, `Could not explain: ${err.message}`);
+    figure.classList.add("failed");
+  }
 }
 
 function take(files) {
