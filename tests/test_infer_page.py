@@ -85,6 +85,52 @@ def test_a_person_uploads_images_and_reads_the_bars(small_model, tmp_path, brows
     assert (SHOTS / "page.png").stat().st_size > 10_000
 
 
+def test_why_draws_the_heatmap_over_the_image_from_v1_explain(small_model, tmp_path, browser):
+    """Upload, toggle "Why?": the overlay /v1/explain drew appears under the bars with the class
+    explained (the top one) and its probability; toggling again hides it, and once more shows it
+    without asking the server again. A screenshot is kept."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    rng = np.random.default_rng(11)
+    photo = tmp_path / "cat.jpg"
+    Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(photo, quality=92)
+    want = next(predict(small_model, str(photo), topk=1))["top"][0]
+    with InferenceServer(small_model, port=0, access_log=False) as server:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: d.find_element(By.ID, "model-card").get_attribute("data-architecture"))
+        assert "hirescam heatmaps at last stage" in browser.find_element(By.ID, "model-card").text
+        browser.find_element(By.ID, "file-input").send_keys(str(photo))
+        item = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".result[data-state='done']"))
+        why = item.find_element(By.CSS_SELECTOR, ".why")
+        assert why.is_displayed() and why.text == "Why?"
+        assert not item.find_elements(By.CSS_SELECTOR, "img.overlay")  # nothing asked before the toggle
+        why.click()
+        wait.until(lambda d: item.get_attribute("data-explain") == "done")
+        overlay = item.find_element(By.CSS_SELECTOR, ".explain img.overlay")
+        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+        assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", overlay) == [200, 150]
+        assert overlay.is_displayed() and overlay.size["width"] > 100
+        caption = item.find_element(By.CSS_SELECTOR, ".explain figcaption").text
+        assert caption.startswith(f"Why {want['name']} ({100 * want['prob']:.1f}%)") and "hirescam at stage_c" in caption
+        assert why.text == "Hide why" and why.get_attribute("aria-expanded") == "true"
+        SHOTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(SHOTS / "page-why.png"))
+        def explained():
+            text = server.metrics.exposition()[0].decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("inceptionv4_requests_total{") and '"/v1/explain"' in line)  # fmt: skip
+
+        assert explained() == 1
+        why.click()
+        assert not overlay.is_displayed() and why.text == "Why?"
+        why.click()
+        assert overlay.is_displayed()
+        assert explained() == 1  # asked once
+    assert (SHOTS / "page-why.png").stat().st_size > 10_000
+
+
 def test_the_page_at_phone_width_keeps_order_bars_and_no_broken_icons(small_model, tmp_path, browser):
     """390 px wide: nothing overflows sideways and every bar keeps a track; results come in the
     order chosen (a later choice on top); a file the browser cannot draw gets a 'no preview' tile,
