@@ -91,3 +91,13 @@ def test_decode_memory_script_measures_ours_against_plain_pil(tmp_path):
     _run("decode_memory.py", "--side", "1500", "--json", str(tmp_path / "m.json"))
     rows = {r["kind"]: r for r in json.loads((tmp_path / "m.json").read_text())["rows"]}
     assert len(rows) == 4 and all(r["estimate"] > 0 and r["ours_s"] > 0 for r in rows.values())
+
+
+def test_explain_script_prints_the_cost_of_each_path_beside_predict(tmp_path):
+    out = _run("explain.py", "--model", "inception_resnet_v1", "--images", "2", "--rounds", "1", "--json",
+               str(tmp_path / "e.json"))  # fmt: skip
+    rows = json.loads((tmp_path / "e.json").read_text())["cost"]
+    assert [r["path"] for r in rows][1:] == ["predict (torch fp32)", "explain hirescam (torch fp32)",
+                                             "explain gradcam (torch fp32)", "explain hirescam + overlay PNGs"]  # fmt: skip
+    assert rows[0]["vs_plain_predict"] == 1.0 and all(r["ms_per_image"] > 0 for r in rows)
+    assert "| explain gradcam (torch fp32) |" in out

@@ -209,31 +209,20 @@ def test_eval_explain_errors_writes_the_worst_mistakes_first(small_model, tmp_pa
     assert f"of the {len(wrong)} misclassified image(s)" in capsys.readouterr().out
 
 
-def _canvases(images, labels, rng, n: int, side: int = 128, digit: int = 48):
-    """``n`` digits (scikit-learn's 8x8, resized to ``digit`` px) each at a random place on a plain
-    grey ``side`` px canvas: normalised views (n, 3, side, side), labels, and each digit's box."""
-    picks = rng.integers(0, len(images), n)
-    canvas = np.full((n, side, side), 0.1, np.float32) + rng.normal(0, 0.02, (n, side, side)).astype(np.float32)
-    glyphs = F.interpolate(torch.from_numpy(images[picks]).float()[:, None], size=(digit, digit), mode="bilinear",
-                           align_corners=False)[:, 0].numpy()  # fmt: skip
-    boxes = rng.integers(0, side - digit + 1, (n, 2))  # top, left
-    for c, g, (top, left) in zip(canvas, glyphs, boxes, strict=True):
-        c[top : top + digit, left : left + digit] = np.maximum(c[top : top + digit, left : left + digit], g)
-    x = (torch.from_numpy(canvas)[:, None].expand(-1, 3, -1, -1) - 0.5) / 0.5
-    return x.contiguous(), torch.from_numpy(labels[picks]).long(), boxes
+def _views(dataset, indices) -> torch.Tensor:
+    """The canvases as normalised views (mean and std 0.5), as they are: no resize, no crop."""
+    pixels = torch.stack([torch.from_numpy(np.array(dataset.load(i)[0])).permute(2, 0, 1) for i in indices])
+    return (pixels.float() / 255 - 0.5) / 0.5
 
 
 def test_on_digits_placed_at_random_the_map_falls_on_the_digit():
-    """Inception-ResNet-v1 trained briefly on 128 px canvases with a 48 px digit somewhere: on
-    held-out digits, at least 90% of the correctly classified images have most of their map's mass
-    inside the digit's box (the default method, at stage_b: 6x6 cells at 128 px, as the last stage
-    is 8x8 at 299). docs/explain.md gives the figures of both methods."""
-    from sklearn.datasets import load_digits
+    """Inception-ResNet-v1 trained briefly on 128 px canvases with a 48 px digit somewhere
+    (data.DigitCanvas): on held-out digits, at least 90% of the correctly classified images have
+    most of their map's mass inside the digit's box (the default method, at stage_b: 6x6 cells at
+    128 px, as the last stage is 8x8 at 299). docs/explain.md gives the figures of both methods."""
+    from inceptionv4.data import DigitCanvas
 
-    digits = load_digits()
-    order = np.random.default_rng(0).permutation(len(digits.images))
-    train, held = order[:1400], order[1400:]
-    images, labels = digits.images / 16.0, digits.target
+    train, held = DigitCanvas("train"), DigitCanvas("val", samples=160)
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
     net = iv.create_model("inception_resnet_v1", num_classes=10).train()
@@ -241,20 +230,19 @@ def test_on_digits_placed_at_random_the_map_falls_on_the_digit():
     opt = torch.optim.AdamW(net.parameters(), 2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.15)
     for _ in range(steps):
-        x, y, _ = _canvases(images[train], labels[train], rng, 32)
-        loss = F.cross_entropy(net(x), y)
+        picks = rng.integers(0, len(train), 32).tolist()
+        loss = F.cross_entropy(net(_views(train, picks)), torch.tensor([train.samples[i][1] for i in picks]))
         opt.zero_grad()
         loss.backward()
         opt.step()
         schedule.step()
     net.eval()
-    x, y, boxes = _canvases(images[held], labels[held], rng, 160)
-    maps = explain(net, x, layer="stage_b")
-    right = [i for i, e in enumerate(maps) if e.index == int(y[i])]
+    maps = explain(net, _views(held, range(len(held))), layer="stage_b")
+    right = [i for i, e in enumerate(maps) if e.index == held.samples[i][1]]
     assert len(right) >= 32, f"only {len(right)} of 160 right: too few to judge the maps"
     inside = 0
     for i in right:
-        (top, left), h = boxes[i], maps[i].heatmap
-        inside += h[top : top + 48, left : left + 48].sum() > 0.5 * h.sum()
+        (left, top, r, b), h = held.box_of(i), maps[i].heatmap
+        inside += h[top:b, left:r].sum() > 0.5 * h.sum()
     assert maps[0].method == "hirescam" and maps[0].heatmap.shape == (128, 128)
     assert inside / len(right) >= 0.9, f"{inside} of {len(right)}"

@@ -1,7 +1,7 @@
 """Datasets, robust decoding and Inception preprocessing."""
 
 from .build import build_dataset, run_split, write_list
-from .datasets import Augmented, Batch, Digits, ImageFolder, ListFile, Synthetic, collate
+from .datasets import Augmented, Batch, DigitCanvas, Digits, ImageFolder, ListFile, Synthetic, collate
 from .decode import DecodeError, decode_rgb, load_rgb
 from .device_augment import DeviceAugment, DeviceBatches, EncodedImages, collate_encoded
 from .transforms import Preprocessing, eval_transform, train_transform
@@ -12,6 +12,7 @@ __all__ = [
     "DeviceAugment",
     "Batch",
     "DeviceBatches",
+    "DigitCanvas",
     "Digits",
     "EncodedImages",
     "ImageFolder",

@@ -170,6 +170,44 @@ class Digits(ImageDataset):
         return f"digits#{self.ids[index]}"
 
 
+class DigitCanvas(ImageDataset):
+    """:class:`Digits` placed at random on a larger plain canvas: a dataset whose answer to
+    *where* is known (each image's :meth:`box_of`), on which class-activation maps
+    (:mod:`inceptionv4.infer.explain`) are tested and measured.
+
+    Image ``i`` is digit ``i % len(digits)`` of the ``split``, upscaled to ``digit`` px (light ink),
+    at a place drawn from ``(seed, i)`` on a ``size`` px canvas of dark grey with faint noise;
+    ``samples`` images in all (default: one per digit)."""
+
+    def __init__(self, split: str = "train", *, size: int = 128, digit: int = 48, samples: int | None = None,
+                 seed: int = 0) -> None:  # fmt: skip
+        if not 8 <= digit <= size:
+            raise ValueError(f"digit must be 8 to size ({size}) pixels, got {digit}")
+        self.digits = Digits(split, seed)
+        self.size, self.digit, self.seed = size, digit, seed
+        self.classes = self.digits.classes
+        count = len(self.digits) if samples is None else samples
+        self.samples = [(i, self.digits.samples[i % len(self.digits)][1]) for i in range(count)]
+
+    def box_of(self, index: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of image ``index``'s digit."""
+        top, left = np.random.default_rng([self.seed, index]).integers(0, self.size - self.digit + 1, 2)
+        return int(left), int(top), int(left) + self.digit, int(top) + self.digit
+
+    def load(self, index: int, reduce_to: int | None = None) -> tuple[Image.Image, int]:
+        i, label = self.samples[index]
+        left, top, right, bottom = self.box_of(index)
+        noise = np.random.default_rng([self.seed, index, 1]).normal(0, 5.1, (self.size, self.size))
+        canvas = np.clip(25.5 + noise, 0, 255)
+        glyph = Image.fromarray(self.digits.samples[i % len(self.digits)][0], mode="L")
+        ink = np.asarray(glyph.resize((self.digit, self.digit), Image.Resampling.BILINEAR), dtype=np.float64)
+        canvas[top:bottom, left:right] = np.maximum(canvas[top:bottom, left:right], ink)
+        return Image.fromarray(canvas.round().astype(np.uint8), mode="L").convert("RGB"), label
+
+    def name_of(self, index: int) -> str:
+        return f"digit-canvas#{index}"
+
+
 class Synthetic(ImageDataset):
     """Procedural images, deterministic by (seed, index): each class a stripe orientation and hue."""
 
