@@ -75,6 +75,19 @@ def colour_folders(root, per_class: int, shape: tuple[int, int], noise: float) -
             Image.fromarray(px).save(root / c / f"{i}.png")
 
 
+def int8_onnx(model, folder):
+    """``model`` saved as ``folder/fp32.safetensors`` and quantized by onnxruntime (calibrated on
+    colour folders, any agreement) to ``folder/q.onnx``: (fp32 weights, artefact)."""
+    from inceptionv4.engines.quantize import quantize
+
+    (folder / "calib").mkdir()
+    colour_folders(folder / "calib", 3, (80, 96), 25)
+    weights = folder / "fp32.safetensors"
+    iv.save_weights(model, weights)
+    quantize(weights, folder / "calib", folder / "q.onnx", backend="onnxruntime", min_agreement=0.0)
+    return weights, folder / "q.onnx"
+
+
 def noisy_pngs(root, n: int, seed: int) -> list:
     """``n`` distinct PNG files of noise in ``root``, sizes around small_model's 75 px (the i-th
     is (80 + 7i) x (100 - 3i)), the same pixels for the same seed."""

@@ -65,7 +65,7 @@ def test_every_network_at_any_size_and_channels_last_matches_the_definition(name
     # a finer stage, named as feature_info names it
     x = torch.randn(1, 3, 120, 120)
     (e,) = explain(net, x, target="top1", layer="stage_b")
-    w = reference_gradcam(net, "stage_b", x, torch.tensor([e.top1["index"]]))
+    w = reference_gradcam(net, "stage_b", x, torch.tensor([e.top1["index"]]), hires=True)  # the default method
     assert e.index == e.top1["index"] and np.abs(e.heatmap - w[0].numpy()).max() < 1e-4
 
 
@@ -130,16 +130,9 @@ def test_a_session_is_explained_from_its_fp32_weights_whatever_engine_runs_it(sm
 
 @pytest.mark.skipif(not iv.extras.installed("onnxruntime"), reason="needs onnxruntime")
 def test_an_int8_artefact_is_explained_with_the_fp32_weights_its_report_names(small_model, tmp_path):
-    from inceptionv4.engines.quantize import quantize
+    from .conftest import int8_onnx
 
-    from .conftest import colour_folders
-
-    (tmp_path / "calib").mkdir()
-    colour_folders(tmp_path / "calib", 3, (80, 96), 25)
-    weights = tmp_path / "fp32.safetensors"
-    iv.save_weights(small_model, weights)
-    q = tmp_path / "q.onnx"
-    quantize(weights, tmp_path / "calib", q, backend="onnxruntime", min_agreement=0.0)
+    weights, q = int8_onnx(small_model, tmp_path)
     image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (90, 90, 3), dtype=np.uint8))
     want = explain(small_model, image, target=0)[0]
     got = explain(open_session(q), image, target=0)[0]

@@ -82,17 +82,12 @@ def test_explain_has_predicts_limits_and_says_every_refusal(server):
 @pytest.mark.skipif(not iv.extras.installed("onnxruntime"), reason="needs onnxruntime")
 def test_an_int8_server_without_its_fp32_weights_says_what_to_pass(small_model, tmp_path):
     from inceptionv4.engines.open import open_session
-    from inceptionv4.engines.quantize import quantize
 
-    from .conftest import colour_folders
+    from .conftest import int8_onnx
 
-    (tmp_path / "calib").mkdir()
-    colour_folders(tmp_path / "calib", 3, (80, 96), 25)
-    weights = tmp_path / "fp32.safetensors"
-    iv.save_weights(small_model, weights)
-    quantize(weights, tmp_path / "calib", tmp_path / "q.onnx", backend="onnxruntime", min_agreement=0.0)
+    weights, q = int8_onnx(small_model, tmp_path)
     weights.unlink()
-    with InferenceServer(open_session(tmp_path / "q.onnx"), port=0, access_log=False, warm_up=False) as s:
+    with InferenceServer(open_session(q), port=0, access_log=False, warm_up=False) as s:
         status, r, _ = request(s.url, "POST", "/v1/explain", png(3), {"Content-Type": "image/png"})
         assert status == 501 and "fp32 weights it was quantized from" in r["error"] and "--explain-weights" in r["error"]
         assert request(s.url, "GET", "/v1/model")[1]["explain"]["available"] is False  # the page hides "why"

@@ -83,20 +83,23 @@ class Explainer:
         if not networks:
             raise ValueError("give a network to explain")
         first = networks[0]
-        taps = [info.module for info in first.feature_info]
-        layer = layer or taps[-1]
-        if layer not in taps:
-            raise ValueError(f"layer must be one of {first.model_name}'s stages ({', '.join(taps)}); got {layer!r}")
         if first.head is None:
             raise ValueError("this network has no classifier (features_only): there is no class to explain")
+        self.layers, self.strides = [], []  # per network: an ensemble may mix networks (IR-v2's last is "post")
+        for n in networks:
+            taps = [info.module for info in n.feature_info]
+            chosen = layer or taps[-1]
+            if chosen not in taps:
+                raise ValueError(f"layer must be one of {n.model_name}'s stages ({', '.join(taps)}); got {chosen!r}")
+            self.layers.append(chosen)
+            self.strides.append(n.feature_info[taps.index(chosen)].reduction)
         self.device = torch.device(device)
         self.channels_last = channels_last
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.networks = [copy.deepcopy(n).float().eval().to(self.device, memory_format=fmt) for n in networks]
         self.labels = Labels.of_model(first)
         self.pre = Preprocessing.of(first, input_size)
-        self.method, self.layer = method, layer
-        self.stride = first.feature_info[taps.index(layer)].reduction
+        self.method, self.layer = method, self.layers[0]
         self._lock = threading.Lock()
 
     @classmethod
@@ -133,9 +136,11 @@ class Explainer:
             raise ValueError(f"target class {int(target)} is outside 0-{len(self.labels.keys) - 1}")
         return int(target)
 
-    def maps(self, views: torch.Tensor, targets: Target | Sequence[Target] = TOP1) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Maps of normalised float views (N, 3, H, W): ((N, H, W) maps in [0, 1] on the CPU, (N, classes)
-        probabilities, the class each map explains). ``targets``: one for all, or one per view."""
+    def maps(self, views: torch.Tensor,
+             targets: Target | Sequence[Target] = TOP1) -> tuple[torch.Tensor, torch.Tensor, list[int]]:  # fmt: skip
+        """Maps of normalised float views (N, 3, H, W): ((N, H, W) maps in [0, 1] on the CPU,
+        (N, classes) probabilities, the class each map explains). ``targets``: one for all, or one
+        per view. An ensemble's maps are summed at the views' size, then scaled."""
         if views.dim() != 4 or not views.is_floating_point():
             raise ValueError(f"views must be float (N, 3, H, W), normalised; got {views.dtype} {tuple(views.shape)}")
         per_view = list(targets) if isinstance(targets, (list, tuple)) else [targets] * len(views)
@@ -148,15 +153,16 @@ class Explainer:
                 probs = sum(F.softmax(n(x).float(), 1) for n in self.networks).cpu() / len(self.networks)
             classes = [self.class_of(t, p) for t, p in zip(per_view, probs, strict=True)]
             index = torch.tensor(classes, device=self.device)
-            raw = sum(self._layer_map(n, x, index) for n in self.networks)
-        up = upsample_map(raw.detach().float(), self.stride, tuple(views.shape[-2:]))
+            size = tuple(views.shape[-2:])
+            up = sum(upsample_map(self._layer_map(n, layer, x, index), stride, size)
+                     for n, layer, stride in zip(self.networks, self.layers, self.strides, strict=True))  # fmt: skip
         return _unit(up.cpu()), probs, classes
 
-    def _layer_map(self, network: InceptionNet, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _layer_map(self, network: InceptionNet, name: str, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """(N, h, w) map at the layer's resolution, >= 0: what each method computes from Captum's attributions."""
         from captum.attr import LayerGradCam, LayerGradientXActivation
 
-        layer = network.get_submodule(self.layer)
+        layer = network.get_submodule(name)
         if self.method == "gradcam":
             a = LayerGradCam(network, layer).attribute(x, target=index, relu_attributions=True)[:, 0]
         else:  # HiResCAM: the gradient times the activation, summed over channels, then rectified
