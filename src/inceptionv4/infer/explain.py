@@ -15,9 +15,10 @@ the classifier pools; an earlier stage (``stage_b``: 17x17) gives a finer, noisi
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -358,29 +359,39 @@ def _png_name(file: str, taken: set[str], rank: int | None = None) -> str:
     return name
 
 
-def write_overlays(explainer: Explainer, pictures: Iterator[tuple[str, Image.Image | str, Target, str | None]],
-                   out_dir: str | os.PathLike, *, ranked: bool = False) -> Iterator[dict]:  # fmt: skip
+def write_overlays(explainer: Explainer, pictures: Iterable[tuple[str, Image.Image | str, Target, str | None]],
+                   out_dir: str | os.PathLike, *, ranked: bool = False, batch_size: int = 8) -> Iterator[dict]:  # fmt: skip
     """Explain each ``(name, picture, target, caption)`` and write its overlay PNG into ``out_dir``
     (:func:`~inceptionv4.plots.save_overlay`: heatmap over the image, class and probability in the
-    title): yield the explanation's :meth:`~Explanation.summary` with ``"overlay"`` (its path), or
-    ``{"file", "error"}`` for a picture that cannot be read. ``picture`` is a decoded image or a file
-    to read; with ``ranked`` the PNGs are numbered in the order given."""
+    title): yield, in order, the explanation's :meth:`~Explanation.summary` with ``"overlay"`` (its
+    path), or ``{"file", "error"}`` for a picture that cannot be read. ``picture`` is a decoded
+    image or a file to read; ``batch_size`` are explained at a time; with ``ranked`` the PNGs are
+    numbered in the order given."""
     from ..data.decode import load_rgb
     from ..plots import save_overlay
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
-    for rank, (name, picture, target, caption) in enumerate(pictures, 1):
-        try:
-            image = load_rgb(picture) if isinstance(picture, (str, os.PathLike)) else picture
-            (e,) = explainer.explain_images([image], [name], [target])
-        except DecodeError as err:
-            yield {"file": name, "error": str(err).removeprefix(f"{name}: ")}
-            continue
-        path = save_overlay(image, e.heatmap, e.box, overlay_title(e, caption),
-                            out / _png_name(name, taken, rank if ranked else None))  # fmt: skip
-        yield {**e.summary(), "overlay": str(path)}
+    todo = iter(enumerate(pictures, 1))
+    while chunk := list(itertools.islice(todo, batch_size)):
+        records: dict[int, dict] = {}
+        ready = []  # (rank, name, image, target, caption) of those that decode
+        for rank, (name, picture, target, caption) in chunk:
+            try:
+                image = load_rgb(picture) if isinstance(picture, (str, os.PathLike)) else picture
+                ready.append((rank, name, image, target, caption))
+            except DecodeError as err:
+                records[rank] = {"file": name, "error": str(err).removeprefix(f"{name}: ")}
+        if ready:
+            ranks, names, images, targets, captions = zip(*ready, strict=True)
+            for rank, name, image, caption, e in zip(ranks, names, images, captions,
+                                                     explainer.explain_images(list(images), list(names), targets),
+                                                     strict=True):  # fmt: skip
+                path = save_overlay(image, e.heatmap, e.box, overlay_title(e, caption),
+                                    out / _png_name(name, taken, rank if ranked else None))  # fmt: skip
+                records[rank] = {**e.summary(), "overlay": str(path)}
+        yield from (records[rank] for rank, _ in chunk)
 
 
 def explain_errors(explainer: Explainer, dataset, report: dict, out_dir: str | os.PathLike, *,
