@@ -101,10 +101,12 @@ def test_the_readmes_second_python_block_runs_on_what_the_demo_left(demo, tmp_pa
     tops = [ast.literal_eval(line.split(" ", 1)[1]) for line in printed[1:5]]
     assert [top["name"] for top in tops] == [eager[Path(f).name] for f in samples]
     first = eager[Path(samples[0]).name]
-    assert ast.literal_eval(printed[5])["name"] == first  # bf16 agrees on the first
-    agreement = float(printed[6].split()[0])
+    name, prob, shape = printed[5].split(" ", 2)  # explain(): the first sample's top class, its map at 75x75
+    assert name == first and 0 < float(prob) <= 1 and shape == "(75, 75)"
+    assert ast.literal_eval(printed[6])["name"] == first  # bf16 agrees on the first
+    agreement = float(printed[7].split()[0])
     assert agreement >= 0.95 and (tmp_path / "runs/demo/mine.int8.xml").is_file()
-    served = ast.literal_eval(printed[7])["results"][0]
+    served = ast.literal_eval(printed[8])["results"][0]
     assert served["ok"] and served["top"][0]["name"] == first
     copy = load_weights(tmp_path / "runs/demo/copy.safetensors")
     assert copy.class_names == scope["model"].class_names
