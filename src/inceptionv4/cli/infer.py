@@ -51,6 +51,16 @@ def register(sub) -> None:
     add_session_flags(p, workers=True)
     p.set_defaults(func=_predict)
 
+    p = sub.add_parser("verify", help="are two faces one person's? the distance between their embeddings (facenet)")
+    p.add_argument("faces", nargs=2, metavar="FACE", help="two aligned face crops (160 px for facenet's weights)")
+    p.add_argument("--weights", required=True, help="face-embedding weights: facenet-pytorch's .pt, or a bundle")
+    p.add_argument("--threshold", required=True, type=number(float, 0, 2),
+                   help="the largest distance called the same person (0-2; pick it on pairs you know)")
+    p.add_argument("--model", help="the network, for weights files that do not say it")
+    p.add_argument("--device", default="cpu", help="where the network runs: cpu, cuda, cuda:N, mps")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.set_defaults(func=_verify)
+
     p = sub.add_parser("quantize", help="calibrated int8 (OpenVINO NNCF or onnxruntime QDQ), checked on held-out images")
     p.add_argument("--weights", required=True, help="the fp32 weights (a bundle or checkpoint)")
     p.add_argument("--model", help="the network, for weights files that do not say it")
@@ -272,6 +282,20 @@ def _write_overlays(explainer, explained: list[tuple[str, int]], args: argparse.
     print(f"wrote {len(explained) - failed} overlay(s) into {args.explain} ({explainer.method} at "
           f"{explainer.layer})", file=sys.stderr)  # fmt: skip
     return failed
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ..devices import resolve_device
+    from ..infer.embed import verify
+
+    v = verify(args.weights, *args.faces, threshold=args.threshold, model=args.model,
+               device=resolve_device(args.device))  # fmt: skip
+    if args.json:
+        print(json.dumps({"faces": args.faces, "distance": v.distance, "threshold": v.threshold, "same": v.same}))
+    else:
+        call = "the same person" if v.same else "different people"
+        print(f"distance {v.distance:.4f}: {call} (threshold {v.threshold:g})")
+    return 0
 
 
 def _quantize(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from .preprocessing import Preprocessing
 
-#: facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128, on 160 px aligned faces
-_FACENET = Preprocessing(input_size=160, mean=(127.5 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bilinear",
+#: facenet-pytorch's fixed_image_standardization, (x - 127.5) / 128, on 160 px aligned faces: what
+#: every facenet checkpoint was trained with, stamped on one loaded from a file
+FACENET_PREPROCESSING = Preprocessing(input_size=160, mean=(127.5 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bilinear",
                          crop_pct=1.0)  # fmt: skip
 _IRV2 = Preprocessing(crop_pct=0.8975)  # timm's crop for the released Inception-ResNet-v2
 
@@ -78,11 +79,11 @@ RELEASED_WEIGHTS: tuple[ReleasedWeights, ...] = (
                     file="inceptionresnetv2-520b38e4.pth", source="cadene", classes="imagenet-1k + background",
                     preprocessing=_IRV2, where=_CADENE),
     ReleasedWeights(name="facenet-pytorch vggface2", model="inception_resnet_v1", file="20180402-114759-vggface2.pt",
-                    source="facenet", classes="8,631 VGGFace2 identities", preprocessing=_FACENET,
+                    source="facenet", classes="8,631 VGGFace2 identities", preprocessing=FACENET_PREPROCESSING,
                     where=_FACENET_AT),
     ReleasedWeights(name="facenet-pytorch casia-webface", model="inception_resnet_v1",
                     file="20180408-102900-casia-webface.pt", source="facenet",
-                    classes="10,575 CASIA-WebFace identities", preprocessing=_FACENET, where=_FACENET_AT),
+                    classes="10,575 CASIA-WebFace identities", preprocessing=FACENET_PREPROCESSING, where=_FACENET_AT),
 )  # fmt: skip
 
 

@@ -266,7 +266,8 @@ def _foreign_half(tensors: dict, path: object, arch: str | None, source: str | N
     """(network, state dict in our names, build options, metadata) of a foreign checkpoint: its
     source detected from its names unless given, and its network, when ``arch`` is None, the one
     whose names and shapes it fits (else an error that says which to give)."""
-    from .convert import convert_state_dict, fitting_conversions
+    from ..models.released import FACENET_PREPROCESSING
+    from .convert import convert_state_dict, fitting_conversions, head_kwargs
     from .readers import detect_source
 
     if arch is not None and arch not in list_models():
@@ -290,10 +291,11 @@ def _foreign_half(tensors: dict, path: object, arch: str | None, source: str | N
     if sd is None:
         sd = tensors if src == "inceptionv4" else convert_state_dict(tensors, source=src, model=arch,
                                                                          keep_background=keep_background)  # fmt: skip
-    fc = sd.get("head.fc.weight")
-    kwargs = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
-    info = {"class_names": None, "label_set": "imagenet-1k" if kwargs["num_classes"] == 1000 else "",
-            "source": f"{src}: {path}"}  # fmt: skip
+    kwargs = head_kwargs(sd)  # the classes, and facenet's embedding head
+    info = {"class_names": None, "label_set": "imagenet-1k" if kwargs["num_classes"] == 1000 and src != "facenet"
+            else "", "source": f"{src}: {path}"}  # fmt: skip
+    if src == "facenet":  # 160 px faces, (x - 127.5) / 128: what facenet's networks were trained on
+        info["preprocessing"] = FACENET_PREPROCESSING.to_dict()
     return arch, sd, kwargs, info
 
 

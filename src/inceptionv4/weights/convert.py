@@ -330,7 +330,7 @@ def convert_tf_slim(arrays: Mapping[str, object], model: str) -> dict[str, torch
 ORDERED_CONVERTERS = {"keras": convert_keras, "tf-slim": convert_tf_slim}
 
 
-def _build_kwargs(sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
+def head_kwargs(sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """The head sizes a state dict in our names was saved with (classes, facenet's embedding)."""
     fc = sd.get("head.fc.weight")
     kwargs: dict[str, int] = {"num_classes": int(fc.shape[0]) if fc is not None else 0}
@@ -356,7 +356,7 @@ def fitting_conversions(
     loads the one that fits does not convert it a second time."""
     if source == "inceptionv4":
         sd = dict(_as_state_dict(obj))
-        kwargs = _build_kwargs(sd)
+        kwargs = head_kwargs(sd)
         theirs = {k: tuple(v.shape) for k, v in sd.items()}
         fits = {}
         for name in list_models():
@@ -417,7 +417,7 @@ def convert_state_dict(
     if fc is not None and fc.shape[0] == 1001 and not keep_background:
         out = _drop_background(out)
     with torch.device("meta"):
-        expected = build_model(model, **_build_kwargs(out)).state_dict()
+        expected = build_model(model, **head_kwargs(out)).state_dict()
     missing = sorted(set(expected) - set(out))
     unplaced += sorted(set(out) - set(expected)) if source not in TABLES else []
     shapes = [
