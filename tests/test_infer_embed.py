@@ -9,7 +9,8 @@ from PIL import Image
 
 import inceptionv4 as iv
 from inceptionv4.cli import main
-from inceptionv4.infer.embed import distance_matrix, embed, embeddings, face_distances, verify
+from inceptionv4.engines.open import open_session
+from inceptionv4.infer.embed import distance_matrix, embed, face_distances, verify
 
 from .conftest import randomize_bn
 
@@ -71,11 +72,6 @@ def test_embeddings_and_distances_equal_facenets(facenet_file, tmp_path):
     assert not verify(path, faces[0], faces[1], threshold=float(expected[0, 1]) - 1e-3).same
     with pytest.raises(ValueError, match="threshold must be a distance between 0 and 2"):
         verify(path, faces[0], faces[1], threshold=3)
-    # a classifier's embedding is its pooled features
-    net = iv.create_model("inception_v4", num_classes=3).eval()
-    x = torch.randn(2, 3, 120, 120)
-    with torch.no_grad():
-        assert torch.equal(embeddings(net, x), net.forward_head(net.forward_features(x), pre_logits=True))
     assert np.allclose(distance_matrix(np.eye(3)), np.sqrt(2) * (1 - np.eye(3)))
 
 
@@ -93,3 +89,101 @@ def test_the_verify_command_prints_the_distance_and_the_call(facenet_file, capsy
     assert "bad.jpg" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["verify", str(faces[0]), str(faces[1]), "--weights", str(path), "--threshold", "2.5"])
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
+def test_an_embedding_session_runs_the_embedding_network_on_every_engine(small_model, backend, tmp_path):
+    """A classifier's embedding is its pooled features (forward_head(pre_logits=True)), on any
+    engine, averaged over crops like probabilities; an int8 artefact is refused."""
+    if not iv.extras.installed(backend):
+        pytest.skip(f"needs {backend}")
+    x = torch.randint(0, 256, (3 * 10, 3, 75, 75), dtype=torch.uint8)
+    session = open_session(small_model, backend=backend, output="embeddings", crops=10, cache_dir=tmp_path)
+    got = session(x)
+    from inceptionv4.data.views import normalize_views
+
+    with torch.no_grad():
+        views = normalize_views(x, iv.models.Preprocessing.of(small_model))
+        pooled = small_model.forward_head(small_model.forward_features(views), pre_logits=True)
+    want = pooled.view(3, 10, -1).mean(1)
+    assert got.shape == (3, 1792) and (got - want).abs().max().item() < 1e-4, backend
+    assert session.describe()["output"] == "embeddings" and small_model.num_classes == 3  # the caller's is kept
+
+
+def _images(folder, n, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)).save(folder / f"img{i:02d}.png")
+    return sorted(str(p) for p in folder.iterdir())
+
+
+def test_embed_writes_parquet_rows_and_a_rerun_finishes_what_a_killed_run_left(small_model, tmp_path, capsys,
+                                                                               monkeypatch):  # fmt: skip
+    import pyarrow.parquet as pq
+
+    from inceptionv4.infer import outputs
+
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights)
+    files = _images(tmp_path / "in", 7)
+    want = embed(weights, files, backend="torch")
+    out = tmp_path / "emb.parquet"
+    argv = ["embed", str(tmp_path / "in"), "--weights", str(weights), "--out", str(out), "--backend", "torch",
+            "--precision", "fp32", "--batch-size", "2"]  # fmt: skip
+    # a run killed after its fifth image: parts of 2 rows; the interrupt writes the one pending
+    monkeypatch.setattr(outputs.ParquetRows, "__init__", _small_parts(outputs.ParquetRows.__init__))
+    real_add, seen = outputs.ParquetRows.add, []
+
+    def dying_add(self, row):
+        real_add(self, row)
+        seen.append(row["key"])
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs.ParquetRows, "add", dying_add)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert outputs.done_keys(out) == set(files[:5]) and len(list(out.glob("*.parquet"))) == 3
+    (out / ".part-x.parquet.tmp").write_bytes(b"PAR1 half a part")  # a part a SIGKILL cut short: never read
+    monkeypatch.setattr(outputs.ParquetRows, "add", real_add)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "wrote 2 embedding row(s) into" in err and "(5 already there, skipped)" in err
+    table = pq.read_table(out)
+    rows = {r["key"]: r["embedding"] for r in table.to_pylist()}
+    assert table.num_rows == 7 and sorted(rows) == files  # nothing dropped, nothing twice
+    assert np.abs(np.array([rows[f] for f in files]) - want.vectors).max() < 1e-5
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[1792]"
+
+
+def _small_parts(init):
+    def small(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "rows_per_part": 2})
+
+    return small
+
+
+def test_predict_out_writes_the_top_k_as_parquet_and_skips_what_is_written(small_model, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from inceptionv4.infer.predict import predict
+
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights)
+    files = _images(tmp_path / "in", 3)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "preds.parquet"
+    argv = ["predict", str(tmp_path / "in"), "--weights", str(weights), "--out", str(out), "--topk", "2",
+            "--backend", "torch", "--precision", "fp32"]  # fmt: skip
+    assert main(argv) == 1  # the broken file
+    assert "broken.png: error: not an image" in capsys.readouterr().err
+    rows = {r["key"]: r["top"] for r in pq.read_table(out).to_pylist()}
+    for result in predict(small_model, files, topk=2):
+        got = rows[result["file"]]
+        assert [t["index"] for t in got] == [t["index"] for t in result["top"]]
+        assert max(abs(a["prob"] - b["prob"]) for a, b in zip(got, result["top"], strict=True)) < 1e-6
+    main(argv)
+    assert "wrote 0 prediction row(s)" in capsys.readouterr().err and pq.read_table(out).num_rows == 3
+    assert main([*argv, "--json"]) != 0
+    assert "--out writes the predictions as Parquet: drop --json" in capsys.readouterr().err

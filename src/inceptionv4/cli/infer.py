@@ -44,12 +44,27 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
                    help="images per pass (default: 16 on a CPU, 256 on a GPU)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--out", metavar="PREDS.parquet",
+                   help="write the top-k of each image as Parquet rows (key, top) instead of printing them; a rerun "
+                        "skips the images already written (docs/evaluation.md)")  # fmt: skip
     p.add_argument("--explain", metavar="DIR",
                    help="also write one overlay PNG per image into DIR: the heatmap of the class predicted over the "
                         "image, class and probability in the title (docs/explain.md)")  # fmt: skip
     add_explain_flags(p)
     add_session_flags(p, workers=True)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("embed", help="each image's embedding (an embedding head's, else the pooled features) as "
+                       "Parquet rows; resumable")  # fmt: skip
+    p.add_argument("inputs", nargs="+", help="image files, folders, or quoted globs")
+    p.add_argument("--out", required=True, metavar="EMB.parquet",
+                   help="the Parquet dataset (a folder of parts) to write: rows of key and embedding; a rerun skips "
+                        "the keys already there")  # fmt: skip
+    p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
+                   help="images per pass (default: 16 on a CPU, 256 on a GPU)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_session_flags(p, workers=True)
+    p.set_defaults(func=_embed)
 
     p = sub.add_parser("verify", help="are two faces one person's? the distance between their embeddings (facenet)")
     p.add_argument("faces", nargs=2, metavar="FACE", help="two aligned face crops (160 px for facenet's weights)")
@@ -96,7 +111,7 @@ def add_session_flags(p: argparse.ArgumentParser, *, workers: bool, precision: s
     default), and where images are decoded (with --workers for those that read files in bulk)."""
     p.add_argument("--weights", action="append", default=[],
                    help="a weights file or an int8 artefact (inceptionv4 quantize); repeat for an ensemble")  # fmt: skip
-    add_settings(p, SessionOptions, defaults={"precision": precision})
+    add_settings(p, SessionOptions, defaults={"precision": precision}, skip=("output",))  # the command says it
     p.set_defaults(default_precision=precision)
     p.add_argument("--compile", dest="form", action="store_const", const="compile", help="the same as --form compile")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
@@ -156,11 +171,13 @@ def check_weights(weights: list[str]) -> list[str]:
     return weights
 
 
-def open_from_flags(args: argparse.Namespace, weights: list[str], device: str | None = None):
-    """The session of eval / predict / serve, from the flags every one of them shares."""
+def open_from_flags(args: argparse.Namespace, weights: list[str], device: str | None = None, **settings):
+    """The session of eval / predict / embed / serve, from the flags every one of them shares
+    (``settings``: the command's own, e.g. embed's output)."""
     from ..engines.open import open_session
 
-    return open_session(check_weights(weights), session_options(args), **({"device": device} if device else {}))
+    return open_session(check_weights(weights), session_options(args), **({"device": device} if device else {}),
+                        **settings)  # fmt: skip
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -238,9 +255,13 @@ def _write_error_overlays(explainer, dataset, report: dict, out_dir: str, limit:
 def _predict(args: argparse.Namespace) -> int:
     from ..infer.predict import predict
 
+    if args.out and (args.explain or args.json):
+        raise ValueError("--out writes the predictions as Parquet: drop --json and --explain, or --out")
     if args.explain:
         check_writable(Path(args.explain) / "overlay.png")
     session = open_from_flags(args, args.weights)
+    if args.out:
+        return _predict_parquet(args, session)
     explainer = open_explainer(args, session) if args.explain else None
     explained: list[tuple[str, int]] = []
     failed = 0
@@ -267,6 +288,65 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _sigterm_exits() -> None:
+    """SIGTERM (a scheduler's stop) ends the run as Ctrl-C does: what is finished gets written."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def _report_parquet(summary: dict, done: int, out: str, what: str) -> int:
+    said = f" ({done} already there, skipped)" if done else ""
+    errors = f"; {summary['errors']} could not be read" if summary["errors"] else ""
+    print(f"wrote {summary['written']} {what} row(s) into {out}{said}{errors}", file=sys.stderr)
+    return 1 if summary["errors"] else 0
+
+
+def _unreadable(row: dict) -> None:
+    print(f"{printable(row['file'])}: error: {printable(row['error'])}", file=sys.stderr)
+
+
+def _predict_parquet(args: argparse.Namespace, session) -> int:
+    """predict --out: the top-k of each image as Parquet rows; a rerun skips what is written."""
+    from ..infer.embed import write_parquet
+    from ..infer.outputs import done_keys, top_schema
+    from ..infer.predict import predict
+
+    _sigterm_exits()
+    done = done_keys(args.out)
+    rows = predict(session, args.inputs, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
+                   decode=args.decode, skip=done, progress=sys.stderr.isatty())  # fmt: skip
+    summary = write_parquet(rows, args.out, lambda _: top_schema(), lambda r: {"key": r["file"], "top": r["top"]},
+                            on_error=_unreadable)  # fmt: skip
+    return _report_parquet(summary, len(done), args.out, "prediction")
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from ..infer.embed import embed_rows, write_parquet
+    from ..infer.outputs import done_keys, embedding_schema
+
+    session = open_from_flags(args, args.weights, output="embeddings")
+    _sigterm_exits()
+    done = done_keys(args.out)
+    rows = embed_rows(session, args.inputs, batch_size=args.batch_size, workers=args.workers, decode=args.decode,
+                      skip=done, progress=not args.no_progress and sys.stderr.isatty())  # fmt: skip
+    summary = write_parquet(rows, args.out, lambda r: embedding_schema(len(r["embedding"])),
+                            lambda r: {"key": r["file"], "embedding": r["embedding"]}, on_error=_unreadable)  # fmt: skip
+    return _report_parquet(summary, len(done), args.out, "embedding")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ..infer.embed import verify
+
+    v = verify(args.weights, *args.faces, threshold=args.threshold, model=args.model, device=args.device)
+    if args.json:
+        print(json.dumps({"faces": args.faces, "distance": v.distance, "threshold": v.threshold, "same": v.same}))
+    else:
+        call = "the same person" if v.same else "different people"
+        print(f"distance {v.distance:.4f}: {call} (threshold {v.threshold:g})")
+    return 0
+
+
 def _write_overlays(explainer, explained: list[tuple[str, int]], args: argparse.Namespace) -> int:
     """predict --explain: each predicted file's overlay (its top-1 class); the count that failed."""
     from ..infer.explain import write_overlays
@@ -282,20 +362,6 @@ def _write_overlays(explainer, explained: list[tuple[str, int]], args: argparse.
     print(f"wrote {len(explained) - failed} overlay(s) into {args.explain} ({explainer.method} at "
           f"{explainer.layer})", file=sys.stderr)  # fmt: skip
     return failed
-
-
-def _verify(args: argparse.Namespace) -> int:
-    from ..devices import resolve_device
-    from ..infer.embed import verify
-
-    v = verify(args.weights, *args.faces, threshold=args.threshold, model=args.model,
-               device=resolve_device(args.device))  # fmt: skip
-    if args.json:
-        print(json.dumps({"faces": args.faces, "distance": v.distance, "threshold": v.threshold, "same": v.same}))
-    else:
-        call = "the same person" if v.same else "different people"
-        print(f"distance {v.distance:.4f}: {call} (threshold {v.threshold:g})")
-    return 0
 
 
 def _quantize(args: argparse.Namespace) -> int:

@@ -94,6 +94,9 @@ def open_session(source: Source | Sequence[Source], options: SessionOptions | No
         )
     opts, device = _placed(opts)
     if artefacts:
+        if opts.output == "embeddings":
+            raise ValueError("an int8 artefact computes class probabilities: embed with the fp32 weights it was "
+                             "quantized from")  # fmt: skip
         return _artefact_session(artefacts, opts)
     from ..api import load_network
 
@@ -102,6 +105,8 @@ def open_session(source: Source | Sequence[Source], options: SessionOptions | No
     for m in models[1:]:
         if Labels.of_model(m).keys != labels.keys:
             raise ValueError("the models of an ensemble must share their classes")
+    if opts.output == "embeddings":  # the engines run the embedding network like any other
+        models = [m.embedding_model() for m in models]
     if opts.backend == "torch":
         keep = opts.device == "auto" and all(isinstance(s, torch.nn.Module) for s in sources)  # where they are
         return _torch_session(models, labels, device, opts, keep_devices=keep, sources=sources)
@@ -184,7 +189,7 @@ def _session(runners: list, pre, labels: Labels, architecture: str, opts: Sessio
     """The one place a :class:`Session` is built: by keyword, from the checked options."""
     return Session(runners=runners, pre=pre, labels=labels, architecture=architecture, backend=opts.backend,
                    precision=opts.precision, device=device, crops=opts.crops, full_decode=opts.full_decode,
-                   **facts)  # fmt: skip
+                   output=opts.output, **facts)  # fmt: skip
 
 
 def as_session(models: Session | torch.nn.Module | Sequence[torch.nn.Module]) -> Session:

@@ -13,6 +13,8 @@ from ..precision import PRECISIONS
 from ..settings import check_fields, setting
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+#: what a session returns: class probabilities, or each image's embedding
+OUTPUTS = ("probabilities", "embeddings")
 #: how torch runs a network: as it is, or through :func:`~inceptionv4.engines.torch.compile_for_inference`
 FORMS = ("eager", "compile")
 
@@ -49,6 +51,12 @@ class SessionOptions:
         False,
         "decode every JPEG at full size: the exact pixels published accuracy is measured on (default: a JPEG at "
         "least twice the size the crops need is decoded reduced, 1/2 to 1/8, in the DCT domain; docs/evaluation.md)",
+    )
+    output: str = setting(
+        "probabilities",
+        "what the session returns: probabilities (softmax), or embeddings (an embedding head's normalised output, "
+        "else the pooled features); averaged over crops and models either way",
+        choices=OUTPUTS,
     )
     cache_dir: str | None = setting(
         None,

@@ -64,8 +64,10 @@ class Session:
     ``session(views)`` takes (N*V, 3, S, S) views of N images with V = ``crops`` views each:
     uint8 pixels (normalised here, where the models run, with ``pre``) or float32 already
     normalised. It returns (N, classes) float32 probabilities on the CPU: the softmax of each
-    model averaged over the views, then over the models of an ensemble. The result does not
-    depend on how many images are passed at once.
+    model averaged over the views, then over the models of an ensemble. With ``output =
+    "embeddings"`` the models compute embeddings (:meth:`~inceptionv4.models.InceptionNet.embedding_model`)
+    and it returns those (N, D), averaged the same way. The result does not depend on how many
+    images are passed at once.
     """
 
     runners: list[Runner]
@@ -84,6 +86,7 @@ class Session:
     # what it was opened from, per model: weights files, hub ids, networks in memory or int8
     # artefacts (the fp32 weights a class-activation map is computed from: infer.explain)
     sources: list = field(default_factory=list)
+    output: str = "probabilities"  # or "embeddings"
 
     def __post_init__(self) -> None:
         check_crops(self.crops)
@@ -113,7 +116,8 @@ class Session:
             for i in range(0, len(views), self.chunk):
                 x = views[i : i + self.chunk].to(self.device, non_blocking=True)
                 x = normalize_views(x, self.pre) if x.dtype == torch.uint8 else x.float()
-                parts.append(F.softmax(run(x).float(), 1))
+                y = run(x).float()
+                parts.append(y if self.output == "embeddings" else F.softmax(y, 1))
             probs = torch.cat(parts).cpu()  # one copy back (and one wait) per model, not one per pass
             probs = probs.view(-1, self.crops, probs.shape[-1]).mean(1)
             total = probs if total is None else total + probs
@@ -130,6 +134,7 @@ class Session:
             "form": self.form,
             "device": str(self.device),
             "crops": self.crops,
+            "output": self.output,
             "decode_size": self.decode_size,
             "input_size": self.pre.input_size,
             "preprocessing": self.pre.to_dict(),

@@ -9,31 +9,42 @@ same vector, 2 for opposite ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..data.views import crop_views
-from ..models import InceptionNet, Preprocessing
-from ..models.layers import EmbeddingHead
-from .predict import Input, InputFiles, expand_inputs
+from ..data.decode import DecodeError
+from ..engines.open import open_session
+from ..engines.options import SessionOptions
+from ..engines.session import Session
+from .predict import Input, session_rows
 
 
-def embeddings(network: InceptionNet, views: torch.Tensor) -> torch.Tensor:
-    """(N, D) float32 embeddings of normalised views (N, 3, H, W): an embedding head's
-    L2-normalised output (also when it carries a classifier over identities), else the pooled
-    features. No gradients; the network is used as it is (put it in eval mode)."""
-    if network.head is None:
-        raise ValueError("this network has no head (features_only): build it with a head to embed")
-    with torch.no_grad():
-        pooled = network.forward_head(network.forward_features(views), pre_logits=True)
-        head = network.head
-        if isinstance(head, EmbeddingHead):
-            return F.normalize(head.bn(head.proj(pooled)), dim=1).float()
-        return pooled.float()
+def open_embedder(source, options: SessionOptions | None = None, **settings) -> Session:
+    """A session whose output is embeddings (:func:`~inceptionv4.engines.open.open_session` with
+    ``output="embeddings"``): weights, a network, or such a session as it is."""
+    if isinstance(source, Session):
+        if source.output != "embeddings":
+            raise ValueError("this session returns probabilities: open one with output='embeddings'")
+        return source
+    return open_session(source, options, **{**settings, "output": "embeddings"})
+
+
+def embed_rows(session: Session, inputs: Input | list[Input], *, batch_size: int | None = None,
+               progress: bool = False, workers: int = 0, decode: str = "workers",
+               skip: Container[str] = ()) -> Iterator[dict]:  # fmt: skip
+    """``{"file", "ok": True, "embedding"}`` (float32 numpy) or ``{"file", "ok": False, "error"}``
+    for every input (those in ``skip`` left out), in order, through the one batch path
+    (:func:`~inceptionv4.infer.predict.session_rows`) and an embedding session."""
+
+    def rows(outputs: torch.Tensor) -> list[dict]:
+        return [{"embedding": v} for v in outputs.numpy()]
+
+    yield from session_rows(session, inputs, rows, batch_size=batch_size, progress=progress, workers=workers,
+                            decode=decode, skip=skip, desc="embed")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,26 +55,46 @@ class Embedded:
     vectors: np.ndarray
 
 
-def embed(model_or_weights, images: Input | list[Input], *, model: str | None = None, batch_size: int = 16,
-          device: torch.device | str = "cpu") -> Embedded:  # fmt: skip
+def embed(source, images: Input | list[Input], options: SessionOptions | None = None, *,
+          batch_size: int | None = None, **settings) -> Embedded:  # fmt: skip
     """The embedding of each image (files, folders, globs or PIL images, as
-    :func:`~inceptionv4.infer.predict.predict` takes them; each seen through the network's 1-crop
-    view) by a network, or weights as :func:`~inceptionv4.api.load_network` takes (``model``:
-    the network, for files that do not say it). In torch fp32 on ``device``. A file that cannot be
-    read raises :class:`~inceptionv4.data.decode.DecodeError` naming it."""
-    from ..api import load_network
+    :func:`~inceptionv4.infer.predict.predict` takes them, through the session's protocol) by
+    weights, a network or an embedding session. ``options`` / ``settings`` are
+    :func:`~inceptionv4.engines.open.open_session`'s (backend, device, precision, crops, ...). A
+    file that cannot be read raises :class:`~inceptionv4.data.decode.DecodeError` naming it."""
+    session = open_embedder(source, options, **settings)
+    names, vectors = [], []
+    for row in embed_rows(session, images, batch_size=batch_size):
+        if not row["ok"]:
+            raise DecodeError(f"{row['file']}: {row['error']}")
+        names.append(row["file"])
+        vectors.append(row["embedding"])
+    return Embedded(names, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32))
 
-    network = load_network(model_or_weights, model).eval().to(device)
-    pre = Preprocessing.of(network)
-    files = InputFiles(expand_inputs(images))
-    names = [files.name_of(i) for i in range(len(files))]
-    parts = []
-    for start in range(0, len(files), batch_size):
-        views = torch.cat([crop_views(files.load(i)[0], pre) for i in range(start, min(start + batch_size, len(files)))])
-        parts.append(embeddings(network, views.to(device)).cpu())
-    width = network.head.embedding_dim if isinstance(network.head, EmbeddingHead) else network.head_hidden_size
-    vectors = torch.cat(parts).numpy() if parts else np.zeros((0, width), np.float32)
-    return Embedded(names, vectors)
+
+def write_parquet(rows: Iterator[dict], out: str | os.PathLike, schema_of, row_of, *,
+                  rows_per_part: int = 4096, prefix: str = "part", on_error=None) -> dict:  # fmt: skip
+    """Each ok row of ``rows`` (from :func:`embed_rows` or predict) as ``row_of(row)`` into the
+    Parquet dataset ``out`` (:class:`~inceptionv4.infer.outputs.ParquetRows`; its schema made by
+    ``schema_of(first ok row)``). ``on_error(row)`` is called for each input that could not be read.
+    Returns ``{"written", "errors"}``."""
+    from .outputs import ParquetRows
+
+    writer, errors = None, 0
+    try:
+        for row in rows:
+            if not row["ok"]:
+                errors += 1
+                if on_error is not None:
+                    on_error(row)
+                continue
+            if writer is None:
+                writer = ParquetRows(out, schema_of(row), rows_per_part=rows_per_part, prefix=prefix)
+            writer.add(row_of(row))
+    finally:  # Ctrl-C, SIGTERM (SystemExit), an error: what is finished is written
+        if writer is not None:
+            writer.close()
+    return {"written": writer.written if writer is not None else 0, "errors": errors}
 
 
 def distance_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -72,10 +103,10 @@ def distance_matrix(vectors: np.ndarray) -> np.ndarray:
     return torch.cdist(unit, unit).numpy()
 
 
-def face_distances(model_or_weights, faces: Sequence[Input], **options) -> np.ndarray:
+def face_distances(source, faces: Sequence[Input], **settings) -> np.ndarray:
     """(N, N) distances between the embeddings of ``faces`` (aligned face crops, as the network
-    was trained on: 160 px for facenet), by :func:`embed` (``options`` are its)."""
-    return distance_matrix(embed(model_or_weights, list(faces), **options).vectors)
+    was trained on: 160 px for facenet), by :func:`embed` (``settings`` are its)."""
+    return distance_matrix(embed(source, list(faces), **settings).vectors)
 
 
 @dataclass(frozen=True)
@@ -87,13 +118,14 @@ class Verdict:
     same: bool
 
 
-def verify(model_or_weights, a: Input, b: Input, *, threshold: float, **options) -> Verdict:
+def verify(source, a: Input, b: Input, *, threshold: float, **settings) -> Verdict:
     """The distance between faces ``a`` and ``b`` and the call at ``threshold``: a distance the
     user picks on pairs whose answer they know (it depends on the weights and the faces)."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 2:
         raise ValueError(f"threshold must be a distance between 0 and 2; got {threshold!r}")
-    d = float(face_distances(model_or_weights, [a, b], **options)[0, 1])
+    d = float(face_distances(source, [a, b], **settings)[0, 1])
     return Verdict(d, float(threshold), d <= threshold)
 
 
-__all__ = ["Embedded", "Verdict", "distance_matrix", "embed", "embeddings", "face_distances", "verify"]
+__all__ = ["Embedded", "Verdict", "distance_matrix", "embed", "embed_rows", "face_distances",
+           "open_embedder", "verify", "write_parquet"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 
 import torch
@@ -105,11 +105,13 @@ def predict(
     progress: bool = False,
     workers: int = 0,
     decode: str = "workers",
+    skip: Container[str] = (),
 ) -> Iterator[dict]:
     """Yield ``{"file", "ok", "top": [{"index", "name", "prob"}]}`` or ``{"file", "ok": False, "error"}``
     for every input file, in order, batching the work (``batch_size`` images at a time; default
     16 on a CPU, 256 on a GPU). ``inputs`` are files, folders (searched recursively) and globs, PIL
-    images already in memory, or a list of them.
+    images already in memory, or a list of them; files named in ``skip`` are left out (a resumed
+    run's finished ones).
 
     ``session`` (:func:`~inceptionv4.engines.open.open_session`) says how inference runs:
     backend, device, precision, crops, an ensemble. Networks in memory are taken as a 1-crop torch
@@ -125,8 +127,27 @@ def predict(
     check_decode(decode)
     session = as_session(session)
     names = session.labels.names
+    if session.output != "probabilities":
+        raise ValueError("predict ranks classes: open the session with output='probabilities' (embed() embeds)")
     k = min(topk, len(names))
-    files = InputFiles(expand_inputs(inputs))
+
+    def rows(outputs: torch.Tensor) -> list[dict]:
+        return [{"top": top} for top in top_classes(outputs, names, k)]
+
+    yield from session_rows(session, inputs, rows, batch_size=batch_size, progress=progress, workers=workers,
+                            decode=decode, skip=skip, desc="predict")  # fmt: skip
+
+
+def session_rows(session: Session, inputs: Input | list[Input], rows: Callable[[torch.Tensor], list[dict]], *,
+                 batch_size: int | None = None, progress: bool = False, workers: int = 0, decode: str = "workers",
+                 skip: Container[str] = (), desc: str = "predict") -> Iterator[dict]:  # fmt: skip
+    """The one loop of predict and embed: every input file (but those named in ``skip``) through
+    the batch path and ``session``, in order, as ``{"file", "ok": True, **rows(outputs)[i]}`` or
+    ``{"file", "ok": False, "error"}``. ``rows`` turns a batch's (N, ...) outputs into N dicts."""
+    if (batch_size is not None and batch_size < 1) or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
+    check_decode(decode)
+    files = InputFiles([entry for entry in expand_inputs(inputs) if entry[0] not in skip])
     batch_size = batch_size or (256 if session.device.type == "cuda" else 16)  # images a pass; a GPU needs many
     batches = protocol_batches(files, session.pre, session.crops, session.device, batch_size=batch_size,
                                decode=decode, reduce_to=session.reduce_to, workers=workers)  # fmt: skip
@@ -134,15 +155,15 @@ def predict(
     if progress and len(files) > batch_size:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(files), desc="predict", unit="img")
+        bar = tqdm(total=len(files), desc=desc, unit="img")
     try:
         for batch in batches:
             results = {i: {"file": files.name_of(i), "ok": False, "error": reason.removeprefix(f"{files.name_of(i)}: ")}
                        for i, reason in zip(batch["skipped_indices"], batch["skipped"], strict=True)}  # fmt: skip
             if batch["images"] is not None:
-                tops = top_classes(session(batch["images"]), names, k)
-                results.update({i: {"file": files.name_of(i), "ok": True, "top": top}
-                                for i, top in zip(batch["indices"], tops, strict=True)})  # fmt: skip
+                made = rows(session(batch["images"]))
+                results.update({i: {"file": files.name_of(i), "ok": True, **row}
+                                for i, row in zip(batch["indices"], made, strict=True)})  # fmt: skip
             for i in sorted(results):  # in input order
                 yield results[i]
             if bar is not None:

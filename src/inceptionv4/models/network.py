@@ -343,6 +343,19 @@ class InceptionNet(nn.Module):
         self.num_classes = num_classes
         self.features_only = False
 
+    def embedding_model(self) -> "InceptionNet":
+        """A copy of this network whose output is its embedding: an embedding head's
+        L2-normalised output (facenet's; its classifier over identities dropped), else the pooled
+        features the classifier reads (``forward_head(pre_logits=True)``). The engines run it as
+        they run any network (``open_session(..., output="embeddings")``)."""
+        import copy
+
+        if self.head is None:
+            raise ValueError("this network has no head (features_only): build it with a head to embed")
+        out = copy.deepcopy(self)
+        out.reset_classifier(0)  # an EmbeddingHead keeps its projection and normalises; else pooled features
+        return out
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass: less memory, ~30% more compute."""
         self.grad_checkpointing = bool(enable)
