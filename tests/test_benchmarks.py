@@ -101,3 +101,11 @@ def test_explain_script_prints_the_cost_of_each_path_beside_predict(tmp_path):
                                              "explain gradcam (torch fp32)", "explain hirescam + overlay PNGs"]  # fmt: skip
     assert rows[0]["vs_plain_predict"] == 1.0 and all(r["ms_per_image"] > 0 for r in rows)
     assert "| explain gradcam (torch fp32) |" in out
+
+
+def test_embed_script_times_embed_beside_predict(tmp_path):
+    out = _run("embed.py", "--model", "inception_resnet_v1", "--images", "4", "--rounds", "1", "--json",
+               str(tmp_path / "e.json"))  # fmt: skip
+    rates = json.loads((tmp_path / "e.json").read_text())["img_per_s"]
+    assert set(rates) == {"predict", "embed -> Parquet"} and all(r > 0 for r in rates.values())
+    assert "| embed -> Parquet |" in out

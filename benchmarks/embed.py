@@ -1,0 +1,81 @@
+"""``embed`` against ``predict`` on the same files, side by side: does writing embeddings cost more
+than ranking classes?
+
+    python benchmarks/embed.py [--model inception_v4] [--images 64] [--rounds 3] [--json out.json]
+
+``--images`` 500x375 JPEGs, random weights of ``--model`` at 299 px, the session ``--precision
+auto`` opens (the CPU's engine). Per round, in alternating order: ``predict()`` over the files, and
+``embed_rows()`` over the same files written to a fresh Parquet dataset (``write_parquet``: what
+``inceptionv4 embed`` does). Prints the best round of each in images per second and embed's ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import inceptionv4 as iv
+from inceptionv4.devices import vector_units
+from inceptionv4.engines.open import open_session
+from inceptionv4.infer.embed import embed_rows, write_parquet
+from inceptionv4.infer.outputs import embedding_schema
+from inceptionv4.infer.predict import predict
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="inception_v4")
+    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", help="write the figures here")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        weights = folder / "w.safetensors"
+        iv.save_weights(iv.create_model(args.model).eval(), weights)
+        rng = np.random.default_rng(0)
+        for i in range(args.images):
+            field = rng.normal(0, 1, (24, 32, 3)).cumsum(0).cumsum(1)
+            pixels = ((field - field.min()) / np.ptp(field) * 255).astype(np.uint8)
+            Image.fromarray(pixels).resize((500, 375), Image.Resampling.BICUBIC).save(folder / f"{i:04d}.jpg")
+        files = sorted(str(f) for f in folder.glob("*.jpg"))
+        classes = open_session(weights, precision="auto")
+        vectors = open_session(weights, precision="auto", output="embeddings")
+
+        def run_embed() -> None:
+            out = folder / "emb.parquet"
+            shutil.rmtree(out, ignore_errors=True)
+            write_parquet(embed_rows(vectors, files), out, lambda r: embedding_schema(len(r["embedding"])),
+                          lambda r: {"key": r["file"], "embedding": r["embedding"]})  # fmt: skip
+
+        paths = {"predict": lambda: list(predict(classes, files)), "embed -> Parquet": run_embed}
+        for run in paths.values():  # warm-up
+            run()
+        best = {name: float("inf") for name in paths}
+        for r in range(args.rounds):
+            for name in paths if r % 2 == 0 else reversed(paths):
+                start = time.perf_counter()
+                paths[name]()
+                best[name] = min(best[name], time.perf_counter() - start)
+    rates = {name: args.images / s for name, s in best.items()}
+    print(f"{date.today()}; {vector_units()}; torch {torch.__version__}; {args.model} at 299 px on "
+          f"{classes.backend} {classes.precision}; {args.images} 500x375 JPEGs, best of {args.rounds} rounds\n")  # fmt: skip
+    print("| path | img/s | vs predict |\n|---|---|---|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.1f} | {rate / rates['predict']:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": vector_units(), "img_per_s": rates}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
