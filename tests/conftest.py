@@ -141,7 +141,7 @@ def payloads_failing_on(name):
 
 
 #: the extras `make demo` installs (Makefile's DEMO_STAMP): what a README block may rely on
-DEMO_EXTRAS = ("export", "openvino", "serve")
+DEMO_EXTRAS = ("export", "openvino", "serve", "explain")  # the Makefile's demo install
 
 
 def _test_only_modules() -> set[str]:
