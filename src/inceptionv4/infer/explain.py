@@ -195,12 +195,16 @@ class Explainer:
         out = []
         for picture, name, h, p, c in zip(pictures, names, heat, probs, classes, strict=True):
             box = crop_box(picture.size, self.pre)
-            best = int(p.argmax())
-            out.append(Explanation(
-                file=name, heatmap=place_map(h, box, picture.size), index=c, name=self.labels.names[c],
-                prob=float(p[c]), top1={"index": best, "name": self.labels.names[best], "prob": float(p[best])},
-                box=box, method=self.method, layer=self.layer))  # fmt: skip
+            out.append(self.explanation(name, place_map(h, box, picture.size), p, c, box))
         return out
+
+    def explanation(self, file: str, heatmap: np.ndarray, probs: torch.Tensor, index: int,
+                    box: tuple[int, int, int, int]) -> Explanation:  # fmt: skip
+        """The :class:`Explanation` of class ``index`` for an image with these probabilities."""
+        names, best = self.labels.names, int(probs.argmax())
+        return Explanation(file=file, heatmap=heatmap, index=index, name=names[index], prob=float(probs[index]),
+                           top1={"index": best, "name": names[best], "prob": float(probs[best])}, box=box,
+                           method=self.method, layer=self.layer)  # fmt: skip
 
 
 def upsample_map(maps: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
@@ -327,12 +331,8 @@ def explain(
                              channels_last=channels_last, input_size=input_size)  # fmt: skip
     if isinstance(images, torch.Tensor):
         heat, probs, classes = explainer.maps(images, target)
-        names = explainer.labels.names
-        size = tuple(images.shape[-1:-3:-1])
-        box = (0, 0, *size)
-        return [Explanation(file=f"<view {i}>", heatmap=h.numpy(), index=c, name=names[c], prob=float(p[c]),
-                            top1={"index": int(p.argmax()), "name": names[int(p.argmax())], "prob": float(p.max())},
-                            box=box, method=explainer.method, layer=explainer.layer)
+        box = (0, 0, images.shape[-1], images.shape[-2])
+        return [explainer.explanation(f"<view {i}>", h.numpy(), p, c, box)
                 for i, (h, p, c) in enumerate(zip(heat, probs, classes, strict=True))]  # fmt: skip
     return explainer(images, target, batch_size=batch_size)
 

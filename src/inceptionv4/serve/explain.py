@@ -14,6 +14,7 @@ import io
 import threading
 from http import HTTPStatus
 
+import torch
 from starlette.concurrency import run_in_threadpool
 
 from ..data.decode import DecodeError, decode_cost, decode_rgb
@@ -81,9 +82,9 @@ class ExplainService:
 
     def _explain(self, blobs: list[bytes], names: list[str], target: object) -> list[dict]:
         explainer = self.explainer()
-        if target != TOP1:
+        if target != TOP1:  # a class by index or name: checked before any image is decoded
             try:
-                explainer.class_of(target, _uniform(len(explainer.labels.keys)))
+                explainer.class_of(target, torch.empty(0))
             except (TypeError, ValueError) as err:
                 raise RequestError(HTTPStatus.BAD_REQUEST, "bad_target", str(err)) from None
         results: list[dict] = []
@@ -103,12 +104,6 @@ class ExplainService:
                             "top1": e.top1, "box": list(e.box), "size": list(picture.size), "method": e.method,
                             "layer": e.layer, "overlay": _png_url(picture, e)})  # fmt: skip
         return results
-
-
-def _uniform(classes: int):
-    import torch
-
-    return torch.full((classes,), 1.0 / classes)
 
 
 def _png_url(picture, e) -> str:
