@@ -26,8 +26,8 @@ from PIL import Image
 import inceptionv4 as iv
 from inceptionv4.devices import vector_units
 from inceptionv4.engines.open import open_session
-from inceptionv4.infer.embed import embed_rows, write_parquet
-from inceptionv4.infer.outputs import embedding_schema
+from inceptionv4.infer.embed import embed_rows
+from inceptionv4.infer.outputs import embedding_schema, write_parquet
 from inceptionv4.infer.predict import predict
 
 

@@ -15,7 +15,7 @@ EXTRA_OF = {
     "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "python_multipart": "serve",
     "swagger_ui_bundle": "serve", "webdataset": "wds", "datasets": "hf", "h5py": "keras", "timm": "timm",
     "huggingface_hub": "hub", "grpc": "grpc", "tritonclient": "grpc", "captum": "explain",
-    "pyarrow": "parquet",
+    "pyarrow": "parquet", "ray": "ray",
 }  # fmt: skip
 
 

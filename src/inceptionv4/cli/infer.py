@@ -5,6 +5,7 @@ the session flags every session command (``serve`` too) takes, generated from
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,7 +40,7 @@ def register(sub) -> None:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes of image files, folders or globs")
-    p.add_argument("inputs", nargs="+", help="image files, folders, or quoted globs")
+    add_input_flags(p)
     p.add_argument("--topk", type=number(int, 1), default=5, help="classes shown per image")
     p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
                    help="images per pass (default: 16 on a CPU, 256 on a GPU)")  # fmt: skip
@@ -51,30 +52,11 @@ def register(sub) -> None:
                    help="also write one overlay PNG per image into DIR: the heatmap of the class predicted over the "
                         "image, class and probability in the title (docs/explain.md)")  # fmt: skip
     add_explain_flags(p)
+    add_ray_flags(p, "with --out")
     add_session_flags(p, workers=True)
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("embed", help="each image's embedding (an embedding head's, else the pooled features) as "
-                       "Parquet rows; resumable")  # fmt: skip
-    p.add_argument("inputs", nargs="+", help="image files, folders, or quoted globs")
-    p.add_argument("--out", required=True, metavar="EMB.parquet",
-                   help="the Parquet dataset (a folder of parts) to write: rows of key and embedding; a rerun skips "
-                        "the keys already there")  # fmt: skip
-    p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
-                   help="images per pass (default: 16 on a CPU, 256 on a GPU)")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_session_flags(p, workers=True)
-    p.set_defaults(func=_embed)
-
-    p = sub.add_parser("verify", help="are two faces one person's? the distance between their embeddings (facenet)")
-    p.add_argument("faces", nargs=2, metavar="FACE", help="two aligned face crops (160 px for facenet's weights)")
-    p.add_argument("--weights", required=True, help="face-embedding weights: facenet-pytorch's .pt, or a bundle")
-    p.add_argument("--threshold", required=True, type=number(float, 0, 2),
-                   help="the largest distance called the same person (0-2; pick it on pairs you know)")
-    p.add_argument("--model", help="the network, for weights files that do not say it")
-    p.add_argument("--device", default="cpu", help="where the network runs: cpu, cuda, cuda:N, mps")
-    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    p.set_defaults(func=_verify)
+    _register_embed(sub)
 
     p = sub.add_parser("quantize", help="calibrated int8 (OpenVINO NNCF or onnxruntime QDQ), checked on held-out images")
     p.add_argument("--weights", required=True, help="the fp32 weights (a bundle or checkpoint)")
@@ -103,6 +85,57 @@ RETIRED_FORMS = (
     "onnxruntime; --precision bf16, or an int8 artefact from `inceptionv4 quantize`); "
     "`inceptionv4 bench MODEL` times every path side by side. For torch itself, --compile"
 )
+
+
+def add_input_flags(p: argparse.ArgumentParser) -> None:
+    """predict's and embed's inputs: files, folders and globs, or one dataset (shards, HF)."""
+    p.add_argument("inputs", nargs="+", help="image files, folders, or quoted globs; with --dataset, its one source")
+    p.add_argument("--dataset", choices=("files", "wds", "hf"), default="files",
+                   help="what the inputs are: files (and folders, globs), wds (one WebDataset shard pattern, e.g. "
+                        "'shards/train-{000000..000099}.tar'; samples need no .cls), or hf (a saved Hugging Face "
+                        "dataset; no label column needed)")  # fmt: skip
+    p.add_argument("--split", help="--dataset hf: the split (default: train)")
+    p.add_argument("--image-column", help="--dataset hf: the image column (default: found by its type)")
+
+
+def add_ray_flags(p: argparse.ArgumentParser, when: str = "") -> None:
+    """The flags that run a command's session on Ray actors (docs/evaluation.md)."""
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help=f"{when + ': ' if when else ''}run on a Ray cluster: auto (the one this machine joined), "
+                        "host:port, ray://host:port, or local (start one on this machine); the session runs on Ray "
+                        "actors, images are read and decoded by Ray tasks, rows come back here to be written")  # fmt: skip
+    p.add_argument("--ray-actors", type=number(int, 1, 100_000), default=1, metavar="N",
+                   help="--ray: actors, each with the session loaded once (one GPU each on CUDA)")
+    p.add_argument("--ray-cpus", type=number(float, 0.01, 1024), default=1.0, metavar="C",
+                   help="--ray: CPUs each CPU actor takes")
+
+
+def input_source(args: argparse.Namespace) -> tuple[list[str] | None, object]:
+    """(inputs, None) for files, folders and globs; (None, the dataset) for --dataset wds / hf."""
+    if args.dataset == "files":
+        if args.split or args.image_column:
+            raise ValueError("--split and --image-column read a Hugging Face dataset: give --dataset hf")
+        return args.inputs, None
+    if len(args.inputs) != 1:
+        raise ValueError(f"--dataset {args.dataset} reads one source (a shard pattern or a saved dataset); got "
+                         f"{len(args.inputs)}")  # fmt: skip
+    from ..data import build_dataset
+
+    columns = {"image_column": args.image_column} if args.dataset == "hf" else {}
+    return None, build_dataset(args.dataset, args.split or "train", root=args.inputs[0], labelled=False, **columns)
+
+
+def torchrun_world(options: SessionOptions):
+    """(the World, the device) of this process: under torchrun (WORLD_SIZE > 1) it joins the group
+    and takes its rank's device; alone, one process and the device the options say (None)."""
+    from ..devices import resolve_device
+    from ..distributed import World, init_distributed
+
+    resolve_device(options.device)  # a GPU this machine lacks is said before anything is listed
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        world = init_distributed(resolve_device(options.device).type)
+        return world, str(world.device)
+    return World(), None
 
 
 def add_session_flags(p: argparse.ArgumentParser, *, workers: bool, precision: str = "auto") -> None:
@@ -182,7 +215,7 @@ def open_from_flags(args: argparse.Namespace, weights: list[str], device: str | 
 
 def _eval(args: argparse.Namespace) -> int:
     from ..data import build_dataset, run_split
-    from ..distributed import World, cleanup, init_distributed
+    from ..distributed import cleanup
     from ..infer.evaluate import evaluate_protocol
     from ..plots import plot_confusion
 
@@ -197,20 +230,13 @@ def _eval(args: argparse.Namespace) -> int:
         check_writable(Path(args.explain_errors) / "overlay.png")
     own = [str(Path(args.run) / "model.safetensors")] if args.run and not args.weights else []
     weights = check_weights(args.weights + own + (args.ensemble or []))
-    from ..devices import resolve_device
-
-    options = session_options(args)
-    resolve_device(options.device)  # a GPU this machine lacks is said before the dataset is listed
-    if args.run:
-        dataset, scored = run_split(args.run, args.split or "val")
-    else:
-        dataset = build_dataset("list" if args.list else "folder", "val", root=args.list or args.data)
-        scored = f"every image of {args.list or args.data}"
-    world, device = World(), None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: each process takes a share of the images
-        world = init_distributed(resolve_device(options.device).type)
-        device = str(world.device)
+    world, device = torchrun_world(session_options(args))  # under torchrun: each process takes a share of the images
     try:
+        if args.run:
+            dataset, scored = run_split(args.run, args.split or "val")
+        else:
+            dataset = build_dataset("list" if args.list else "folder", "val", root=args.list or args.data)
+            scored = f"every image of {args.list or args.data}"
         session = open_from_flags(args, weights, device)
         explainer = open_explainer(args, session) if args.explain_errors and world.is_main else None
         report = evaluate_protocol(session, dataset, batch_size=args.batch_size,
@@ -257,11 +283,14 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.out and (args.explain or args.json):
         raise ValueError("--out writes the predictions as Parquet: drop --json and --explain, or --out")
+    if args.ray and not args.out:
+        raise ValueError("--ray writes the predictions as Parquet: give --out PREDS.parquet")
     if args.explain:
         check_writable(Path(args.explain) / "overlay.png")
-    session = open_from_flags(args, args.weights)
+    inputs, dataset = input_source(args)
     if args.out:
-        return _predict_parquet(args, session)
+        return _to_parquet(args, inputs, dataset, "prediction")
+    session = open_from_flags(args, args.weights)
     explainer = open_explainer(args, session) if args.explain else None
     explained: list[tuple[str, int]] = []
     failed = 0
@@ -270,7 +299,7 @@ def _predict(args: argparse.Namespace) -> int:
         chosen = " (auto)" if args.precision == "auto" else ""
         print(f"{session.architecture} on {session.backend} {session.precision}{chosen}, {session.crops} crop(s), "
               f"JPEG decoding {session.decode_size}", file=sys.stderr)  # fmt: skip
-    for result in predict(session, args.inputs, topk=args.topk, batch_size=args.batch_size, progress=bar,
+    for result in predict(session, inputs, dataset=dataset, topk=args.topk, batch_size=args.batch_size, progress=bar,
                           workers=args.workers, decode=args.decode):  # fmt: skip
         if not result["ok"]:
             failed += 1
@@ -295,44 +324,47 @@ def _sigterm_exits() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
-def _report_parquet(summary: dict, done: int, out: str, what: str) -> int:
-    said = f" ({done} already there, skipped)" if done else ""
-    errors = f"; {summary['errors']} could not be read" if summary["errors"] else ""
-    print(f"wrote {summary['written']} {what} row(s) into {out}{said}{errors}", file=sys.stderr)
-    return 1 if summary["errors"] else 0
-
-
 def _unreadable(row: dict) -> None:
     print(f"{printable(row['file'])}: error: {printable(row['error'])}", file=sys.stderr)
 
 
-def _predict_parquet(args: argparse.Namespace, session) -> int:
-    """predict --out: the top-k of each image as Parquet rows; a rerun skips what is written."""
-    from ..infer.embed import write_parquet
-    from ..infer.outputs import done_keys, top_schema
-    from ..infer.predict import predict
+def _to_parquet(args: argparse.Namespace, inputs, dataset, what: str) -> int:
+    """embed, and predict --out: rows into a Parquet dataset (:func:`~inceptionv4.infer.outputs.to_parquet`);
+    here, on Ray actors, or in this torchrun process's share."""
+    from ..distributed import cleanup, gather_objects
+    from ..infer.outputs import to_parquet
 
+    options = session_options(args)
+    if what == "embedding":
+        options = dataclasses.replace(options, output="embeddings")
     _sigterm_exits()
-    done = done_keys(args.out)
-    rows = predict(session, args.inputs, topk=args.topk, batch_size=args.batch_size, workers=args.workers,
-                   decode=args.decode, skip=done, progress=sys.stderr.isatty())  # fmt: skip
-    summary = write_parquet(rows, args.out, lambda _: top_schema(), lambda r: {"key": r["file"], "top": r["top"]},
-                            on_error=_unreadable)  # fmt: skip
-    return _report_parquet(summary, len(done), args.out, "prediction")
+    world, device = (None, None) if args.ray else torchrun_world(options)
+    if device:
+        options = dataclasses.replace(options, device=device)
+    try:
+        summary = to_parquet(check_weights(args.weights), args.out, inputs, options, dataset=dataset,
+                             topk=getattr(args, "topk", 5), batch_size=args.batch_size, workers=args.workers,
+                             decode=args.decode, world=world, ray=args.ray, ray_actors=args.ray_actors,
+                             ray_cpus=args.ray_cpus, on_error=_unreadable,
+                             progress=not getattr(args, "no_progress", False) and sys.stderr.isatty())  # fmt: skip
+        every = gather_objects(summary, world) if world is not None else [summary]
+    finally:
+        if world is not None:
+            cleanup(world)
+    if world is not None and not world.is_main:
+        return 0
+    total = {k: sum(s[k] for s in every) for k in ("written", "errors")}
+    done = summary["skipped"]  # every process read the same folder
+    said = f" ({done} already there, skipped)" if done else ""
+    errors = f"; {total['errors']} could not be read" if total["errors"] else ""
+    where = f" by {len(every)} processes" if len(every) > 1 else (f" on Ray ({args.ray})" if args.ray else "")
+    print(f"wrote {total['written']} {what} row(s) into {args.out}{where}{said}{errors}", file=sys.stderr)
+    return 1 if total["errors"] else 0
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from ..infer.embed import embed_rows, write_parquet
-    from ..infer.outputs import done_keys, embedding_schema
-
-    session = open_from_flags(args, args.weights, output="embeddings")
-    _sigterm_exits()
-    done = done_keys(args.out)
-    rows = embed_rows(session, args.inputs, batch_size=args.batch_size, workers=args.workers, decode=args.decode,
-                      skip=done, progress=not args.no_progress and sys.stderr.isatty())  # fmt: skip
-    summary = write_parquet(rows, args.out, lambda r: embedding_schema(len(r["embedding"])),
-                            lambda r: {"key": r["file"], "embedding": r["embedding"]}, on_error=_unreadable)  # fmt: skip
-    return _report_parquet(summary, len(done), args.out, "embedding")
+    inputs, dataset = input_source(args)
+    return _to_parquet(args, inputs, dataset, "embedding")
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -381,6 +413,32 @@ def _quantize(args: argparse.Namespace) -> int:
               f"int8 {r['int8_top1']:.2f}% / {r['int8_top5']:.2f}%")  # fmt: skip
     print(f"  report: {r['report']}; {len(r['skipped'])} unreadable file(s) passed over")
     return 0
+
+
+def _register_embed(sub) -> None:
+    """embed and verify: what an image's embedding is, and whether two faces are one person's."""
+    p = sub.add_parser("embed", help="each image's embedding (an embedding head's, else the pooled features) as "
+                       "Parquet rows; resumable, across machines on Ray or under torchrun")  # fmt: skip
+    add_input_flags(p)
+    p.add_argument("--out", required=True, metavar="EMB.parquet",
+                   help="the Parquet dataset (a folder of parts) to write: rows of key and embedding; a rerun skips "
+                        "the keys already there")  # fmt: skip
+    p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
+                   help="images per pass (default: 16 on a CPU, 256 on a GPU)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_flags(p)
+    add_session_flags(p, workers=True)
+    p.set_defaults(func=_embed)
+
+    p = sub.add_parser("verify", help="are two faces one person's? the distance between their embeddings (facenet)")
+    p.add_argument("faces", nargs=2, metavar="FACE", help="two aligned face crops (160 px for facenet's weights)")
+    p.add_argument("--weights", required=True, help="face-embedding weights: facenet-pytorch's .pt, or a bundle")
+    p.add_argument("--threshold", required=True, type=number(float, 0, 2),
+                   help="the largest distance called the same person (0-2; pick it on pairs you know)")
+    p.add_argument("--model", help="the network, for weights files that do not say it")
+    p.add_argument("--device", default="cpu", help="where the network runs: cpu, cuda, cuda:N, mps")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.set_defaults(func=_verify)
 
 
 def _register_bench(sub) -> None:

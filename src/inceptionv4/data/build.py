@@ -65,7 +65,8 @@ DATASET_KINDS = ("digits", "synthetic", "folder", "list", "wds", "hf")
 def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed: int = 0, **options) -> ImageDataset:
     """A dataset by kind: "digits", "synthetic", "folder" (root/train, root/val), "list" (a list file),
     "wds" (WebDataset shards: a pattern) or "hf" (a saved Hugging Face dataset; ``split`` picks a
-    DatasetDict's split).
+    DatasetDict's split). ``labelled=False`` lets shards and HF splits hold images without labels
+    (for inference; their label is -1).
 
     A "folder" root of class folders alone is taken whole, or, with ``holdout`` (a fraction), split
     by :func:`holdout_split` into the "train" and "val" parts.
@@ -105,12 +106,13 @@ def build_dataset(kind: str, split: str, *, root: str | Path | None = None, seed
 
         if root is None:
             raise ValueError("dataset 'wds' needs a shard pattern")
-        return ShardDataset(root, classes=options.get("classes"))
+        return ShardDataset(root, classes=options.get("classes"), labelled=options.get("labelled", True))
     if kind == "hf":
         from .hf import HFDataset
 
         if root is None:
             raise ValueError("dataset 'hf' needs a saved dataset (a save_to_disk folder or parquet files)")
         return HFDataset(root, split, image_column=options.get("image_column"),
-                         label_column=options.get("label_column"), classes=options.get("classes"))  # fmt: skip
+                         label_column=options.get("label_column"), classes=options.get("classes"),
+                         labelled=options.get("labelled", True))  # fmt: skip
     raise ValueError(f"unknown dataset {kind!r}; known: {', '.join(DATASET_KINDS)}")

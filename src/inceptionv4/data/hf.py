@@ -51,7 +51,10 @@ class HFDataset(ImageDataset):
     """One split of a saved Hugging Face dataset as ``load(i) -> (PIL image, label)``."""
 
     def __init__(self, path: str | os.PathLike, split: str = "train", *, image_column: str | None = None,
-                 label_column: str | None = None, classes: list[str] | None = None) -> None:  # fmt: skip
+                 label_column: str | None = None, classes: list[str] | None = None,
+                 labelled: bool = True) -> None:  # fmt: skip
+        """``labelled=False`` (inference: embed, predict) reads a split with no label column, every
+        row labelled -1."""
         import datasets
 
         ds, self.where = _open(os.fspath(path), split)
@@ -63,14 +66,22 @@ class HFDataset(ImageDataset):
             (c for c, f in features.items() if isinstance(f, datasets.ClassLabel)),
             next((c for c in ("label", "labels") if c in features), None))  # fmt: skip
         columns = ", ".join(features)
-        for what, column, flag in (("image", self.image_column, "image_column"),
-                                   ("label", self.label_column, "label_column")):  # fmt: skip
+        wanted = [("image", self.image_column, "image_column")]
+        if labelled or label_column is not None:
+            wanted.append(("label", self.label_column, "label_column"))
+        for what, column, flag in wanted:
             if column is None:
                 raise ValueError(f"{self.where} has no {what} column (columns: {columns}): give {flag}")
             if column not in features:
                 raise ValueError(f"{self.where} has no column {column!r} (columns: {columns})")
         if isinstance(features[self.image_column], datasets.Image):  # bytes, decoded by our decoder
             ds = ds.cast_column(self.image_column, datasets.Image(decode=False))
+        if self.label_column is None or (not labelled and self.label_column not in features):
+            self.ds, self.classes = ds, list(classes or [])
+            self.samples = [(i, -1) for i in range(len(ds))]
+            if not self.samples:
+                raise ValueError(f"{self.where} holds no rows")
+            return
         label_feature = features[self.label_column]
         raw = ds[self.label_column]
         if isinstance(label_feature, datasets.ClassLabel):

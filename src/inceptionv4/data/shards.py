@@ -76,7 +76,9 @@ class ShardDataset(ImageDataset):
     samples' ``.json`` ("class"), else are the indices. A tar damaged part-way is read up to the
     damage, with one warning naming the shard and how many samples were lost from view."""
 
-    def __init__(self, pattern: str | os.PathLike, classes: list[str] | None = None) -> None:
+    def __init__(self, pattern: str | os.PathLike, classes: list[str] | None = None, *, labelled: bool = True) -> None:
+        """``labelled=False`` (inference: embed, predict) also takes samples without a ``.cls``,
+        labelled -1."""
         self.pattern = os.fspath(pattern)
         self.shards = expand_shards(pattern)
         self.samples: list[tuple[Member, int]] = []
@@ -86,7 +88,7 @@ class ShardDataset(ImageDataset):
         for i, shard in enumerate(self.shards):
             entry = _indexed(shard, indexes)
             if entry is None:
-                entry = _scan(shard)
+                entry = _scan(shard, labelled)
             for key, ext, offset, size, label, name in entry["samples"]:
                 self.samples.append((Member(i, offset, size, key, ext), label))
                 if name is not None:
@@ -94,6 +96,13 @@ class ShardDataset(ImageDataset):
             self.shard_sizes.append(len(entry["samples"]))
             for label, name in entry.get("classes", {}).items():
                 names.setdefault(int(label), name)
+        self._files: dict[int, object] = {}
+        self._pid = os.getpid()
+        if not labelled:
+            if not self.samples:
+                raise ValueError(f"{self.pattern}: the shards hold no images")
+            self.classes = list(classes) if classes is not None else [names[c] for c in sorted(names)]
+            return
         if not self.samples:
             raise ValueError(f"{self.pattern}: the shards hold no samples with an image and a .cls label")
         check_labels([label for _, label in self.samples] + list(names), self.pattern)
@@ -108,8 +117,6 @@ class ShardDataset(ImageDataset):
             self.samples = [(m, where[found[label]]) for m, label in self.samples]
         self.classes = list(classes) if classes is not None else found
         check_labels([label for _, label in self.samples], self.pattern, len(self.classes))
-        self._files: dict[int, object] = {}
-        self._pid = os.getpid()
 
     def read_sample(self, index: int) -> tuple[bytes, str, bool]:
         """(the image member's bytes, its name, whether it is a JPEG) of sample ``index``."""
@@ -154,9 +161,9 @@ def _indexed(shard: Path, cache: dict) -> dict | None:
     return {"samples": [tuple(s) for s in entry["samples"]], "classes": index.get("classes", {})}
 
 
-def _scan(shard: Path) -> dict:
+def _scan(shard: Path, labelled: bool = True) -> dict:
     """Members of one tar from its headers: (key, ext, offset, size, label, class name) per sample
-    that has an image and a ``.cls``."""
+    that has an image and a ``.cls`` (or, unless ``labelled``, an image alone: label -1)."""
     groups: dict[str, dict] = {}
     order: list[str] = []
     try:
@@ -181,9 +188,10 @@ def _scan(shard: Path) -> dict:
         g = groups[base]
         image = next((e for e in g if e in _IMAGE_EXTS), None)
         label = _label(g.get("cls:data"))
-        if image is None or label is None:
+        if image is None or (label is None and labelled):
             unlabeled += 1
             continue
+        label = -1 if label is None else label
         name = None
         if g.get("json:data"):
             try:
@@ -193,7 +201,8 @@ def _scan(shard: Path) -> dict:
         info = g[image]
         samples.append((base.rsplit("/", 1)[-1], image, info.offset_data, info.size, label, name))
     if unlabeled:
-        log.warning("shard %s: %d sample(s) without an image or an integer .cls label skipped", shard, unlabeled)
+        what = "an image or an integer .cls label" if labelled else "an image"
+        log.warning("shard %s: %d sample(s) without %s skipped", shard, unlabeled, what)
     return {"samples": samples}
 
 

@@ -9,7 +9,6 @@ same vector, 2 for opposite ones.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data.decode import DecodeError
+from ..distributed import World
 from ..engines.open import open_session
 from ..engines.options import SessionOptions
 from ..engines.session import Session
@@ -33,18 +33,21 @@ def open_embedder(source, options: SessionOptions | None = None, **settings) -> 
     return open_session(source, options, **{**settings, "output": "embeddings"})
 
 
-def embed_rows(session: Session, inputs: Input | list[Input], *, batch_size: int | None = None,
-               progress: bool = False, workers: int = 0, decode: str = "workers",
+def embed_rows(session: Session, inputs: Input | list[Input] | None, *, dataset=None, world: World | None = None,
+               batch_size: int | None = None, progress: bool = False, workers: int = 0, decode: str = "workers",
                skip: Container[str] = ()) -> Iterator[dict]:  # fmt: skip
     """``{"file", "ok": True, "embedding"}`` (float32 numpy) or ``{"file", "ok": False, "error"}``
-    for every input (those in ``skip`` left out), in order, through the one batch path
-    (:func:`~inceptionv4.infer.predict.session_rows`) and an embedding session."""
+    for every input (or image of ``dataset``; those in ``skip`` left out), in order, through the one
+    batch path (:func:`~inceptionv4.infer.predict.session_rows`: ``world`` is a torchrun process's
+    share) and an embedding session."""
 
     def rows(outputs: torch.Tensor) -> list[dict]:
         return [{"embedding": v} for v in outputs.numpy()]
 
-    yield from session_rows(session, inputs, rows, batch_size=batch_size, progress=progress, workers=workers,
-                            decode=decode, skip=skip, desc="embed")  # fmt: skip
+    if session.output != "embeddings":
+        raise ValueError("this session returns probabilities: open one with output='embeddings' (open_embedder)")
+    yield from session_rows(session, inputs, rows, dataset=dataset, world=world, batch_size=batch_size,
+                            progress=progress, workers=workers, decode=decode, skip=skip, desc="embed")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,31 +73,6 @@ def embed(source, images: Input | list[Input], options: SessionOptions | None = 
         names.append(row["file"])
         vectors.append(row["embedding"])
     return Embedded(names, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32))
-
-
-def write_parquet(rows: Iterator[dict], out: str | os.PathLike, schema_of, row_of, *,
-                  rows_per_part: int = 4096, prefix: str = "part", on_error=None) -> dict:  # fmt: skip
-    """Each ok row of ``rows`` (from :func:`embed_rows` or predict) as ``row_of(row)`` into the
-    Parquet dataset ``out`` (:class:`~inceptionv4.infer.outputs.ParquetRows`; its schema made by
-    ``schema_of(first ok row)``). ``on_error(row)`` is called for each input that could not be read.
-    Returns ``{"written", "errors"}``."""
-    from .outputs import ParquetRows
-
-    writer, errors = None, 0
-    try:
-        for row in rows:
-            if not row["ok"]:
-                errors += 1
-                if on_error is not None:
-                    on_error(row)
-                continue
-            if writer is None:
-                writer = ParquetRows(out, schema_of(row), rows_per_part=rows_per_part, prefix=prefix)
-            writer.add(row_of(row))
-    finally:  # Ctrl-C, SIGTERM (SystemExit), an error: what is finished is written
-        if writer is not None:
-            writer.close()
-    return {"written": writer.written if writer is not None else 0, "errors": errors}
 
 
 def distance_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -128,4 +106,4 @@ def verify(source, a: Input, b: Input, *, threshold: float, **settings) -> Verdi
 
 
 __all__ = ["Embedded", "Verdict", "distance_matrix", "embed", "embed_rows", "face_distances",
-           "open_embedder", "verify", "write_parquet"]
+           "open_embedder", "verify"]

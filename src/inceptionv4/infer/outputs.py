@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..extras import require
@@ -101,4 +102,87 @@ def top_schema():
     return pa.schema([("key", pa.string()), ("top", pa.list_(entry))])
 
 
-__all__ = ["ParquetRows", "done_keys", "embedding_schema", "top_schema"]
+def write_parquet(rows: Iterator[dict], out: str | os.PathLike, schema_of, row_of, *,
+                  rows_per_part: int = 4096, prefix: str = "part", on_error=None) -> dict:  # fmt: skip
+    """Each ok row of ``rows`` (from :func:`embed_rows` or predict) as ``row_of(row)`` into the
+    Parquet dataset ``out`` (:class:`ParquetRows`; its schema made by
+    ``schema_of(first ok row)``). ``on_error(row)`` is called for each input that could not be read.
+    Returns ``{"written", "errors"}``."""
+    writer, errors = None, 0
+    try:
+        for row in rows:
+            if not row["ok"]:
+                errors += 1
+                if on_error is not None:
+                    on_error(row)
+                continue
+            if writer is None:
+                writer = ParquetRows(out, schema_of(row), rows_per_part=rows_per_part, prefix=prefix)
+            writer.add(row_of(row))
+    finally:  # Ctrl-C, SIGTERM (SystemExit), an error: what is finished is written
+        if writer is not None:
+            writer.close()
+    return {"written": writer.written if writer is not None else 0, "errors": errors}
+
+
+def to_parquet(weights, out: str | os.PathLike, inputs=None, options=None, *, dataset=None, topk: int = 5,
+               batch_size: int | None = None, workers: int = 0, decode: str = "workers", progress: bool = False,
+               world=None, ray: str | None = None, ray_actors: int = 1, ray_cpus: float = 1,
+               on_error=None) -> dict:  # fmt: skip
+    """``embed`` and ``predict --out``: every image of ``inputs`` (files, folders, globs) or of
+    ``dataset`` (shards, a Hugging Face split) into the Parquet dataset ``out``, as rows of ``key``
+    and ``embedding`` (``options.output == "embeddings"``) or ``top`` (the ``topk`` best classes).
+
+    Keys already in ``out`` are skipped: a rerun finishes what a killed run left. The session is
+    ``weights`` opened with ``options`` (:class:`~inceptionv4.engines.options.SessionOptions`) here,
+    or, with ``ray`` (an address, or "local"), on ``ray_actors`` Ray actors of ``ray_cpus`` CPUs
+    each (:func:`~inceptionv4.infer.raydata.ray_rows`). Under torchrun (``world``) each process
+    takes its share and writes parts named by its rank. ``on_error(row)`` hears of each image that
+    could not be read. Returns ``{"written", "errors", "skipped"}`` (this process's)."""
+    from ..engines.options import SessionOptions
+
+    options = options or SessionOptions()
+    embeddings = options.output == "embeddings"
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    done = done_keys(out)
+    if ray:
+        from .raydata import connect, ray_rows
+
+        started = connect(ray)
+        rows = ray_rows(weights, inputs, options, dataset=dataset, topk=topk, actors=ray_actors,
+                        cpus_per_actor=ray_cpus, batch_size=batch_size, skip=done, progress=progress)  # fmt: skip
+    else:
+        from ..engines.open import open_session
+        from .predict import session_rows, top_classes
+
+        started = False
+        session = open_session(weights, options)
+        names = session.labels.names
+
+        def made(outputs):
+            if embeddings:
+                return [{"embedding": v} for v in outputs.numpy()]
+            return [{"top": top} for top in top_classes(outputs, names, min(topk, len(names)))]
+
+        rows = session_rows(session, inputs, made, dataset=dataset, world=world, batch_size=batch_size,
+                            progress=progress, workers=workers, decode=decode, skip=done,
+                            desc="embed" if embeddings else "predict")  # fmt: skip
+    prefix = f"rank{world.rank:05d}" if world is not None and world.distributed else "part"
+    try:
+        if embeddings:
+            summary = write_parquet(rows, out, lambda r: embedding_schema(len(r["embedding"])),
+                                    lambda r: {"key": r["file"], "embedding": r["embedding"]}, prefix=prefix,
+                                    on_error=on_error)  # fmt: skip
+        else:
+            summary = write_parquet(rows, out, lambda _: top_schema(), lambda r: {"key": r["file"], "top": r["top"]},
+                                    prefix=prefix, on_error=on_error)  # fmt: skip
+    finally:
+        if started:
+            import ray as ray_module
+
+            ray_module.shutdown()
+    return {**summary, "skipped": len(done)}
+
+
+__all__ = ["ParquetRows", "done_keys", "embedding_schema", "to_parquet", "top_schema", "write_parquet"]

@@ -15,6 +15,7 @@ from PIL import Image
 from ..data.decode import DecodeError, image_rgb, images_under, load_rgb
 from ..data.loaders import protocol_batches
 from ..data.views import check_decode
+from ..distributed import World
 from ..engines.open import as_session
 from ..engines.session import Session
 
@@ -98,8 +99,10 @@ class InputFiles:
 
 def predict(
     session: Session | torch.nn.Module | list[torch.nn.Module],
-    inputs: Input | list[Input],
+    inputs: Input | list[Input] | None,
     *,
+    dataset=None,
+    world: World | None = None,
     topk: int = 5,
     batch_size: int | None = None,
     progress: bool = False,
@@ -110,8 +113,10 @@ def predict(
     """Yield ``{"file", "ok", "top": [{"index", "name", "prob"}]}`` or ``{"file", "ok": False, "error"}``
     for every input file, in order, batching the work (``batch_size`` images at a time; default
     16 on a CPU, 256 on a GPU). ``inputs`` are files, folders (searched recursively) and globs, PIL
-    images already in memory, or a list of them; files named in ``skip`` are left out (a resumed
-    run's finished ones).
+    images already in memory, or a list of them; or None and ``dataset`` (an ImageDataset:
+    WebDataset shards, a Hugging Face split), keyed by its ``name_of``. Files named in ``skip``
+    are left out (a resumed run's finished ones); ``world`` takes a torchrun process's share
+    (:func:`session_rows`).
 
     ``session`` (:func:`~inceptionv4.engines.open.open_session`) says how inference runs:
     backend, device, precision, crops, an ensemble. Networks in memory are taken as a 1-crop torch
@@ -134,28 +139,37 @@ def predict(
     def rows(outputs: torch.Tensor) -> list[dict]:
         return [{"top": top} for top in top_classes(outputs, names, k)]
 
-    yield from session_rows(session, inputs, rows, batch_size=batch_size, progress=progress, workers=workers,
-                            decode=decode, skip=skip, desc="predict")  # fmt: skip
+    yield from session_rows(session, inputs, rows, dataset=dataset, world=world, batch_size=batch_size,
+                            progress=progress, workers=workers, decode=decode, skip=skip, desc="predict")  # fmt: skip
 
 
-def session_rows(session: Session, inputs: Input | list[Input], rows: Callable[[torch.Tensor], list[dict]], *,
-                 batch_size: int | None = None, progress: bool = False, workers: int = 0, decode: str = "workers",
-                 skip: Container[str] = (), desc: str = "predict") -> Iterator[dict]:  # fmt: skip
-    """The one loop of predict and embed: every input file (but those named in ``skip``) through
-    the batch path and ``session``, in order, as ``{"file", "ok": True, **rows(outputs)[i]}`` or
-    ``{"file", "ok": False, "error"}``. ``rows`` turns a batch's (N, ...) outputs into N dicts."""
+def session_rows(session: Session, inputs: Input | list[Input] | None, rows: Callable[[torch.Tensor], list[dict]], *,
+                 dataset=None, world: World | None = None, batch_size: int | None = None, progress: bool = False,
+                 workers: int = 0, decode: str = "workers", skip: Container[str] = (),
+                 desc: str = "predict") -> Iterator[dict]:  # fmt: skip
+    """The one loop of predict and embed: every input file (or every image of ``dataset``, an
+    :class:`~inceptionv4.data.datasets.ImageDataset` such as shards, when ``inputs`` is None) but
+    those named in ``skip``, through the batch path and ``session``, in order, as ``{"file", "ok":
+    True, **rows(outputs)[i]}`` or ``{"file", "ok": False, "error"}``. ``rows`` turns a batch's
+    (N, ...) outputs into N dicts. Under torchrun (``world``) this process takes every
+    ``world.size``-th image from its rank on, as eval does; the shares do not depend on ``skip``,
+    so a rerun gives each process the same images."""
     if (batch_size is not None and batch_size < 1) or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
     check_decode(decode)
-    files = InputFiles([entry for entry in expand_inputs(inputs) if entry[0] not in skip])
+    if (inputs is None) == (dataset is None):
+        raise ValueError("give inputs (files, folders, globs) or a dataset, not both")
+    files = InputFiles(expand_inputs(inputs)) if dataset is None else dataset
+    world = world or World()
+    order = [i for i in range(world.rank, len(files), world.size) if files.name_of(i) not in skip]
     batch_size = batch_size or (256 if session.device.type == "cuda" else 16)  # images a pass; a GPU needs many
     batches = protocol_batches(files, session.pre, session.crops, session.device, batch_size=batch_size,
-                               decode=decode, reduce_to=session.reduce_to, workers=workers)  # fmt: skip
+                               decode=decode, reduce_to=session.reduce_to, workers=workers, order=order)  # fmt: skip
     bar = None
-    if progress and len(files) > batch_size:
+    if progress and len(order) > batch_size:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(files), desc=desc, unit="img")
+        bar = tqdm(total=len(order), desc=desc, unit="img")
     try:
         for batch in batches:
             results = {i: {"file": files.name_of(i), "ok": False, "error": reason.removeprefix(f"{files.name_of(i)}: ")}
