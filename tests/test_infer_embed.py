@@ -187,3 +187,76 @@ def test_predict_out_writes_the_top_k_as_parquet_and_skips_what_is_written(small
     assert "wrote 0 prediction row(s)" in capsys.readouterr().err and pq.read_table(out).num_rows == 3
     assert main([*argv, "--json"]) != 0
     assert "--out writes the predictions as Parquet: drop --json" in capsys.readouterr().err
+
+
+def test_embed_reads_shards_and_hf_splits_without_labels(small_model, tmp_path, capsys):
+    import io
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    datasets = pytest.importorskip("datasets")
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights)
+    files = _images(tmp_path / "in", 4)
+    want = embed(weights, files, backend="torch").vectors
+    raw = [open(f, "rb").read() for f in files]  # noqa: SIM115
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(tmp_path / "shards" / "s-000000.tar", "w") as tar:  # no .cls: unlabelled, as crawls are
+        for name, data in [*((f"{i:03d}.png", b) for i, b in enumerate(raw)), ("004.png", b"junk"), ("005.txt", b"x")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    common = ["--weights", str(weights), "--backend", "torch", "--precision", "fp32"]
+    assert main(["embed", "--dataset", "wds", str(tmp_path / "shards" / "s-{000000..000000}.tar"),
+                 "--out", str(tmp_path / "wds.parquet"), *common]) == 1  # fmt: skip
+    assert "s-000000.tar:004.png: error: not an image" in capsys.readouterr().err
+    rows = {r["key"]: r["embedding"] for r in pq.read_table(tmp_path / "wds.parquet").to_pylist()}
+    assert sorted(rows) == [f"s-000000.tar:{i:03d}.png" for i in range(4)]
+    assert np.abs(np.array([rows[k] for k in sorted(rows)]) - want).max() < 1e-5
+
+    features = datasets.Features({"img": datasets.Image(), "note": datasets.Value("string")})
+    split = datasets.Dataset.from_dict({"img": [{"bytes": b, "path": None} for b in raw], "note": list("abcd")},
+                                       features=features)  # fmt: skip
+    split.save_to_disk(str(tmp_path / "hf"))
+    assert main(["embed", "--dataset", "hf", str(tmp_path / "hf"), "--out", str(tmp_path / "hf.parquet"), *common]) == 0
+    table = pq.read_table(tmp_path / "hf.parquet").to_pylist()
+    keys = [r["key"] for r in table]
+    assert len(keys) == 4 and all(k.endswith(f"#{i}") for i, k in enumerate(sorted(keys)))
+    assert np.abs(np.array([r["embedding"] for r in sorted(table, key=lambda r: r["key"])]) - want).max() < 1e-5
+    assert main(["embed", str(tmp_path / "in"), "--split", "test", "--out", str(tmp_path / "x.parquet"), *common]) == 2
+    assert "--split and --image-column read a Hugging Face dataset: give --dataset hf" in capsys.readouterr().err
+    assert main(["embed", "--dataset", "wds", "a.tar", "b.tar", "--out", str(tmp_path / "x.parquet"), *common]) == 2
+    assert "--dataset wds reads one source" in capsys.readouterr().err
+
+
+def test_embed_under_torchrun_splits_the_images_by_rank_with_no_duplicates(small_model, tmp_path):
+    """Two gloo processes each embed every other image into parts named by their rank; together
+    they are one process's rows, each once; rank 0 alone reports."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights)
+    files = _images(tmp_path / "in", 7)
+    want = embed(weights, files, backend="torch")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "emb.parquet"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(port), "-m", "inceptionv4", "embed", str(tmp_path / "in"), "--weights", str(weights),
+           "--out", str(out), "--backend", "torch", "--precision", "fp32", "--device", "cpu"]  # fmt: skip
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("wrote 7 embedding row(s) into") == 1 and "by 2 processes" in proc.stderr
+    assert sorted({p.name[:9] for p in out.glob("*.parquet")}) == ["rank00000", "rank00001"]
+    table = pq.read_table(out)
+    rows = {r["key"]: r["embedding"] for r in table.to_pylist()}
+    assert table.num_rows == 7 and sorted(rows) == sorted(want.names)
+    assert np.abs(np.array([rows[n] for n in want.names]) - want.vectors).max() < 1e-5
