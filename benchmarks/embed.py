@@ -1,12 +1,15 @@
 """``embed`` against ``predict`` on the same files, side by side: does writing embeddings cost more
 than ranking classes?
 
-    python benchmarks/embed.py [--model inception_v4] [--images 64] [--rounds 3] [--json out.json]
+    python benchmarks/embed.py [--model inception_v4] [--images 64] [--rounds 3] [--ray N] [--json out.json]
 
 ``--images`` 500x375 JPEGs, random weights of ``--model`` at 299 px, the session ``--precision
 auto`` opens (the CPU's engine). Per round, in alternating order: ``predict()`` over the files, and
 ``embed_rows()`` over the same files written to a fresh Parquet dataset (``write_parquet``: what
-``inceptionv4 embed`` does). Prints the best round of each in images per second and embed's ratio.
+``inceptionv4 embed`` does). With ``--ray N``, also ``embed --ray`` on a local Ray cluster of this
+machine's cores, N actors of one CPU each: a whole run each round, the actors' start (and engine
+build) included, as a user meets it. Prints the best round of each in images per second and each
+one's ratio to predict.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     p.add_argument("--model", default="inception_v4")
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--ray", type=int, default=0, metavar="N", help="also embed on a local Ray cluster, N actors")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -59,6 +63,21 @@ def main() -> None:
                           lambda r: {"key": r["file"], "embedding": r["embedding"]})  # fmt: skip
 
         paths = {"predict": lambda: list(predict(classes, files)), "embed -> Parquet": run_embed}
+        if args.ray:
+            import ray
+
+            from inceptionv4.engines.options import SessionOptions
+            from inceptionv4.infer.outputs import to_parquet
+
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            options = SessionOptions(precision="auto", output="embeddings")
+
+            def run_ray() -> None:
+                out = folder / "ray.parquet"
+                shutil.rmtree(out, ignore_errors=True)
+                to_parquet(weights, out, files, options, ray="auto", ray_actors=args.ray)
+
+            paths[f"embed --ray ({args.ray} actors)"] = run_ray
         for run in paths.values():  # warm-up
             run()
         best = {name: float("inf") for name in paths}

@@ -260,3 +260,30 @@ def test_embed_under_torchrun_splits_the_images_by_rank_with_no_duplicates(small
     rows = {r["key"]: r["embedding"] for r in table.to_pylist()}
     assert table.num_rows == 7 and sorted(rows) == sorted(want.names)
     assert np.abs(np.array([rows[n] for n in want.names]) - want.vectors).max() < 1e-5
+
+
+def test_embed_topk_ranks_the_same_features_as_predict_and_a_resume_keeps_the_columns(small_model, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from inceptionv4.infer.predict import predict
+
+    weights = tmp_path / "m.safetensors"
+    iv.save_weights(small_model, weights)
+    files = _images(tmp_path / "in", 3)
+    out = tmp_path / "emb.parquet"
+    common = ["--weights", str(weights), "--out", str(out), "--backend", "torch", "--precision", "fp32"]
+    assert main(["embed", *files[:2], *common, "--topk", "2"]) == 0
+    assert main(["embed", *files, *common]) == 2  # the rows written have a top column: a rerun must too
+    assert f"{out} holds rows of key, embedding, top, not key, embedding" in capsys.readouterr().err
+    assert main(["embed", *files, *common, "--topk", "2"]) == 0
+    rows = {r["key"]: r for r in pq.read_table(out).to_pylist()}
+    assert sorted(rows) == files
+    for result in predict(small_model, files, topk=2):
+        got = rows[result["file"]]["top"]
+        assert [t["index"] for t in got] == [t["index"] for t in result["top"]]
+        assert max(abs(a["prob"] - b["prob"]) for a, b in zip(got, result["top"], strict=True)) < 1e-5
+    facenet_like = iv.create_model("inception_resnet_v1", num_classes=0, embedding_dim=16)
+    iv.save_weights(facenet_like, tmp_path / "f.safetensors")
+    assert main(["embed", *files, "--weights", str(tmp_path / "f.safetensors"), "--out", str(tmp_path / "f.parquet"),
+                 "--topk", "2"]) == 2  # fmt: skip
+    assert "no classifier over its pooled features (an embedding head" in capsys.readouterr().err

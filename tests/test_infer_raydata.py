@@ -126,3 +126,7 @@ def test_the_predictor_takes_encoded_images_as_ray_reads_them(weights, tmp_path)
     assert not out["embedding"][3].any()
     top = Predictor(str(weights), output="probabilities", topk=2, backend="torch")(batch)
     assert top["top_index"].shape == (4, 2) and top["top_prob"][:3].sum(1).max() <= 1 + 1e-6
+    both = Predictor(str(weights), topk=2, backend="torch")(batch)  # embeddings, ranked by the classifier
+    assert np.abs(both["embedding"] - out["embedding"]).max() < 1e-6
+    assert (both["top_index"][:3] == top["top_index"][:3]).all()
+    assert np.abs(both["top_prob"][:3] - top["top_prob"][:3]).max() < 1e-5

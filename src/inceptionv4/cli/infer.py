@@ -343,7 +343,7 @@ def _to_parquet(args: argparse.Namespace, inputs, dataset, what: str) -> int:
         options = dataclasses.replace(options, device=device)
     try:
         summary = to_parquet(check_weights(args.weights), args.out, inputs, options, dataset=dataset,
-                             topk=getattr(args, "topk", 5), batch_size=args.batch_size, workers=args.workers,
+                             topk=args.topk, batch_size=args.batch_size, workers=args.workers,
                              decode=args.decode, world=world, ray=args.ray, ray_actors=args.ray_actors,
                              ray_cpus=args.ray_cpus, on_error=_unreadable,
                              progress=not getattr(args, "no_progress", False) and sys.stderr.isatty())  # fmt: skip
@@ -425,6 +425,8 @@ def _register_embed(sub) -> None:
                         "the keys already there")  # fmt: skip
     p.add_argument("--batch-size", type=number(int, 1, 65536), default=None, metavar="N",
                    help="images per pass (default: 16 on a CPU, 256 on a GPU)")  # fmt: skip
+    p.add_argument("--topk", type=number(int, 1), default=None, metavar="K",
+                   help="also a top column: the K best classes by the network's classifier over the same features")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_ray_flags(p)
     add_session_flags(p, workers=True)

@@ -20,7 +20,7 @@ from ..distributed import World
 from ..engines.open import open_session
 from ..engines.options import SessionOptions
 from ..engines.session import Session
-from .predict import Input, session_rows
+from .predict import Input, session_rows, top_classes
 
 
 def open_embedder(source, options: SessionOptions | None = None, **settings) -> Session:
@@ -48,6 +48,42 @@ def embed_rows(session: Session, inputs: Input | list[Input] | None, *, dataset=
         raise ValueError("this session returns probabilities: open one with output='embeddings' (open_embedder)")
     yield from session_rows(session, inputs, rows, dataset=dataset, world=world, batch_size=batch_size,
                             progress=progress, workers=workers, decode=decode, skip=skip, desc="embed")  # fmt: skip
+
+
+class TopClasses:
+    """The ``k`` best classes of pooled features by the network's own classifier (its last linear
+    layer and a softmax, fp32 on this CPU): the ``top`` column ``embed --topk`` writes beside each
+    embedding, without a second pass through the network. Over a ``--crops`` protocol it ranks the
+    mean of the views' features. ``weights`` is one network's (an embedding head has identities,
+    not classes to rank)."""
+
+    def __init__(self, weights, k: int, model: str | None = None) -> None:
+        from ..api import load_network
+        from ..engines.session import Labels
+        from ..models.layers import EmbeddingHead
+
+        if isinstance(weights, (list, tuple)):
+            if len(weights) != 1:
+                raise ValueError("top classes beside embeddings come from one network: give one weights file")
+            weights = weights[0]
+        if k < 1:
+            raise ValueError(f"topk must be >= 1, got {k}")
+        net = load_network(weights, model)
+        if net.head is None or isinstance(net.head, EmbeddingHead) or net.num_classes == 0:
+            raise ValueError("this network has no classifier over its pooled features (an embedding head, or no "
+                             "classes): embed it without --topk")  # fmt: skip
+        self.fc = net.head.fc.float().eval()
+        self.names = Labels.of_model(net).names
+        self.k = min(k, len(self.names))
+
+    @torch.no_grad()
+    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, D) pooled features -> (N, classes) probabilities."""
+        return torch.softmax(self.fc(torch.as_tensor(features).float()), 1)
+
+    def __call__(self, features: torch.Tensor) -> list[list[dict]]:
+        """Each row's ``k`` best as ``{"index", "name", "prob"}``, best first."""
+        return top_classes(self.probabilities(features), self.names, self.k)
 
 
 @dataclass(frozen=True)
@@ -105,5 +141,5 @@ def verify(source, a: Input, b: Input, *, threshold: float, **settings) -> Verdi
     return Verdict(d, float(threshold), d <= threshold)
 
 
-__all__ = ["Embedded", "Verdict", "distance_matrix", "embed", "embed_rows", "face_distances",
+__all__ = ["Embedded", "TopClasses", "Verdict", "distance_matrix", "embed", "embed_rows", "face_distances",
            "open_embedder", "verify"]

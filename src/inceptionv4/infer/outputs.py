@@ -87,11 +87,28 @@ def done_keys(path: str | os.PathLike) -> set[str]:
     return keys
 
 
-def embedding_schema(width: int):
-    """``key``: the input; ``embedding``: float32 of ``width``."""
+def check_columns(path: str | os.PathLike, columns: list[str]) -> None:
+    """ValueError unless the Parquet dataset at ``path`` (if it has parts) holds rows of
+    ``columns``: a resumed run must add rows of the shape already written."""
+    folder = Path(path)
+    part = next(iter(sorted(folder.glob("*.parquet"))), None) if folder.is_dir() else None
+    if part is None:
+        return
+    import pyarrow.parquet as pq
+
+    found = pq.read_schema(part).names
+    if found != columns:
+        raise ValueError(f"{folder} holds rows of {', '.join(found)}, not {', '.join(columns)}: rerun with the flags "
+                         "that wrote it, or give a new --out")  # fmt: skip
+
+
+def embedding_schema(width: int, top: bool = False):
+    """``key``: the input; ``embedding``: float32 of ``width``; with ``top``, :func:`top_schema`'s
+    column too."""
     import pyarrow as pa
 
-    return pa.schema([("key", pa.string()), ("embedding", pa.list_(pa.float32(), width))])
+    fields = [("key", pa.string()), ("embedding", pa.list_(pa.float32(), width))]
+    return pa.schema(fields + ([top_schema().field("top")] if top else []))
 
 
 def top_schema():
@@ -125,13 +142,15 @@ def write_parquet(rows: Iterator[dict], out: str | os.PathLike, schema_of, row_o
     return {"written": writer.written if writer is not None else 0, "errors": errors}
 
 
-def to_parquet(weights, out: str | os.PathLike, inputs=None, options=None, *, dataset=None, topk: int = 5,
+def to_parquet(weights, out: str | os.PathLike, inputs=None, options=None, *, dataset=None, topk: int | None = None,
                batch_size: int | None = None, workers: int = 0, decode: str = "workers", progress: bool = False,
                world=None, ray: str | None = None, ray_actors: int = 1, ray_cpus: float = 1,
                on_error=None) -> dict:  # fmt: skip
     """``embed`` and ``predict --out``: every image of ``inputs`` (files, folders, globs) or of
     ``dataset`` (shards, a Hugging Face split) into the Parquet dataset ``out``, as rows of ``key``
-    and ``embedding`` (``options.output == "embeddings"``) or ``top`` (the ``topk`` best classes).
+    and ``embedding`` (``options.output == "embeddings"``; with ``topk``, also ``top`` by the
+    network's classifier, :class:`~inceptionv4.infer.embed.TopClasses`) or ``top`` (the ``topk``,
+    default 5, best classes).
 
     Keys already in ``out`` are skipped: a rerun finishes what a killed run left. The session is
     ``weights`` opened with ``options`` (:class:`~inceptionv4.engines.options.SessionOptions`) here,
@@ -143,27 +162,34 @@ def to_parquet(weights, out: str | os.PathLike, inputs=None, options=None, *, da
 
     options = options or SessionOptions()
     embeddings = options.output == "embeddings"
-    if topk < 1:
+    if topk is not None and topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
+    ranked = topk is not None or not embeddings  # rows carry a top column
+    topk = topk or 5
     done = done_keys(out)
+    check_columns(out, ["key", "embedding", "top"][: 3 if ranked else 2] if embeddings else ["key", "top"])
     if ray:
         from .raydata import connect, ray_rows
 
         started = connect(ray)
-        rows = ray_rows(weights, inputs, options, dataset=dataset, topk=topk, actors=ray_actors,
+        rows = ray_rows(weights, inputs, options, dataset=dataset, topk=topk if ranked else None, actors=ray_actors,
                         cpus_per_actor=ray_cpus, batch_size=batch_size, skip=done, progress=progress)  # fmt: skip
     else:
         from ..engines.open import open_session
+        from .embed import TopClasses
         from .predict import session_rows, top_classes
 
         started = False
+        ranks = TopClasses(weights, topk, options.model) if embeddings and ranked else None
         session = open_session(weights, options)
         names = session.labels.names
 
         def made(outputs):
-            if embeddings:
+            if not embeddings:
+                return [{"top": top} for top in top_classes(outputs, names, min(topk, len(names)))]
+            if ranks is None:
                 return [{"embedding": v} for v in outputs.numpy()]
-            return [{"top": top} for top in top_classes(outputs, names, min(topk, len(names)))]
+            return [{"embedding": v, "top": t} for v, t in zip(outputs.numpy(), ranks(outputs), strict=True)]
 
         rows = session_rows(session, inputs, made, dataset=dataset, world=world, batch_size=batch_size,
                             progress=progress, workers=workers, decode=decode, skip=done,
@@ -171,9 +197,9 @@ def to_parquet(weights, out: str | os.PathLike, inputs=None, options=None, *, da
     prefix = f"rank{world.rank:05d}" if world is not None and world.distributed else "part"
     try:
         if embeddings:
-            summary = write_parquet(rows, out, lambda r: embedding_schema(len(r["embedding"])),
-                                    lambda r: {"key": r["file"], "embedding": r["embedding"]}, prefix=prefix,
-                                    on_error=on_error)  # fmt: skip
+            summary = write_parquet(rows, out, lambda r: embedding_schema(len(r["embedding"]), top=ranked),
+                                    lambda r: {"key": r["file"], **{c: r[c] for c in ("embedding", "top") if c in r}},
+                                    prefix=prefix, on_error=on_error)  # fmt: skip
         else:
             summary = write_parquet(rows, out, lambda _: top_schema(), lambda r: {"key": r["file"], "top": r["top"]},
                                     prefix=prefix, on_error=on_error)  # fmt: skip
@@ -185,4 +211,4 @@ def to_parquet(weights, out: str | os.PathLike, inputs=None, options=None, *, da
     return {**summary, "skipped": len(done)}
 
 
-__all__ = ["ParquetRows", "done_keys", "embedding_schema", "to_parquet", "top_schema", "write_parquet"]
+__all__ = ["ParquetRows", "check_columns", "done_keys", "embedding_schema", "to_parquet", "top_schema", "write_parquet"]

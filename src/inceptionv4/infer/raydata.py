@@ -62,16 +62,21 @@ class Predictor:
     A batch holds either encoded images (column ``image_column``, named by ``key_column``; decoded
     here through the session's protocol) or the columns :func:`load_views` makes (``key``,
     ``pixels``, ``error``). The result has ``key``, ``error`` ("" for an image read) and
-    ``embedding`` (N, D) float32, or ``top_index`` (N, k) int32 and ``top_prob`` (N, k) float32,
-    the ``topk`` best classes; rows of unreadable images hold zeros there."""
+    ``embedding`` (N, D) float32, and/or ``top_index`` (N, k) int32 and ``top_prob`` (N, k)
+    float32: the ``topk`` best classes (default 5 for probabilities; beside embeddings only when
+    given, by :class:`~inceptionv4.infer.embed.TopClasses`). Rows of unreadable images hold zeros
+    there."""
 
-    def __init__(self, weights, *, output: str = "embeddings", topk: int = 5, image_column: str = "bytes",
+    def __init__(self, weights, *, output: str = "embeddings", topk: int | None = None, image_column: str = "bytes",
                  key_column: str = "path", **settings) -> None:  # fmt: skip
+        from .embed import TopClasses
+
+        if topk is not None and topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
         self.session = open_session(weights, output=output, **settings)
         self.image_column, self.key_column = image_column, key_column
-        self.topk = min(topk, len(self.session.labels.names))
-        if self.topk < 1 and output == "probabilities":
-            raise ValueError(f"topk must be >= 1, got {topk}")
+        self.ranks = TopClasses(weights, topk, settings.get("model")) if topk and output == "embeddings" else None
+        self.topk = self.ranks.k if self.ranks else min(topk or 5, len(self.session.labels.names))
         side = self.session.pre.input_size
         self.width = self.session(torch.zeros(self.session.crops, 3, side, side, dtype=torch.uint8)).shape[1]
 
@@ -86,16 +91,19 @@ class Predictor:
         if ok.any():
             views = torch.from_numpy(np.ascontiguousarray(pixels[ok]))
             outputs = self.session(views.flatten(0, 1))
+        probs = outputs
         if self.session.output == "embeddings":
             out["embedding"] = np.zeros((len(keys), self.width), np.float32)
             if outputs is not None:
                 out["embedding"][ok] = outputs.numpy()
-        else:
-            out["top_index"] = np.zeros((len(keys), self.topk), np.int32)
-            out["top_prob"] = np.zeros((len(keys), self.topk), np.float32)
-            if outputs is not None:
-                top = outputs.topk(self.topk, 1)
-                out["top_index"][ok], out["top_prob"][ok] = top.indices.numpy(), top.values.numpy()
+                probs = self.ranks.probabilities(outputs) if self.ranks else None
+            if self.ranks is None:
+                return out
+        out["top_index"] = np.zeros((len(keys), self.topk), np.int32)
+        out["top_prob"] = np.zeros((len(keys), self.topk), np.float32)
+        if probs is not None:
+            top = probs.topk(self.topk, 1)
+            out["top_index"][ok], out["top_prob"][ok] = top.indices.numpy(), top.values.numpy()
         return out
 
     def _decode(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -130,14 +138,14 @@ def connect(address: str) -> bool:
 
 
 def ray_rows(weights, inputs: Input | list[Input] | None = None, options: SessionOptions | None = None, *,
-             dataset=None, topk: int = 5, actors: int = 1, cpus_per_actor: float = 1, batch_size: int | None = None,
+             dataset=None, topk: int | None = None, actors: int = 1, cpus_per_actor: float = 1, batch_size: int | None = None,
              skip: Container[str] = (), progress: bool = False) -> Iterator[dict]:  # fmt: skip
     """The rows :func:`~inceptionv4.infer.predict.session_rows` yields (``{"file", "ok": True,
     "embedding"}`` or ``{"file", "ok": True, "top"}``, or ``{"file", "ok": False, "error"}``), for
     every image of ``inputs`` (files, folders, globs) or of ``dataset`` (an ImageDataset: shards,
     a Hugging Face split) but those named in ``skip``, computed on the Ray cluster this process is
-    connected to (:func:`connect`). ``options.output`` says which; rows come in the order Ray
-    finishes them, not the inputs'.
+    connected to (:func:`connect`). ``options.output`` says which (``topk``: as
+    :class:`Predictor` takes it); rows come in the order Ray finishes them, not the inputs'.
 
     ``actors`` actors each open the session (``weights``, ``options``): one GPU each when the
     device is CUDA (or "auto" and the cluster has GPUs), else ``cpus_per_actor`` CPUs. CPU tasks
@@ -187,12 +195,14 @@ def ray_rows(weights, inputs: Input | list[Input] | None = None, options: Sessio
             key, error = str(batch["key"][row]), str(batch["error"][row])
             if error:
                 yield {"file": key, "ok": False, "error": error}
-            elif output == "embeddings":
-                yield {"file": key, "ok": True, "embedding": batch["embedding"][row]}
-            else:
-                top = [{"index": int(i), "name": names[int(i)], "prob": float(p)}
-                       for i, p in zip(batch["top_index"][row], batch["top_prob"][row], strict=True)]  # fmt: skip
-                yield {"file": key, "ok": True, "top": top}
+                continue
+            result = {"file": key, "ok": True}
+            if "embedding" in batch:
+                result["embedding"] = batch["embedding"][row]
+            if "top_index" in batch:
+                result["top"] = [{"index": int(i), "name": names[int(i)], "prob": float(p)}
+                                 for i, p in zip(batch["top_index"][row], batch["top_prob"][row], strict=True)]  # fmt: skip
+            yield result
 
 
 def _portable(weights):
