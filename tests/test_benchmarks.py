@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from inceptionv4.devices import cpu_features, vector_units
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -104,8 +106,9 @@ def test_explain_script_prints_the_cost_of_each_path_beside_predict(tmp_path):
 
 
 def test_embed_script_times_embed_beside_predict(tmp_path):
-    out = _run("embed.py", "--model", "inception_resnet_v1", "--images", "4", "--rounds", "1", "--json",
-               str(tmp_path / "e.json"))  # fmt: skip
+    pytest.importorskip("ray")
+    out = _run("embed.py", "--model", "inception_resnet_v1", "--images", "4", "--rounds", "1", "--ray", "1",
+               "--json", str(tmp_path / "e.json"))  # fmt: skip
     rates = json.loads((tmp_path / "e.json").read_text())["img_per_s"]
-    assert set(rates) == {"predict", "embed -> Parquet"} and all(r > 0 for r in rates.values())
+    assert set(rates) == {"predict", "embed -> Parquet", "embed --ray (1 actors)"} and all(r > 0 for r in rates.values())
     assert "| embed -> Parquet |" in out
