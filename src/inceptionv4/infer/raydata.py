@@ -129,11 +129,7 @@ def connect(address: str) -> bool:
 
     if ray.is_initialized():
         return False
-    settings = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if address == "local":
-        ray.init(**settings)
-    else:
-        ray.init(address=address, **settings)
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return True
 
 
@@ -182,7 +178,9 @@ def ray_rows(weights, inputs: Input | list[Input] | None = None, options: Sessio
     gpu = options.device.startswith("cuda") or (options.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
     batch_size = batch_size or (256 if gpu else 16)
     settings = {f: getattr(options, f) for f in SessionOptions.__dataclass_fields__ if f != "output"}
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 1000)))
+    blocks = max(min(actors, len(items)), min(-(-len(items) // batch_size), 1000))  # a block or more per actor
+    actors = min(actors, blocks)  # no actor that would wait for work
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(load_views, batch_size=batch_size, num_cpus=1, fn_kwargs={
         "dataset": dataset, "pre": probe.pre, "crops": probe.crops, "reduce_to": probe.reduce_to})  # fmt: skip
     del probe
