@@ -285,6 +285,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError("--out writes the predictions as Parquet: drop --json and --explain, or --out")
     if args.ray and not args.out:
         raise ValueError("--ray writes the predictions as Parquet: give --out PREDS.parquet")
+    if args.explain and args.dataset != "files":
+        raise ValueError("--explain draws over image files: give files, folders or globs, not --dataset")
     if args.explain:
         check_writable(Path(args.explain) / "overlay.png")
     inputs, dataset = input_source(args)

@@ -195,14 +195,11 @@ def to_parquet(weights, out: str | os.PathLike, inputs=None, options=None, *, da
                             progress=progress, workers=workers, decode=decode, skip=done,
                             desc="embed" if embeddings else "predict")  # fmt: skip
     prefix = f"rank{world.rank:05d}" if world is not None and world.distributed else "part"
+    schema_of = (lambda r: embedding_schema(len(r["embedding"]), top=ranked)) if embeddings else (lambda _: top_schema())
     try:
-        if embeddings:
-            summary = write_parquet(rows, out, lambda r: embedding_schema(len(r["embedding"]), top=ranked),
-                                    lambda r: {"key": r["file"], **{c: r[c] for c in ("embedding", "top") if c in r}},
-                                    prefix=prefix, on_error=on_error)  # fmt: skip
-        else:
-            summary = write_parquet(rows, out, lambda _: top_schema(), lambda r: {"key": r["file"], "top": r["top"]},
-                                    prefix=prefix, on_error=on_error)  # fmt: skip
+        summary = write_parquet(rows, out, schema_of,
+                                lambda r: {"key": r["file"], **{c: r[c] for c in ("embedding", "top") if c in r}},
+                                prefix=prefix, on_error=on_error)  # fmt: skip
     finally:
         if started:
             import ray as ray_module
