@@ -269,3 +269,23 @@ def test_a_cls_label_that_is_not_a_class_index_is_one_error(tmp_path):
             sink.write({"__key__": key, "png": png.getvalue(), "cls": label})
     with pytest.raises(ValueError, match=r"label 999999999 is not a class index below 100,000"):
         ShardDataset(tmp_path)
+
+
+def test_shards_pickle_without_their_open_files_and_read_after(tmp_path):
+    """A dataset that has read (so holds an open shard file) still pickles, as Ray sends it to its
+    tasks, and the copy reads the same bytes."""
+    import pickle
+
+    from inceptionv4.data.shards import ShardDataset
+
+    with tarfile.open(tmp_path / "s-000000.tar", "w") as tar:
+        for name, data in (("a.png", b"one"), ("b.png", b"two")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ds = ShardDataset(tmp_path / "s-000000.tar", labelled=False)
+    assert [label for _, label in ds.samples] == [-1, -1] and ds.read_sample(1)[0] == b"two"
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.read_sample(0)[:2] == (b"one", "s-000000.tar:a.png") and copy.read_sample(1)[0] == b"two"
+    with pytest.raises(ValueError, match="hold no samples with an image and a .cls label"):
+        ShardDataset(tmp_path / "s-000000.tar")

@@ -118,6 +118,10 @@ class ShardDataset(ImageDataset):
         self.classes = list(classes) if classes is not None else found
         check_labels([label for _, label in self.samples], self.pattern, len(self.classes))
 
+    def __getstate__(self) -> dict:
+        """Pickled (to a Ray task, a spawned worker) without this process's open shard files."""
+        return {**self.__dict__, "_files": {}, "_pid": None}
+
     def read_sample(self, index: int) -> tuple[bytes, str, bool]:
         """(the image member's bytes, its name, whether it is a JPEG) of sample ``index``."""
         member = self.samples[index][0]
