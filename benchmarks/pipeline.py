@@ -7,7 +7,7 @@ Random weights of ``--model`` with a 4-class head are saved, and (for int8) quan
 the small JPEGs. JPEGs are written to a temporary folder: ``--small`` ImageNet-size photos
 (500x375) and ``--phone`` phone-size ones (4000x3000, about 2.5 MB). For each precision, rows:
 
-- ``engine alone``: the session called on ready uint8 views, batch 16 (the ceiling), and, where
+- ``engine alone``: the session called on ready uint8 views, batch 16 (the ceiling; ``--engine-batch``), and, where
   OpenVINO's ``benchmark_app`` is installed, its figure with the better of its two hints on the
   same model and precision (the issue's reference);
 - ``predict`` over the small and the phone JPEGs (the API, as ``inceptionv4 predict`` runs it,
@@ -122,19 +122,21 @@ def measure(precision: str, weights: str, int8: str | None, small: Path, phone: 
     source = int8 if precision == "int8" else weights
     session = open_session(source, precision="auto" if precision == "int8" else precision)
     full = open_session(source, precision="auto" if precision == "int8" else precision, full_decode=True)
-    engine = engine_alone(session)
-    rows = [{"what": "engine alone (session on ready views, batch 16)", "img_per_s": engine, "engine": engine}]
+    engine_rate = lambda: engine_alone(session, args.engine_batch, args.engine_passes)  # noqa: E731
+    engine = engine_rate()
+    rows = [{"what": f"engine alone (session on ready views, batch {args.engine_batch})", "img_per_s": engine,
+             "engine": engine}]  # fmt: skip
     onnx = int8 if precision == "int8" else str(session.cache[0]["onnx"])
-    bapp = benchmark_app(onnx, precision, session.pre.input_size) if args.benchmark_app else None
+    bapp = benchmark_app(onnx, precision, session.pre.input_size, args.engine_batch) if args.benchmark_app else None
     n_small, n_phone = len(list(small.rglob("*.jpg"))), len(list(phone.rglob("*.jpg")))
     few = sorted(str(f) for f in small.rglob("*.jpg"))[:16]
     warm = lambda: list(predict(session, few))  # noqa: E731
 
     def row(what: str, measure_it) -> dict:
-        before = engine_alone(session)
+        before = engine_rate()
         figures = measure_it()
         figures = figures if isinstance(figures, dict) else {"img_per_s": figures}
-        return {"what": what, **figures, "engine": (before + engine_alone(session)) / 2}
+        return {"what": what, **figures, "engine": (before + engine_rate()) / 2}
 
     rows += [
         row(f"predict, {n_small} JPEGs 500x375", lambda: rate(lambda: list(predict(session, str(small))), n_small, warm=warm)),
@@ -159,7 +161,7 @@ def measure(precision: str, weights: str, int8: str | None, small: Path, phone: 
             proc.terminate()
             proc.wait(timeout=60)
     if bapp:
-        rows.insert(1, {"what": "benchmark_app, better hint, batch 16", "img_per_s": bapp, "engine": engine})
+        rows.insert(1, {"what": f"benchmark_app, better hint, batch {args.engine_batch}", "img_per_s": bapp, "engine": engine})
     for r in rows:
         r["vs_engine"] = r["img_per_s"] / r["engine"]
     return rows
@@ -173,6 +175,8 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=200, help="500x375 JPEGs")
     ap.add_argument("--phone", type=int, default=24, help="4000x3000 JPEGs")
     ap.add_argument("--clients", type=int, default=16, help="concurrent serve clients (0: no serve rows)")
+    ap.add_argument("--engine-batch", type=int, default=16, help="the engine-alone reference: images a pass")
+    ap.add_argument("--engine-passes", type=int, default=4, help="the engine-alone reference: passes timed")
     ap.add_argument("--no-benchmark-app", dest="benchmark_app", action="store_false")
     ap.add_argument("--json")
     args = ap.parse_args()

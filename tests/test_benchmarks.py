@@ -73,7 +73,8 @@ def test_pipeline_script_measures_every_path_against_the_engine(tmp_path):
     """benchmarks/pipeline.py at tiny sizes: engine, predict (small, phone reduced and full), eval and
     serve rows, each with its ratio to the engine row of the same run."""
     _run("pipeline.py", "--model", "inception_resnet_v1", "--precisions", "fp32", "--small", "4", "--phone", "2",
-         "--clients", "2", "--no-benchmark-app", "--json", str(tmp_path / "p.json"))  # fmt: skip
+         "--clients", "2", "--engine-batch", "2", "--engine-passes", "1", "--no-benchmark-app",
+         "--json", str(tmp_path / "p.json"))  # fmt: skip
     rows = json.loads((tmp_path / "p.json").read_text())["results"]["fp32"]
     what = [r["what"] for r in rows]
     assert what[0].startswith("engine alone") and rows[0]["vs_engine"] == 1.0
