@@ -7,9 +7,9 @@ Random weights of ``--model`` with a 4-class head are saved, and (for int8) quan
 the small JPEGs. JPEGs are written to a temporary folder: ``--small`` ImageNet-size photos
 (500x375) and ``--phone`` phone-size ones (4000x3000, about 2.5 MB). For each precision, rows:
 
-- ``engine alone``: the session called on ready uint8 views, batch 16 (the ceiling; ``--engine-batch``), and, where
-  OpenVINO's ``benchmark_app`` is installed, its figure with the better of its two hints on the
-  same model and precision (the issue's reference);
+- ``engine alone``: the session called on ready uint8 views, batch 16 (the ceiling;
+  ``--engine-batch``), and, where OpenVINO's ``benchmark_app`` is installed, its figure with the
+  better of its two hints on the same model and precision (the issue's reference);
 - ``predict`` over the small and the phone JPEGs (the API, as ``inceptionv4 predict`` runs it,
   start-up excluded), the phone ones with the reduced decode (the default) and ``full_decode``;
 - ``eval`` over the small JPEGs as a class folder;
