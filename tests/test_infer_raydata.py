@@ -132,3 +132,24 @@ def test_the_predictor_takes_encoded_images_as_ray_reads_them(weights, tmp_path)
     assert np.abs(both["embedding"] - out["embedding"]).max() < 1e-6
     assert (both["top_index"][:3] == top["top_index"][:3]).all()
     assert np.abs(both["top_prob"][:3] - top["top_prob"][:3]).max() < 1e-5
+
+
+def test_embed_on_ray_reads_shards_as_one_process_does(cluster, weights, tmp_path, capsys):
+    """--dataset wds on Ray: the shard dataset travels to Ray's tasks, and the rows (keys
+    '<shard>:<member>') equal those one process writes."""
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "s-000000.tar", "w") as tar:
+        for i, path in enumerate(noisy_pngs(tmp_path, 5, seed=6)):
+            info = tarfile.TarInfo(f"{i:03d}.png")
+            info.size = path.stat().st_size
+            tar.addfile(info, io.BytesIO(path.read_bytes()))
+    common = ["embed", "--dataset", "wds", str(tmp_path / "s-000000.tar"), "--weights", str(weights), "--backend",
+              "torch", "--precision", "fp32"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "one.parquet")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray.parquet"), "--ray", "auto", "--ray-actors", "2"]) == 0
+    one, on_ray = ({r["key"]: r["embedding"] for r in pq.read_table(tmp_path / f"{k}.parquet").to_pylist()}
+                   for k in ("one", "ray"))  # fmt: skip
+    assert sorted(on_ray) == sorted(one) == [f"s-000000.tar:{i:03d}.png" for i in range(5)]
+    assert max(np.abs(np.array(on_ray[k]) - np.array(one[k])).max() for k in one) < 1e-5

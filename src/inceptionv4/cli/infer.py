@@ -131,9 +131,9 @@ def torchrun_world(options: SessionOptions):
     from ..devices import resolve_device
     from ..distributed import World, init_distributed
 
-    resolve_device(options.device)  # a GPU this machine lacks is said before anything is listed
+    device = resolve_device(options.device)  # a GPU this machine lacks is said before anything is listed
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        world = init_distributed(resolve_device(options.device).type)
+        world = init_distributed(device.type)
         return world, str(world.device)
     return World(), None
 

@@ -76,7 +76,7 @@ class HFDataset(ImageDataset):
                 raise ValueError(f"{self.where} has no column {column!r} (columns: {columns})")
         if isinstance(features[self.image_column], datasets.Image):  # bytes, decoded by our decoder
             ds = ds.cast_column(self.image_column, datasets.Image(decode=False))
-        if self.label_column is None or (not labelled and self.label_column not in features):
+        if self.label_column is None:  # labelled=False, and no label column found
             self.ds, self.classes = ds, list(classes or [])
             self.samples = [(i, -1) for i in range(len(ds))]
             if not self.samples:

@@ -35,14 +35,17 @@ def open_embedder(source, options: SessionOptions | None = None, **settings) -> 
 
 def embed_rows(session: Session, inputs: Input | list[Input] | None, *, dataset=None, world: World | None = None,
                batch_size: int | None = None, progress: bool = False, workers: int = 0, decode: str = "workers",
-               skip: Container[str] = ()) -> Iterator[dict]:  # fmt: skip
-    """``{"file", "ok": True, "embedding"}`` (float32 numpy) or ``{"file", "ok": False, "error"}``
-    for every input (or image of ``dataset``; those in ``skip`` left out), in order, through the one
-    batch path (:func:`~inceptionv4.infer.predict.session_rows`: ``world`` is a torchrun process's
-    share) and an embedding session."""
+               skip: Container[str] = (), ranks: TopClasses | None = None) -> Iterator[dict]:  # fmt: skip
+    """``{"file", "ok": True, "embedding"}`` (float32 numpy; with ``ranks``, also ``"top"``: its
+    classes by :class:`TopClasses`) or ``{"file", "ok": False, "error"}`` for every input (or image
+    of ``dataset``; those in ``skip`` left out), in order, through the one batch path
+    (:func:`~inceptionv4.infer.predict.session_rows`: ``world`` is a torchrun process's share) and
+    an embedding session."""
 
     def rows(outputs: torch.Tensor) -> list[dict]:
-        return [{"embedding": v} for v in outputs.numpy()]
+        if ranks is None:
+            return [{"embedding": v} for v in outputs.numpy()]
+        return [{"embedding": v, "top": t} for v, t in zip(outputs.numpy(), ranks(outputs), strict=True)]
 
     if session.output != "embeddings":
         raise ValueError("this session returns probabilities: open one with output='embeddings' (open_embedder)")

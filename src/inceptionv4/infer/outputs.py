@@ -176,24 +176,16 @@ def to_parquet(weights, out: str | os.PathLike, inputs=None, options=None, *, da
                         cpus_per_actor=ray_cpus, batch_size=batch_size, skip=done, progress=progress)  # fmt: skip
     else:
         from ..engines.open import open_session
-        from .embed import TopClasses
-        from .predict import session_rows, top_classes
+        from .embed import TopClasses, embed_rows
+        from .predict import predict
 
         started = False
         ranks = TopClasses(weights, topk, options.model) if embeddings and ranked else None
         session = open_session(weights, options)
-        names = session.labels.names
-
-        def made(outputs):
-            if not embeddings:
-                return [{"top": top} for top in top_classes(outputs, names, min(topk, len(names)))]
-            if ranks is None:
-                return [{"embedding": v} for v in outputs.numpy()]
-            return [{"embedding": v, "top": t} for v, t in zip(outputs.numpy(), ranks(outputs), strict=True)]
-
-        rows = session_rows(session, inputs, made, dataset=dataset, world=world, batch_size=batch_size,
-                            progress=progress, workers=workers, decode=decode, skip=done,
-                            desc="embed" if embeddings else "predict")  # fmt: skip
+        common = {"dataset": dataset, "world": world, "batch_size": batch_size, "progress": progress,
+                  "workers": workers, "decode": decode, "skip": done}  # fmt: skip
+        rows = (embed_rows(session, inputs, ranks=ranks, **common) if embeddings
+                else predict(session, inputs, topk=topk, **common))  # fmt: skip
     prefix = f"rank{world.rank:05d}" if world is not None and world.distributed else "part"
     schema_of = (lambda r: embedding_schema(len(r["embedding"]), top=ranked)) if embeddings else (lambda _: top_schema())
     try:

@@ -42,16 +42,22 @@ def load_views(batch: dict[str, np.ndarray], *, dataset, pre: Preprocessing, cro
     :class:`~inceptionv4.data.datasets.ImageDataset` contract) -> ``{"key", "pixels": (N, V, 3, S, S)
     uint8, "error"}``: each image's protocol views, or zeros and why it could not be read ("" when
     it could)."""
-    keys, indices = batch["key"], batch["index"]
-    pixels = np.zeros((len(keys), crops, 3, pre.input_size, pre.input_size), np.uint8)
-    errors = np.full(len(keys), "", dtype=object)
-    for row, index in enumerate(indices):
+    pixels, errors = _views_of([int(i) for i in batch["index"]], pre, crops, dataset.name_of,
+                               lambda i: protocol_pixels(dataset.load(i, reduce_to=reduce_to)[0], pre, crops))  # fmt: skip
+    return {"key": batch["key"], "pixels": pixels, "error": errors}
+
+
+def _views_of(items: list, pre: Preprocessing, crops: int, name_of, views) -> tuple[np.ndarray, np.ndarray]:
+    """((N, V, 3, S, S) uint8 ``views(item)`` of each item, or zeros; why each that raised
+    DecodeError could not be read, without its name ``name_of(item)``, "" for the others)."""
+    pixels = np.zeros((len(items), crops, 3, pre.input_size, pre.input_size), np.uint8)
+    errors = np.full(len(items), "", dtype=object)
+    for row, item in enumerate(items):
         try:
-            img, _ = dataset.load(int(index), reduce_to=reduce_to)
-            pixels[row] = protocol_pixels(img, pre, crops).numpy()
+            pixels[row] = views(item).numpy()
         except DecodeError as err:
-            errors[row] = str(err).removeprefix(f"{dataset.name_of(int(index))}: ")
-    return {"key": keys, "pixels": pixels, "error": errors}
+            errors[row] = str(err).removeprefix(f"{name_of(item)}: ")
+    return pixels, errors
 
 
 class Predictor:
@@ -106,16 +112,11 @@ class Predictor:
             out["top_index"][ok], out["top_prob"][ok] = top.indices.numpy(), top.values.numpy()
         return out
 
-    def _decode(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        s = self.session
-        images, keys = batch[self.image_column], batch[self.key_column]
-        pixels = np.zeros((len(keys), s.crops, 3, s.pre.input_size, s.pre.input_size), np.uint8)
-        errors = [""] * len(keys)
-        for row, (data, key) in enumerate(zip(images, keys, strict=True)):
-            try:
-                pixels[row] = upload_views(bytes(data), str(key), s.pre, s.crops, reduce_to=s.reduce_to).numpy()
-            except DecodeError as err:
-                errors[row] = str(err).removeprefix(f"{key}: ")
+    def _decode(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s, keys = self.session, batch[self.key_column]
+        pairs = list(zip(batch[self.image_column], (str(k) for k in keys), strict=True))
+        pixels, errors = _views_of(pairs, s.pre, s.crops, lambda pair: pair[1], lambda pair: upload_views(
+            bytes(pair[0]), pair[1], s.pre, s.crops, reduce_to=s.reduce_to))  # fmt: skip
         return keys, pixels, errors
 
 
